@@ -1,0 +1,29 @@
+# rnntune: one image for the API, the dashboard and the workers.
+#   docker build -t rnntune .                       # torch from PyPI (CUDA-enabled, runs on CPU too)
+#   docker build --build-arg TORCH_SPEC=torch==2.13.0 -t rnntune .
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_SPEC="torch==2.13.0"
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN pip install "${TORCH_SPEC}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY models ./models
+RUN pip install .
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 TZ=UTC \
+    RNNTUNE_DATA_DIR=/data RNNTUNE_DATABASE_URL=sqlite:////data/rnntune.db
+RUN useradd --create-home --uid 10001 rnntune && mkdir -p /data && chown rnntune /data
+COPY --from=build /opt/venv /opt/venv
+COPY --chown=rnntune studies /app/studies
+WORKDIR /app
+USER rnntune
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
+CMD ["rnntune", "serve", "--host", "0.0.0.0", "--port", "8000"]

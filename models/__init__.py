@@ -1,0 +1,43 @@
+"""rnntune models: recurrent sequence models, data sets and training, in pure PyTorch.
+
+This package never imports optuna or the service; the tuner plugs in through fit()'s
+on_epoch_end callback.
+"""
+
+from models.checkpoint import Predictor, load_model, save_model
+from models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
+from models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
+from models.train import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    DivergedError,
+    EpochResult,
+    FitResult,
+    TrainConfig,
+    evaluate,
+    fit,
+    pick_device,
+)
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "CELLS",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "TASKS",
+    "DataError",
+    "DivergedError",
+    "EpochResult",
+    "FitResult",
+    "ModelConfig",
+    "Predictor",
+    "SequenceData",
+    "SequenceModel",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "load_dataset",
+    "load_model",
+    "pick_device",
+    "save_model",
+]

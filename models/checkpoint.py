@@ -1,0 +1,181 @@
+"""The best model of a study as one file a user downloads and loads to predict.
+
+The file is a single torch.save of plain Python values and CPU tensors, so it loads with
+torch.load(path, weights_only=True) (no pickled classes, nothing executed on load):
+
+    {"format": "rnntune.model", "version": 1, "model_config": {...}, "state_dict": {...},
+     "train_config": {...} | None, "scaler": {...} | None, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import numbers
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.recurrent import ModelConfig, SequenceModel
+from models.train import TrainConfig, pick_device
+
+FORMAT = "rnntune.model"
+VERSION = 1
+
+
+def save_model(
+    path: str | os.PathLike | io.IOBase,
+    model_config: ModelConfig,
+    state_dict: dict,
+    *,
+    train_config: TrainConfig | None = None,
+    scaler: dict | None = None,
+    meta: dict | None = None,
+) -> None:
+    """Write one checkpoint file (atomically when path is a file name; or to a binary stream)."""
+    if not isinstance(model_config, ModelConfig):
+        raise TypeError(f"model_config must be a ModelConfig, got {type(model_config).__name__}.")
+    state = {key: value.detach().to("cpu") for key, value in state_dict.items()}
+    SequenceModel(model_config).load_state_dict(state)  # fail now, not when a user loads it
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": dataclasses.asdict(model_config),
+        "state_dict": state,
+        "train_config": dataclasses.asdict(train_config) if train_config is not None else None,
+        "scaler": _plain(scaler, "scaler"),
+        "meta": _plain(meta or {}, "meta"),
+    }
+    if hasattr(path, "write"):
+        torch.save(payload, path)
+        return
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+        os.replace(tmp_path, path)
+    except BaseException:
+        _remove_quietly(tmp_path)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class Predictor:
+    """A loaded model that predicts in the data's original units."""
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        config: ModelConfig,
+        scaler: dict | None,
+        meta: dict,
+        train_config: TrainConfig | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.scaler = scaler
+        self.meta = meta
+        self.train_config = train_config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def _forward(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 3 or x.shape[2] != self.config.input_size:
+            raise ValueError(
+                f"x must be (N, T, {self.config.input_size}) in original units, "
+                f"but got shape {x.shape}."
+            )
+        if self.scaler is not None and "x_mean" in self.scaler:
+            x = (x - np.asarray(self.scaler["x_mean"])) / np.asarray(self.scaler["x_std"])
+        inputs = torch.as_tensor(x.astype(np.float32), device=self.device)  # (N, T, F)
+        self.model.eval()
+        outputs = [
+            self.model(inputs[start : start + batch_size]).float().cpu()
+            for start in range(0, len(inputs), batch_size)
+        ]
+        if not outputs:
+            return np.zeros((0, self.config.output_size), np.float32)
+        return torch.cat(outputs).numpy()  # (N, output_size)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """x (N, T, F) in original units -> regression: (N, output_size) float32 in original
+        units; classification: (N,) int64 class indices."""
+        out = self._forward(x, batch_size)
+        if self.config.task == "classification":
+            return out.argmax(axis=1).astype(np.int64)
+        if self.scaler is not None and "y_mean" in self.scaler:
+            out = out * np.asarray(self.scaler["y_std"]) + np.asarray(self.scaler["y_mean"])
+        return out.astype(np.float32)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Classification only: (N, n_classes) class probabilities."""
+        if self.config.task != "classification":
+            task = self.config.task
+            raise ValueError(f"predict_proba needs a classification model, but got {task=}.")
+        logits = torch.from_numpy(self._forward(x, batch_size))
+        return torch.softmax(logits, dim=1).numpy()
+
+
+def load_model(
+    path: str | os.PathLike | io.IOBase, device: str | torch.device | None = None
+) -> Predictor:
+    """Load a save_model file (weights_only: safe on untrusted files) onto device (None = auto)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not an rnntune model file.")
+    if payload.get("version") != VERSION:
+        raise ValueError(
+            f"{path!r} has model file version {payload.get('version')!r}; "
+            f"this code reads version {VERSION}."
+        )
+    config = ModelConfig(**payload["model_config"])
+    model = SequenceModel(config)
+    model.load_state_dict(payload["state_dict"])
+    model.to(pick_device(device)).eval()
+    train_config = payload.get("train_config")
+    return Predictor(
+        model=model,
+        config=config,
+        scaler=payload.get("scaler"),
+        meta=payload.get("meta") or {},
+        train_config=TrainConfig(**train_config) if train_config is not None else None,
+    )
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Convert to the plain types torch.load(weights_only=True) accepts, or raise TypeError."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, numbers.Number):
+        return float(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} keys must be strings, but got {key!r}.")
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"{where} holds a {type(value).__name__}, which a model file cannot store.")

@@ -1,0 +1,343 @@
+"""Training: fit() one SequenceModel on one SequenceData and report every epoch.
+
+The data set is moved to the device once; each epoch shuffles with torch.randperm and slices
+batches from those tensors (no DataLoader: on a GPU its per-batch overhead, not the model, would
+set the pace). After each epoch the val split is evaluated under torch.no_grad() and
+on_epoch_end(result) is called: that is where a tuner reports and prunes, without this module
+knowing about it. Returning True from the callback stops training; an exception raised by it
+propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.data import SequenceData
+from models.recurrent import TASKS, ModelConfig, SequenceModel
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd and rmsprop; the other optimizers ignore it
+    nesterov: bool = False  # sgd only, and only with momentum > 0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    max_epochs: int = 10
+    clip_norm: float | None = None  # max global gradient norm (clip_grad_norm_) when set
+    scheduler: str = "none"  # stepped once per epoch
+    step_size: int = 10  # "step": epochs between decays
+    gamma: float = 0.5  # "step": decay factor; "plateau": reduction factor
+    patience: int | None = None  # early stopping: epochs without a better val_loss; None = off
+    seed: int = 0
+    device: str | None = None  # None = cuda if available, else cpu
+    amp: bool = True  # mixed precision (bf16, or fp16 with a GradScaler); CUDA only
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        optimizer, lr, momentum, nesterov = self.optimizer, self.lr, self.momentum, self.nesterov
+        weight_decay, batch_size, max_epochs = self.weight_decay, self.batch_size, self.max_epochs
+        clip_norm, scheduler, step_size, gamma = (
+            self.clip_norm, self.scheduler, self.step_size, self.gamma
+        )  # fmt: skip
+        patience, seed, device, amp = self.patience, self.seed, self.device, self.amp
+        eval_batch_size = self.eval_batch_size
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, but got {optimizer=}.")
+        if not _is_real(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, but got {lr=}.")
+        if not _is_real(momentum) or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), but got {momentum=}.")
+        if not isinstance(nesterov, bool):
+            raise ValueError(f"nesterov must be a bool, but got {nesterov=}.")
+        if nesterov and optimizer != "sgd":
+            raise ValueError(f"nesterov applies to optimizer='sgd' only, but got {optimizer=}.")
+        if nesterov and momentum <= 0:
+            raise ValueError(f"nesterov=True needs momentum > 0, but got {momentum=}.")
+        if not _is_real(weight_decay) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, but got {weight_decay=}.")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size=}.")
+        if not _is_int(max_epochs) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer >= 1, but got {max_epochs=}.")
+        if clip_norm is not None and (not _is_real(clip_norm) or clip_norm <= 0):
+            raise ValueError(f"clip_norm must be None or a number > 0, but got {clip_norm=}.")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, but got {scheduler=}.")
+        if not _is_int(step_size) or step_size < 1:
+            raise ValueError(f"step_size must be an integer >= 1, but got {step_size=}.")
+        if not _is_real(gamma) or not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], but got {gamma=}.")
+        if scheduler == "plateau" and gamma == 1.0:
+            raise ValueError(f"scheduler='plateau' needs gamma < 1, but got {gamma=}.")
+        if patience is not None and (not _is_int(patience) or patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, but got {patience=}.")
+        if not _is_int(seed):
+            raise ValueError(f"seed must be an integer, but got {seed=}.")
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(
+                    f"device must be None or a torch device string, but got {device=}."
+                ) from None
+        if not isinstance(amp, bool):
+            raise ValueError(f"amp must be a bool, but got {amp=}.")
+        if not _is_int(eval_batch_size) or eval_batch_size < 1:
+            raise ValueError(
+                f"eval_batch_size must be an integer >= 1, but got {eval_batch_size=}."
+            )
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float  # mean training loss over the epoch's batches (weighted by batch size)
+    val_loss: float  # MSE (regression) / cross-entropy (classification) on the val split
+    val_metrics: dict  # regression: {"mae": ...}; classification: {"accuracy": ...}
+    seconds: float  # wall time of the epoch, evaluation included
+
+
+class DivergedError(RuntimeError):
+    """A train or val loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    history: list[EpochResult]
+    best_epoch: int
+    best_val_loss: float
+    stopped: str  # "max_epochs" | "early_stopping" | "callback"
+    state_dict: dict = field(repr=False)  # weights of the best epoch, on the CPU
+    samples_per_s: float  # training samples per second of training (evaluation excluded)
+    device: str
+
+
+def pick_device(preferred: str | torch.device | None = None) -> torch.device:
+    """None or "auto": cuda if available, else cpu; otherwise the named device, if usable."""
+    if preferred is None or preferred == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preferred)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"not a torch device: {preferred=}.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA is not available on this machine, but got {preferred=}.")
+    return device
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, task: str, batch_size: int = 1024
+) -> dict:
+    """{"loss": MSE or cross-entropy, "mae" or "accuracy": ...} over all of (x, y)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, but got {task=}.")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size=}.")
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)}, {len(y)}.")
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x, device=device)
+    y = torch.as_tensor(y, device=device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    metric_sum = torch.zeros((), device=device)
+    for start in range(0, len(x), batch_size):
+        out = model(x[start : start + batch_size]).float()  # (b, output_size)
+        target = y[start : start + batch_size]
+        if task == "regression":
+            loss_sum += F.mse_loss(out, target, reduction="sum")
+            metric_sum += (out - target).abs().sum()
+        else:
+            loss_sum += F.cross_entropy(out, target, reduction="sum")
+            metric_sum += (out.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    # regression averages over every predicted value, like F.mse_loss does in training
+    count = y.numel() if task == "regression" else len(y)
+    loss, metric = (torch.stack([loss_sum, metric_sum]) / count).tolist()  # one device sync
+    return {"loss": loss, "mae" if task == "regression" else "accuracy": metric}
+
+
+def fit(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data: SequenceData,
+    on_epoch_end: Callable[[EpochResult], bool | None] | None = None,
+) -> FitResult:
+    """Train a fresh SequenceModel; the same configs and seed give the same curve on one device."""
+    _check_compatible(model_config, data)
+    tc = train_config
+    device = pick_device(tc.device)
+    torch.manual_seed(tc.seed)  # weights and dropout (every device)
+    np.random.seed(tc.seed % 2**32)
+    generator = torch.Generator(device=device)  # the epochs' shuffles
+    generator.manual_seed(tc.seed)
+
+    model = SequenceModel(model_config).to(device)
+    optimizer = _make_optimizer(model, tc)
+    scheduler = _make_scheduler(optimizer, tc)
+    loss_fn = F.mse_loss if model_config.task == "regression" else F.cross_entropy
+    use_amp = tc.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    grad_scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+
+    def autocast():
+        if not use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+    # the whole data set lives on the device; batches are slices of a permutation of it
+    x_train = torch.as_tensor(data.x_train, device=device)  # (N, T, F)
+    y_train = torch.as_tensor(data.y_train, device=device)  # (N, K) float or (N,) int64
+    x_val = torch.as_tensor(data.x_val, device=device)
+    y_val = torch.as_tensor(data.y_val, device=device)
+    n_train, batch_size = len(x_train), tc.batch_size
+
+    history: list[EpochResult] = []
+    best_epoch, best_val_loss, best_state = 0, math.inf, {}
+    stopped = "max_epochs"
+    train_seconds = 0.0
+    for epoch in range(1, tc.max_epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        batch_losses = []  # kept on the device: no sync per batch
+        order = torch.randperm(n_train, device=device, generator=generator)
+        for start in range(0, n_train, batch_size):
+            index = order[start : start + batch_size]
+            xb, yb = x_train[index], y_train[index]  # (b, T, F), (b, K) or (b,)
+            with autocast():
+                out = model(xb)  # (b, output_size)
+            loss = loss_fn(out.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            if grad_scaler is not None:
+                grad_scaler.scale(loss).backward()
+                if tc.clip_norm is not None:
+                    grad_scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+                grad_scaler.step(optimizer)
+                grad_scaler.update()
+            else:
+                loss.backward()
+                if tc.clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+                optimizer.step()
+            batch_losses.append(loss.detach())
+        # every batch is full but the last: weight the batch means by their sizes
+        weights = torch.full((len(batch_losses),), float(batch_size), device=device)
+        weights[-1] = n_train - batch_size * (len(batch_losses) - 1)
+        train_loss = (torch.stack(batch_losses) * weights).sum().item() / n_train
+        train_seconds += time.perf_counter() - started
+
+        metrics = evaluate(model, x_val, y_val, model_config.task, tc.eval_batch_size)
+        val_loss = metrics.pop("loss")
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise DivergedError(
+                f"training diverged at epoch {epoch}: {train_loss=}, {val_loss=} "
+                f"(optimizer={tc.optimizer!r}, lr={tc.lr}, clip_norm={tc.clip_norm})."
+            )
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_metrics=metrics,
+            seconds=time.perf_counter() - started,
+        )
+        history.append(result)
+        if val_loss < best_val_loss:
+            best_epoch, best_val_loss = epoch, val_loss
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif scheduler is not None:
+            scheduler.step()
+
+        if on_epoch_end is not None and on_epoch_end(result):
+            stopped = "callback"
+            break
+        if tc.patience is not None and epoch - best_epoch >= tc.patience:
+            stopped = "early_stopping"
+            break
+
+    n_samples = n_train * len(history)
+    return FitResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        stopped=stopped,
+        state_dict=best_state,
+        samples_per_s=n_samples / train_seconds if train_seconds > 0 else math.inf,
+        device=str(device),
+    )
+
+
+def _check_compatible(model_config: ModelConfig, data: SequenceData) -> None:
+    if model_config.task != data.task:
+        raise ValueError(
+            f"model_config.task={model_config.task!r} does not match the data set "
+            f"{data.name!r}, whose task is {data.task!r}."
+        )
+    if model_config.input_size != data.input_size:
+        raise ValueError(
+            f"model_config.input_size={model_config.input_size} does not match the data set "
+            f"{data.name!r}, which has {data.input_size} features per step."
+        )
+    if model_config.output_size != data.output_size:
+        raise ValueError(
+            f"model_config.output_size={model_config.output_size} does not match the data set "
+            f"{data.name!r}, whose output_size is {data.output_size}."
+        )
+
+
+def _make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
+            weight_decay=tc.weight_decay,
+        )  # fmt: skip
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
+        )
+    return torch.optim.Adagrad(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig):
+    if tc.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.max_epochs)
+    if tc.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+    if tc.scheduler == "plateau":
+        patience = max(1, tc.patience // 2) if tc.patience is not None else 2
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=tc.gamma, patience=patience
+        )
+    return None

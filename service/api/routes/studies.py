@@ -1,0 +1,125 @@
+"""/v1/studies: submit a study, list studies, read one, page through its trials."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from service import registry, results
+from service.api.deps import SessionDep, StorageDep
+from service.api.schemas import Problem, StudyList, StudyPublic, TrialsPage, ValidationProblem
+from service.spec import SpecError, StudySpec, parse_spec
+from service.tables import STUDY_STATES
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/StudySpec"}},
+            "application/yaml": {"schema": {"$ref": "#/components/schemas/StudySpec"}},
+        },
+    }
+}
+
+
+def _unprocessable(errors: list[tuple[str, str]]) -> HTTPException:
+    detail = [{"loc": ["body", *[p for p in loc.split(".") if p]], "msg": msg} for loc, msg in errors]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+
+
+def _decode(body: bytes, content_type: str) -> Any:
+    try:
+        if content_type.split(";")[0].strip() in YAML_TYPES:
+            return yaml.safe_load(body)
+        return json.loads(body)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise _unprocessable([("", f"the body is not valid JSON/YAML: {exc}")]) from None
+
+
+def _get_row(session, name: str):
+    row = registry.get_study(session, name)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study named {name!r}")
+    return row
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyPublic,
+    openapi_extra=SPEC_BODY,
+    responses={
+        200: {"model": StudyPublic, "description": "the same spec was submitted before: that study"},
+        409: {"model": Problem, "description": "the name is taken by a different spec"},
+        422: {"model": ValidationProblem, "description": "the spec is invalid; each error names its field"},
+    },
+)
+async def create_study(request: Request, response: Response, session: SessionDep, storage: StorageDep) -> dict:
+    """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
+    data = _decode(await request.body(), request.headers.get("content-type", "application/json"))
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        raise _unprocessable(exc.errors) from None
+    try:
+        row, created = await run_in_threadpool(registry.create_study, session, storage, spec)
+    except registry.StudyConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return await run_in_threadpool(_detail, session, row)
+
+
+@router.get("", response_model=StudyList)
+def list_studies(
+    session: SessionDep, state: Annotated[str | None, Query(description=f"one of {', '.join(STUDY_STATES)}")] = None
+) -> dict:
+    """List studies with their state, trial counts and best value."""
+    if state is not None and state not in STUDY_STATES:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"state must be one of {STUDY_STATES}")
+    return {"items": registry.summaries(session, registry.list_studies(session, state=state))}
+
+
+def _detail(session, row) -> dict:
+    out = registry.summaries(session, [row])[0]
+    out["spec"] = row.spec
+    out["best_trial"] = results.best_trial(session, row.optuna_study_id, row.spec["direction"])
+    return out
+
+
+@router.get("/{name}", response_model=StudyPublic, responses={404: {"model": Problem}})
+def get_study(name: str, session: SessionDep) -> dict:
+    """A study: its spec, counts, and best trial with its per-epoch curve."""
+    return _detail(session, _get_row(session, name))
+
+
+@router.get("/{name}/trials", response_model=TrialsPage, responses={404: {"model": Problem}})
+def list_trials(
+    name: str,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=-1, description="trial number to start after (cursor)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    state: Annotated[str | None, Query(description="RUNNING, WAITING, COMPLETE, PRUNED or FAIL")] = None,
+) -> dict:
+    """Page through a study's trials in trial-number order (keyset cursor ``after``)."""
+    if state is not None and state not in results.TRIAL_STATES:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"state must be one of {results.TRIAL_STATES}")
+    row = _get_row(session, name)
+    items = results.trials_page(session, row.optuna_study_id, after=after, limit=limit + 1, state=state)
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_after": items[-1]["number"] if more else None}
+
+
+def spec_schema_components() -> dict:
+    """StudySpec and its parts as OpenAPI components (the request body is parsed by hand)."""
+    schema = StudySpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"StudySpec": schema, **defs}

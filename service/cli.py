@@ -1,0 +1,337 @@
+"""``rnntune``: one entry point for the service (serve, api, worker) and its client (submit, status).
+
+Client commands talk HTTP to ``RNNTUNE_API_URL`` and never import torch, so they start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from service.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+REPO_STUDIES = Path(__file__).resolve().parents[1] / "studies"
+DEMO_SPEC = REPO_STUDIES / "sine-lstm.yaml"
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    try:
+        return Settings(**({"database_url": database_url} if database_url else {}))
+    except ValueError as exc:
+        _fail(f"settings: {exc}", code=2)
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+DbOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="RNNTUNE_DATABASE_URL", help="SQLAlchemy URL")]
+
+
+# --- service ------------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    label: Annotated[list[str], typer.Option("--label", help="take only studies whose labels this worker has")] = [],  # noqa: B006
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default 1 on CPU)")] = None,
+    max_trials: Annotated[Optional[int], typer.Option(help="exit after this many trials")] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="exit when no ticket is queued")] = False,
+    per_gpu: Annotated[bool, typer.Option(help="run one worker process per visible GPU and supervise them")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """Run a worker: claim queued trials, train them, report every epoch."""
+    from service.worker import Worker
+
+    _logging()
+    if per_gpu:
+        raise typer.Exit(_supervise_gpu_workers(_settings(database_url), label))
+    w = Worker(
+        _settings(database_url),
+        labels=set(label),
+        device=device,
+        threads=threads,
+        max_trials=max_trials,
+        exit_when_idle=exit_when_idle,
+    )
+    w.install_signal_handlers()
+    raise typer.Exit(w.run())
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    dashboard: Annotated[bool, typer.Option(help="serve optuna-dashboard at /dashboard")] = True,
+    database_url: DbOpt = None,
+) -> None:
+    """Run the HTTP API (and the dashboard) without local workers."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    _logging()
+    settings = _settings(database_url)
+    uvicorn.run(create_app(settings, dashboard=dashboard), host=host, port=port, log_level="info")
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8080,
+    database_url: DbOpt = None,
+) -> None:
+    """Run optuna-dashboard alone on the study storage (read-only unless RNNTUNE_DASHBOARD_WRITABLE=1)."""
+    import uvicorn
+
+    from service.api.dashboard import dashboard_app
+    from service.db import make_storage
+
+    _logging()
+    settings = _settings(database_url)
+    uvicorn.run(dashboard_app(make_storage(settings), writable=settings.dashboard_writable), host=host, port=port)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(min=0, help="local workers (one per GPU, else per core)")] = 1,
+    demo: Annotated[bool, typer.Option(help=f"submit {DEMO_SPEC.name} when there is no study yet")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """API + dashboard + local workers in one command (SQLite by default)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    _logging()
+    settings = _settings(database_url)
+    application = create_app(settings)
+    if demo:
+        _submit_demo(application)
+    procs = _start_workers(settings, workers)
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\nrnntune is up on {settings.database_url}\n"
+        f"  API        {base}/v1/studies   (OpenAPI: {base}/docs)\n"
+        f"  dashboard  {base}/dashboard\n"
+        f"  workers    {len(procs)} local (pids {', '.join(str(p.pid) for p in procs) or '-'})\n"
+        f"  submit     rnntune submit studies/sine-lstm.yaml --wait\n",
+        err=True,
+    )
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="info")
+    finally:
+        _stop_workers(procs)
+
+
+def _submit_demo(application) -> None:
+    from service import registry
+    from service.spec import load_spec
+
+    with application.state.sessions() as session:
+        if registry.list_studies(session):
+            return
+        row, _ = registry.create_study(session, application.state.storage, load_spec(DEMO_SPEC))
+        typer.echo(f"demo: submitted study {row.name!r} ({row.n_trials} trials)", err=True)
+
+
+def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -> list[subprocess.Popen]:
+    if n == 0:
+        return []
+    import torch  # here, not at import: client commands stay fast
+
+    n_gpus = torch.cuda.device_count()
+    env = {**os.environ, "RNNTUNE_DATABASE_URL": settings.database_url}
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "service.cli", "worker", *(extra or [])]
+        if n_gpus:
+            cmd += ["--device", f"cuda:{i % n_gpus}"]
+        else:
+            cmd += ["--device", "cpu", "--threads", str(max(1, (os.cpu_count() or 1) // n))]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return procs
+
+
+def _supervise_gpu_workers(settings: Settings, labels: list[str]) -> int:
+    """One ``rnntune worker --device cuda:i`` per GPU; SIGTERM/SIGINT are passed on to them."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        _fail("--per-gpu: no CUDA device is visible", code=2)
+    procs = _start_workers(settings, n, extra=[a for label in labels for a in ("--label", label)])
+    stopping = []
+
+    def forward(signum, _frame):
+        stopping.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return 0 if stopping or all(c == 0 for c in codes) else 1
+
+
+def _stop_workers(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+# --- client ---------------------------------------------------------------------------------
+
+
+ApiOpt = Annotated[Optional[str], typer.Option("--api-url", envvar="RNNTUNE_API_URL", help="the rnntune API")]
+
+
+def _client(api_url: str | None):
+    import httpx2
+
+    return httpx2.Client(base_url=api_url or Settings().api_url, timeout=30.0)
+
+
+def _request(client, method: str, path: str, **kwargs):
+    import httpx2
+
+    try:
+        return client.request(method, path, **kwargs)
+    except httpx2.HTTPError as exc:
+        _fail(f"cannot reach the API at {client.base_url} ({exc}); is `rnntune serve` running?")
+
+
+def _load(path: Path):
+    from service.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        _fail(f"{path}: {exc}", code=2)
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")]) -> None:
+    """Check a study spec without submitting it."""
+    spec = _load(path)
+    typer.echo(f"{path}: ok ({spec.name}: {spec.budget.n_trials} trials, sampler {spec.sampler.name}, pruner {spec.pruner.name})")
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")],
+    wait: Annotated[bool, typer.Option(help="follow progress until the budget is spent")] = False,
+    api_url: ApiOpt = None,
+) -> None:
+    """Submit a study spec to the API."""
+    spec = _load(path)
+    with _client(api_url) as client:
+        r = _request(client, "POST", "/v1/studies", json=spec.model_dump(mode="json"))
+        if r.status_code == 422:
+            detail = r.json()["detail"]
+            _fail("; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail), code=2)
+        if r.status_code >= 400:
+            _fail(f"{r.status_code}: {r.json().get('detail', r.text)}")
+        study = r.json()
+        verb = "submitted" if r.status_code == 201 else "already exists (same spec)"
+        typer.echo(f"study {study['name']} {verb}: {study['n_trials']} trials, state {study['state']}")
+        if wait:
+            raise typer.Exit(_wait(client, study["name"]))
+
+
+def _progress_line(s: dict) -> str:
+    c = s["counts"]
+    best = "-" if s["best_value"] is None else f"{s['best_value']:.6g}"
+    return (
+        f"{s['name']}: {s['state']:<9} {s['finished']}/{s['n_trials']} finished "
+        f"(complete {c['complete']}, pruned {c['pruned']}, failed {c['failed']}, running {c['running']})  "
+        f"best {s['metric']} {best}"
+    )
+
+
+def _wait(client, name: str, poll_s: float = 1.0) -> int:
+    tty = sys.stdout.isatty()
+    last = ""
+    try:
+        while True:
+            s = _request(client, "GET", f"/v1/studies/{name}").json()
+            line = _progress_line(s)
+            if line != last:
+                typer.echo(("\r\033[K" + line) if tty else line, nl=not tty)
+                last = line
+            if s["state"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped waiting; the study goes on (rnntune status {name})")
+        return 130
+    if tty:
+        typer.echo()
+    _print_best(s)
+    return 0 if s["state"] == "done" else 1
+
+
+def _print_best(s: dict) -> None:
+    if s.get("reason"):
+        typer.echo(f"reason: {s['reason']}")
+    best = s.get("best_trial")
+    if not best:
+        typer.echo("no completed trial")
+        return
+    typer.echo(f"best trial #{best['number']}: {s['metric']} = {best['value']:.6g} after {best['epochs']} epochs")
+    for k, v in best["params"].items():
+        typer.echo(f"  {k}: {v}")
+
+
+@app.command()
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="a study; all studies when omitted")] = None,
+    api_url: ApiOpt = None,
+) -> None:
+    """Show studies (or one study with its best trial)."""
+    with _client(api_url) as client:
+        if name is None:
+            items = _request(client, "GET", "/v1/studies").json()["items"]
+            if not items:
+                typer.echo("no studies")
+            for s in items:
+                typer.echo(_progress_line(s))
+            return
+        r = _request(client, "GET", f"/v1/studies/{name}")
+        if r.status_code == 404:
+            _fail(f"no study named {name!r}")
+        s = r.json()
+        typer.echo(_progress_line(s))
+        _print_best(s)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

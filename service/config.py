@@ -1,0 +1,72 @@
+"""One validated settings object for every rnntune process (API, worker, CLI).
+
+Every field is read from the environment with the prefix ``RNNTUNE_`` (``RNNTUNE_DATABASE_URL``,
+``RNNTUNE_API_URL``, ...) or from a ``.env`` file in the working directory. Nothing reads settings
+at import time: call :func:`get_settings` (or build ``Settings(...)`` in tests) and pass it down.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("rnntune-data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RNNTUNE_", env_file=".env", extra="ignore")
+
+    # Storage: one database holds Optuna's tables and ours (rnntune_*).
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'rnntune.db'}",
+        description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg2://... to distribute",
+    )
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="artifacts and the SQLite file")
+
+    # API.
+    dashboard_writable: bool = Field(default=False, description="allow the dashboard's write routes")
+
+    # Client side (rnntune submit / status).
+    api_url: str = "http://127.0.0.1:8000"
+
+    # Worker behaviour.
+    poll_interval_s: float = Field(default=1.0, gt=0, description="idle worker's claim period")
+    lease_s: float = Field(default=90.0, gt=0, description="ticket lease; renewed every lease_s/4")
+    heartbeat_interval_s: int = Field(default=10, ge=1, description="Optuna trial heartbeat")
+    grace_period_s: int = Field(default=60, ge=2, description="stale after this without heartbeat")
+    max_retries: int = Field(default=2, ge=0, description="retries of a trial whose worker died")
+    torch_threads: int | None = Field(default=None, ge=1, description="None: cores / local workers")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"only sqlite:/// and postgresql:// URLs are supported, but got {url=}")
+        return url
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Settings:
+        # A requeued ticket must find its dead trial already stale, so that the retry (same
+        # params) is what the next worker picks up, not a fresh trial beside a zombie.
+        if self.lease_s <= self.grace_period_s + self.heartbeat_interval_s:
+            raise ValueError(
+                "lease_s must exceed grace_period_s + heartbeat_interval_s, but got "
+                f"{self.lease_s=}, {self.grace_period_s=}, {self.heartbeat_interval_s=}"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

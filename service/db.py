@@ -1,0 +1,88 @@
+"""Engines and sessions for our tables, and the Optuna storage on the same database.
+
+One engine per process (``make_engine``), small pools with pre-ping so a restarted Postgres costs
+one failed checkout instead of a crash. SQLite gets WAL and a busy timeout so the API, the
+dashboard and a local worker can share one file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.tables import Base
+
+SQLITE_TIMEOUT_S = 60
+# Per process: ours (pool 2 + overflow 2) and Optuna's (pool 2 + overflow 2) -> at most 8
+# connections, usually 2-3. 16 workers + the API stay well under Postgres's max_connections=100.
+PG_POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800}
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "check_same_thread": False}}
+    return dict(PG_POOL)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    _ensure_sqlite_dir(url)
+    engine = create_engine(url, **_engine_kwargs(url))
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+def init_db(engine: Engine) -> None:
+    """Create our tables if missing (idempotent; never touches Optuna's). Processes starting
+    together may race on Postgres's catalog; the loser sees the tables on its next try."""
+    for attempt in range(3):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the same database. Workers pass ``heartbeat=True``: a trial whose worker
+    stops beating for ``grace_period_s`` is failed and retried with the same parameters."""
+    url = settings.database_url
+    _ensure_sqlite_dir(url)
+    kwargs: dict[str, Any] = {}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if heartbeat:
+        kwargs = {
+            "heartbeat_interval": settings.heartbeat_interval_s,
+            "grace_period": settings.grace_period_s,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retries
+            ),
+        }
+    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)

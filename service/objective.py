@@ -1,0 +1,167 @@
+"""Spec + ``optuna.Trial`` -> a ``models`` training run whose every epoch reports to Optuna.
+
+The only place where Optuna meets PyTorch: ``models.train.fit`` calls ``on_epoch_end`` after each
+epoch; we report the metric there and raise ``TrialPruned`` when the pruner says so.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import optuna
+
+from models.data import DataError, SequenceData, load_dataset
+from models.recurrent import ModelConfig
+from models.train import DivergedError, EpochResult, FitResult, TrainConfig, fit
+from service.search import suggest
+from service.spec import StudySpec
+
+METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy"}
+
+
+class Interrupted(Exception):
+    """Raised at an epoch boundary when the worker must stop (shutdown, cancel, lost lease)."""
+
+
+class StudyDataError(Exception):
+    """The study's data cannot be loaded: the study fails at once instead of trial after trial."""
+
+
+class DataCache:
+    """A worker keeps a few loaded data sets: trials of one study share them."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._items: OrderedDict[str, SequenceData] = OrderedDict()
+
+    def get(self, spec: StudySpec, window: int | None) -> SequenceData:
+        d = spec.data
+        key = f"{spec.name}|{d.model_dump_json()}|{window}"
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        params = dict(d.params)
+        path = d.path or params.pop("path", None)
+        target = d.target or params.pop("target", None)
+        try:
+            data = load_dataset(
+                d.name, params, window=window, horizon=d.horizon, target=target, inputs=d.inputs, path=path
+            )
+        except (DataError, OSError) as exc:
+            raise StudyDataError(f"data: {exc}") from exc
+        self._items[key] = data
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return data
+
+
+def metric_value(spec: StudySpec, result: EpochResult) -> float:
+    if spec.metric == "val_loss":
+        return result.val_loss
+    return float(result.val_metrics[METRIC_KEYS[spec.metric]])
+
+
+class Objective:
+    """Callable for ``study.optimize``; remembers the trial it ran for the worker."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        *,
+        device: str | None,
+        data_cache: DataCache,
+        stop: threading.Event | None = None,
+        on_trial_start=None,
+    ):
+        self.spec = spec
+        self.device = device
+        self.data_cache = data_cache
+        self.stop = stop or threading.Event()
+        self.on_trial_start = on_trial_start
+        self.trial_number: int | None = None
+        self.params: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.trial_number = trial.number
+        if self.on_trial_start is not None:
+            self.on_trial_start(trial)
+        spec = self.spec
+        hp = suggest(trial, spec)
+        self.params = trial.params
+        try:
+            return self._train(trial, hp)
+        except optuna.TrialPruned:
+            raise
+        except Interrupted as exc:
+            trial.set_user_attr("interrupted", str(exc) or "worker stopped")
+            self.error = exc
+            raise
+        except DivergedError as exc:
+            trial.set_user_attr("fail_reason", "diverged")
+            trial.set_user_attr("error", f"DivergedError: {exc}")
+            self.error = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - any training error fails this trial, not the worker
+            trial.set_user_attr("fail_reason", "error")
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            self.error = exc
+            raise
+
+    def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
+        spec = self.spec
+        data = self.data_cache.get(spec, hp["window"])
+        model_config = ModelConfig(
+            input_size=data.input_size,
+            output_size=data.output_size,
+            task=data.task,
+            cell=hp["cell"],
+            hidden_size=hp["hidden_size"],
+            num_layers=hp["num_layers"],
+            bidirectional=hp["bidirectional"],
+            dropout=hp["dropout"],
+        )
+        train_config = TrainConfig(
+            optimizer=hp["optimizer"],
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            # Nesterov applies to SGD with momentum only; elsewhere a searched `nesterov` is moot.
+            nesterov=hp["nesterov"] and hp["optimizer"] == "sgd" and hp["momentum"] > 0,
+            weight_decay=hp["weight_decay"],
+            batch_size=hp["batch_size"],
+            max_epochs=spec.budget.max_epochs,
+            clip_norm=hp["clip_norm"],
+            scheduler=hp["scheduler"],
+            patience=hp["patience"],
+            seed=spec.seed,
+            device=self.device,
+        )
+        started = time.monotonic()
+
+        def on_epoch_end(result: EpochResult) -> bool:
+            value = metric_value(spec, result)
+            if not math.isfinite(value):
+                raise DivergedError(f"{spec.metric} is {value} at epoch {result.epoch}")
+            trial.report(value, result.epoch)
+            if self.stop.is_set():
+                raise Interrupted(f"stopped at epoch {result.epoch}")
+            if trial.should_prune():
+                trial.set_user_attr("epochs", result.epoch)
+                trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+                raise optuna.TrialPruned(f"pruned at epoch {result.epoch} ({spec.metric}={value:.6g})")
+            return False
+
+        result: FitResult = fit(model_config, train_config, data, on_epoch_end=on_epoch_end)
+        best = result.history[result.best_epoch - 1]
+        trial.set_user_attr("epochs", len(result.history))
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("stopped", result.stopped)
+        trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+        trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
+        trial.set_user_attr("device", result.device)
+        trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
+        return metric_value(spec, best)

@@ -1,0 +1,277 @@
+"""The trial queue: every write to our ticket and worker tables lives here.
+
+A study's budget is ``n_trials`` tickets. A worker claims one ticket (one short statement:
+``FOR UPDATE SKIP LOCKED`` picks it, the same ``UPDATE`` leases it, committed before training),
+renews the lease while it trains, and marks it done when its Optuna trial finished (complete or
+pruned). A ticket whose lease ran out goes back to the queue; a failed trial hands its ticket back
+too, so a study always ends with exactly ``n_trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.tables import StudyRow, TicketRow, WorkerRow, utcnow
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Claim:
+    ticket_id: int
+    seq: int
+    attempts: int
+    study_id: int
+    study_name: str
+    spec: dict[str, Any]
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+
+def add_study(session: Session, *, name: str, optuna_study_id: int, spec: dict, spec_hash: str) -> StudyRow:
+    """Register a study and queue one ticket per trial of its budget (caller commits)."""
+    budget = spec["budget"]
+    row = StudyRow(
+        name=name,
+        optuna_study_id=optuna_study_id,
+        spec=spec,
+        spec_hash=spec_hash,
+        priority=spec.get("priority", 0),
+        labels=spec.get("labels", []),
+        n_trials=budget["n_trials"],
+        max_parallel=budget.get("max_parallel"),
+        max_failed=budget["max_failed_trials"],
+        timeout_s=budget.get("timeout_s"),
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(TicketRow(study_id=row.id, seq=i) for i in range(row.n_trials))
+    return row
+
+
+def finish_study(session: Session, study_id: int, state: str, reason: str | None = None) -> None:
+    """End a study: no ticket of it will be claimed again. Leased tickets notice at renewal."""
+    now = utcnow()
+    session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id, StudyRow.state.in_(ACTIVE))
+        .values(state=state, reason=reason, finished_at=now)
+    )
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.study_id == study_id, TicketRow.state == "queued")
+        .values(state="cancelled", finished_at=now)
+    )
+
+
+def _maybe_done(session: Session, study_id: int) -> None:
+    open_tickets = session.scalar(
+        select(func.count())
+        .select_from(TicketRow)
+        .where(TicketRow.study_id == study_id, TicketRow.state.in_(("queued", "leased")))
+    )
+    if open_tickets == 0:
+        session.execute(
+            update(StudyRow)
+            .where(StudyRow.id == study_id, StudyRow.state.in_(ACTIVE))
+            .values(state="done", finished_at=utcnow())
+        )
+
+
+def _expire_timeouts(session: Session) -> None:
+    now = utcnow()
+    rows = session.execute(
+        select(StudyRow.id, StudyRow.started_at, StudyRow.timeout_s).where(
+            StudyRow.state == "running", StudyRow.timeout_s.is_not(None)
+        )
+    ).all()
+    for study_id, started_at, timeout_s in rows:
+        if started_at is not None and now >= started_at + timedelta(seconds=timeout_s):
+            finish_study(session, study_id, "done", f"budget.timeout_s={timeout_s:g} reached")
+
+
+# --- tickets ---------------------------------------------------------------------------------
+
+
+def _claimable_studies(session: Session, labels: set[str]) -> list[int]:
+    studies = session.execute(
+        select(StudyRow.id, StudyRow.labels, StudyRow.max_parallel).where(StudyRow.state.in_(ACTIVE))
+    ).all()
+    limited = [sid for sid, _, cap in studies if cap is not None]
+    running: dict[int, int] = {}
+    if limited:
+        running = dict(
+            session.execute(
+                select(TicketRow.study_id, func.count())
+                .where(TicketRow.study_id.in_(limited), TicketRow.state == "leased")
+                .group_by(TicketRow.study_id)
+            ).all()
+        )
+    return [
+        sid
+        for sid, study_labels, cap in studies
+        if set(study_labels or ()) <= labels and (cap is None or running.get(sid, 0) < cap)
+    ]
+
+
+def claim(session: Session, worker_id: str, *, labels: set[str], lease_s: float) -> Claim | None:
+    """Lease the next queued ticket (priority, then age, then sequence) and commit at once."""
+    requeue_expired(session)
+    _expire_timeouts(session)
+    study_ids = _claimable_studies(session, labels)
+    if not study_ids:
+        session.commit()
+        return None
+    now = utcnow()
+    pick = (
+        select(TicketRow.id)
+        .join(StudyRow, StudyRow.id == TicketRow.study_id)
+        .where(TicketRow.state == "queued", TicketRow.study_id.in_(study_ids))
+        .order_by(StudyRow.priority.desc(), StudyRow.created_at, StudyRow.id, TicketRow.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=TicketRow)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == pick, TicketRow.state == "queued")
+        .values(
+            state="leased",
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=TicketRow.attempts + 1,
+            started_at=now,
+        )
+        .returning(TicketRow.id, TicketRow.seq, TicketRow.attempts, TicketRow.study_id)
+    ).first()
+    if row is None:
+        session.commit()
+        return None
+    study = session.get(StudyRow, row.study_id)
+    if study.state == "queued":
+        study.state, study.started_at = "running", now
+    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(state="busy", ticket_id=row.id))
+    session.commit()
+    return Claim(row.id, row.seq, row.attempts, study.id, study.name, study.spec)
+
+
+def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> bool:
+    """Extend a lease; False when the worker no longer holds it (expired and requeued, or the
+    study was cancelled): the worker must stop that trial."""
+    alive = session.scalar(
+        select(StudyRow.state).join(TicketRow, TicketRow.study_id == StudyRow.id).where(TicketRow.id == ticket_id)
+    )
+    result = session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+    session.commit()
+    return result.rowcount == 1 and alive in ACTIVE
+
+
+def set_trial(session: Session, ticket_id: int, worker_id: str, trial_number: int) -> None:
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == ticket_id, TicketRow.worker_id == worker_id)
+        .values(trial_number=trial_number)
+    )
+    session.commit()
+
+
+def complete(session: Session, claim: Claim, worker_id: str, outcome: str) -> None:
+    """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent."""
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
+        .values(state="done", outcome=outcome, lease_expires_at=None, finished_at=utcnow())
+    )
+    _maybe_done(session, claim.study_id)
+    _worker_idle(session, worker_id)
+    session.commit()
+
+
+def release(session: Session, claim: Claim, worker_id: str, *, error: str | None, failed: bool) -> str | None:
+    """Hand a ticket back to the queue (its trial failed, or the worker is shutting down).
+
+    With ``failed`` the study's failure count rises; reaching ``max_failed_trials`` fails the
+    study. Returns the study's new terminal state, if any."""
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
+        .values(state="queued", worker_id=None, lease_expires_at=None, trial_number=None, last_error=error)
+    )
+    ended = None
+    if failed:
+        study = session.get(StudyRow, claim.study_id, with_for_update=True)
+        study.n_failed += 1
+        if study.n_failed >= study.max_failed and study.state in ACTIVE:
+            finish_study(
+                session, study.id, "failed", f"{study.n_failed} trials failed (max_failed_trials={study.max_failed}); last: {error}"
+            )
+            ended = "failed"
+    _worker_idle(session, worker_id)
+    session.commit()
+    return ended
+
+
+def drop(session: Session, claim: Claim, worker_id: str) -> None:
+    """The study ended while this ticket ran (cancelled / failed): spend the ticket."""
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id)
+        .values(state="cancelled", lease_expires_at=None, finished_at=utcnow())
+    )
+    _worker_idle(session, worker_id)
+    session.commit()
+
+
+def drop_or_release(session: Session, claim: Claim, worker_id: str) -> None:
+    """A trial stopped early without failing: spend its ticket if the study ended, else hand it
+    back (a lost lease has already been requeued by someone else; then nothing matches)."""
+    state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id))
+    if state in ACTIVE:
+        release(session, claim, worker_id, error="interrupted", failed=False)
+    else:
+        drop(session, claim, worker_id)
+
+
+def requeue_expired(session: Session) -> int:
+    """Put back tickets whose lease ran out (their worker died or lost the database)."""
+    result = session.execute(
+        update(TicketRow)
+        .where(TicketRow.state == "leased", TicketRow.lease_expires_at < utcnow())
+        .values(state="queued", worker_id=None, lease_expires_at=None, trial_number=None, last_error="lease expired")
+    )
+    return result.rowcount
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def register_worker(session: Session, worker_id: str, *, device: str, labels: set[str], pid: int) -> None:
+    session.add(WorkerRow(id=worker_id, host=socket.gethostname(), pid=pid, device=device, labels=sorted(labels)))
+    session.commit()
+
+
+def worker_heartbeat(session: Session, worker_id: str) -> None:
+    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(last_heartbeat=utcnow()))
+    session.commit()
+
+
+def deregister_worker(session: Session, worker_id: str) -> None:
+    session.execute(
+        update(WorkerRow).where(WorkerRow.id == worker_id).values(state="stopped", ticket_id=None, last_heartbeat=utcnow())
+    )
+    session.commit()
+
+
+def _worker_idle(session: Session, worker_id: str) -> None:
+    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(state="idle", ticket_id=None))

@@ -1,0 +1,113 @@
+"""Studies as the API sees them: create (Optuna study + our rows), find, summarise."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import optuna
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import queue, results
+from service.spec import StudySpec
+from service.tables import StudyRow
+
+SPEC_ATTR = "rnntune_spec"
+
+
+class StudyConflict(Exception):
+    """The name is taken by a study with a different spec (or by a foreign Optuna study)."""
+
+
+def spec_hash(spec: StudySpec) -> str:
+    return hashlib.sha256(spec.canonical_json().encode()).hexdigest()
+
+
+def get_study(session: Session, name: str) -> StudyRow | None:
+    return session.scalar(select(StudyRow).where(StudyRow.name == name))
+
+
+def list_studies(session: Session, *, state: str | None = None) -> list[StudyRow]:
+    q = select(StudyRow).order_by(StudyRow.created_at.desc(), StudyRow.id.desc())
+    if state is not None:
+        q = q.where(StudyRow.state == state)
+    return list(session.scalars(q))
+
+
+def _same_or_conflict(row: StudyRow, digest: str) -> StudyRow:
+    if row.spec_hash != digest:
+        raise StudyConflict(f"a study named {row.name!r} already exists with a different spec")
+    return row
+
+
+def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: StudySpec) -> tuple[StudyRow, bool]:
+    """Create the Optuna study, enqueue ``initial_trials``, register it and queue its tickets.
+
+    Idempotent: the same spec under an existing name returns that study (``created`` False);
+    another spec under that name raises :class:`StudyConflict`. Optuna's unique study name is
+    the lock between concurrent creators."""
+    digest = spec_hash(spec)
+    existing = get_study(session, spec.name)
+    if existing is not None:
+        return _same_or_conflict(existing, digest), False
+    spec_json = spec.model_dump(mode="json")
+    try:
+        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another request is creating it right now: wait for its row (a few seconds at most).
+        for _ in range(100):
+            session.rollback()
+            existing = get_study(session, spec.name)
+            if existing is not None:
+                return _same_or_conflict(existing, digest), False
+            time.sleep(0.05)
+        raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune") from None
+    try:
+        study.set_user_attr(SPEC_ATTR, spec_json)
+        for params in spec.initial_trials:
+            study.enqueue_trial(params, user_attrs={"initial": True})
+        row = queue.add_study(
+            session, name=spec.name, optuna_study_id=study._study_id, spec=spec_json, spec_hash=digest
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        optuna.delete_study(study_name=spec.name, storage=storage)
+        raise
+    return row, True
+
+
+def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:
+    """Counts per trial state and the best value for each study: two grouped queries in all."""
+    ids = [r.optuna_study_id for r in rows]
+    counts = results.trial_counts(session, ids)
+    best = results.best_values(session, {r.optuna_study_id: r.spec["direction"] for r in rows})
+    out = []
+    for r in rows:
+        c = counts[r.optuna_study_id]
+        out.append(
+            {
+                "name": r.name,
+                "state": r.state,
+                "reason": r.reason,
+                "direction": r.spec["direction"],
+                "metric": r.spec["metric"],
+                "data": r.spec["data"]["name"],
+                "n_trials": r.n_trials,
+                "finished": c["COMPLETE"] + c["PRUNED"],
+                "counts": {
+                    "complete": c["COMPLETE"],
+                    "pruned": c["PRUNED"],
+                    "failed": c["FAIL"],
+                    "running": c["RUNNING"],
+                    "waiting": c["WAITING"],
+                },
+                "best_value": best[r.optuna_study_id],
+                "created_at": r.created_at,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
+        )
+    return out

@@ -1,0 +1,162 @@
+"""Read-only SQL over Optuna's tables: counts, best trials, pages of trials.
+
+Status endpoints must stay fast at 10,000 trials, so they never call ``study.trials`` (which
+loads every trial with its params, values and attributes): they aggregate here instead. The table
+objects are Optuna's own (``optuna.storages._rdb.models``, pinned by ``optuna>=5,<6``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+from optuna.distributions import json_to_distribution
+from optuna.storages._rdb import models as om
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+trials_t = om.TrialModel.__table__
+values_t = om.TrialValueModel.__table__
+params_t = om.TrialParamModel.__table__
+inter_t = om.TrialIntermediateValueModel.__table__
+uattrs_t = om.TrialUserAttributeModel.__table__
+
+TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+
+
+def _state(value: Any) -> str:
+    return value.name if hasattr(value, "name") else str(value)
+
+
+def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
+    """{optuna study id: {state: count}} for every state, zeros included: one grouped query."""
+    counts: dict[int, dict[str, int]] = {sid: dict.fromkeys(TRIAL_STATES, 0) for sid in study_ids}
+    if not study_ids:
+        return counts
+    rows = session.execute(
+        select(trials_t.c.study_id, trials_t.c.state, func.count())
+        .where(trials_t.c.study_id.in_(study_ids))
+        .group_by(trials_t.c.study_id, trials_t.c.state)
+    )
+    for sid, state, n in rows:
+        counts[sid][_state(state)] = n
+    return counts
+
+
+def best_values(session: Session, directions: dict[int, str]) -> dict[int, float | None]:
+    """{optuna study id: best objective value among COMPLETE trials}: one aggregate query."""
+    if not directions:
+        return {}
+    rows = session.execute(
+        select(trials_t.c.study_id, func.min(values_t.c.value), func.max(values_t.c.value))
+        .join(values_t, values_t.c.trial_id == trials_t.c.trial_id)
+        .where(
+            trials_t.c.study_id.in_(list(directions)),
+            trials_t.c.state == "COMPLETE",
+            values_t.c.objective == 0,
+            values_t.c.value_type == "FINITE",
+        )
+        .group_by(trials_t.c.study_id)
+    )
+    best = dict.fromkeys(directions)
+    for sid, lo, hi in rows:
+        best[sid] = lo if directions[sid] == "minimize" else hi
+    return best
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[str, Any]]:
+    q = (
+        select(
+            trials_t.c.trial_id,
+            trials_t.c.number,
+            trials_t.c.state,
+            trials_t.c.datetime_start,
+            trials_t.c.datetime_complete,
+            values_t.c.value,
+        )
+        .outerjoin(values_t, and_(values_t.c.trial_id == trials_t.c.trial_id, values_t.c.objective == 0))
+        .where(where)
+        .order_by(*order)
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    rows = session.execute(q).all()
+    if not rows:
+        return []
+    ids = [r.trial_id for r in rows]
+    params: dict[int, dict[str, Any]] = defaultdict(dict)
+    for tid, name, value, dist in session.execute(
+        select(params_t.c.trial_id, params_t.c.param_name, params_t.c.param_value, params_t.c.distribution_json)
+        .where(params_t.c.trial_id.in_(ids))
+        .order_by(params_t.c.param_id)
+    ):
+        params[tid][name] = json_to_distribution(dist).to_external_repr(value)
+    epochs = dict(
+        session.execute(
+            select(inter_t.c.trial_id, func.count()).where(inter_t.c.trial_id.in_(ids)).group_by(inter_t.c.trial_id)
+        ).all()
+    )
+    attrs: dict[int, dict[str, Any]] = defaultdict(dict)
+    for tid, key, value_json in session.execute(
+        select(uattrs_t.c.trial_id, uattrs_t.c.key, uattrs_t.c.value_json).where(uattrs_t.c.trial_id.in_(ids))
+    ):
+        attrs[tid][key] = json.loads(value_json)
+    out = []
+    for r in rows:
+        start, end = r.datetime_start, r.datetime_complete
+        out.append(
+            {
+                "trial_id": r.trial_id,
+                "number": r.number,
+                "state": _state(r.state),
+                "params": params.get(r.trial_id, {}),
+                "value": _finite(r.value),
+                "epochs": epochs.get(r.trial_id, 0),
+                "duration_s": round((end - start).total_seconds(), 3) if start and end else None,
+                "datetime_start": start,
+                "datetime_complete": end,
+                "user_attrs": attrs.get(r.trial_id, {}),
+            }
+        )
+    return out
+
+
+def trials_page(
+    session: Session, study_id: int, *, after: int | None, limit: int, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Trials by number, ``limit`` of them after trial number ``after`` (a keyset cursor)."""
+    where = trials_t.c.study_id == study_id
+    if after is not None:
+        where = and_(where, trials_t.c.number > after)
+    if state is not None:
+        where = and_(where, trials_t.c.state == state)
+    return _trials(session, where, order=[trials_t.c.number], limit=limit)
+
+
+def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any] | None:
+    """The best COMPLETE trial (ties: the earliest), with its per-epoch curve."""
+    order_value = values_t.c.value.asc() if direction == "minimize" else values_t.c.value.desc()
+    where = and_(
+        trials_t.c.study_id == study_id,
+        trials_t.c.state == "COMPLETE",
+        values_t.c.value_type == "FINITE",
+    )
+    found = _trials(session, where, order=[order_value, trials_t.c.number], limit=1)
+    if not found:
+        return None
+    trial = found[0]
+    trial["curve"] = [
+        {"epoch": step, "value": _finite(value)}
+        for step, value in session.execute(
+            select(inter_t.c.step, inter_t.c.intermediate_value)
+            .where(inter_t.c.trial_id == trial["trial_id"])
+            .order_by(inter_t.c.step)
+        )
+    ]
+    return trial

@@ -1,0 +1,74 @@
+"""From a spec to Optuna: the sampler, the pruner, and one trial's suggestions."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from service.spec import CategoricalParam, FloatParam, IntParam, grid_axes
+
+if TYPE_CHECKING:
+    from service.spec import StudySpec
+
+
+def build_sampler(spec: StudySpec, *, seed_offset: int) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. Workers rebuild it for every ticket; ``seed_offset`` (the ticket's
+    sequence number) keeps seeded samplers from proposing the same point on every ticket."""
+    s = spec.sampler
+    seed = None if s.seed is None else s.seed + seed_offset
+    opts = s.options
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if s.name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **opts)
+        if s.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **opts)
+        if s.name == "grid":
+            return optuna.samplers.GridSampler(grid_axes(spec), seed=seed, **opts)
+        if s.name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, **opts)
+        if s.name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, **opts)
+        if s.name == "qmc":
+            # QMC indexes its sequence by trial number: every worker must share one seed.
+            return optuna.samplers.QMCSampler(seed=s.seed, **opts)
+    raise ValueError(f"unknown sampler {s.name!r}")
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    opts = p.options
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(**opts)
+    if p.name == "percentile":
+        if "percentile" not in opts:
+            raise ValueError("percentile pruner needs 'percentile' (0-100)")
+        return optuna.pruners.PercentilePruner(**opts)
+    if p.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**opts)
+    if p.name == "hyperband":
+        opts.setdefault("max_resource", spec.budget.max_epochs)
+        return optuna.pruners.HyperbandPruner(**opts)
+    if p.name == "none":
+        if opts:
+            raise ValueError(f"pruner 'none' takes no options, but got {sorted(opts)}")
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {p.name!r}")
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Every hyperparameter for one trial: suggested where searched (and its ``when`` holds),
+    else the spec's fixed value or the default."""
+    values = spec.fixed_params()
+    for name, param in spec.search_space.items():
+        if any(values.get(k) not in allowed for k, allowed in param.when_values().items()):
+            continue
+        if isinstance(param, FloatParam):
+            values[name] = trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
+        elif isinstance(param, IntParam):
+            values[name] = trial.suggest_int(name, param.low, param.high, step=param.step, log=param.log)
+        elif isinstance(param, CategoricalParam):
+            values[name] = trial.suggest_categorical(name, param.choices)
+    return values

@@ -1,0 +1,476 @@
+"""The study spec: one pydantic schema for the API, the CLI and ``studies/*.yaml``.
+
+A spec names the data, fixes some hyperparameters (``model``, ``training``), searches others
+(``search_space``), and says how to search (``sampler``, ``pruner``) and how long (``budget``).
+This module validates all of it up front, so a bad spec is a 422 / exit 2 naming the field, never a
+failed trial. It imports neither torch nor ``models`` (the API must start fast); the few domain
+lists below are checked against ``models`` by a test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# ---------------------------------------------------------------------------------------------
+# What can be tuned. Each hyperparameter has a kind, a domain and a default used when it is
+# neither fixed nor searched. The same names are the keys of ``models`` configs.
+
+CELLS = ("rnn", "lstm", "gru")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+DATASETS = ("sine", "adding", "sunspots", "co2", "digits", "csv", "npz")
+METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize"}
+
+
+class _Hp(BaseModel):
+    kind: Literal["int", "float", "bool", "str"]
+    group: Literal["model", "training", "data"]
+    default: Any
+    choices: tuple | None = None
+    low: float | None = None  # inclusive
+    high: float | None = None  # inclusive unless high_open
+    high_open: bool = False
+
+
+HYPERPARAMETERS: dict[str, _Hp] = {
+    "cell": _Hp(kind="str", group="model", default="lstm", choices=CELLS),
+    "hidden_size": _Hp(kind="int", group="model", default=64, low=1, high=4096),
+    "num_layers": _Hp(kind="int", group="model", default=1, low=1, high=16),
+    "bidirectional": _Hp(kind="bool", group="model", default=False),
+    "dropout": _Hp(kind="float", group="model", default=0.0, low=0.0, high=1.0, high_open=True),
+    "optimizer": _Hp(kind="str", group="training", default="adam", choices=OPTIMIZERS),
+    "lr": _Hp(kind="float", group="training", default=1e-3, low=1e-8, high=10.0),
+    "momentum": _Hp(kind="float", group="training", default=0.0, low=0.0, high=1.0, high_open=True),
+    "nesterov": _Hp(kind="bool", group="training", default=False),
+    "weight_decay": _Hp(kind="float", group="training", default=0.0, low=0.0, high=1.0),
+    "batch_size": _Hp(kind="int", group="training", default=64, low=1, high=65536),
+    "clip_norm": _Hp(kind="float", group="training", default=None, low=1e-6, high=1e6),
+    "scheduler": _Hp(kind="str", group="training", default="none", choices=SCHEDULERS),
+    "patience": _Hp(kind="int", group="training", default=None, low=1, high=10000),
+    "window": _Hp(kind="int", group="data", default=None, low=1, high=100000),
+}
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """Check one value against a hyperparameter's domain; return it (bool/int/float coerced)."""
+    hp = HYPERPARAMETERS[name]
+    if value is None and hp.default is None:
+        return None
+    if hp.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, but got {value!r}")
+        return value
+    if hp.kind == "str":
+        if value not in hp.choices:
+            raise ValueError(f"{name} must be one of {list(hp.choices)}, but got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, but got {value!r}")
+    if hp.kind == "int" and float(value) != int(value):
+        raise ValueError(f"{name} must be an integer, but got {value!r}")
+    value = int(value) if hp.kind == "int" else float(value)
+    too_high = value >= hp.high if hp.high_open else value > hp.high
+    if value < hp.low or too_high:
+        bracket = ")" if hp.high_open else "]"
+        raise ValueError(f"{name} must be in [{hp.low:g}, {hp.high:g}{bracket}, but got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Search-space entries.
+
+Scalar = Union[bool, int, float, str]
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
+        default=None, description="suggest only when another parameter has one of these values"
+    )
+
+    def when_values(self) -> dict[str, list]:
+        return {k: v if isinstance(v, list) else [v] for k, v in (self.when or {}).items()}
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def grid(self) -> list:
+        if self.step is None:
+            raise ValueError("grid search needs discrete values: give this float a step, or make it categorical")
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9))
+        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
+        return self
+
+    def grid(self) -> list:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, choices: list) -> list:
+        if len({json.dumps(c) for c in choices}) != len(choices):
+            raise ValueError(f"choices must be distinct, but got {choices}")
+        return choices
+
+    def grid(self) -> list:
+        return list(self.choices)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if low > high:
+        raise ValueError(f"low must be <= high, but got low={low!r} > high={high!r}")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0, but got low={low!r}")
+    if log and step is not None:
+        raise ValueError("step and log cannot be used together")
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections.
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description=f"a built-in data set ({', '.join(DATASETS)})")
+    params: dict[str, Any] = Field(default_factory=dict, description="data-set options (sizes, seed, ...)")
+    window: int | None = Field(default=None, ge=1, description="forecasting: input steps")
+    horizon: int = Field(default=1, ge=1, description="forecasting: steps ahead")
+    target: str | None = Field(default=None, description="csv: the target column")
+    inputs: list[str] | None = Field(default=None, description="csv: input columns (default: target)")
+    path: str | None = Field(default=None, description="csv / npz: a file every worker can read")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _files(self) -> DataSpec:
+        if self.name in ("csv", "npz") and not (self.path or self.params.get("path")):
+            raise ValueError(f"data set {self.name!r} needs a path")
+        if self.name == "csv" and not (self.target or self.params.get("target")):
+            raise ValueError("data set 'csv' needs a target column")
+        return self
+
+
+class SamplerSpec(BaseModel):
+    """``name`` and ``seed``; any other key is passed to the Optuna sampler's constructor."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "tpe"
+    seed: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+        return name
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PrunerSpec(BaseModel):
+    """``name``; any other key is passed to the Optuna pruner's constructor."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "median"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in PRUNERS:
+            raise ValueError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS)}")
+        return name
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BudgetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_trials: int | None = Field(default=None, description="finished trials to run (grid: defaults to the grid size)")
+    max_epochs: int = Field(default=20, ge=1, le=100000, description="epochs per trial (the pruning steps)")
+    timeout_s: float | None = Field(default=None, gt=0, description="stop starting trials after this")
+    max_failed_trials: int = Field(default=10, ge=1, description="the study fails when this many trials fail")
+    max_parallel: int | None = Field(default=None, ge=1, description="trials running at once")
+
+    @field_validator("n_trials")
+    @classmethod
+    def _positive(cls, n: int | None) -> int | None:
+        if n is not None and n <= 0:
+            raise ValueError(f"n_trials must be > 0, but got {n}")
+        return n
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+class StudySpec(BaseModel):
+    """A study: what to train, what to search, how, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="unique; lower-case letters, digits and '-', at most 64")
+    direction: Literal["minimize", "maximize"] | None = Field(default=None, description="default: the metric's")
+    metric: str = Field(default="val_loss", description=f"one of {', '.join(METRICS)}")
+    data: DataSpec
+    model: dict[str, Any] = Field(default_factory=dict, description="fixed model hyperparameters")
+    training: dict[str, Any] = Field(default_factory=dict, description="fixed training hyperparameters")
+    search_space: dict[str, Param] = Field(default_factory=dict)
+    initial_trials: list[dict[str, Any]] = Field(default_factory=list, description="run first, as given")
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    seed: int = Field(default=0, description="training seed: same params + seed, same curve")
+    labels: list[str] = Field(default_factory=list, description="only workers with all these labels run it")
+    priority: int = Field(default=0, description="higher runs first when studies share workers")
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError(f"name must match {NAME_RE.pattern}, but got {name!r}")
+        return name
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        return metric
+
+    @field_validator("model", "training")
+    @classmethod
+    def _fixed(cls, values: dict[str, Any], info) -> dict[str, Any]:
+        out = {}
+        for key, value in values.items():
+            hp = HYPERPARAMETERS.get(key)
+            if hp is None or hp.group != info.field_name:
+                known = [k for k, h in HYPERPARAMETERS.items() if h.group == info.field_name]
+                raise ValueError(f"unknown parameter {key!r}; known: {', '.join(known)}")
+            out[key] = _check_value(key, value)
+        return out
+
+    @field_validator("search_space")
+    @classmethod
+    def _space(cls, space: dict[str, Param]) -> dict[str, Param]:
+        for name, param in space.items():
+            if name not in HYPERPARAMETERS:
+                raise ValueError(f"unknown parameter {name!r}; known: {', '.join(HYPERPARAMETERS)}")
+            try:
+                _check_param_domain(name, HYPERPARAMETERS[name], param)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            for other in param.when_values():
+                if other not in space or other == name:
+                    raise ValueError(f"{name}.when: {other!r} must be another searched parameter")
+        # Suggest order: a conditional parameter after the ones its ``when`` reads.
+        ordered: dict[str, Param] = {}
+        pending = dict(space)
+        while pending:
+            ready = [n for n, p in pending.items() if all(o in ordered for o in p.when_values())]
+            if not ready:
+                raise ValueError(f"'when' conditions form a cycle among {sorted(pending)}")
+            for n in ready:
+                ordered[n] = pending.pop(n)
+        return ordered
+
+    @model_validator(mode="after")
+    def _whole(self) -> StudySpec:
+        expected = METRICS[self.metric]
+        if self.direction is None:
+            self.direction = expected
+        elif self.direction != expected:
+            raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
+        if self.metric == "val_accuracy" and self.data.name not in ("digits", "npz"):
+            raise ValueError(f"metric: val_accuracy needs a classification data set, but got data.name={self.data.name!r}")
+        if self.data.name == "digits" and self.metric == "val_mae":
+            raise ValueError("metric: val_mae needs a regression data set, but data.name='digits'")
+        for name in self.search_space:
+            group = HYPERPARAMETERS[name].group
+            fixed = self.model if group == "model" else self.training if group == "training" else {}
+            if name in fixed:
+                raise ValueError(f"search_space.{name}: also fixed in {group}.{name}; keep one")
+            if name == "window" and self.data.window is not None:
+                raise ValueError("search_space.window: also fixed in data.window; keep one")
+        for i, params in enumerate(self.initial_trials):
+            for key, value in params.items():
+                if key not in self.search_space:
+                    raise ValueError(f"initial_trials[{i}].{key}: not in search_space")
+                _check_choice(f"initial_trials[{i}].{key}", self.search_space[key], value)
+        if self.sampler.name == "grid":
+            size = grid_size(self)  # raises on continuous ranges
+            if self.budget.n_trials is None:
+                self.budget.n_trials = size
+            elif self.budget.n_trials > size:
+                raise ValueError(f"budget.n_trials: {self.budget.n_trials} exceeds the grid's {size} points")
+        elif self.budget.n_trials is None:
+            raise ValueError("budget.n_trials: required (only grid search has a natural size)")
+        if len(self.initial_trials) > self.budget.n_trials:
+            raise ValueError(f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}")
+        _check_options(self)
+        return self
+
+    # --- helpers used by the API and the worker -----------------------------------------
+    def fixed_params(self) -> dict[str, Any]:
+        """Every hyperparameter's value when not searched: the spec's fixed value or the default."""
+        values = {name: hp.default for name, hp in HYPERPARAMETERS.items()}
+        values.update(self.model)
+        values.update(self.training)
+        if self.data.window is not None:
+            values["window"] = self.data.window
+        return values
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _check_param_domain(name: str, hp: _Hp, param: Param) -> None:
+    if isinstance(param, CategoricalParam):
+        for choice in param.choices:
+            _check_value(name, choice)
+        return
+    if hp.kind in ("str", "bool"):
+        raise ValueError(f"{hp.kind} parameter: use type categorical with choices")
+    if hp.kind == "int" and isinstance(param, FloatParam):
+        raise ValueError("integer parameter: use type int (or categorical)")
+    _check_value(name, param.low)
+    _check_value(name, param.high)
+
+
+def _check_choice(where: str, param: Param, value: Any) -> None:
+    if isinstance(param, CategoricalParam):
+        if value not in param.choices:
+            raise ValueError(f"{where}: {value!r} is not one of {param.choices}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not param.low <= value <= param.high:
+        raise ValueError(f"{where}: {value!r} is outside [{param.low}, {param.high}]")
+
+
+def grid_axes(spec: StudySpec) -> dict[str, list]:
+    """Each searched parameter's grid values (raises ValueError naming one that has none)."""
+    axes = {}
+    for name, param in spec.search_space.items():
+        if param.when:
+            raise ValueError(f"search_space.{name}: grid search cannot use conditional parameters (when)")
+        try:
+            axes[name] = param.grid()
+        except ValueError as exc:
+            raise ValueError(f"search_space.{name}: {exc}") from None
+    if not axes:
+        raise ValueError("search_space: grid search needs at least one parameter")
+    return axes
+
+
+def grid_size(spec: StudySpec) -> int:
+    return math.prod(len(values) for values in grid_axes(spec).values())
+
+
+def _check_options(spec: StudySpec) -> None:
+    """Build the sampler and pruner once so that a bad option is caught here, not in a worker."""
+    from service import search  # optuna import deferred: the CLI's --help stays fast
+
+    try:
+        search.build_sampler(spec, seed_offset=0)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sampler: {exc}") from None
+    try:
+        search.build_pruner(spec)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"pruner: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and error formatting.
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; ``errors`` lists (field, reason) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in errors))
+
+
+def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("float", "int", "categorical"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # whole-spec checks say where in their message: "budget.n_trials: ..."
+            head, sep, rest = msg.partition(": ")
+            if sep and _LOC_RE.match(head) and head.split(".")[0].split("[")[0] in StudySpec.model_fields:
+                loc, msg = head, rest
+        out.append((loc, msg))
+    return out
+
+
+_LOC_RE = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_0-9]+)*$")
+
+
+def parse_spec(data: Any) -> StudySpec:
+    """Validate a decoded spec (a dict); raise :class:`SpecError` naming each bad field."""
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a spec must be a mapping, but got {type(data).__name__}")])
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc)) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a YAML or JSON spec file (JSON is YAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([("", f"cannot read {path}: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([("", f"{path} is not valid YAML/JSON: {exc}")]) from None
+    return parse_spec(data)

@@ -1,0 +1,91 @@
+"""Our own rows. Every table is prefixed ``rnntune_``: Optuna owns ``studies``, ``trials``, ...
+
+- ``rnntune_studies``: the registry: name, the validated spec, state, scheduling fields.
+- ``rnntune_tickets``: one row per trial slot of a study's budget; a worker leases one at a time.
+- ``rnntune_workers``: one row per worker process, with its heartbeat and current ticket.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STUDY_STATES = ("queued", "running", "done", "cancelled", "failed")
+TICKET_STATES = ("queued", "leased", "done", "cancelled")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, like Optuna's own timestamps (run every host in UTC or with NTP)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StudyRow(Base):
+    __tablename__ = "rnntune_studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    optuna_study_id: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    labels: Mapped[list] = mapped_column(JSON, default=list)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_failed: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)  # trials failed by an error in training
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+class TicketRow(Base):
+    __tablename__ = "rnntune_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # 0 .. n_trials-1: seeds the sampler
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # COMPLETE / PRUNED
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+    __table_args__ = (
+        # The claim query's scan: queued tickets in study order. Partial on Postgres and SQLite.
+        Index(
+            "ix_rnntune_tickets_queued",
+            "study_id",
+            "seq",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
+        Index("ix_rnntune_tickets_study_state", "study_id", "state"),
+    )
+
+
+class WorkerRow(Base):
+    __tablename__ = "rnntune_workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    labels: Mapped[list] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="idle")  # idle / busy / stopped
+    ticket_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,136 @@
+"""The study spec: the examples are valid, and each bad spec names its field and reason."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.spec import CELLS, OPTIMIZERS, SCHEDULERS, SpecError, StudySpec, grid_size, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "studies").rglob("*.yaml"))
+
+BASE = {
+    "name": "t",
+    "data": {"name": "sine"},
+    "search_space": {
+        "hidden_size": {"type": "int", "low": 8, "high": 64, "log": True},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"optimizer": "sgd"}},
+    },
+    "budget": {"n_trials": 5},
+}
+
+
+def spec_with(**changes) -> dict:
+    spec = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = spec
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return spec
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_example_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.budget.n_trials >= 1
+    assert spec.name == path.stem or path.parent.name == "classic"
+
+
+def test_defaults_fill_in():
+    spec = parse_spec(BASE)
+    assert spec.direction == "minimize"
+    assert spec.sampler.name == "tpe" and spec.pruner.name == "median"
+    fixed = spec.fixed_params()
+    assert fixed["cell"] == "lstm" and fixed["momentum"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"search_space__lr": {"type": "float", "low": 0.1, "high": 0.01}}, "search_space.lr", "low must be <= high"),
+        ({"search_space__lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "search_space.lr", "log scale needs low > 0"),
+        ({"search_space__units": {"type": "int", "low": 1, "high": 4}}, "search_space", "unknown parameter 'units'"),
+        ({"search_space__optimizer": {"type": "categorical", "choices": []}}, "search_space.optimizer.choices", "at least 1"),
+        ({"search_space__optimizer": {"type": "categorical", "choices": ["adam", "lbfgs"]}}, "search_space", "optimizer must be one of"),
+        ({"sampler": {"name": "grid"}}, "search_space.lr", "grid search needs discrete values"),
+        ({"budget__n_trials": 0}, "budget.n_trials", "n_trials must be > 0"),
+        ({"budget__n_trials": -3}, "budget.n_trials", "n_trials must be > 0"),
+        ({"sampler": {"name": "hillclimb"}}, "sampler.name", "unknown sampler 'hillclimb'"),
+        ({"pruner": {"name": "median", "n_warmup_steps": -1}}, "pruner", "n_warmup_steps"),
+        ({"sampler": {"name": "tpe", "bogus_option": 1}}, "sampler", "bogus_option"),
+        ({"data__name": "imagenet"}, "data.name", "unknown data set 'imagenet'"),
+        ({"name": "Bad Name!"}, "name", "name must match"),
+        ({"model": {"cell": "transformer"}}, "model", "cell must be one of"),
+        ({"model": {"cell": "gru", "hidden_size": 0}}, "model", "hidden_size must be in"),
+        ({"model": {"hidden_size": 32}}, "search_space.hidden_size", "also fixed in model.hidden_size"),
+        ({"search_space__momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"nope": "sgd"}}}, "search_space", "momentum.when"),
+        ({"direction": "maximize"}, "direction", "val_loss is to minimize"),
+        ({"initial_trials": [{"lr": 5.0}]}, "initial_trials[0].lr", "outside"),
+        ({"budget__max_epochs": 0}, "budget.max_epochs", "greater than or equal to 1"),
+    ],
+)
+def test_bad_spec_names_field_and_reason(changes, field, reason):
+    spec = spec_with(**changes)
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    fields = [loc for loc, _ in err.value.errors]
+    assert field in fields, err.value.errors
+    assert reason in str(err.value), str(err.value)
+
+
+def test_grid_over_continuous_range_is_rejected_and_discrete_grid_sized():
+    spec = spec_with(sampler={"name": "grid"})
+    with pytest.raises(SpecError, match=r"search_space.lr: grid search needs discrete values"):
+        parse_spec(spec)
+    spec["search_space"] = {
+        "hidden_size": {"type": "int", "low": 16, "high": 128, "step": 16},
+        "lr": {"type": "categorical", "choices": [1e-2, 1e-3, 1e-4]},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    }
+    spec["budget"] = {}
+    parsed = parse_spec(spec)
+    assert grid_size(parsed) == 8 * 3 * 3 == parsed.budget.n_trials
+    spec["budget"] = {"n_trials": 100}
+    with pytest.raises(SpecError, match="exceeds the grid's 72 points"):
+        parse_spec(spec)
+
+
+def test_domain_lists_match_models():
+    from models.recurrent import CELLS as MODEL_CELLS
+    from models.train import OPTIMIZERS as MODEL_OPTIMIZERS
+    from models.train import SCHEDULERS as MODEL_SCHEDULERS
+
+    assert set(CELLS) == set(MODEL_CELLS)
+    assert set(OPTIMIZERS) == set(MODEL_OPTIMIZERS)
+    assert set(SCHEDULERS) == set(MODEL_SCHEDULERS)
+
+
+def test_json_and_yaml_files_load_the_same(tmp_path):
+    import json
+
+    (tmp_path / "s.json").write_text(json.dumps(BASE))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(BASE))
+    assert load_spec(tmp_path / "s.json") == load_spec(tmp_path / "s.yaml") == StudySpec.model_validate(BASE)
+
+
+def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(spec_with(search_space__lr={"type": "float", "low": 0.5, "high": 0.1})))
+    r = subprocess.run([sys.executable, "-m", "service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "search_space.lr" in lines[0] and "low must be <= high" in lines[0], r.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "service.cli", "submit", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO
+    )
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
