@@ -302,7 +302,9 @@ def _print_best(s: dict) -> None:
     if not best:
         typer.echo("no completed trial")
         return
-    typer.echo(f"best trial #{best['number']}: {s['metric']} = {best['value']:.6g} after {best['epochs']} epochs")
+    naive = best["user_attrs"].get("naive_val_loss")
+    baseline = f" (naive baseline {naive:.6g})" if naive is not None else ""
+    typer.echo(f"best trial #{best['number']}: {s['metric']} = {best['value']:.6g} after {best['epochs']} epochs{baseline}")
     for k, v in best["params"].items():
         typer.echo(f"  {k}: {v}")
 

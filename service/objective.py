@@ -164,4 +164,6 @@ class Objective:
         trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
+        if spec.metric == "val_loss":  # the bar to beat: a model that learned nothing
+            trial.set_user_attr("naive_val_loss", round(data.naive_val_loss(), 6))
         return metric_value(spec, best)
