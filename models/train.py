@@ -120,6 +120,10 @@ class EpochResult:
     seconds: float  # wall time of the epoch, evaluation included
 
 
+class TrainingStopped(Exception):
+    """Raised by fit when ``should_stop`` asked it to stop mid-epoch."""
+
+
 class DivergedError(RuntimeError):
     """A train or val loss became NaN or infinite."""
 
@@ -187,8 +191,12 @@ def fit(
     train_config: TrainConfig,
     data: SequenceData,
     on_epoch_end: Callable[[EpochResult], bool | None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Train a fresh SequenceModel; the same configs and seed give the same curve on one device."""
+    """Train a fresh SequenceModel; the same configs and seed give the same curve on one device.
+
+    ``should_stop`` is polled before every batch; when it answers True, fit raises
+    :class:`TrainingStopped` (a worker asked to shut down stops within one batch)."""
     _check_compatible(model_config, data)
     tc = train_config
     device = pick_device(tc.device)
@@ -227,6 +235,8 @@ def fit(
         batch_losses = []  # kept on the device: no sync per batch
         order = torch.randperm(n_train, device=device, generator=generator)
         for start in range(0, n_train, batch_size):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped during epoch {epoch}")
             index = order[start : start + batch_size]
             xb, yb = x_train[index], y_train[index]  # (b, T, F), (b, K) or (b,)
             with autocast():

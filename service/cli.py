@@ -331,6 +331,102 @@ def status(
         _print_best(s)
 
 
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="the study")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write (default: NAME-best.pt)")] = None,
+    api_url: ApiOpt = None,
+) -> None:
+    """Download a finished study's best model: `from models import load_model; load_model(FILE).predict(x)`."""
+    with _client(api_url) as client:
+        r = _request(client, "GET", f"/v1/studies/{name}/best/model")
+        if r.status_code == 404:
+            _fail(r.json().get("detail", f"no study named {name!r}"))
+        if r.status_code >= 400:
+            _fail(f"{r.status_code}: {r.text}")
+        best = _request(client, "GET", f"/v1/studies/{name}/best").json()
+    path = output or Path(f"{name}-best.pt")
+    path.write_bytes(r.content)
+    test = best.get("test_metrics") or {}
+    shown = ", ".join(f"{k} {v:.6g}" for k, v in test.items() if isinstance(v, (int, float)))
+    typer.echo(f"wrote {path} ({len(r.content):,} bytes, sha256 {r.headers.get('x-checksum-sha256', '?')[:12]}): trial #{best['trial_number']}")
+    typer.echo(f"  {best['metric']} {best['value']:.6g}; test: {shown or '-'}")
+
+
+datasets_app = typer.Typer(no_args_is_help=True, help="Uploaded data sets (a spec names one as data.dataset).")
+app.add_typer(datasets_app, name="datasets")
+
+
+def _dataset_line(d: dict) -> str:
+    info = d["info"]
+    what = (
+        f"{info.get('rows')} rows, numeric columns {info.get('numeric_columns')}"
+        if d["format"] == "csv"
+        else f"X {info.get('X')}, y {info.get('y')}, {info.get('task')}"
+    )
+    return f"{d['name']} (id {d['id']}): {d['format']}, {d['size']:,} bytes, sha256 {d['sha256'][:12]}; {what}"
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Annotated[Path, typer.Argument(help="a .csv or .npz file")],
+    name: Annotated[Optional[str], typer.Option(help="default: the file name without extension")] = None,
+    delimiter: Annotated[str, typer.Option(help="CSV field delimiter")] = ",",
+    api_url: ApiOpt = None,
+) -> None:
+    """Upload a data file; it is checked and stored for every worker to read."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}", code=2)
+    fields = {"delimiter": delimiter} | ({"name": name} if name else {})
+    with _client(api_url) as client:
+        r = _request(client, "POST", "/v1/datasets", files={"file": (path.name, content)}, data=fields)
+    if r.status_code >= 400:
+        detail = r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith("application/json") else r.text
+        _fail(f"{r.status_code}: {detail}", code=2 if r.status_code == 422 else 1)
+    typer.echo(f"uploaded {_dataset_line(r.json())}")
+
+
+@datasets_app.command("list")
+def datasets_list(api_url: ApiOpt = None) -> None:
+    """List uploaded data sets."""
+    with _client(api_url) as client:
+        items = _request(client, "GET", "/v1/datasets").json()["items"]
+    if not items:
+        typer.echo("no datasets")
+    for d in items:
+        typer.echo(_dataset_line(d))
+
+
+def _control(action: str, name: str, api_url: str | None) -> None:
+    with _client(api_url) as client:
+        r = _request(client, "POST", f"/v1/studies/{name}/{action}")
+        if r.status_code == 404:
+            _fail(f"no study named {name!r}")
+        if r.status_code == 409:
+            _fail(r.json()["detail"])
+        typer.echo(_progress_line(r.json()))
+
+
+@app.command()
+def cancel(name: Annotated[str, typer.Argument(help="the study")], api_url: ApiOpt = None) -> None:
+    """Cancel a study: no new trials; running ones stop at their next epoch boundary."""
+    _control("cancel", name, api_url)
+
+
+@app.command()
+def pause(name: Annotated[str, typer.Argument(help="the study")], api_url: ApiOpt = None) -> None:
+    """Pause a study: running trials stop and are re-queued with the same parameters."""
+    _control("pause", name, api_url)
+
+
+@app.command()
+def resume(name: Annotated[str, typer.Argument(help="the study")], api_url: ApiOpt = None) -> None:
+    """Resume a paused study toward the same budget."""
+    _control("resume", name, api_url)
+
+
 def main() -> None:
     app()
 

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
 
     # API.
     dashboard_writable: bool = Field(default=False, description="allow the dashboard's write routes")
+    max_upload_mb: float = Field(default=100.0, gt=0, description="largest data file POST /v1/datasets accepts (MiB)")
 
     # Client side (rnntune submit / status).
     api_url: str = "http://127.0.0.1:8000"

@@ -7,19 +7,23 @@ dashboard and a local worker can share one file.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.tables import Base
 
 SQLITE_TIMEOUT_S = 60
+# Errors worth retrying: the database went away (restart, killed connection, network). Optuna
+# wraps a failed commit in StorageInternalError.
+TRANSIENT_ERRORS = (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError)
 # Per process: ours (pool 2 + overflow 2) and Optuna's (pool 2 + overflow 2) -> at most 8
 # connections, usually 2-3. 16 workers + the API stay well under Postgres's max_connections=100.
 PG_POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800}
@@ -70,6 +74,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's heartbeat thread dies on the first database error, after which a live trial
+    goes stale and is failed under a busy worker. Here a missed beat is logged and the next
+    one tried again; only a worker that is really gone stops beating."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except TRANSIENT_ERRORS as exc:
+            logging.getLogger("rnntune.worker").warning("heartbeat of trial %d missed: %s", trial_id, type(exc).__name__)
+
+
 def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on the same database. Workers pass ``heartbeat=True``: a trial whose worker
     stops beating for ``grace_period_s`` is failed and retried with the same parameters."""
@@ -85,4 +101,4 @@ def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.stora
                 max_retry=settings.max_retries
             ),
         }
-    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)

@@ -6,17 +6,22 @@ epoch; we report the metric there and raise ``TrialPruned`` when the pruner says
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import optuna
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.data import DataError, SequenceData, load_dataset
 from models.recurrent import ModelConfig
-from models.train import DivergedError, EpochResult, FitResult, TrainConfig, fit
+from models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
 from service.search import suggest
 from service.spec import StudySpec
 
@@ -32,10 +37,22 @@ class StudyDataError(Exception):
 
 
 class DataCache:
-    """A worker keeps a few loaded data sets: trials of one study share them."""
+    """A worker keeps a few loaded data sets: trials of one study share them.
 
-    def __init__(self, size: int = 4):
+    A spec's ``data.dataset`` names an uploaded file (``rnntune_datasets``): its bytes are read
+    from the database once, written to ``cache_dir/<sha256>.<format>`` (shared by every study
+    that uses the same file), and loaded from there like a file named by ``data.path``."""
+
+    def __init__(
+        self,
+        size: int = 4,
+        *,
+        sessions: sessionmaker[Session] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         self.size = size
+        self.sessions = sessions
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rnntune-datasets"
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
     def get(self, spec: StudySpec, window: int | None) -> SequenceData:
@@ -47,6 +64,8 @@ class DataCache:
         params = dict(d.params)
         path = d.path or params.pop("path", None)
         target = d.target or params.pop("target", None)
+        if d.dataset is not None:
+            path = self.dataset_file(d.dataset)
         try:
             data = load_dataset(
                 d.name, params, window=window, horizon=d.horizon, target=target, inputs=d.inputs, path=path
@@ -57,6 +76,83 @@ class DataCache:
         if len(self._items) > self.size:
             self._items.popitem(last=False)
         return data
+
+    def dataset_file(self, ref: str) -> str:
+        """A local copy of the uploaded data set ``ref`` (name or id), checked against its sha256."""
+        from service import datasets
+
+        if self.sessions is None:
+            raise StudyDataError(f"data.dataset: {ref!r} is an uploaded data set, but this worker has no database")
+        with self.sessions() as session:
+            row = datasets.find(session, ref)
+            if row is None:
+                raise StudyDataError(f"data.dataset: no dataset named {ref!r} (deleted after the study was submitted?)")
+            digest, fmt = row.sha256, row.format
+            local = self.cache_dir / f"{digest}.{fmt}"
+            if local.is_file():
+                return str(local)
+            content = datasets.content(session, row.id)
+        if hashlib.sha256(content).hexdigest() != digest:
+            raise StudyDataError(f"data.dataset: the stored bytes of {ref!r} do not match its sha256 {digest}")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                f.write(content)
+            os.replace(tmp, local)  # atomic: workers on one host may fetch the same file at once
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(local)
+
+
+def _retry_db(fn, *args, attempts: int = 8):
+    """Call an Optuna storage method, riding out a dropped connection or a database restart."""
+    from service.db import TRANSIENT_ERRORS
+
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args)
+        except TRANSIENT_ERRORS:
+            if attempt == attempts:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def build_configs(
+    spec: StudySpec, hp: dict[str, Any], data: SequenceData, *, device: str | None
+) -> tuple[ModelConfig, TrainConfig]:
+    """Every hyperparameter of a trial (``search.suggest`` / ``search.hyperparameters``) -> the
+    ``models`` configs. The objective and the finalize step (which retrains the best trial) both
+    use it, so the stored model is built exactly as the tuned one was."""
+    model_config = ModelConfig(
+        input_size=data.input_size,
+        output_size=data.output_size,
+        task=data.task,
+        cell=hp["cell"],
+        hidden_size=hp["hidden_size"],
+        num_layers=hp["num_layers"],
+        bidirectional=hp["bidirectional"],
+        dropout=hp["dropout"],
+    )
+    train_config = TrainConfig(
+        optimizer=hp["optimizer"],
+        lr=hp["lr"],
+        momentum=hp["momentum"],
+        # Nesterov applies to SGD with momentum only; elsewhere a searched `nesterov` is moot.
+        nesterov=hp["nesterov"] and hp["optimizer"] == "sgd" and hp["momentum"] > 0,
+        weight_decay=hp["weight_decay"],
+        batch_size=hp["batch_size"],
+        max_epochs=spec.budget.max_epochs,
+        clip_norm=hp["clip_norm"],
+        scheduler=hp["scheduler"],
+        patience=hp["patience"],
+        seed=spec.seed,
+        device=device,
+    )
+    return model_config, train_config
 
 
 def metric_value(spec: StudySpec, result: EpochResult) -> float:
@@ -76,18 +172,24 @@ class Objective:
         data_cache: DataCache,
         stop: threading.Event | None = None,
         on_trial_start=None,
+        still_ours=None,
     ):
         self.spec = spec
         self.device = device
         self.data_cache = data_cache
         self.stop = stop or threading.Event()
         self.on_trial_start = on_trial_start
+        self.still_ours = still_ours  # () -> bool: checked before a trial may finish
         self.trial_number: int | None = None
+        self.trial_id: int | None = None
         self.params: dict[str, Any] | None = None
         self.error: BaseException | None = None
+        self.model_config: ModelConfig | None = None  # the last trial's, for inspection
+        self.train_config: TrainConfig | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trial_number = trial.number
+        self.trial_id = trial._trial_id
         if self.on_trial_start is not None:
             self.on_trial_start(trial)
         spec = self.spec
@@ -97,8 +199,9 @@ class Objective:
             return self._train(trial, hp)
         except optuna.TrialPruned:
             raise
-        except Interrupted as exc:
-            trial.set_user_attr("interrupted", str(exc) or "worker stopped")
+        except (Interrupted, TrainingStopped) as exc:
+            exc = exc if isinstance(exc, Interrupted) else Interrupted(str(exc))
+            _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
             self.error = exc
             raise
         except DivergedError as exc:
@@ -115,47 +218,28 @@ class Objective:
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
         spec = self.spec
         data = self.data_cache.get(spec, hp["window"])
-        model_config = ModelConfig(
-            input_size=data.input_size,
-            output_size=data.output_size,
-            task=data.task,
-            cell=hp["cell"],
-            hidden_size=hp["hidden_size"],
-            num_layers=hp["num_layers"],
-            bidirectional=hp["bidirectional"],
-            dropout=hp["dropout"],
-        )
-        train_config = TrainConfig(
-            optimizer=hp["optimizer"],
-            lr=hp["lr"],
-            momentum=hp["momentum"],
-            # Nesterov applies to SGD with momentum only; elsewhere a searched `nesterov` is moot.
-            nesterov=hp["nesterov"] and hp["optimizer"] == "sgd" and hp["momentum"] > 0,
-            weight_decay=hp["weight_decay"],
-            batch_size=hp["batch_size"],
-            max_epochs=spec.budget.max_epochs,
-            clip_norm=hp["clip_norm"],
-            scheduler=hp["scheduler"],
-            patience=hp["patience"],
-            seed=spec.seed,
-            device=self.device,
-        )
+        model_config, train_config = build_configs(spec, hp, data, device=self.device)
+        self.model_config, self.train_config = model_config, train_config
         started = time.monotonic()
 
         def on_epoch_end(result: EpochResult) -> bool:
             value = metric_value(spec, result)
             if not math.isfinite(value):
                 raise DivergedError(f"{spec.metric} is {value} at epoch {result.epoch}")
-            trial.report(value, result.epoch)
+            _retry_db(trial.report, value, result.epoch)
             if self.stop.is_set():
                 raise Interrupted(f"stopped at epoch {result.epoch}")
-            if trial.should_prune():
+            if _retry_db(trial.should_prune):
                 trial.set_user_attr("epochs", result.epoch)
                 trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} ({spec.metric}={value:.6g})")
             return False
 
-        result: FitResult = fit(model_config, train_config, data, on_epoch_end=on_epoch_end)
+        result: FitResult = fit(model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=self.stop.is_set)
+        if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
+            # Our lease was lost (another worker has this ticket) or we must stop: finishing
+            # now would run the budget over.
+            raise Interrupted("the ticket's lease was lost before the trial could finish")
         best = result.history[result.best_epoch - 1]
         trial.set_user_attr("epochs", len(result.history))
         trial.set_user_attr("best_epoch", result.best_epoch)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service import results
 from service.tables import StudyRow, TicketRow, WorkerRow, utcnow
 
 ACTIVE = ("queued", "running")
@@ -30,6 +31,7 @@ class Claim:
     study_id: int
     study_name: str
     spec: dict[str, Any]
+    kind: str = "trial"  # "finalize": retrain the best trial and store the model
 
 
 # --- studies ---------------------------------------------------------------------------------
@@ -61,7 +63,7 @@ def finish_study(session: Session, study_id: int, state: str, reason: str | None
     now = utcnow()
     session.execute(
         update(StudyRow)
-        .where(StudyRow.id == study_id, StudyRow.state.in_(ACTIVE))
+        .where(StudyRow.id == study_id, StudyRow.state.in_((*ACTIVE, "paused")))
         .values(state=state, reason=reason, finished_at=now)
     )
     session.execute(
@@ -71,30 +73,56 @@ def finish_study(session: Session, study_id: int, state: str, reason: str | None
     )
 
 
+def note_study(session: Session, study_id: int, reason: str) -> None:
+    """Record why a study ended the way it did (kept with its state)."""
+    session.execute(update(StudyRow).where(StudyRow.id == study_id).values(reason=reason))
+    session.commit()
+
+
 def _maybe_done(session: Session, study_id: int) -> None:
-    open_tickets = session.scalar(
-        select(func.count())
-        .select_from(TicketRow)
-        .where(TicketRow.study_id == study_id, TicketRow.state.in_(("queued", "leased")))
-    )
-    if open_tickets == 0:
+    """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
+    configuration, test it, store the model); when that is spent too, the study is done."""
+    open_by_kind = dict(
         session.execute(
-            update(StudyRow)
-            .where(StudyRow.id == study_id, StudyRow.state.in_(ACTIVE))
-            .values(state="done", finished_at=utcnow())
-        )
+            select(TicketRow.kind, func.count())
+            .where(TicketRow.study_id == study_id, TicketRow.state.in_(("queued", "leased")))
+            .group_by(TicketRow.kind)
+        ).all()
+    )
+    if open_by_kind:
+        return
+    study = session.get(StudyRow, study_id, with_for_update=True)
+    if study.state not in ACTIVE:
+        return
+    has_final = session.scalar(
+        select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == "finalize")
+    )
+    if not has_final and results.n_complete(session, study.optuna_study_id) > 0:
+        session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind="finalize"))
+        return
+    study.state, study.finished_at = "done", utcnow()
 
 
 def _expire_timeouts(session: Session) -> None:
+    """``budget.timeout_s`` after its start, a study starts no new trial; running ones finish,
+    then it is finalized like any other."""
     now = utcnow()
     rows = session.execute(
         select(StudyRow.id, StudyRow.started_at, StudyRow.timeout_s).where(
-            StudyRow.state == "running", StudyRow.timeout_s.is_not(None)
+            StudyRow.state == "running", StudyRow.timeout_s.is_not(None), StudyRow.reason.is_(None)
         )
     ).all()
     for study_id, started_at, timeout_s in rows:
         if started_at is not None and now >= started_at + timedelta(seconds=timeout_s):
-            finish_study(session, study_id, "done", f"budget.timeout_s={timeout_s:g} reached")
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.study_id == study_id, TicketRow.state == "queued", TicketRow.kind == "trial")
+                .values(state="cancelled", finished_at=now)
+            )
+            session.execute(
+                update(StudyRow).where(StudyRow.id == study_id).values(reason=f"budget.timeout_s={timeout_s:g} reached")
+            )
+            _maybe_done(session, study_id)
 
 
 # --- tickets ---------------------------------------------------------------------------------
@@ -104,9 +132,12 @@ def _claimable_studies(session: Session, labels: set[str]) -> list[int]:
     studies = session.execute(
         select(StudyRow.id, StudyRow.labels, StudyRow.max_parallel).where(StudyRow.state.in_(ACTIVE))
     ).all()
-    limited = [sid for sid, _, cap in studies if cap is not None]
+    limited = sorted(sid for sid, _, cap in studies if cap is not None)
     running: dict[int, int] = {}
     if limited:
+        # Serialise claims within capped studies (row locks, in id order), so that two workers
+        # cannot both take the last free slot.
+        session.execute(select(StudyRow.id).where(StudyRow.id.in_(limited)).order_by(StudyRow.id).with_for_update())
         running = dict(
             session.execute(
                 select(TicketRow.study_id, func.count())
@@ -149,7 +180,7 @@ def claim(session: Session, worker_id: str, *, labels: set[str], lease_s: float)
             attempts=TicketRow.attempts + 1,
             started_at=now,
         )
-        .returning(TicketRow.id, TicketRow.seq, TicketRow.attempts, TicketRow.study_id)
+        .returning(TicketRow.id, TicketRow.seq, TicketRow.attempts, TicketRow.study_id, TicketRow.kind)
     ).first()
     if row is None:
         session.commit()
@@ -159,13 +190,14 @@ def claim(session: Session, worker_id: str, *, labels: set[str], lease_s: float)
         study.state, study.started_at = "running", now
     session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(state="busy", ticket_id=row.id))
     session.commit()
-    return Claim(row.id, row.seq, row.attempts, study.id, study.name, study.spec)
+    return Claim(row.id, row.seq, row.attempts, study.id, study.name, study.spec, row.kind)
 
 
-def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> bool:
-    """Extend a lease; False when the worker no longer holds it (expired and requeued, or the
-    study was cancelled): the worker must stop that trial."""
-    alive = session.scalar(
+def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> str:
+    """Extend a lease. Returns "ok", "lost" (the lease expired and the ticket was requeued), or
+    the study's state when it is no longer active ("paused", "cancelled", "failed", "done"):
+    anything but "ok" means the worker must stop that trial."""
+    state = session.scalar(
         select(StudyRow.state).join(TicketRow, TicketRow.study_id == StudyRow.id).where(TicketRow.id == ticket_id)
     )
     result = session.execute(
@@ -174,24 +206,29 @@ def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     )
     session.commit()
-    return result.rowcount == 1 and alive in ACTIVE
+    if result.rowcount != 1:
+        return "lost"
+    return "ok" if state in ACTIVE else state
 
 
-def set_trial(session: Session, ticket_id: int, worker_id: str, trial_number: int) -> None:
-    session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == ticket_id, TicketRow.worker_id == worker_id)
-        .values(trial_number=trial_number)
-    )
-    session.commit()
+def holds(session: Session, ticket_id: int, worker_id: str) -> str:
+    """Read-only ``renew``: "ok" while this worker holds the ticket of an active study."""
+    row = session.execute(
+        select(TicketRow.worker_id, TicketRow.state, StudyRow.state)
+        .join(StudyRow, StudyRow.id == TicketRow.study_id)
+        .where(TicketRow.id == ticket_id)
+    ).first()
+    if row is None or row[0] != worker_id or row[1] != "leased":
+        return "lost"
+    return "ok" if row[2] in ACTIVE else row[2]
 
 
-def complete(session: Session, claim: Claim, worker_id: str, outcome: str) -> None:
+def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, trial_number: int | None = None) -> None:
     """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent."""
     session.execute(
         update(TicketRow)
         .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
-        .values(state="done", outcome=outcome, lease_expires_at=None, finished_at=utcnow())
+        .values(state="done", outcome=outcome, trial_number=trial_number, lease_expires_at=None, finished_at=utcnow())
     )
     _maybe_done(session, claim.study_id)
     _worker_idle(session, worker_id)
@@ -203,10 +240,12 @@ def release(session: Session, claim: Claim, worker_id: str, *, error: str | None
 
     With ``failed`` the study's failure count rises; reaching ``max_failed_trials`` fails the
     study. Returns the study's new terminal state, if any."""
+    study_state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id))
+    back = "queued" if study_state in (*ACTIVE, "paused") else "cancelled"  # an ended study takes nothing back
     session.execute(
         update(TicketRow)
         .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
-        .values(state="queued", worker_id=None, lease_expires_at=None, trial_number=None, last_error=error)
+        .values(state=back, worker_id=None, lease_expires_at=None, trial_number=None, last_error=error)
     )
     ended = None
     if failed:
@@ -233,24 +272,64 @@ def drop(session: Session, claim: Claim, worker_id: str) -> None:
     session.commit()
 
 
-def drop_or_release(session: Session, claim: Claim, worker_id: str) -> None:
-    """A trial stopped early without failing: spend its ticket if the study ended, else hand it
-    back (a lost lease has already been requeued by someone else; then nothing matches)."""
-    state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id))
-    if state in ACTIVE:
-        release(session, claim, worker_id, error="interrupted", failed=False)
-    else:
-        drop(session, claim, worker_id)
-
-
 def requeue_expired(session: Session) -> int:
-    """Put back tickets whose lease ran out (their worker died or lost the database)."""
+    """Put back tickets whose lease ran out (their worker died or lost the database); those of
+    studies that ended meanwhile are cancelled instead."""
+    now = utcnow()
+    expired = (TicketRow.state == "leased", TicketRow.lease_expires_at < now)
+    ended = select(StudyRow.id).where(StudyRow.state.in_(("done", "cancelled", "failed")))
+    session.execute(
+        update(TicketRow)
+        .where(*expired, TicketRow.study_id.in_(ended))
+        .values(state="cancelled", lease_expires_at=None, finished_at=now)
+    )
     result = session.execute(
         update(TicketRow)
-        .where(TicketRow.state == "leased", TicketRow.lease_expires_at < utcnow())
+        .where(*expired)
         .values(state="queued", worker_id=None, lease_expires_at=None, trial_number=None, last_error="lease expired")
     )
     return result.rowcount
+
+
+def requeue_expired_now(session: Session) -> int:
+    n = requeue_expired(session)
+    session.commit()
+    return n
+
+
+# --- study control ---------------------------------------------------------------------------
+
+
+class BadTransition(Exception):
+    """A cancel / pause / resume that the study's state does not allow."""
+
+
+def cancel_study(session: Session, study_id: int) -> None:
+    """No new trial starts; running ones stop at their next epoch boundary."""
+    state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id).with_for_update())
+    if state not in (*ACTIVE, "paused"):
+        raise BadTransition(f"cannot cancel a study that is {state}")
+    finish_study(session, study_id, "cancelled", "cancelled by request")
+    session.commit()
+
+
+def pause_study(session: Session, study_id: int) -> None:
+    """No new trial starts; running ones stop at their next epoch boundary and are re-queued
+    with the same parameters for when the study resumes."""
+    study = session.get(StudyRow, study_id, with_for_update=True)
+    if study.state not in ACTIVE:
+        raise BadTransition(f"cannot pause a study that is {study.state}")
+    study.state = "paused"
+    session.commit()
+
+
+def resume_study(session: Session, study_id: int) -> None:
+    study = session.get(StudyRow, study_id, with_for_update=True)
+    if study.state != "paused":
+        raise BadTransition(f"cannot resume a study that is {study.state}")
+    study.state = "running" if study.started_at else "queued"
+    _maybe_done(session, study_id)
+    session.commit()
 
 
 # --- workers ---------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
     return counts
 
 
+def n_complete(session: Session, study_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(trials_t).where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
+    )
+
+
 def best_values(session: Session, directions: dict[int, str]) -> dict[int, float | None]:
     """{optuna study id: best objective value among COMPLETE trials}: one aggregate query."""
     if not directions:

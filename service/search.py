@@ -72,3 +72,15 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
         elif isinstance(param, CategoricalParam):
             values[name] = trial.suggest_categorical(name, param.choices)
     return values
+
+
+def hyperparameters(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of a finished trial, from its (suggested) ``params``: what
+    :func:`suggest` returned when it ran. A conditional parameter that was not suggested keeps
+    the spec's fixed value or the default, exactly as in ``suggest``."""
+    values = spec.fixed_params()
+    unknown = sorted(set(params) - set(spec.search_space))
+    if unknown:
+        raise ValueError(f"params {unknown} are not in the spec's search_space")
+    values.update(params)
+    return values

@@ -176,6 +176,10 @@ class DataSpec(BaseModel):
     target: str | None = Field(default=None, description="csv: the target column")
     inputs: list[str] | None = Field(default=None, description="csv: input columns (default: target)")
     path: str | None = Field(default=None, description="csv / npz: a file every worker can read")
+    dataset: str | None = Field(
+        default=None,
+        description="csv / npz: an uploaded data set (POST /v1/datasets), by name or id; name is its format",
+    )
 
     @field_validator("name")
     @classmethod
@@ -186,8 +190,13 @@ class DataSpec(BaseModel):
 
     @model_validator(mode="after")
     def _files(self) -> DataSpec:
-        if self.name in ("csv", "npz") and not (self.path or self.params.get("path")):
-            raise ValueError(f"data set {self.name!r} needs a path")
+        if self.dataset is not None:
+            if self.name not in ("csv", "npz"):
+                raise ValueError(f"dataset: an uploaded file is read by name 'csv' or 'npz' (its format), but got name={self.name!r}")
+            if self.path or self.params.get("path"):
+                raise ValueError("dataset: give either dataset (an uploaded file) or path (a shared file), not both")
+        elif self.name in ("csv", "npz") and not (self.path or self.params.get("path")):
+            raise ValueError(f"data set {self.name!r} needs a path or an uploaded dataset")
         if self.name == "csv" and not (self.target or self.params.get("target")):
             raise ValueError("data set 'csv' needs a target column")
         return self
@@ -445,6 +454,10 @@ def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
             head, sep, rest = msg.partition(": ")
             if sep and _LOC_RE.match(head) and head.split(".")[0].split("[")[0] in StudySpec.model_fields:
                 loc, msg = head, rest
+        elif loc == "data":  # so do the data section's: "dataset: ..." -> data.dataset
+            head, sep, rest = msg.partition(": ")
+            if sep and head in DataSpec.model_fields:
+                loc, msg = f"data.{head}", rest
         out.append((loc, msg))
     return out
 

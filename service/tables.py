@@ -3,16 +3,18 @@
 - ``rnntune_studies``: the registry: name, the validated spec, state, scheduling fields.
 - ``rnntune_tickets``: one row per trial slot of a study's budget; a worker leases one at a time.
 - ``rnntune_workers``: one row per worker process, with its heartbeat and current ticket.
+- ``rnntune_datasets``: uploaded data files (bytes, sha256, what validation found in them).
+- ``rnntune_models``: a finished study's best model: the model file's bytes, its config and metrics.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-STUDY_STATES = ("queued", "running", "done", "cancelled", "failed")
+STUDY_STATES = ("queued", "running", "paused", "done", "cancelled", "failed")
 TICKET_STATES = ("queued", "leased", "done", "cancelled")
 
 
@@ -53,6 +55,7 @@ class TicketRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)  # 0 .. n_trials-1: seeds the sampler
+    kind: Mapped[str] = mapped_column(String(16), default="trial")  # trial / finalize
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -89,3 +92,39 @@ class WorkerRow(Base):
     ticket_id: Mapped[int | None] = mapped_column(Integer, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DatasetRow(Base):
+    """An uploaded CSV / .npz file. The bytes live in the database so that every worker (and
+    every API replica) can read them without a shared filesystem."""
+
+    __tablename__ = "rnntune_datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(8))  # csv / npz
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)  # bytes
+    info: Mapped[dict] = mapped_column(JSON, default=dict)  # csv: rows, columns; npz: shapes, task
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ModelRow(Base):
+    """A study's result: the best configuration retrained, tested once, saved as one model file."""
+
+    __tablename__ = "rnntune_models"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"), primary_key=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON)  # the trial's searched parameters
+    hyperparameters: Mapped[dict] = mapped_column(JSON)  # every hyperparameter, searched or not
+    metrics: Mapped[dict] = mapped_column(JSON)  # {"trial_value", "val": {...}, "test": {...}}
+    config: Mapped[dict] = mapped_column(JSON)  # {"model": ModelConfig, "train": TrainConfig}
+    device: Mapped[str] = mapped_column(String(32))
+    seconds: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # models.save_model's file
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

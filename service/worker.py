@@ -18,11 +18,10 @@ import uuid
 from typing import Callable, TypeVar
 
 import optuna
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import queue
 from service.config import Settings
-from service.db import init_db, make_engine, make_storage, session_factory
+from service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from service.objective import DataCache, Interrupted, Objective, StudyDataError
 from service.search import build_pruner, build_sampler
 from service.spec import StudySpec
@@ -50,6 +49,7 @@ class Worker:
         threads: int | None = None,
         max_trials: int | None = None,
         exit_when_idle: bool = False,
+        objective_factory: Callable[..., Objective] = Objective,
     ):
         self.settings = settings
         self.labels = set(labels or ())
@@ -57,18 +57,21 @@ class Worker:
         self.threads = threads or settings.torch_threads
         self.max_trials = max_trials
         self.exit_when_idle = exit_when_idle
+        self.objective_factory = objective_factory  # benchmarks swap in a trivial objective
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()  # shutdown asked: finish at the next epoch boundary
         self._interrupt = threading.Event()  # the running trial must stop (shutdown / cancel / lease lost)
         self._claim: queue.Claim | None = None
         self._claim_lock = threading.Lock()
         self._beat_stop = threading.Event()
+        self._interrupt_reason = "shutdown"
         self.n_trials_run = 0
 
         self.engine = make_engine(settings)
         self.sessions = session_factory(self.engine)
         self.storage = make_storage(settings, heartbeat=True)
-        self.data_cache = DataCache()
+        self._studies: dict[str, optuna.Study] = {}
+        self.data_cache = DataCache(sessions=self.sessions, cache_dir=settings.data_dir / "datasets")
 
     # --- lifecycle -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -97,16 +100,22 @@ class Worker:
             while not self.stopping.is_set():
                 if self.max_trials is not None and self.n_trials_run >= self.max_trials:
                     break
-                claim = self._with_session(
-                    lambda s: queue.claim(s, self.id, labels=self.labels, lease_s=self.settings.lease_s)
-                )
-                if claim is None:
-                    if self.exit_when_idle:
-                        break
-                    self.stopping.wait(self.settings.poll_interval_s)
-                    continue
-                self._run_ticket(claim)
-                self.n_trials_run += 1
+                try:
+                    claim = self._with_session(
+                        lambda s: queue.claim(s, self.id, labels=self.labels, lease_s=self.settings.lease_s)
+                    )
+                    if claim is None:
+                        if self.exit_when_idle:
+                            break
+                        self.stopping.wait(self.settings.poll_interval_s)
+                        continue
+                    self._run_ticket(claim)
+                    self.n_trials_run += 1
+                except TRANSIENT_ERRORS as exc:
+                    # The database stayed away through every retry: whatever we held comes back
+                    # to the queue when its lease expires. Keep the worker; try again later.
+                    log.error("worker %s: database unavailable (%s); waiting", self.id, type(exc).__name__)
+                    self.stopping.wait(10.0)
         finally:
             self.stopping.set()
             self._beat_stop.set()
@@ -120,30 +129,31 @@ class Worker:
 
     # --- one ticket ----------------------------------------------------------------------
     def _run_ticket(self, claim: queue.Claim) -> None:
+        if claim.kind == "finalize":
+            return self._run_finalize(claim)
         spec = StudySpec.model_validate(claim.spec)
         with self._claim_lock:
             self._claim = claim
             if not self.stopping.is_set():
                 self._interrupt.clear()
+                self._interrupt_reason = "shutdown"
         log.info("worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts)
         outcome: list[optuna.trial.FrozenTrial] = []
-        objective = Objective(
+        objective = self.objective_factory(
             spec,
             device=self.device,
             data_cache=self.data_cache,
             stop=self._interrupt,
-            on_trial_start=lambda t: self._with_session(lambda s: queue.set_trial(s, claim.ticket_id, self.id, t.number)),
+            still_ours=lambda: self._check_lease(claim, renew=False),
         )
         try:
-            study = optuna.load_study(
-                study_name=claim.study_name,
-                storage=self.storage,
-                sampler=build_sampler(spec, seed_offset=claim.seq + 100_003 * (claim.attempts - 1)),
-                pruner=build_pruner(spec),
-            )
+            study = self._study(claim.study_name)
+            study.sampler = build_sampler(spec, seed_offset=claim.seq + 100_003 * (claim.attempts - 1))
+            study.pruner = build_pruner(spec)
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _s, t: outcome.append(t)])
         except Exception as exc:  # noqa: BLE001 - storage trouble: hand the ticket back, keep the worker
             log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
+            self._recover_trial(claim, objective)
             self._settle(lambda s: queue.release(s, claim, self.id, error=f"{type(exc).__name__}: {exc}", failed=False))
             return
         finally:
@@ -152,7 +162,7 @@ class Worker:
 
         trial = outcome[0] if outcome else None
         if trial is not None and trial.state in FINISHED:
-            self._settle(lambda s: queue.complete(s, claim, self.id, trial.state.name))
+            self._settle(lambda s: queue.complete(s, claim, self.id, trial.state.name, trial_number=trial.number))
             log.info("worker %s: trial %d %s value=%s", self.id, trial.number, trial.state.name, trial.value)
             return
         error = objective.error
@@ -161,46 +171,122 @@ class Worker:
             self._settle(lambda s: (queue.finish_study(s, claim.study_id, "failed", str(error)), queue.drop(s, claim, self.id)))
             return
         if isinstance(error, Interrupted):
-            if self.stopping.is_set() and objective.params is not None:
-                # Shutdown: the same parameters run again on the next worker that claims a ticket.
+            reason = "shutdown" if self.stopping.is_set() else self._interrupt_reason
+            log.info("worker %s: trial %s stopped (%s)", self.id, trial.number if trial else "?", reason)
+            if reason in ("shutdown", "paused") and objective.params is not None:
+                # The same parameters run again on the next claim (after a resume, for a pause).
                 study.enqueue_trial(objective.params, user_attrs={"retry_of": trial.number if trial else None})
-                self._settle(lambda s: queue.release(s, claim, self.id, error="worker shut down", failed=False))
-            else:  # the study was cancelled or paused, or this worker lost its lease
-                self._settle(lambda s: queue.drop_or_release(s, claim, self.id))
+                self._settle(lambda s: queue.release(s, claim, self.id, error=f"interrupted: {reason}", failed=False))
+            elif reason != "lost":  # the study ended (cancelled, failed): the ticket is spent
+                self._settle(lambda s: queue.drop(s, claim, self.id))
+            # lost: the lease expired and the ticket is queued again; nothing of it is ours
             return
         message = f"{type(error).__name__}: {error}" if error else "trial failed"
         log.warning("worker %s: trial %s failed: %s", self.id, trial.number if trial else "?", message)
         self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=True))
 
+    def _run_finalize(self, claim: queue.Claim) -> None:
+        """Retrain the best configuration, evaluate it once on the test split, store the model."""
+        spec = StudySpec.model_validate(claim.spec)
+        with self._claim_lock:
+            self._claim = claim
+        log.info("worker %s: finalizing study %s (attempt %d)", self.id, claim.study_name, claim.attempts)
+        try:
+            from service.finalize import finalize_study
+
+            study = self._study(claim.study_name)
+            finalize_study(
+                spec=spec, study=study, study_id=claim.study_id, sessions=self.sessions,
+                device=self.device, data_cache=self.data_cache, stop=self._interrupt,
+            )
+        except Exception as exc:  # noqa: BLE001 - never crash the worker; retry, then give up with the reason
+            log.exception("worker %s: finalizing %s failed", self.id, claim.study_name)
+            message = f"finalize failed: {type(exc).__name__}: {exc}"
+            if claim.attempts > self.settings.max_retries or isinstance(exc, StudyDataError):
+                self._settle(lambda s: (queue.complete(s, claim, self.id, "FAIL"), queue.note_study(s, claim.study_id, message)))
+            else:
+                self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=False))
+            return
+        finally:
+            with self._claim_lock:
+                self._claim = None
+        self._settle(lambda s: queue.complete(s, claim, self.id, "COMPLETE"))
+        log.info("worker %s: study %s finalized", self.id, claim.study_name)
+
+    def _recover_trial(self, claim: queue.Claim, objective: Objective) -> None:
+        """The database failed under Optuna's own bookkeeping (e.g. ``tell`` during a restart):
+        fail the trial it left RUNNING and queue its parameters again, instead of waiting for
+        the heartbeat's grace period (and leaving the retry without a ticket)."""
+        if objective.trial_id is None:
+            return
+        TS = optuna.trial.TrialState
+
+        def fail_and_requeue() -> None:
+            trial = self.storage.get_trial(objective.trial_id)
+            if trial.state != TS.RUNNING:
+                return
+            if self.storage.set_trial_state_values(objective.trial_id, TS.FAIL) and trial.params:
+                self._study(claim.study_name).enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+        try:
+            self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
+        except Exception:  # noqa: BLE001 - the heartbeat's grace period is the fallback
+            log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, objective.trial_number)
+
+    def _study(self, name: str) -> optuna.Study:
+        """One Study object per study for the worker's life: its storage cache then reads only
+        the trials that changed since the last ticket, not all of them every time."""
+        if name not in self._studies:
+            if len(self._studies) >= 32:
+                self._studies.clear()
+            self._studies[name] = optuna.load_study(study_name=name, storage=self.storage)
+        return self._studies[name]
+
     # --- background: lease renewal, worker heartbeat, cancel detection -------------------
     def _heartbeat_loop(self) -> None:
-        period = min(self.settings.lease_s / 4, 10.0)
+        period = min(self.settings.lease_s / 4, 5.0)
         while not self._beat_stop.wait(period):
             with self._claim_lock:
                 claim = self._claim
             try:
                 with self.sessions() as s:
                     queue.worker_heartbeat(s, self.id)
-                    if claim is not None and not queue.renew(s, claim.ticket_id, self.id, lease_s=self.settings.lease_s):
-                        log.info("worker %s: ticket %d is no longer ours or its study ended; stopping the trial", self.id, claim.ticket_id)
-                        self._interrupt.set()
-            except (OperationalError, DBAPIError) as exc:
+                if claim is not None:
+                    self._check_lease(claim, retry=False)
+            except TRANSIENT_ERRORS as exc:
                 log.warning("worker %s: heartbeat failed (%s); retrying", self.id, type(exc).__name__)
+
+    def _check_lease(self, claim: queue.Claim, *, renew: bool = True, retry: bool = True) -> bool:
+        """Renew (or, read-only, check) the ticket's lease; when it is lost or the study stopped,
+        record why and interrupt the trial."""
+        if renew:
+            check = lambda s: queue.renew(s, claim.ticket_id, self.id, lease_s=self.settings.lease_s)  # noqa: E731
+        else:
+            check = lambda s: queue.holds(s, claim.ticket_id, self.id)  # noqa: E731
+        status = self._with_session(check) if retry else _in_session(self.sessions, check)
+        if status != "ok":
+            with self._claim_lock:
+                if self._claim is claim and not self._interrupt.is_set():
+                    log.info("worker %s: ticket %d: %s; stopping its trial", self.id, claim.ticket_id, status)
+                    self._interrupt_reason = status
+                    self._interrupt.set()
+        return status == "ok"
 
     # --- database helpers ----------------------------------------------------------------
     def _with_session(self, fn: Callable, attempts: int = 8) -> T:
         return self._db(lambda: _in_session(self.sessions, fn), attempts=attempts)
 
     def _settle(self, fn: Callable) -> None:
-        """Record a ticket's end; keep trying (with backoff) while the database is away."""
-        self._with_session(fn, attempts=30)
+        """Record a ticket's end; keep trying (with backoff) while the database is away. When
+        shutting down, give up after ~4 s: the lease and the trial's heartbeat recover the rest."""
+        self._with_session(fn, attempts=4 if self.stopping.is_set() else 30)
 
     def _db(self, fn: Callable[..., T], *args, attempts: int = 8) -> T:
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
                 return fn(*args)
-            except (OperationalError, DBAPIError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 if attempt == attempts:
                     raise
                 log.warning("worker %s: database error (%s), retry %d in %.1fs", self.id, type(exc).__name__, attempt, delay)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
+from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__
+from service import __version__, queue
 from service.api.dashboard import dashboard_app
-from service.api.routes import health, studies
+from service.api.routes import datasets, health, results, studies
 from service.config import Settings
 from service.db import init_db, make_engine, make_storage, session_factory
+
+log = logging.getLogger("rnntune.api")
 
 
 def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
@@ -19,9 +25,13 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     init_db(engine)
     storage = make_storage(settings)
 
+    sessions = session_factory(engine)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        sweeper = asyncio.create_task(_requeue_expired_forever(sessions, period_s=min(settings.lease_s / 3, 15.0)))
         yield
+        sweeper.cancel()
         engine.dispose()
         storage.remove_session()
 
@@ -35,10 +45,12 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessions = session_factory(engine)
+    app.state.sessions = sessions
     app.state.storage = storage
     app.include_router(health.router)
     app.include_router(studies.router)
+    app.include_router(results.router)
+    app.include_router(datasets.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -48,6 +60,23 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     if dashboard:
         app.mount("/", dashboard_app(storage, writable=settings.dashboard_writable))
     return app
+
+
+async def _requeue_expired_forever(sessions, *, period_s: float) -> None:
+    """The API, too, hands back tickets whose worker died, even when no worker is claiming."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            n = await run_in_threadpool(_requeue, sessions)
+            if n:
+                log.info("requeued %d tickets whose lease expired", n)
+        except SQLAlchemyError as exc:
+            log.warning("requeue of expired leases failed: %s", type(exc).__name__)
+
+
+def _requeue(sessions) -> int:
+    with sessions() as session:
+        return queue.requeue_expired_now(session)
 
 
 def _add_spec_schema(app: FastAPI) -> None:

@@ -78,3 +78,68 @@ class ValidationProblem(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+# --- data sets (routes/datasets.py) -------------------------------------------------------------
+
+
+class DatasetPublic(BaseModel):
+    id: int
+    name: str = Field(description="what a spec's data.dataset names (or the id)")
+    filename: str
+    format: str = Field(description="csv or npz: the spec's data.name")
+    sha256: str = Field(description="of the stored bytes")
+    size: int = Field(description="bytes")
+    info: dict[str, Any] = Field(description="csv: rows, columns, numeric_columns, other_columns; npz: X, y shapes, task")
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+
+
+# --- results (routes/results.py) ----------------------------------------------------------------
+
+
+class ModelPublic(BaseModel):
+    trial_number: int
+    procedure: str = Field(description="how the stored weights were produced")
+    config: dict[str, Any] = Field(description="models.ModelConfig and TrainConfig as stored in the file")
+    device: str
+    seconds: float = Field(description="time to re-train, test and store")
+    sha256: str
+    size: int
+    created_at: datetime
+    download: str = Field(description="GET this path for the model file (models.load_model reads it)")
+
+
+class BestPublic(BaseModel):
+    study: str
+    state: str
+    metric: str
+    direction: str
+    trial_number: int
+    value: float | None = Field(description="the best trial's objective value")
+    params: dict[str, Any] = Field(description="the searched parameters of the best trial")
+    hyperparameters: dict[str, Any] = Field(description="every hyperparameter, searched, fixed or default")
+    val_metrics: dict[str, Any] | None = Field(description="on the val split (of the stored model once there is one)")
+    test_metrics: dict[str, Any] | None = Field(description="on the test split, measured once; null until the model is stored")
+    model: ModelPublic | None = Field(description="null until the study's budget is spent and the model is stored")
+
+
+class ParamImportance(BaseModel):
+    name: str
+    importance: float
+    n_trials: int = Field(description="complete trials in which the parameter was suggested")
+    when: dict[str, list] | None = Field(description="a conditional parameter's condition")
+
+
+class ImportancesPublic(BaseModel):
+    study: str
+    evaluator: str
+    n_trials: int = Field(description="complete trials assessed")
+    target_quantile: float | None
+    importances: dict[str, float] = Field(description="parameter -> share (sums to 1); empty when there are too few trials")
+    params: list[ParamImportance]
+    reason: str | None = Field(description="why importances is empty")
+    notes: list[str]

@@ -38,7 +38,7 @@ def trained(client, settings):
     """The study created and its trials run by an in-process worker."""
     r = client.post("/v1/studies", json=SPEC)
     assert r.status_code == 201, r.text
-    Worker(settings, exit_when_idle=True, max_trials=4, threads=1).run()
+    Worker(settings, exit_when_idle=True, max_trials=5, threads=1).run()  # 4 trials + finalize
     return client.get(f"/v1/studies/{SPEC['name']}").json()
 
 

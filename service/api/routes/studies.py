@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from service import registry, results
+from service import datasets, queue, registry, results
 from service.api.deps import SessionDep, StorageDep
 from service.api.schemas import Problem, StudyList, StudyPublic, TrialsPage, ValidationProblem
 from service.spec import SpecError, StudySpec, parse_spec
@@ -68,6 +68,9 @@ async def create_study(request: Request, response: Response, session: SessionDep
         spec = parse_spec(data)
     except SpecError as exc:
         raise _unprocessable(exc.errors) from None
+    data_errors = await run_in_threadpool(datasets.check_spec, session, spec)  # data.dataset exists and fits
+    if data_errors:
+        raise _unprocessable(data_errors)
     try:
         row, created = await run_in_threadpool(registry.create_study, session, storage, spec)
     except registry.StudyConflict as exc:
@@ -116,6 +119,37 @@ def list_trials(
     more = len(items) > limit
     items = items[:limit]
     return {"items": items, "next_after": items[-1]["number"] if more else None}
+
+
+def _control(name: str, session, action) -> dict:
+    row = _get_row(session, name)
+    try:
+        action(session, row.id)
+    except queue.BadTransition as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    session.refresh(row)
+    return _detail(session, row)
+
+
+CONTROL_RESPONSES = {404: {"model": Problem}, 409: {"model": Problem, "description": "not allowed in the study's state"}}
+
+
+@router.post("/{name}/cancel", response_model=StudyPublic, responses=CONTROL_RESPONSES)
+def cancel_study(name: str, session: SessionDep) -> dict:
+    """Cancel: no new trial starts; running trials stop at their next epoch boundary."""
+    return _control(name, session, queue.cancel_study)
+
+
+@router.post("/{name}/pause", response_model=StudyPublic, responses=CONTROL_RESPONSES)
+def pause_study(name: str, session: SessionDep) -> dict:
+    """Pause: running trials stop at their next epoch boundary and are re-queued as they were."""
+    return _control(name, session, queue.pause_study)
+
+
+@router.post("/{name}/resume", response_model=StudyPublic, responses=CONTROL_RESPONSES)
+def resume_study(name: str, session: SessionDep) -> dict:
+    """Resume a paused study toward the same budget."""
+    return _control(name, session, queue.resume_study)
 
 
 def spec_schema_components() -> dict:

@@ -1,0 +1,246 @@
+"""Coordination cost of rnntune's queue, measured side by side with plain Optuna on PostgreSQL.
+
+    python benchmarks/queue.py                      # all three tables (~4 minutes on 2 cores)
+    python benchmarks/queue.py --only overhead      # or: sleep, peak
+    RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/queue.py
+
+1. overhead: seconds per trial of one in-process ``Worker`` (claim, load, one ``optimize``,
+   lease renewal, complete) against one plain ``study.optimize`` loop, same trivial objective,
+   same sampler, same database. Target <= 1.25x.
+2. sleep: trials/s of N ``rnntune`` worker processes on a 1 s sleep objective against the ideal
+   N x one worker. Target >= 0.9x at 16 workers.
+3. peak: trials/s with a trivial objective at N processes, rnntune workers next to plain
+   ``study.optimize`` processes on one shared study.
+
+Each configuration gets a fresh database on the server; worker processes are started first and
+timed from the study's first claim to its last completion (process start-up is not counted).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the stdlib's queue module: run as a script, its folder must not
+# shadow it. Put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+import optuna  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+ADMIN = os.environ.get("RNNTUNE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def new_db() -> str:
+    name = f"rnntune_bench_{uuid.uuid4().hex[:8]}"
+    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_db(url: str) -> None:
+    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    eng.dispose()
+
+
+def spec_dict(name: str, n_trials: int, sampler: str) -> dict:
+    return {
+        "name": name,
+        "data": {"name": "sine", "params": {"n_series": 4, "length": 12, "seed": 0}, "window": 4},
+        "search_space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "hidden_size": {"type": "int", "low": 4, "high": 64},
+        },
+        "sampler": {"name": sampler, "seed": 0},
+        "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials, "max_epochs": 1},
+    }
+
+
+def settings_for(url: str):
+    from service.config import Settings
+
+    return Settings(database_url=url, poll_interval_s=0.05)
+
+
+def create_study(url: str, n_trials: int, sampler: str) -> str:
+    from service import registry
+    from service.db import init_db, make_engine, make_storage, session_factory
+    from service.spec import parse_spec
+
+    settings = settings_for(url)
+    engine = make_engine(settings)
+    init_db(engine)
+    with session_factory(engine)() as s:
+        registry.create_study(s, make_storage(settings), parse_spec(spec_dict("bench", n_trials, sampler)))
+    engine.dispose()
+    return "bench"
+
+
+def make_objective(sleep_s: float):
+    from service.objective import Objective
+
+    class BenchObjective(Objective):
+        """The worker's real objective path (suggest, lease check) with training replaced."""
+
+        def _train(self, trial, hp):
+            if sleep_s:
+                time.sleep(sleep_s)
+            return (hp["lr"] - 0.01) ** 2 + hp["hidden_size"] * 1e-6
+
+    return BenchObjective
+
+
+def trivial(trial: optuna.Trial, sleep_s: float = 0.0) -> float:
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    hidden = trial.suggest_int("hidden_size", 4, 64)
+    if sleep_s:
+        time.sleep(sleep_s)
+    return (lr - 0.01) ** 2 + hidden * 1e-6
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _worker_proc(url: str, sleep_s: float, ready) -> None:
+    import torch
+
+    from service.worker import Worker
+
+    torch.set_num_threads(1)
+    w = Worker(settings_for(url), objective_factory=make_objective(sleep_s), exit_when_idle=False)
+    w.install_signal_handlers()
+    ready.set()
+    w.run()
+
+
+def _plain_proc(url: str, n: int, sleep_s: float, sampler: str, start) -> None:
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_size": 2, "max_overflow": 2})
+    s = optuna.samplers.TPESampler(seed=os.getpid()) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=os.getpid())
+    study = optuna.load_study(study_name="plain", storage=storage, sampler=s)
+    start.wait()
+    study.optimize(lambda t: trivial(t, sleep_s), n_trials=n)
+
+
+def run_workers(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> float:
+    """trials/s of ``n_procs`` rnntune worker processes, first claim to last completion."""
+    url = new_db()
+    try:
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(n_procs)]
+        settings_for(url)
+        from service.db import init_db, make_engine
+
+        eng = make_engine(settings_for(url))
+        init_db(eng)
+        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i])) for i in range(n_procs)]
+        for p in procs:
+            p.start()
+        for r in ready:
+            r.wait(120)
+        time.sleep(1.0)  # let them all reach their idle poll
+        create_study(url, n_trials, sampler)
+        with eng.connect() as c:
+            while c.execute(sa.text("SELECT state FROM rnntune_studies")).scalar() != "done":
+                time.sleep(0.05)
+                c.rollback()
+            first, last, n = c.execute(
+                sa.text("SELECT min(started_at), max(finished_at), count(*) FROM rnntune_tickets WHERE kind='trial'")
+            ).one()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(30)
+        eng.dispose()
+        return n / (last - first).total_seconds()
+    finally:
+        drop_db(url)
+
+
+def run_plain(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> float:
+    """trials/s of ``n_procs`` processes running plain ``study.optimize`` on one study."""
+    url = new_db()
+    try:
+        optuna.create_study(study_name="plain", storage=url)
+        ctx = mp.get_context("spawn")
+        start = ctx.Event()
+        per = [n_trials // n_procs + (i < n_trials % n_procs) for i in range(n_procs)]
+        procs = [ctx.Process(target=_plain_proc, args=(url, per[i], sleep_s, sampler, start)) for i in range(n_procs)]
+        for p in procs:
+            p.start()
+        time.sleep(3.0 + 0.2 * n_procs)  # imports and study load
+        start.set()
+        for p in procs:
+            p.join()
+        trials = optuna.load_study(study_name="plain", storage=url).get_trials(deepcopy=False)
+        first = min(t.datetime_start for t in trials)
+        last = max(t.datetime_complete for t in trials)
+        return len(trials) / (last - first).total_seconds()
+    finally:
+        drop_db(url)
+
+
+# --- the three tables -------------------------------------------------------------------------
+
+
+def overhead(n_trials: int, samplers: list[str]) -> None:
+    print("\n## 1. per-trial overhead, one process, trivial objective")
+    print("| sampler | plain study.optimize | rnntune worker | ratio (target <= 1.25x) |")
+    print("|---|---|---|---|")
+    for sampler in samplers:
+        plain = 1 / run_plain(1, n_trials, 0.0, sampler)
+        ours = 1 / run_workers(1, n_trials, 0.0, sampler)
+        print(f"| {sampler} | {plain * 1e3:.1f} ms | {ours * 1e3:.1f} ms | {ours / plain:.2f}x |", flush=True)
+
+
+def sleep_scaling(counts: list[int], per_worker: int) -> None:
+    print("\n## 2. 1 s sleep objective: throughput against the ideal N x one worker")
+    print("| workers | trials | trials/s | ideal | ratio (target >= 0.9x at 16) |")
+    print("|---|---|---|---|---|")
+    one = None
+    for n in counts:
+        rate = run_workers(n, n * per_worker, 1.0, "random")
+        one = one or rate
+        print(f"| {n} | {n * per_worker} | {rate:.2f} | {n * one:.2f} | {rate / (n * one):.2f}x |", flush=True)
+
+
+def peak(counts: list[int], n_trials: int, sampler: str) -> None:
+    print(f"\n## 3. peak trials/s, trivial objective, {sampler} sampler, {n_trials} trials per run")
+    print("| processes | plain study.optimize | rnntune workers | ratio |")
+    print("|---|---|---|---|")
+    for n in counts:
+        plain = run_plain(n, n_trials, 0.0, sampler)
+        ours = run_workers(n, n_trials, 0.0, sampler)
+        print(f"| {n} | {plain:.1f} | {ours:.1f} | {ours / plain:.2f}x |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["overhead", "sleep", "peak"])
+    ap.add_argument("--counts", default="1,2,4,8,16")
+    ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
+    args = ap.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    print(f"# benchmarks/queue.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
+    if args.only in (None, "overhead"):
+        overhead(args.trials, ["random", "tpe"])
+    if args.only in (None, "sleep"):
+        sleep_scaling(counts, per_worker=3)
+    if args.only in (None, "peak"):
+        for sampler in ("random", "tpe"):
+            peak(counts, args.trials, sampler)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Search efficiency on sunspots: tutorial grid search vs random search vs TPE + median pruning.
+
+Three strategies tune the same GRU (or LSTM) forecaster of yearly sunspots with the service's own
+code path (``service.spec`` -> ``service.search.build_sampler/build_pruner`` ->
+``service.objective.Objective`` -> ``models.train.fit``), on Optuna in-memory storage, at equal
+seeds (seed s drives both the sampler and the training seed of every trial):
+
+    grid    hidden_size {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x batch_size {32, 64, 128}:
+            27 trials of --epochs epochs, no pruning (the grid's order is shuffled by the seed)
+    random  hidden_size 32..128 (log), lr 1e-4..1e-2 (log), batch_size {32, 64, 128}; no pruning
+    tpe     the same space; TPE (Optuna 5 defaults: multivariate, constant liar) + median pruning
+
+Random and TPE run until they have trained as many epochs as the whole grid. An epoch is one
+pass over the training windows: a pruned trial costs the epochs it ran. Reported per strategy:
+
+    to grid best   epochs trained until a complete trial first scores <= the grid's best val loss
+                   (median over seeds; "-" when not reached within the grid's epochs)
+    ratio          that, divided by the grid's total epochs (what grid search costs to know its best)
+    best @ 1/3     the best val loss (MSE, scaled units) within a third of the grid's epochs
+    best @ full    the best val loss within the grid's epochs
+
+    .venv/bin/python benchmarks/search_efficiency.py                   # 3 seeds, 30 epochs, GRU
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --cell lstm
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/queue.py is not stdlib queue
+sys.path.insert(0, str(HERE.parent))
+
+import optuna  # noqa: E402
+
+
+from service.objective import DataCache, Objective  # noqa: E402
+from service.search import build_pruner, build_sampler  # noqa: E402
+from service.spec import parse_spec  # noqa: E402
+
+GRID = {"hidden_size": [32, 64, 128], "lr": [1e-2, 1e-3, 1e-4], "batch_size": [32, 64, 128]}
+SPACE = {
+    "hidden_size": {"type": "int", "low": 32, "high": 128, "log": True},
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+}
+
+
+def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
+    spec = {
+        "name": f"bench-{strategy}",
+        "data": {"name": "sunspots", "window": args.window},
+        "model": {"cell": args.cell},
+        "seed": seed,
+        "budget": {"n_trials": n_trials, "max_epochs": args.epochs},
+    }
+    if strategy == "grid":
+        spec["search_space"] = {k: {"type": "categorical", "choices": v} for k, v in GRID.items()}
+        spec |= {"sampler": {"name": "grid", "seed": seed}, "pruner": {"name": "none"}}
+    elif strategy == "random":
+        spec |= {"search_space": SPACE, "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
+    else:
+        spec |= {
+            "search_space": SPACE,
+            "sampler": {"name": "tpe", "seed": seed, "n_startup_trials": args.tpe_startup},
+            "pruner": {"name": "median", "n_startup_trials": args.tpe_startup, "n_warmup_steps": args.warmup},
+        }
+    return parse_spec(spec)
+
+
+def run(strategy: str, seed: int, args: argparse.Namespace, epoch_budget: int | None, cache: DataCache) -> dict:
+    """Trials until the grid is exhausted (grid) or ``epoch_budget`` epochs are spent.
+
+    Returns the trajectory: after each trial, (epochs so far, best complete value so far)."""
+    n_trials = 27 if strategy == "grid" else 10_000
+    spec = make_spec(strategy, seed, args, n_trials)
+    study = optuna.create_study(direction="minimize", sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec))
+    objective = Objective(spec, device="cpu", data_cache=cache)
+    epochs, best, trajectory = 0, math.inf, []
+    started = time.perf_counter()
+    while True:
+        study.optimize(objective, n_trials=1)
+        trial = study.trials[-1]
+        epochs += len(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = min(best, trial.value)
+        trajectory.append((epochs, best, trial.state.name))
+        if strategy == "grid" and len(study.trials) == 27:
+            break
+        if epoch_budget is not None and epochs >= epoch_budget:
+            break
+    return {
+        "trajectory": trajectory,
+        "epochs": epochs,
+        "trials": len(trajectory),
+        "pruned": sum(s == "PRUNED" for _, _, s in trajectory),
+        "seconds": time.perf_counter() - started,
+        "best_params": study.best_trial.params,
+    }
+
+
+def epochs_to_reach(trajectory, target: float) -> int | None:
+    for epochs, best, _ in trajectory:
+        if best <= target:
+            return epochs
+    return None
+
+
+def best_within(trajectory, budget: float) -> float:
+    """Best complete value among the trials that finished within ``budget`` epochs."""
+    best = math.inf
+    for epochs, value, _ in trajectory:
+        if epochs > budget:
+            break
+        best = value
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs per trial")
+    parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
+    parser.add_argument("--window", type=int, default=24)
+    parser.add_argument("--tpe-startup", type=int, default=5, help="TPE's and the median pruner's startup trials")
+    parser.add_argument("--warmup", type=int, default=5, help="median pruner: epochs before a trial may be pruned")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    cache = DataCache()
+    grid_epochs = 27 * args.epochs
+    print(
+        f"sunspots, {args.cell.upper()}, window {args.window}, {args.epochs} epochs per trial, "
+        f"seeds 0..{args.seeds - 1}, torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
+    )
+    print(f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n")
+    print(f"{'seed':>4} {'strategy':<8} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
+    rows: dict[str, list[dict]] = {"grid": [], "random": [], "tpe": []}
+    for seed in range(args.seeds):
+        grid = run("grid", seed, args, None, cache)
+        grid_best = grid["trajectory"][-1][1]
+        for strategy in ("grid", "random", "tpe"):
+            out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache)
+            reach = grid_epochs if strategy == "grid" else epochs_to_reach(out["trajectory"], grid_best)
+            out |= {
+                "reach": reach,
+                "at_third": best_within(out["trajectory"], grid_epochs / 3),
+                "at_full": best_within(out["trajectory"], grid_epochs),
+            }
+            rows[strategy].append(out)
+            print(
+                f"{seed:>4} {strategy:<8} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
+                f"{reach if reach is not None else '-':>12} {out['at_third']:>10.4f} {out['at_full']:>10.4f} {out['seconds']:>5.0f}s",
+                flush=True,
+            )
+        print(f"{'':>4} grid best {grid_best:.4f} at {grid['best_params']}")
+
+    print(f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)")
+    print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'best @1/3':>10} {'best @full':>10}")
+    labels = {"grid": "grid (27, no pruning)", "random": "random (no pruning)", "tpe": "TPE + median pruning"}
+    for strategy, outs in rows.items():
+        reached = [o["reach"] for o in outs if o["reach"] is not None]
+        # a seed that never reached it counts as more than the grid's epochs
+        reach = statistics.median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
+        shown = f"{reach:.0f}" if math.isfinite(reach) else f">{grid_epochs}"
+        ratio = f"{reach / grid_epochs:.2f}" if math.isfinite(reach) else "-"
+        print(
+            f"{labels[strategy]:<26} {shown:>12} {ratio:>7} {len(reached):>4}/{len(outs):<3} "
+            f"{statistics.median(o['at_third'] for o in outs):>10.4f} {statistics.median(o['at_full'] for o in outs):>10.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""/v1/datasets: upload a CSV time series or an .npz file, list, read and delete them."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service import datasets
+from service.api.deps import SessionDep, SettingsDep
+from service.api.schemas import DatasetList, DatasetPublic, Problem
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
+CHUNK = 1024 * 1024
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "a .csv or .npz file"},
+                        "name": {"type": "string", "description": "default: the file name, lower-cased, without extension"},
+                        "format": {"type": "string", "enum": list(datasets.FORMATS), "description": "default: the extension"},
+                        "delimiter": {"type": "string", "description": "CSV field delimiter (default ',')"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _get(session, ref: str):
+    row = datasets.find(session, ref)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dataset named {ref!r}")
+    return row
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE, detail=f"the file exceeds the upload limit of {limit / 2**20:g} MiB (RNNTUNE_MAX_UPLOAD_MB)"
+    )
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
+    """The file's bytes and sha256, refusing more than ``limit`` bytes."""
+    digest, parts, size = hashlib.sha256(), [], 0
+    while chunk := await upload.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        digest.update(chunk)
+        parts.append(chunk)
+    return b"".join(parts), digest.hexdigest()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    openapi_extra=UPLOAD_BODY,
+    responses={
+        409: {"model": Problem, "description": "the name is taken"},
+        413: {"model": Problem, "description": "larger than RNNTUNE_MAX_UPLOAD_MB"},
+        422: {"model": Problem, "description": "not a usable CSV / .npz file: the reason"},
+    },
+)
+async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> dict:
+    """Upload a data file (multipart field ``file``); it is checked, checksummed and stored."""
+    limit = int(settings.max_upload_mb * 2**20)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
+        raise _too_large(limit)  # before reading the body
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send the file as multipart/form-data, field 'file'")
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the multipart body needs a file field named 'file'")
+        filename = upload.filename or "upload"
+        content, sha256 = await _read_limited(upload, limit)
+        fields = {k: form.get(k) for k in ("name", "format", "delimiter")}
+    try:
+        fmt = datasets.format_of(filename, fields["format"] if isinstance(fields["format"], str) else None)
+        name = fields["name"] if isinstance(fields["name"], str) and fields["name"] else datasets.default_name(filename)
+        delimiter = fields["delimiter"] if isinstance(fields["delimiter"], str) and fields["delimiter"] else ","
+        row = await run_in_threadpool(
+            datasets.create, session, name=name, filename=filename, fmt=fmt, content=content, delimiter=delimiter
+        )
+    except datasets.InvalidDataset as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{filename}: {exc}") from None
+    except datasets.DatasetConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    assert row.sha256 == sha256
+    return datasets.public(row)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep) -> dict:
+    """List uploaded data sets (without their bytes)."""
+    return {"items": [datasets.public(row) for row in datasets.list_all(session)]}
+
+
+@router.get("/{ref}", response_model=DatasetPublic, responses={404: {"model": Problem}})
+def get_dataset(ref: str, session: SessionDep) -> dict:
+    """One data set by name or id: size, sha256 and what the upload check found in it."""
+    return datasets.public(_get(session, ref))
+
+
+@router.delete(
+    "/{ref}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "an unfinished study uses it"}},
+)
+def delete_dataset(ref: str, session: SessionDep) -> Response:
+    """Delete a data set that no queued, running or paused study uses."""
+    row = _get(session, ref)
+    try:
+        datasets.remove(session, row)
+    except datasets.DatasetConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,165 @@
+"""/v1/studies/{name}/best, /best/model, /importances, /trials.csv: what a study found."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+import optuna
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from service import finalize, importance, registry, results
+from service.api.deps import SessionDep, StorageDep
+from service.api.schemas import BestPublic, ImportancesPublic, Problem
+from service.search import hyperparameters
+from service.spec import StudySpec
+
+router = APIRouter(prefix="/v1/studies", tags=["results"])
+
+CSV_PAGE = 500
+CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
+
+
+def _get_row(session, name: str):
+    row = registry.get_study(session, name)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study named {name!r}")
+    return row
+
+
+@router.get("/{name}/best", response_model=BestPublic, responses={404: {"model": Problem}})
+def get_best(name: str, session: SessionDep) -> dict:
+    """The best trial's parameters with its val metrics and, once the model is stored, test metrics."""
+    row = _get_row(session, name)
+    spec = StudySpec.model_validate(row.spec)
+    best = results.best_trial(session, row.optuna_study_id, spec.direction)
+    if best is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"study {name!r} has no completed trial yet (state {row.state})")
+    model = finalize.get_model(session, row.id)
+    out = {
+        "study": row.name,
+        "state": row.state,
+        "metric": spec.metric,
+        "direction": spec.direction,
+        "trial_number": best["number"],
+        "value": best["value"],
+        "params": best["params"],
+        "hyperparameters": hyperparameters(spec, best["params"]),
+        "val_metrics": best["user_attrs"].get("val_metrics"),
+        "test_metrics": None,
+        "model": None,
+    }
+    if out["val_metrics"] is not None and spec.metric == "val_loss":
+        out["val_metrics"] = {"loss": best["value"], **out["val_metrics"]}
+    if model is not None:  # the stored model is the re-created best trial: report its numbers
+        out.update(
+            trial_number=model.trial_number,
+            params=model.params,
+            hyperparameters=model.hyperparameters,
+            val_metrics=model.metrics.get("val"),
+            test_metrics=model.metrics.get("test"),
+            model=finalize.model_public(model, row.name),
+        )
+        if model.trial_number != best["number"]:  # a tie, or a trial finished after finalize
+            out["value"] = model.metrics.get("trial_value")
+    return out
+
+
+@router.get(
+    "/{name}/best/model",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "a models.save_model file"},
+        404: {"model": Problem, "description": "no such study, or no model stored yet"},
+    },
+)
+def download_model(name: str, session: SessionDep) -> Response:
+    """The best model as one file: ``models.load_model(path).predict(x)``."""
+    row = _get_row(session, name)
+    content = finalize.model_content(session, row.id)
+    if content is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"study {name!r} has no model yet (state {row.state}): it is stored when the budget is spent"
+            + (f"; {row.reason}" if row.reason else ""),
+        )
+    model = finalize.get_model(session, row.id)
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-best.pt"',
+            "ETag": f'"{model.sha256}"',
+            "X-Checksum-Sha256": model.sha256,
+        },
+    )
+
+
+@router.get("/{name}/importances", response_model=ImportancesPublic, responses={404: {"model": Problem}})
+def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict:
+    """Hyperparameter importances (PED-ANOVA, conditional parameters included); empty with a reason when too few trials."""
+    row = _get_row(session, name)
+    study = optuna.load_study(study_name=row.name, storage=storage)
+    return {"study": row.name, **importance.param_importances(study, StudySpec.model_validate(row.spec))}
+
+
+@router.get(
+    "/{name}/trials.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "one row per trial"}, 404: {"model": Problem}},
+)
+def trials_csv(name: str, request: Request, session: SessionDep) -> StreamingResponse:
+    """Every trial as CSV: number, state, value, epochs, times, one column per searched parameter."""
+    row = _get_row(session, name)
+    param_names = list(row.spec.get("search_space", {}))
+    return StreamingResponse(
+        _csv_rows(request.app.state.sessions, row.optuna_study_id, param_names),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}-trials.csv"'},
+    )
+
+
+def _csv_rows(sessions, optuna_study_id: int, param_names: list[str]) -> Iterator[str]:
+    header = ["number", "state", "value", "epochs", "duration_s", "datetime_start", "datetime_complete"]
+    header += [f"params_{p}" for p in param_names] + list(CSV_ATTRS)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(header)
+    yield flush()
+    after = None
+    with sessions() as session:  # its own session: the response streams after the handler returns
+        while True:
+            page = results.trials_page(session, optuna_study_id, after=after, limit=CSV_PAGE)
+            for t in page:
+                attrs = t["user_attrs"]
+                writer.writerow(
+                    [t["number"], t["state"], _cell(t["value"]), t["epochs"], _cell(t["duration_s"]),
+                     _cell(t["datetime_start"]), _cell(t["datetime_complete"])]
+                    + [_cell(t["params"].get(p)) for p in param_names]
+                    + [_cell(attrs.get(a)) for a in CSV_ATTRS]
+                )  # fmt: skip
+            if page:
+                yield flush()
+            if len(page) < CSV_PAGE:
+                return
+            after = page[-1]["number"]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)

@@ -1,0 +1,240 @@
+"""The result a user takes home: the best trial's model, tested once, stored in the database.
+
+When a study's budget is spent, the queue hands one worker a ``finalize`` ticket and the worker
+calls :func:`finalize_study`. It rebuilds the best trial's hyperparameters exactly as the
+objective did (``search.hyperparameters`` + ``objective.build_configs``), trains that
+configuration again on the **train split with the same seed, up to the trial's best epoch**,
+evaluates the weights once on the val split and once on the test split, and stores one
+``models.save_model`` file with the scaler, the configs and the metrics in ``rnntune_models``.
+
+Why re-create the best trial's checkpoint rather than retrain on train + val:
+
+- The weights a user downloads are the ones whose validation loss won the search; the val
+  metrics shown next to the test metrics describe that model, not a cousin of it.
+- ``fit`` is deterministic for a given config, seed and device, so training to the trial's
+  ``best_epoch`` reproduces its best-epoch weights bit for bit on CPU (and to within float
+  noise on a GPU): the stored ``val`` loss equals the trial's value, which checks that the
+  params -> config path is the one that was tuned (``metrics.val_reproduced`` says how close).
+- Retraining on train + val has no held-out data to pick the epoch, early-stop, or drive the
+  ``plateau`` schedule, and an epoch count found on the smaller set does not transfer cleanly
+  (more steps per epoch). Keeping every trial's weights instead would cost one model file per
+  trial in the database.
+
+The price: the val split (15% of the data) is not used to fit the final weights. The whole step
+costs at most one trial's training time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import math
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import __version__
+from service.search import hyperparameters
+from service.spec import StudySpec
+from service.tables import ModelRow
+
+if TYPE_CHECKING:  # the API reads stored models through this module and must not import torch
+    from service.objective import DataCache
+
+log = logging.getLogger("rnntune.finalize")
+
+PROCEDURE = "best trial re-created: same config and seed, train split, up to its best epoch"
+DATA_META_KEYS = ("kind", "window", "horizon", "inputs", "target", "target_index", "split", "source", "frequency")
+TEST_ATTR = "rnntune_test_metrics"
+MODEL_ATTR = "rnntune_best_model"
+
+
+def finalize_study(
+    *,
+    spec: StudySpec,
+    study: optuna.Study,
+    study_id: int,
+    sessions: sessionmaker,
+    device: str,
+    data_cache: DataCache,
+    stop: threading.Event,
+) -> None:
+    """Re-create the best trial's model, test it once, store it (see the module docstring).
+
+    Raises on failure (no complete trial, broken data, training error); the worker retries or
+    records the reason. ``stop`` is honoured at epoch boundaries (raises ``Interrupted``)."""
+    import numpy as np
+    import torch
+
+    from models.checkpoint import save_model
+    from models.recurrent import SequenceModel
+    from models.train import EpochResult, evaluate, fit
+    from service.objective import Interrupted, build_configs
+
+    started = time.monotonic()
+    best = study.best_trial  # ValueError when no trial is complete
+    hp = hyperparameters(spec, best.params)
+    data = data_cache.get(spec, hp["window"])
+    model_config, train_config = build_configs(spec, hp, data, device=device)
+    best_epoch = best.user_attrs.get("best_epoch")
+
+    def on_epoch_end(result: EpochResult) -> bool:
+        if stop.is_set():
+            raise Interrupted(f"finalize stopped at epoch {result.epoch}")
+        return best_epoch is not None and result.epoch >= best_epoch
+
+    result = fit(model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=stop.is_set)
+    if best_epoch is not None and result.best_epoch != best_epoch:
+        log.warning(
+            "study %s: the re-created trial %d peaked at epoch %d, the original at %d",
+            spec.name, best.number, result.best_epoch, best_epoch,
+        )  # fmt: skip
+    model = SequenceModel(model_config).to(result.device)
+    model.load_state_dict(result.state_dict)
+    model.eval()
+
+    val = evaluate(model, data.x_val, data.y_val, data.task, train_config.eval_batch_size)
+    test = None
+    if len(data.x_test):
+        test = evaluate(model, data.x_test, data.y_test, data.task, train_config.eval_batch_size)
+        test.update(_original_units(model, data, train_config.eval_batch_size, np, torch))
+        # the bar to beat on the same windows (last value / train mean / class frequencies)
+        test["naive_loss"] = dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test).naive_val_loss()
+    reproduced = _metric(spec, val)
+    metrics = {
+        "metric": spec.metric,
+        "trial_value": best.value,
+        "trial_val_metrics": best.user_attrs.get("val_metrics"),  # as the trial reported them
+        "val": val,  # of the stored weights (the same model, so the same numbers up to float noise)
+        "test": test,
+        "val_reproduced": {
+            "trial": best.value,
+            "model": reproduced,
+            "abs_diff": abs(reproduced - best.value) if best.value is not None else None,
+        },
+        "naive_val_loss": best.user_attrs.get("naive_val_loss"),
+        "n_train": len(data.x_train),
+        "n_val": len(data.x_val),
+        "n_test": len(data.x_test),
+        "best_epoch": result.best_epoch,
+    }
+    data_meta = {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta}
+    if spec.data.dataset is not None:  # the local copy is named by its sha256: name the upload
+        data_meta["source"] = f"dataset {spec.data.dataset!r} ({data.meta.get('source', '')})"
+    if data.n_classes is not None:
+        data_meta["n_classes"] = data.n_classes
+    meta = {
+        "study": spec.name,
+        "trial_number": best.number,
+        "metric": spec.metric,
+        "direction": spec.direction,
+        "params": best.params,
+        "hyperparameters": hp,
+        "data": spec.data.model_dump(mode="json"),
+        "data_meta": data_meta,
+        "val_metrics": val,
+        "test_metrics": test,
+        "procedure": PROCEDURE,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rnntune_version": __version__,
+    }
+    buffer = io.BytesIO()
+    save_model(buffer, model_config, result.state_dict, train_config=train_config, scaler=data.scaler, meta=meta)
+    content = buffer.getvalue()
+    if stop.is_set():
+        raise Interrupted("finalize stopped before the model was stored")
+    row = ModelRow(
+        study_id=study_id,
+        trial_number=best.number,
+        params=best.params,
+        hyperparameters=hp,
+        metrics=_json_safe(metrics),
+        config={"model": _asdict(model_config), "train": _asdict(train_config), "procedure": PROCEDURE},
+        device=result.device,
+        seconds=round(time.monotonic() - started, 3),
+        sha256=hashlib.sha256(content).hexdigest(),
+        size=len(content),
+        content=content,
+    )
+    with sessions() as session:
+        store(session, row)
+    study.set_user_attr(TEST_ATTR, _json_safe(test))
+    study.set_user_attr(MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE})
+    log.info("study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, val, test)
+
+
+def _metric(spec: StudySpec, metrics: dict[str, float]) -> float:
+    from models.train import EpochResult
+    from service.objective import metric_value
+
+    return metric_value(spec, EpochResult(0, math.nan, metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}, 0.0))
+
+
+def _original_units(model, data, batch_size: int, np, torch) -> dict[str, float]:
+    """Regression with a fitted scaler: the test errors in the data's own units."""
+    scaler = data.scaler or {}
+    if data.task != "regression" or "y_std" not in scaler:
+        return {}
+    device = next(model.parameters()).device
+    x = torch.as_tensor(data.x_test, device=device)
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]).numpy()
+    y_std, y_mean = np.asarray(scaler["y_std"]), np.asarray(scaler["y_mean"])
+    error = (out.astype(np.float64) - data.y_test.astype(np.float64)) * y_std  # (N, K), original units
+    mse = float(np.mean(error**2))
+    return {"mse_original": mse, "rmse_original": math.sqrt(mse), "mae_original": float(np.mean(np.abs(error)))}
+
+
+def _asdict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --- reading and writing rnntune_models ----------------------------------------------------------
+
+
+def store(session: Session, row: ModelRow) -> None:
+    """Insert or replace a study's model (a retried finalize overwrites). Commits."""
+    session.execute(delete(ModelRow).where(ModelRow.study_id == row.study_id))
+    session.add(row)
+    session.commit()
+
+
+def get_model(session: Session, study_id: int) -> ModelRow | None:
+    """The stored model's row, without its bytes."""
+    return session.get(ModelRow, study_id)
+
+
+def model_content(session: Session, study_id: int) -> bytes | None:
+    return session.scalar(select(ModelRow.content).where(ModelRow.study_id == study_id))
+
+
+def model_public(row: ModelRow, study_name: str) -> dict[str, Any]:
+    return {
+        "trial_number": row.trial_number,
+        "procedure": row.config.get("procedure", PROCEDURE),
+        "config": {"model": row.config.get("model"), "train": row.config.get("train")},
+        "device": row.device,
+        "seconds": row.seconds,
+        "sha256": row.sha256,
+        "size": row.size,
+        "created_at": row.created_at,
+        "download": f"/v1/studies/{study_name}/best/model",
+    }

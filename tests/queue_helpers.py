@@ -1,0 +1,153 @@
+"""Helpers for the queue tests: studies created in-process, real worker subprocesses, and
+inspection straight from the database (ours and Optuna's tables)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy as sa
+
+from service import registry
+from service.config import Settings
+from service.db import init_db, make_engine, make_storage, session_factory
+from service.spec import parse_spec
+from tests.conftest import REPO, rnntune, wait_for
+
+TS = optuna.trial.TrialState
+FINISHED = (TS.COMPLETE, TS.PRUNED)
+
+# Short but safe: lease (5 s) > grace (3 s) + heartbeat (1 s), as Settings demands.
+FAST_ENV = {
+    "RNNTUNE_HEARTBEAT_INTERVAL_S": "1",
+    "RNNTUNE_GRACE_PERIOD_S": "3",
+    "RNNTUNE_LEASE_S": "5",
+    "RNNTUNE_POLL_INTERVAL_S": "0.3",
+}
+
+
+def spec(name: str, *, n_trials: int, max_epochs: int = 3, n_series: int = 60, hidden: int = 8, **extra) -> dict:
+    """A sine study whose epoch length scales with ``n_series``."""
+    out = {
+        "name": name,
+        "data": {"name": "sine", "params": {"n_series": n_series, "length": 60, "seed": 0}, "window": 48},
+        "model": {"cell": "lstm", "hidden_size": hidden},
+        "search_space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials, "max_epochs": max_epochs},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "search_space":
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Env:
+    url: str
+
+    def __post_init__(self):
+        self.settings = Settings(database_url=self.url, **{k.removeprefix("RNNTUNE_").lower(): v for k, v in FAST_ENV.items()})
+        self.engine = make_engine(self.settings)
+        init_db(self.engine)
+        self.sessions = session_factory(self.engine)
+        self.storage = make_storage(self.settings)
+
+    def create(self, spec_dict: dict) -> str:
+        with self.sessions() as s:
+            registry.create_study(s, self.storage, parse_spec(spec_dict))
+        return spec_dict["name"]
+
+    def worker(self, *args: str, **kwargs) -> subprocess.Popen:
+        env = {"RNNTUNE_DATABASE_URL": self.url, **FAST_ENV, **kwargs.pop("env", {})}
+        return rnntune("worker", "--threads", "1", *args, env=env, **kwargs)
+
+    def faulty_worker(self) -> subprocess.Popen:
+        """A worker whose every training run raises (tests/fault_worker.py)."""
+        import sys
+
+        env = {**os.environ, "RNNTUNE_DATABASE_URL": self.url, **FAST_ENV, "PYTHONPATH": str(REPO)}
+        return subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_worker.py")], env=env)
+
+    def study_state(self, name: str) -> tuple[str, str | None]:
+        with self.engine.connect() as c:
+            return tuple(c.execute(sa.text("SELECT state, reason FROM rnntune_studies WHERE name=:n"), {"n": name}).one())
+
+    def trials(self, name: str) -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=name, storage=self.storage).get_trials(deepcopy=False)
+
+    def tickets(self, name: str) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.text(
+                    "SELECT t.* FROM rnntune_tickets t JOIN rnntune_studies s ON s.id = t.study_id "
+                    "WHERE s.name = :n ORDER BY t.seq"
+                ),
+                {"n": name},
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def running(self, name: str) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in self.trials(name) if t.state == TS.RUNNING]
+
+    def wait_state(self, name: str, states: tuple[str, ...], timeout_s: float) -> str:
+        return wait_for(lambda: (st := self.study_state(name)[0]) in states and st, timeout_s, 0.3, f"{name} to be {states}")
+
+    def wait_mid_trial(self, name: str, timeout_s: float = 60, min_epochs: int = 1) -> optuna.trial.FrozenTrial:
+        """A RUNNING trial that has reported at least ``min_epochs`` epochs."""
+
+        def found():
+            for t in self.running(name):
+                if len(t.intermediate_values) >= min_epochs:
+                    return t
+            return None
+
+        return wait_for(found, timeout_s, 0.2, f"a trial of {name} mid-training")
+
+    def assert_exact_budget(self, name: str, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+        trials = self.trials(name)
+        finished = [t for t in trials if t.state in FINISHED]
+        states = [t.state.name for t in trials]
+        assert len(finished) == n_trials, states
+        assert TS.RUNNING not in {t.state for t in trials}, states
+        assert TS.WAITING not in {t.state for t in trials}, states
+        assert len({t.number for t in trials}) == len(trials)
+        for t in finished:
+            assert t.intermediate_values, f"trial {t.number} has no per-epoch values"
+        return trials
+
+    def close(self):
+        self.engine.dispose()
+        self.storage.remove_session()
+
+
+def stop(*procs: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float = 30) -> list[int]:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    return [p.wait(timeout=timeout_s) for p in procs]
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def cpu_hog() -> subprocess.Popen:
+    """A process that keeps one core busy."""
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def timed(fn, *args):
+    t0 = time.monotonic()
+    out = fn(*args)
+    return out, time.monotonic() - t0
