@@ -34,7 +34,6 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/queue.py is not stdlib queue
 sys.path.insert(0, str(HERE.parent))
 
 import optuna  # noqa: E402

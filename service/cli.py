@@ -39,6 +39,24 @@ def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+InsecureOpt = Annotated[bool, typer.Option(help="allow a non-loopback address without RNNTUNE_API_TOKENS")]
+
+
+def _refuse_open_exposure(host: str, settings: Settings, insecure: bool) -> None:
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.tokens and not insecure:
+        _fail(
+            f"refusing to serve on {host} without authentication: set RNNTUNE_API_TOKENS "
+            "(comma-separated, or a file with one per line), or pass --insecure to run open",
+            code=2,
+        )
+
+
 DbOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="RNNTUNE_DATABASE_URL", help="SQLAlchemy URL")]
 
 
@@ -78,6 +96,7 @@ def api(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     dashboard: Annotated[bool, typer.Option(help="serve optuna-dashboard at /dashboard")] = True,
+    insecure: InsecureOpt = False,
     database_url: DbOpt = None,
 ) -> None:
     """Run the HTTP API (and the dashboard) without local workers."""
@@ -87,6 +106,7 @@ def api(
 
     _logging()
     settings = _settings(database_url)
+    _refuse_open_exposure(host, settings, insecure)
     uvicorn.run(create_app(settings, dashboard=dashboard), host=host, port=port, log_level="info")
 
 
@@ -94,17 +114,23 @@ def api(
 def dashboard(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8080,
+    insecure: InsecureOpt = False,
     database_url: DbOpt = None,
 ) -> None:
     """Run optuna-dashboard alone on the study storage (read-only unless RNNTUNE_DASHBOARD_WRITABLE=1)."""
     import uvicorn
 
     from service.api.dashboard import dashboard_app
+    from service.api.security import TokenAuth
     from service.db import make_storage
 
     _logging()
     settings = _settings(database_url)
-    uvicorn.run(dashboard_app(make_storage(settings), writable=settings.dashboard_writable), host=host, port=port)
+    _refuse_open_exposure(host, settings, insecure)
+    application = dashboard_app(make_storage(settings), writable=settings.dashboard_writable)
+    if settings.tokens:
+        application = TokenAuth(application, settings.tokens)
+    uvicorn.run(application, host=host, port=port)
 
 
 @app.command()
@@ -113,6 +139,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(min=0, help="local workers (one per GPU, else per core)")] = 1,
     demo: Annotated[bool, typer.Option(help=f"submit {DEMO_SPEC.name} when there is no study yet")] = False,
+    insecure: InsecureOpt = False,
     database_url: DbOpt = None,
 ) -> None:
     """API + dashboard + local workers in one command (SQLite by default)."""
@@ -122,6 +149,7 @@ def serve(
 
     _logging()
     settings = _settings(database_url)
+    _refuse_open_exposure(host, settings, insecure)
     application = create_app(settings)
     if demo:
         _submit_demo(application)
@@ -213,16 +241,21 @@ ApiOpt = Annotated[Optional[str], typer.Option("--api-url", envvar="RNNTUNE_API_
 def _client(api_url: str | None):
     import httpx2
 
-    return httpx2.Client(base_url=api_url or Settings().api_url, timeout=30.0)
+    token = os.environ.get("RNNTUNE_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx2.Client(base_url=api_url or Settings().api_url, timeout=30.0, headers=headers)
 
 
 def _request(client, method: str, path: str, **kwargs):
     import httpx2
 
     try:
-        return client.request(method, path, **kwargs)
+        response = client.request(method, path, **kwargs)
     except httpx2.HTTPError as exc:
         _fail(f"cannot reach the API at {client.base_url} ({exc}); is `rnntune serve` running?")
+    if response.status_code == 401:
+        _fail(f"the API at {client.base_url} wants a token: set RNNTUNE_API_TOKEN")
+    return response
 
 
 def _load(path: Path):

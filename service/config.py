@@ -28,6 +28,13 @@ class Settings(BaseSettings):
 
     # API.
     dashboard_writable: bool = Field(default=False, description="allow the dashboard's write routes")
+    api_tokens: str | None = Field(
+        default=None, description="bearer tokens, comma-separated, or a file with one per line; unset: open"
+    )
+    max_body_kb: int = Field(default=1024, ge=1, description="largest request body but uploads (KiB)")
+    max_trials_per_study: int = Field(default=10000, ge=1, description="largest budget.n_trials accepted")
+    max_grid_size: int = Field(default=100000, ge=1, description="largest grid a grid search may span")
+    max_epochs_per_trial: int = Field(default=1000, ge=1, description="largest budget.max_epochs accepted")
     max_upload_mb: float = Field(default=100.0, gt=0, description="largest data file POST /v1/datasets accepts (MiB)")
 
     # Client side (rnntune submit / status).
@@ -58,6 +65,20 @@ class Settings(BaseSettings):
                 f"{self.lease_s=}, {self.grace_period_s=}, {self.heartbeat_interval_s=}"
             )
         return self
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_load(cls, value: str | None) -> str | None:
+        from service.api.security import load_tokens
+
+        load_tokens(value)  # a missing file or a short token fails at start, not per request
+        return value
+
+    @property
+    def tokens(self) -> list[str]:
+        from service.api.security import load_tokens
+
+        return load_tokens(self.api_tokens)
 
     @property
     def is_sqlite(self) -> bool:

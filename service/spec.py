@@ -113,11 +113,13 @@ class FloatParam(_Param):
         _check_range(self.low, self.high, self.log, self.step)
         return self
 
-    def grid(self) -> list:
+    def grid_len(self) -> int:
         if self.step is None:
             raise ValueError("grid search needs discrete values: give this float a step, or make it categorical")
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9))
-        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def grid(self) -> list:
+        return [round(self.low + i * self.step, 12) for i in range(self.grid_len())]
 
 
 class IntParam(_Param):
@@ -131,6 +133,9 @@ class IntParam(_Param):
     def _range(self) -> IntParam:
         _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
         return self
+
+    def grid_len(self) -> int:
+        return len(range(self.low, self.high + 1, self.step))
 
     def grid(self) -> list:
         return list(range(self.low, self.high + 1, self.step))
@@ -146,6 +151,9 @@ class CategoricalParam(_Param):
         if len({json.dumps(c) for c in choices}) != len(choices):
             raise ValueError(f"choices must be distinct, but got {choices}")
         return choices
+
+    def grid_len(self) -> int:
+        return len(self.choices)
 
     def grid(self) -> list:
         return list(self.choices)
@@ -353,6 +361,8 @@ class StudySpec(BaseModel):
                 _check_choice(f"initial_trials[{i}].{key}", self.search_space[key], value)
         if self.sampler.name == "grid":
             size = grid_size(self)  # raises on continuous ranges
+            if size > MAX_GRID_POINTS:
+                raise ValueError(f"search_space: the grid has {size} points, more than {MAX_GRID_POINTS}")
             if self.budget.n_trials is None:
                 self.budget.n_trials = size
             elif self.budget.n_trials > size:
@@ -400,23 +410,36 @@ def _check_choice(where: str, param: Param, value: Any) -> None:
         raise ValueError(f"{where}: {value!r} is outside [{param.low}, {param.high}]")
 
 
-def grid_axes(spec: StudySpec) -> dict[str, list]:
-    """Each searched parameter's grid values (raises ValueError naming one that has none)."""
-    axes = {}
+MAX_GRID_POINTS = 1_000_000  # beyond this a grid is a mistake, whatever the server's limit
+
+
+def _grid_params(spec: StudySpec):
     for name, param in spec.search_space.items():
         if param.when:
             raise ValueError(f"search_space.{name}: grid search cannot use conditional parameters (when)")
-        try:
-            axes[name] = param.grid()
-        except ValueError as exc:
-            raise ValueError(f"search_space.{name}: {exc}") from None
-    if not axes:
+        yield name, param
+    if not spec.search_space:
         raise ValueError("search_space: grid search needs at least one parameter")
-    return axes
 
 
 def grid_size(spec: StudySpec) -> int:
-    return math.prod(len(values) for values in grid_axes(spec).values())
+    """Points of a grid search, counted without building the grid (raises ValueError naming a
+    parameter that has no grid)."""
+    size = 1
+    for name, param in _grid_params(spec):
+        try:
+            size *= param.grid_len()
+        except ValueError as exc:
+            raise ValueError(f"search_space.{name}: {exc}") from None
+    return size
+
+
+def grid_axes(spec: StudySpec) -> dict[str, list]:
+    """Each searched parameter's grid values."""
+    size = grid_size(spec)
+    if size > MAX_GRID_POINTS:
+        raise ValueError(f"search_space: the grid has {size} points, more than {MAX_GRID_POINTS}")
+    return {name: param.grid() for name, param in _grid_params(spec)}
 
 
 def _check_options(spec: StudySpec) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def test_compose_file_is_valid():
+def test_compose_file_is_valid(tmp_path):
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (v1) is needed to validate the compose file: scripts/test.sh installs it"
     for args in ([], ["--profile", "gpu"]):
-        r = subprocess.run([exe, *args, "config", "-q"], cwd=REPO, capture_output=True, text=True)
+        r = subprocess.run([exe, "--env-file", ".env.example", *args, "config", "-q"], cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+    # Without a password and tokens it refuses to start, naming what is missing.
+    (tmp_path / "empty.env").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "RNNTUNE_API_TOKENS")}
+    r = subprocess.run(
+        [exe, "--env-file", str(tmp_path / "empty.env"), "config", "-q"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert r.returncode != 0 and ("POSTGRES_PASSWORD" in r.stderr or "RNNTUNE_API_TOKENS" in r.stderr)
 
 
 @pytest.mark.parametrize("service", ["api", "dashboard", "worker", "worker-gpu"])

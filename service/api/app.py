@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__, queue
 from service.api.dashboard import dashboard_app
+from service.api.security import BodyLimit, TokenAuth
 from service.api.routes import datasets, health, results, studies
 from service.config import Settings
 from service.db import init_db, make_engine, make_storage, session_factory
@@ -56,9 +57,16 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard" if dashboard else "/docs")
 
-    _add_spec_schema(app)
+    _add_spec_schema(app, secured=bool(settings.tokens))
     if dashboard:
         app.mount("/", dashboard_app(storage, writable=settings.dashboard_writable))
+    app.add_middleware(
+        BodyLimit,
+        default_bytes=settings.max_body_kb * 1024,
+        limits={"/v1/datasets": int(settings.max_upload_mb * 1024 * 1024)},
+    )
+    if settings.tokens:
+        app.add_middleware(TokenAuth, tokens=settings.tokens)  # outermost: nothing runs unauthenticated
     return app
 
 
@@ -79,14 +87,21 @@ def _requeue(sessions) -> int:
         return queue.requeue_expired_now(session)
 
 
-def _add_spec_schema(app: FastAPI) -> None:
+def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:
     """The study-spec body is parsed by hand (JSON or YAML); publish its schema all the same."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(studies.spec_schema_components())
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(studies.spec_schema_components())
+            if secured:
+                components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+                schema["security"] = [{"bearerAuth": []}]
+                for path in ("/healthz", "/readyz"):
+                    for op in schema["paths"].get(path, {}).values():
+                        op["security"] = []
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -209,3 +209,19 @@ def test_cli_uploads_and_lists(settings, tmp_path):
         broken.write_bytes(b"a,b\nx,y\n")
         r = subprocess.run([*cli, "upload", str(broken), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60)
         assert r.returncode == 2 and "422" in r.stderr and "no numeric column" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "reason"),
+    [
+        ({"name": "sine", "dataset": "x"}, "data.dataset", "read by name 'csv' or 'npz'"),
+        ({"name": "csv", "dataset": "x", "path": "/a.csv", "target": "v"}, "data.dataset", "not both"),
+        ({"name": "npz"}, "data", "needs a path or an uploaded dataset"),
+    ],
+)
+def test_spec_checks_dataset_without_a_database(data, field, reason):
+    from service.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "t", "data": data, "budget": {"n_trials": 1}})
+    assert any(loc == field and reason in msg for loc, msg in err.value.errors), err.value.errors

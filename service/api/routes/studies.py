@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets, queue, registry, results
-from service.api.deps import SessionDep, StorageDep
+from service.api.deps import SessionDep, SettingsDep, StorageDep
 from service.api.schemas import Problem, StudyList, StudyPublic, TrialsPage, ValidationProblem
-from service.spec import SpecError, StudySpec, parse_spec
+from service.spec import SpecError, StudySpec, grid_size, parse_spec
 from service.tables import STUDY_STATES
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -43,6 +43,20 @@ def _decode(body: bytes, content_type: str) -> Any:
         raise _unprocessable([("", f"the body is not valid JSON/YAML: {exc}")]) from None
 
 
+def _over_limits(spec: StudySpec, settings) -> list[tuple[str, str]]:
+    """This server's per-study limits (RNNTUNE_MAX_*): each breach names the limit."""
+    errors = []
+    if spec.budget.n_trials > settings.max_trials_per_study:
+        errors.append(("budget.n_trials", f"{spec.budget.n_trials} exceeds this server's limit RNNTUNE_MAX_TRIALS_PER_STUDY={settings.max_trials_per_study}"))
+    if spec.budget.max_epochs > settings.max_epochs_per_trial:
+        errors.append(("budget.max_epochs", f"{spec.budget.max_epochs} exceeds this server's limit RNNTUNE_MAX_EPOCHS_PER_TRIAL={settings.max_epochs_per_trial}"))
+    if spec.sampler.name == "grid":
+        size = grid_size(spec)
+        if size > settings.max_grid_size:
+            errors.append(("search_space", f"the grid has {size} points, over this server's limit RNNTUNE_MAX_GRID_SIZE={settings.max_grid_size}"))
+    return errors
+
+
 def _get_row(session, name: str):
     row = registry.get_study(session, name)
     if row is None:
@@ -61,13 +75,18 @@ def _get_row(session, name: str):
         422: {"model": ValidationProblem, "description": "the spec is invalid; each error names its field"},
     },
 )
-async def create_study(request: Request, response: Response, session: SessionDep, storage: StorageDep) -> dict:
+async def create_study(
+    request: Request, response: Response, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> dict:
     """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
     data = _decode(await request.body(), request.headers.get("content-type", "application/json"))
     try:
         spec = parse_spec(data)
     except SpecError as exc:
         raise _unprocessable(exc.errors) from None
+    limit_errors = _over_limits(spec, settings)
+    if limit_errors:
+        raise _unprocessable(limit_errors)
     data_errors = await run_in_threadpool(datasets.check_spec, session, spec)  # data.dataset exists and fits
     if data_errors:
         raise _unprocessable(data_errors)

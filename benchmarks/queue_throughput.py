@@ -1,8 +1,8 @@
 """Coordination cost of rnntune's queue, measured side by side with plain Optuna on PostgreSQL.
 
-    python benchmarks/queue.py                      # all three tables (~4 minutes on 2 cores)
-    python benchmarks/queue.py --only overhead      # or: sleep, peak
-    RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/queue.py
+    python benchmarks/queue_throughput.py                      # all three tables (~4 minutes on 2 cores)
+    python benchmarks/queue_throughput.py --only overhead      # or: sleep, peak
+    RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/queue_throughput.py
 
 1. overhead: seconds per trial of one in-process ``Worker`` (claim, load, one ``optimize``,
    lease renewal, complete) against one plain ``study.optimize`` loop, same trivial objective,
@@ -18,18 +18,15 @@ timed from the study's first claim to its last completion (process start-up is n
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing as mp
+import os
 import sys
+import time
+import uuid
 from pathlib import Path
 
-# This file is named like the stdlib's queue module: run as a script, its folder must not
-# shadow it. Put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-import argparse  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -232,7 +229,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    print(f"# benchmarks/queue.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
+    print(f"# benchmarks/queue_throughput.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
     if args.only in (None, "overhead"):
         overhead(args.trials, ["random", "tpe"])
     if args.only in (None, "sleep"):
