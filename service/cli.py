@@ -111,6 +111,19 @@ def api(
 
 
 @app.command()
+def migrate(database_url: DbOpt = None) -> None:
+    """Create or upgrade rnntune's tables (serve, api and worker also do this on start)."""
+    from service import migrate as migrations
+    from service.db import make_engine
+
+    settings = _settings(database_url)
+    engine = make_engine(settings)
+    before = migrations.current(engine)
+    migrations.upgrade(engine)
+    typer.echo(f"rnntune tables: {before or 'none'} -> {migrations.current(engine)} on {engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
 def dashboard(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8080,

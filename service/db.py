@@ -14,11 +14,10 @@ from typing import Any
 
 import optuna
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.tables import Base
 
 SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
@@ -59,15 +58,10 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create our tables if missing (idempotent; never touches Optuna's). Processes starting
-    together may race on Postgres's catalog; the loser sees the tables on its next try."""
-    for attempt in range(3):
-        try:
-            Base.metadata.create_all(engine)
-            return
-        except (IntegrityError, ProgrammingError):
-            if attempt == 2:
-                raise
+    """Create or upgrade our tables (Alembic, our own version table; never Optuna's tables)."""
+    from service.migrate import upgrade
+
+    upgrade(engine)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

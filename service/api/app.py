@@ -62,8 +62,8 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
         app.mount("/", dashboard_app(storage, writable=settings.dashboard_writable))
     app.add_middleware(
         BodyLimit,
-        default_bytes=settings.max_body_kb * 1024,
-        limits={"/v1/datasets": int(settings.max_upload_mb * 1024 * 1024)},
+        default=(settings.max_body_kb * 1024, f"body limit RNNTUNE_MAX_BODY_KB={settings.max_body_kb}"),
+        limits={"/v1/datasets": (int(settings.max_upload_mb * 2**20), f"upload limit RNNTUNE_MAX_UPLOAD_MB={settings.max_upload_mb:g}")},
     )
     if settings.tokens:
         app.add_middleware(TokenAuth, tokens=settings.tokens)  # outermost: nothing runs unauthenticated

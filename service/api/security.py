@@ -89,12 +89,12 @@ class BodyLimit:
     """413 for bodies over the limit, declared (Content-Length) or streamed (chunked), before
     the handler sees them. ``limits`` maps a path prefix to its own limit (uploads)."""
 
-    def __init__(self, app, default_bytes: int, limits: dict[str, int] | None = None):
+    def __init__(self, app, default: tuple[int, str], limits: dict[str, tuple[int, str]] | None = None):
         self.app = app
-        self.default = default_bytes
+        self.default = default  # (bytes, what the limit is called)
         self.limits = sorted((limits or {}).items(), key=lambda kv: -len(kv[0]))
 
-    def _limit(self, path: str) -> int:
+    def _limit(self, path: str) -> tuple[int, str]:
         for prefix, limit in self.limits:
             if path.startswith(prefix):
                 return limit
@@ -103,7 +103,8 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        limit = self._limit(scope["path"])
+        limit, name = self._limit(scope["path"])
+        over = f"request body over the {name} ({limit} bytes)"
         declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if declared is not None:
             try:
@@ -111,7 +112,7 @@ class BodyLimit:
             except ValueError:
                 return await _send_json(send, 400, "invalid Content-Length")
             if too_big:
-                return await _send_json(send, 413, f"request body over the {limit} byte limit")
+                return await _send_json(send, 413, over)
             return await self.app(scope, receive, send)
 
         # No length given (chunked): count as it streams; the app never sees more than the limit.
@@ -143,7 +144,7 @@ class BodyLimit:
                 chunks.append(message.get("body", b""))
                 seen += len(chunks[-1])
                 if seen > limit:
-                    return await _send_json(send, 413, f"request body over the {limit} byte limit")
+                    return await _send_json(send, 413, over)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
             replayed = False
@@ -160,4 +161,4 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _send_json(send, 413, f"request body over the {limit} byte limit")
+                await _send_json(send, 413, over)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import migrate
 from service.api.deps import SessionDep
 
 router = APIRouter(tags=["health"])
@@ -17,11 +18,15 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "the database is unreachable"}})
+@router.get("/readyz", responses={503: {"description": "the database is unreachable or not migrated"}})
 def readyz(session: SessionDep) -> dict:
-    """The database answers."""
+    """The database answers and our tables are at the code's migration head."""
     try:
         session.execute(text("SELECT 1"))
+        revision = migrate.current_on(session.connection())
     except SQLAlchemyError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database: {type(exc).__name__}") from None
-    return {"status": "ready"}
+    if revision != migrate.head():
+        detail = f"migrations: database at {revision}, code at {migrate.head()} (run `rnntune migrate`)"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=detail)
+    return {"status": "ready", "migration": revision}
