@@ -7,6 +7,7 @@ on_epoch_end callback.
 from models.checkpoint import Predictor, load_model, save_model
 from models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
 from models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
+from models.text import TOKEN_PATTERN, Vocab, bucket_batches, tokenize
 from models.train import (
     OPTIMIZERS,
     SCHEDULERS,
@@ -34,12 +35,16 @@ __all__ = [
     "Predictor",
     "SequenceData",
     "SequenceModel",
+    "TOKEN_PATTERN",
     "TrainConfig",
     "TrainingStopped",
+    "Vocab",
+    "bucket_batches",
     "evaluate",
     "fit",
     "load_dataset",
     "load_model",
     "pick_device",
     "save_model",
+    "tokenize",
 ]

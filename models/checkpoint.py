@@ -4,7 +4,12 @@ The file is a single torch.save of plain Python values and CPU tensors, so it lo
 torch.load(path, weights_only=True) (no pickled classes, nothing executed on load):
 
     {"format": "rnntune.model", "version": 1, "model_config": {...}, "state_dict": {...},
-     "train_config": {...} | None, "scaler": {...} | None, "meta": {...}}
+     "train_config": {...} | None, "scaler": {...} | None, "meta": {...},
+     "text": {"tokenizer": {"pattern", "lowercase"}, "vocab": {"itos": [...], ...},
+              "labels": [...], "max_length": int | None, ...} | None}
+
+A text model's file carries its tokenizer settings, vocabulary and label names, so that
+``load_model(path).predict(["a raw review", ...])`` returns label names.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ def save_model(
     train_config: TrainConfig | None = None,
     scaler: dict | None = None,
     meta: dict | None = None,
+    text: dict | None = None,
 ) -> None:
     """Write one checkpoint file (atomically when path is a file name; or to a binary stream)."""
     if not isinstance(model_config, ModelConfig):
@@ -48,6 +54,7 @@ def save_model(
         "train_config": dataclasses.asdict(train_config) if train_config is not None else None,
         "scaler": _plain(scaler, "scaler"),
         "meta": _plain(meta or {}, "meta"),
+        "text": _plain(text, "text"),
     }
     if hasattr(path, "write"):
         torch.save(payload, path)
@@ -81,8 +88,15 @@ class Predictor:
         scaler: dict | None,
         meta: dict,
         train_config: TrainConfig | None = None,
+        text: dict | None = None,
     ) -> None:
         self.model = model
+        self.text = text  # tokenizer, vocabulary, label names (text models only)
+        self._vocab = None
+        if text is not None:
+            from models.text import Vocab
+
+            self._vocab = Vocab.from_dict(text["vocab"])
         self.config = config
         self.scaler = scaler
         self.meta = meta
@@ -92,8 +106,36 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def labels(self) -> list[str] | None:
+        """Text models: the label names, in the order of predict_proba's columns."""
+        return None if self.text is None else list(self.text["labels"])
+
+    @torch.no_grad()
+    def _forward_text(self, texts, batch_size: int) -> np.ndarray:
+        from models.text import as_text, encode_texts, tokenize
+
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+            raise ValueError("a text model predicts from a list of strings, e.g. predict(['great film'])")
+        lowercase = self.text["tokenizer"]["lowercase"]
+        tokens = [tokenize(as_text(t, f"texts[{i}]"), lowercase=lowercase) for i, t in enumerate(texts)]
+        if not tokens:
+            return np.zeros((0, self.config.output_size), np.float32)
+        ids, lengths = encode_texts(tokens, self._vocab, self.text.get("max_length"))
+        ids_t = torch.as_tensor(ids, device=self.device)
+        lengths_t = torch.as_tensor(lengths)
+        self.model.eval()
+        outputs = []
+        for start in range(0, len(ids), batch_size):
+            lb = lengths_t[start : start + batch_size]
+            out = self.model(ids_t[start : start + batch_size, : int(lb.max())], lb)
+            outputs.append(out.float().cpu())
+        return torch.cat(outputs).numpy()
+
     @torch.no_grad()
     def _forward(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        if self.text is not None:
+            return self._forward_text(x, batch_size)
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 3 or x.shape[2] != self.config.input_size:
             raise ValueError(
@@ -114,13 +156,25 @@ class Predictor:
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """x (N, T, F) in original units -> regression: (N, output_size) float32 in original
-        units; classification: (N,) int64 class indices."""
+        units; classification: (N,) int64 class indices.
+
+        Text models: x is a list of raw strings (or UTF-8 bytes), tokenized, encoded and
+        truncated as in training -> a list of label names (``labels``); ``predict_indices``
+        gives the class indices, ``predict_proba`` the probabilities."""
         out = self._forward(x, batch_size)
+        if self.text is not None:
+            return [self.text["labels"][i] for i in out.argmax(axis=1)]
         if self.config.task == "classification":
             return out.argmax(axis=1).astype(np.int64)
         if self.scaler is not None and "y_mean" in self.scaler:
             out = out * np.asarray(self.scaler["y_std"]) + np.asarray(self.scaler["y_mean"])
         return out.astype(np.float32)
+
+    def predict_indices(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Classification: (N,) int64 class indices (for text, positions in ``labels``)."""
+        if self.config.task != "classification":
+            raise ValueError(f"predict_indices needs a classification model, but got task={self.config.task!r}.")
+        return self._forward(x, batch_size).argmax(axis=1).astype(np.int64)
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Classification only: (N, n_classes) class probabilities."""
@@ -154,6 +208,7 @@ def load_model(
         scaler=payload.get("scaler"),
         meta=payload.get("meta") or {},
         train_config=TrainConfig(**train_config) if train_config is not None else None,
+        text=payload.get("text"),
     )
 
 

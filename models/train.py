@@ -2,7 +2,9 @@
 
 The data set is moved to the device once; each epoch shuffles with torch.randperm and slices
 batches from those tensors (no DataLoader: on a GPU its per-batch overhead, not the model, would
-set the pace). After each epoch the val split is evaluated under torch.no_grad() and
+set the pace). Text data (token ids with lengths) is batched by length buckets instead
+(models.text.bucket_batches, seeded): each batch is trimmed to its longest row and packed, so
+padding is neither computed nor fed to the recurrent state. After each epoch the val split is evaluated under torch.no_grad() and
 on_epoch_end(result) is called: that is where a tuner reports and prunes, without this module
 knowing about it. Returning True from the callback stops training; an exception raised by it
 propagates unchanged.
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from models.data import SequenceData
 from models.recurrent import TASKS, ModelConfig, SequenceModel
+from models.text import bucket_batches
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
@@ -154,9 +157,17 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, task: str, batch_size: int = 1024
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: str,
+    batch_size: int = 1024,
+    lengths: Tensor | None = None,
 ) -> dict:
-    """{"loss": MSE or cross-entropy, "mae" or "accuracy": ...} over all of (x, y)."""
+    """{"loss": MSE or cross-entropy, "mae" (regression) or "accuracy" and "f1" (classification:
+    macro-F1 over the classes present in y or the predictions, as scikit-learn's
+    ``f1_score(average="macro")``)} over all of (x, y). ``lengths`` (N,): text batches, each
+    trimmed to its longest row and packed."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, but got {task=}.")
     if not _is_int(batch_size) or batch_size < 1:
@@ -166,24 +177,45 @@ def evaluate(
     device = next(model.parameters()).device
     x = torch.as_tensor(x, device=device)
     y = torch.as_tensor(y, device=device)
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     metric_sum = torch.zeros((), device=device)
+    n_classes = None
+    confusion = None
     for start in range(0, len(x), batch_size):
-        out = model(x[start : start + batch_size]).float()  # (b, output_size)
+        if lengths is None:
+            out = model(x[start : start + batch_size]).float()  # (b, output_size)
+        else:
+            lb = lengths[start : start + batch_size]
+            out = model(x[start : start + batch_size, : int(lb.max())], lb).float()
         target = y[start : start + batch_size]
         if task == "regression":
             loss_sum += F.mse_loss(out, target, reduction="sum")
             metric_sum += (out - target).abs().sum()
         else:
             loss_sum += F.cross_entropy(out, target, reduction="sum")
-            metric_sum += (out.argmax(dim=1) == target).sum()
+            predicted = out.argmax(dim=1)
+            metric_sum += (predicted == target).sum()
+            if confusion is None:
+                n_classes = out.shape[1]
+                confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
+            confusion += torch.bincount(target * n_classes + predicted, minlength=n_classes**2)
     model.train(was_training)
     # regression averages over every predicted value, like F.mse_loss does in training
     count = y.numel() if task == "regression" else len(y)
-    loss, metric = (torch.stack([loss_sum, metric_sum]) / count).tolist()  # one device sync
-    return {"loss": loss, "mae" if task == "regression" else "accuracy": metric}
+    if task == "regression":
+        loss, metric = (torch.stack([loss_sum, metric_sum]) / count).tolist()  # one device sync
+        return {"loss": loss, "mae": metric}
+    matrix = confusion.view(n_classes, n_classes).double()  # [true, predicted]
+    tp = matrix.diagonal()
+    denominator = matrix.sum(0) + matrix.sum(1)  # 2TP + FP + FN per class
+    present = denominator > 0
+    f1 = (2 * tp[present] / denominator[present]).mean()
+    loss, metric, f1 = torch.stack([loss_sum / count, metric_sum / count, f1.to(loss_sum.dtype)]).tolist()
+    return {"loss": loss, "accuracy": metric, "f1": f1}
 
 
 def fit(
@@ -206,6 +238,9 @@ def fit(
     generator.manual_seed(tc.seed)
 
     model = SequenceModel(model_config).to(device)
+    if data.embeddings is not None and model_config.is_text:  # a user's matrix, in vocab order
+        with torch.no_grad():
+            model.embedding.weight.copy_(torch.as_tensor(data.embeddings))
     optimizer = _make_optimizer(model, tc)
     scheduler = _make_scheduler(optimizer, tc)
     loss_fn = F.mse_loss if model_config.task == "regression" else F.cross_entropy
@@ -224,6 +259,10 @@ def fit(
     x_val = torch.as_tensor(data.x_val, device=device)
     y_val = torch.as_tensor(data.y_val, device=device)
     n_train, batch_size = len(x_train), tc.batch_size
+    # text: lengths stay on the CPU (packing reads them there); batches are length buckets
+    lengths_train = None if data.lengths_train is None else torch.as_tensor(data.lengths_train)
+    lengths_val = None if data.lengths_val is None else torch.as_tensor(data.lengths_val)
+    bucket_generator = torch.Generator().manual_seed(tc.seed) if lengths_train is not None else None
 
     history: list[EpochResult] = []
     best_epoch, best_val_loss, best_state = 0, math.inf, {}
@@ -233,14 +272,24 @@ def fit(
         started = time.perf_counter()
         model.train()
         batch_losses = []  # kept on the device: no sync per batch
-        order = torch.randperm(n_train, device=device, generator=generator)
-        for start in range(0, n_train, batch_size):
+        if lengths_train is None:
+            order = torch.randperm(n_train, device=device, generator=generator)
+            batches = [order[start : start + batch_size] for start in range(0, n_train, batch_size)]
+        else:
+            batches = bucket_batches(lengths_train, batch_size, bucket_generator)
+        for index in batches:
             if should_stop is not None and should_stop():
                 raise TrainingStopped(f"stopped during epoch {epoch}")
-            index = order[start : start + batch_size]
-            xb, yb = x_train[index], y_train[index]  # (b, T, F), (b, K) or (b,)
-            with autocast():
-                out = model(xb)  # (b, output_size)
+            if lengths_train is None:
+                xb, yb = x_train[index], y_train[index]  # (b, T, F), (b, K) or (b,)
+                with autocast():
+                    out = model(xb)  # (b, output_size)
+            else:
+                lb = lengths_train[index]  # (b,) on the CPU
+                index = index.to(device, non_blocking=True)
+                xb, yb = x_train[index, : int(lb.max())], y_train[index]  # (b, T_b) ids, (b,)
+                with autocast():
+                    out = model(xb, lb)  # (b, output_size)
             loss = loss_fn(out.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             if grad_scaler is not None:
@@ -256,13 +305,12 @@ def fit(
                     nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
                 optimizer.step()
             batch_losses.append(loss.detach())
-        # every batch is full but the last: weight the batch means by their sizes
-        weights = torch.full((len(batch_losses),), float(batch_size), device=device)
-        weights[-1] = n_train - batch_size * (len(batch_losses) - 1)
+        # weight the batch means by their sizes (all full but one)
+        weights = torch.tensor([float(len(index)) for index in batches], device=device)
         train_loss = (torch.stack(batch_losses) * weights).sum().item() / n_train
         train_seconds += time.perf_counter() - started
 
-        metrics = evaluate(model, x_val, y_val, model_config.task, tc.eval_batch_size)
+        metrics = evaluate(model, x_val, y_val, model_config.task, tc.eval_batch_size, lengths_val)
         val_loss = metrics.pop("loss")
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise DivergedError(
@@ -309,6 +357,11 @@ def _check_compatible(model_config: ModelConfig, data: SequenceData) -> None:
         raise ValueError(
             f"model_config.task={model_config.task!r} does not match the data set "
             f"{data.name!r}, whose task is {data.task!r}."
+        )
+    if model_config.vocab_size != data.vocab_size:
+        raise ValueError(
+            f"model_config.vocab_size={model_config.vocab_size} does not match the data set "
+            f"{data.name!r}, whose vocabulary has {data.vocab_size} tokens."
         )
     if model_config.input_size != data.input_size:
         raise ValueError(

@@ -7,6 +7,9 @@ trial and the finalize step, exactly as `rnntune serve` + `rnntune submit --wait
     .venv/bin/python scripts/run_examples.py                       # every studies/*.yaml
     .venv/bin/python scripts/run_examples.py sunspots-gru co2-lstm
     .venv/bin/python scripts/run_examples.py --shrink               # 3 trials x 2 epochs (CI)
+    .venv/bin/python scripts/run_examples.py classic/lstm-regressor-grid      # studies/classic/
+    .venv/bin/python scripts/run_examples.py --classic                         # every classic recipe
+    .venv/bin/python scripts/run_examples.py classic/rnn-text-grid --trials 27 # a stated, smaller budget
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA_FILES = {"energy-load": REPO / "studies" / "data" / "energy-load.csv"}  # dataset -> file
+DATA = REPO / "studies" / "data"
+DATA_FILES = {  # dataset -> (file, upload format; None: from the extension)
+    "energy-load": (DATA / "energy-load.csv", None),
+    "sentiment-reviews": (DATA / "sentiment-reviews.csv", "text"),
+    "topic-news": (DATA / "topic-news.jsonl", None),
+}
 
 
 def shrink(spec: dict, n_trials: int = 3, max_epochs: int = 2) -> dict:
@@ -51,8 +59,9 @@ def run_study(spec: dict, workdir: Path) -> dict:
     with TestClient(create_app(settings, dashboard=False)) as client:
         dataset = spec["data"].get("dataset")
         if dataset is not None:
-            path = DATA_FILES[dataset]
-            r = client.post("/v1/datasets", files={"file": (path.name, path.read_bytes())}, data={"name": dataset})
+            path, fmt = DATA_FILES[dataset]
+            fields = {"name": dataset} | ({"format": fmt} if fmt else {})
+            r = client.post("/v1/datasets", files={"file": (path.name, path.read_bytes())}, data=fields)
             assert r.status_code == 201, r.text
         r = client.post("/v1/studies", json=spec)
         assert r.status_code == 201, r.text
@@ -61,30 +70,52 @@ def run_study(spec: dict, workdir: Path) -> dict:
         seconds = time.monotonic() - started
         study = client.get(f"/v1/studies/{spec['name']}").json()
         best = client.get(f"/v1/studies/{spec['name']}/best")
-        return {"study": study, "best": best.json() if best.status_code == 200 else None, "seconds": seconds}
+        trials, after = [], None
+        while True:  # every trial (epochs trained = its reported steps)
+            page = client.get(f"/v1/studies/{spec['name']}/trials", params={"limit": 100} | ({"after": after} if after is not None else {})).json()
+            trials += page["items"]
+            after = page.get("next_after")
+            if after is None or not page["items"]:
+                break
+        return {"study": study, "best": best.json() if best.status_code == 200 else None, "seconds": seconds, "trials": trials}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="studies/NAME.yaml (default: all)")
     parser.add_argument("--shrink", action="store_true", help="3 trials x 2 epochs")
+    parser.add_argument("--classic", action="store_true", help="every studies/classic/*.yaml")
+    parser.add_argument("--trials", type=int, help="run this many trials instead of the spec's budget")
+    parser.add_argument("--epochs", type=int, help="train this many epochs per trial instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    paths = [REPO / "studies" / f"{n}.yaml" for n in args.names] or sorted((REPO / "studies").glob("*.yaml"))
+    paths = [REPO / "studies" / f"{n}.yaml" for n in args.names] or sorted(
+        (REPO / "studies" / "classic").glob("*.yaml") if args.classic else (REPO / "studies").glob("*.yaml")
+    )
     for path in paths:
         spec = yaml.safe_load(path.read_text())
         if args.shrink:
             spec = shrink(spec)
+        if args.trials or args.epochs:
+            budget = dict(spec.get("budget", {}))
+            budget.update({"n_trials": args.trials} if args.trials else {})
+            budget.update({"max_epochs": args.epochs} if args.epochs else {})
+            spec["budget"] = budget
+            spec["initial_trials"] = spec.get("initial_trials", [])[: budget.get("n_trials")]
         with tempfile.TemporaryDirectory() as tmp:
             out = run_study(spec, Path(tmp))
         s, best = out["study"], out["best"] or {}
         c = s["counts"]
-        naive = (s.get("best_trial") or {}).get("user_attrs", {}).get("naive_val_loss")
+        best_attrs = (s.get("best_trial") or {}).get("user_attrs", {})
+        naive = best_attrs.get("naive_val_loss")
+        epochs = sum(t["epochs"] for t in out["trials"])
         test = best.get("test_metrics") or {}
         print(
             f"{spec['name']}: {s['state']} in {out['seconds']:.0f}s; {c['complete']} complete, {c['pruned']} pruned, "
             f"{c['failed']} failed; best {s['metric']} {s['best_value']:.4g} (trial #{best.get('trial_number')})"
             + (f", naive {naive:.4g}" if naive is not None else "")
+            + (f"; best val metrics {best_attrs.get('val_metrics')}" if best_attrs.get("val_metrics") else "")
+            + f"; {epochs} epochs trained in all"
             + "; test " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float)),
             flush=True,
         )

@@ -5,7 +5,6 @@ Client commands talk HTTP to ``RNNTUNE_API_URL`` and never import torch, so they
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -36,7 +35,27 @@ def _fail(message: str, code: int = 1):
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from service import logs
+
+    logs.setup(level)  # RNNTUNE_LOG_JSON=1 (or --log-json): one JSON object per line
+
+
+def _uvicorn_logging() -> dict:
+    """In JSON mode uvicorn configures no handlers of its own: its lines go through ours."""
+    from service import logs
+
+    return {"log_config": None} if logs.json_wanted() else {}
+
+
+@app.callback()
+def _global_options(
+    log_json: Annotated[
+        bool, typer.Option("--log-json", envvar="RNNTUNE_LOG_JSON", help="log one JSON object per line (ts, level, logger, msg, worker/study/trial ids)")
+    ] = False,
+) -> None:
+    """Self-hosted hyperparameter optimisation for recurrent neural networks."""
+    if log_json:
+        os.environ["RNNTUNE_LOG_JSON"] = "1"  # read by _logging, and inherited by local workers
 
 
 InsecureOpt = Annotated[bool, typer.Option(help="allow a non-loopback address without RNNTUNE_API_TOKENS")]
@@ -107,7 +126,7 @@ def api(
     _logging()
     settings = _settings(database_url)
     _refuse_open_exposure(host, settings, insecure)
-    uvicorn.run(create_app(settings, dashboard=dashboard), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, dashboard=dashboard), host=host, port=port, log_level="info", **_uvicorn_logging())
 
 
 @app.command()
@@ -143,7 +162,7 @@ def dashboard(
     application = dashboard_app(make_storage(settings), writable=settings.dashboard_writable)
     if settings.tokens:
         application = TokenAuth(application, settings.tokens)
-    uvicorn.run(application, host=host, port=port)
+    uvicorn.run(application, host=host, port=port, **_uvicorn_logging())
 
 
 @app.command()
@@ -177,7 +196,7 @@ def serve(
         err=True,
     )
     try:
-        uvicorn.run(application, host=host, port=port, log_level="info")
+        uvicorn.run(application, host=host, port=port, log_level="info", **_uvicorn_logging())
     finally:
         _stop_workers(procs)
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from service.spec import StudySpec
 from service.tables import DatasetRow, StudyRow
 
-FORMATS = ("csv", "npz")
+FORMATS = ("csv", "npz", "text")  # text: a CSV or JSONL of labelled text (data.name: text)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MISSING = ("", "nan", "na", "null")  # what models.data reads as a missing value
 ACTIVE_STUDY_STATES = ("queued", "running", "paused")
@@ -51,7 +51,7 @@ def default_name(filename: str) -> str:
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise InvalidDataset(f"name must match {NAME_RE.pattern}, but got {name!r}")
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         raise InvalidDataset(f"name must not be all digits (a spec may name a data set by id), but got {name!r}")
     return name
 
@@ -60,8 +60,10 @@ def format_of(filename: str, fmt: str | None) -> str:
     if not fmt:
         fmt = filename.rsplit(".", 1)[-1] if "." in filename else ""
     fmt = fmt.lower()
+    if fmt in ("jsonl", "ndjson"):  # JSON lines are always labelled text
+        fmt = "text"
     if fmt not in FORMATS:
-        raise InvalidDataset(f"format must be csv or npz (from the file's extension or the format field), but got {filename!r}")
+        raise InvalidDataset(f"format must be csv, npz or text (from the file's extension or the format field), but got {filename!r}")
     return fmt
 
 
@@ -72,7 +74,57 @@ def inspect_file(content: bytes, fmt: str, *, delimiter: str = ",") -> dict[str,
     """What the file holds (stored as the data set's ``info``); raise InvalidDataset if broken."""
     if not content:
         raise InvalidDataset("the file is empty")
+    if fmt == "text":
+        return _inspect_text(content, delimiter)
     return _inspect_csv(content, delimiter) if fmt == "csv" else _inspect_npz(content)
+
+
+def _inspect_text(content: bytes, delimiter: str) -> dict[str, Any]:
+    """Labelled text, CSV (a header row) or JSONL (one object per line, found by a leading '{').
+
+    Checks: UTF-8, parseable, at least two columns and one row. Which columns hold the text and
+    the label is the spec's choice (``data.params.text_column`` / ``label_column``, default
+    ``text`` / ``label``), checked against ``columns`` when a study is submitted."""
+    import json
+
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise InvalidDataset(
+            f"the text file is not UTF-8: byte {content[exc.start:exc.start + 1]!r} at offset {exc.start} (line {line}); save it as UTF-8"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if text.lstrip().startswith("{"):
+        columns: dict[str, None] = {}
+        rows = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidDataset(f"line {number} is not JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise InvalidDataset(f"line {number} is not a JSON object")
+            columns.update(dict.fromkeys(record))
+            rows += 1
+        layout, header = "jsonl", list(columns)
+    else:
+        if len(delimiter) != 1:
+            raise InvalidDataset(f"delimiter must be one character, but got {delimiter!r}")
+        try:
+            table = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in row)]
+        except csv.Error as exc:
+            raise InvalidDataset(f"the CSV cannot be parsed: {exc}") from None
+        if not table:
+            raise InvalidDataset("the file has no rows")
+        layout, header, rows = "csv", [c.strip() for c in table[0]], len(table) - 1
+    if len(header) < 2:
+        raise InvalidDataset(f"labelled text needs a text and a label column, but the file has columns {header}")
+    if rows < 1:
+        raise InvalidDataset("the file has a header but no examples")
+    return {"layout": layout, "rows": rows, "columns": header, "delimiter": delimiter}
 
 
 def _inspect_csv(content: bytes, delimiter: str) -> dict[str, Any]:
@@ -194,7 +246,7 @@ def find(session: Session, ref: str | int) -> DatasetRow | None:
     """A data set by name, or by id (names are never all digits)."""
     ref = str(ref)
     row = session.scalar(select(DatasetRow).where(DatasetRow.name == ref))
-    if row is None and ref.isdigit():
+    if row is None and ref.isascii() and ref.isdigit():
         row = session.get(DatasetRow, int(ref))
     return row
 
@@ -263,6 +315,15 @@ def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
                 other = row.info.get("other_columns", {}).get(column)
                 why = f"is {other}" if other else "is not a column"
                 errors.append((loc, f"column {column!r} of dataset {row.name!r} {why}; numeric columns: {numeric}"))
-    elif spec.metric == "val_accuracy" and row.info.get("task") != "classification":
+    elif row.format == "text":
+        columns = row.info.get("columns", [])
+        for key, default in (("text_column", "text"), ("label_column", "label")):
+            column = d.params.get(key, default)
+            if column not in columns:
+                errors.append((f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}"))
+        fmt = d.params.get("format")
+        if fmt is not None and fmt != row.info.get("layout"):
+            errors.append(("data.params.format", f"dataset {row.name!r} is {row.info.get('layout')}, but got format={fmt!r}"))
+    elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
     return errors

@@ -8,13 +8,14 @@ dashboard and a local worker can share one file.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -95,4 +96,13 @@ def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.stora
                 max_retry=settings.max_retries
             ),
         }
-    return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    # Optuna creates its tables on first use; processes starting together on a fresh database
+    # race on that (PostgreSQL: "relation ... already exists"). The loser finds them next time.
+    for attempt in range(5):
+        try:
+            return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        except (ProgrammingError, IntegrityError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # the API reads stored models through this module and must no
 log = logging.getLogger("rnntune.finalize")
 
 PROCEDURE = "best trial re-created: same config and seed, train split, up to its best epoch"
-DATA_META_KEYS = ("kind", "window", "horizon", "inputs", "target", "target_index", "split", "source", "frequency")
+DATA_META_KEYS = ("kind", "window", "horizon", "inputs", "target", "target_index", "split", "source", "frequency", "labels", "vocab_size", "max_length")
 TEST_ATTR = "rnntune_test_metrics"
 MODEL_ATTR = "rnntune_best_model"
 
@@ -81,7 +81,7 @@ def finalize_study(
     started = time.monotonic()
     best = study.best_trial  # ValueError when no trial is complete
     hp = hyperparameters(spec, best.params)
-    data = data_cache.get(spec, hp["window"])
+    data = data_cache.get(spec, hp["window"], hp.get("max_length"))
     model_config, train_config = build_configs(spec, hp, data, device=device)
     best_epoch = best.user_attrs.get("best_epoch")
 
@@ -100,13 +100,15 @@ def finalize_study(
     model.load_state_dict(result.state_dict)
     model.eval()
 
-    val = evaluate(model, data.x_val, data.y_val, data.task, train_config.eval_batch_size)
+    val = evaluate(model, data.x_val, data.y_val, data.task, train_config.eval_batch_size, data.lengths_val)
     test = None
     if len(data.x_test):
-        test = evaluate(model, data.x_test, data.y_test, data.task, train_config.eval_batch_size)
+        test = evaluate(model, data.x_test, data.y_test, data.task, train_config.eval_batch_size, data.lengths_test)
         test.update(_original_units(model, data, train_config.eval_batch_size, np, torch))
         # the bar to beat on the same windows (last value / train mean / class frequencies)
-        test["naive_loss"] = dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test).naive_val_loss()
+        test["naive_loss"] = dataclasses.replace(
+            data, x_val=data.x_test, y_val=data.y_test, lengths_val=data.lengths_test
+        ).naive_val_loss()
     reproduced = _metric(spec, val)
     metrics = {
         "metric": spec.metric,
@@ -146,7 +148,7 @@ def finalize_study(
         "rnntune_version": __version__,
     }
     buffer = io.BytesIO()
-    save_model(buffer, model_config, result.state_dict, train_config=train_config, scaler=data.scaler, meta=meta)
+    save_model(buffer, model_config, result.state_dict, train_config=train_config, scaler=data.scaler, meta=meta, text=data.text)
     content = buffer.getvalue()
     if stop.is_set():
         raise Interrupted("finalize stopped before the model was stored")

@@ -25,7 +25,8 @@ from models.train import DivergedError, EpochResult, FitResult, TrainConfig, Tra
 from service.search import suggest
 from service.spec import StudySpec
 
-METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy"}
+METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}
+DEFAULT_EMBED_DIM = 64  # text: when embed_dim is neither fixed, searched nor set by a matrix
 
 
 class Interrupted(Exception):
@@ -55,13 +56,16 @@ class DataCache:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rnntune-datasets"
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
-    def get(self, spec: StudySpec, window: int | None) -> SequenceData:
+    def get(self, spec: StudySpec, window: int | None, max_length: int | None = None) -> SequenceData:
+        """``max_length`` (text: a searched truncation) overrides ``data.params.max_length``."""
         d = spec.data
-        key = f"{spec.name}|{d.model_dump_json()}|{window}"
+        key = f"{spec.name}|{d.model_dump_json()}|{window}|{max_length}"
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
         params = dict(d.params)
+        if max_length is not None:
+            params["max_length"] = max_length
         path = d.path or params.pop("path", None)
         target = d.target or params.pop("target", None)
         if d.dataset is not None:
@@ -127,6 +131,19 @@ def build_configs(
     """Every hyperparameter of a trial (``search.suggest`` / ``search.hyperparameters``) -> the
     ``models`` configs. The objective and the finalize step (which retrains the best trial) both
     use it, so the stored model is built exactly as the tuned one was."""
+    text: dict[str, Any] = {}
+    if data.vocab_size is not None:  # token ids: an embedding first
+        embed_dim = hp.get("embed_dim")
+        if data.embeddings is not None:
+            width = int(data.embeddings.shape[1])
+            if embed_dim is not None and embed_dim != width:
+                raise ValueError(f"embed_dim={embed_dim} but the embedding matrix (data.params.embeddings) has width {width}")
+            embed_dim = width
+        text = {
+            "vocab_size": data.vocab_size,
+            "embed_dim": embed_dim if embed_dim is not None else DEFAULT_EMBED_DIM,
+            "freeze_embeddings": bool(hp.get("freeze_embeddings", False)),
+        }
     model_config = ModelConfig(
         input_size=data.input_size,
         output_size=data.output_size,
@@ -136,6 +153,7 @@ def build_configs(
         num_layers=hp["num_layers"],
         bidirectional=hp["bidirectional"],
         dropout=hp["dropout"],
+        **text,
     )
     train_config = TrainConfig(
         optimizer=hp["optimizer"],
@@ -217,7 +235,7 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
         spec = self.spec
-        data = self.data_cache.get(spec, hp["window"])
+        data = self.data_cache.get(spec, hp["window"], hp.get("max_length"))
         model_config, train_config = build_configs(spec, hp, data, device=self.device)
         self.model_config, self.train_config = model_config, train_config
         started = time.monotonic()

@@ -225,6 +225,7 @@ def holds(session: Session, ticket_id: int, worker_id: str) -> str:
 
 def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, trial_number: int | None = None) -> None:
     """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent."""
+    _lock_study(session, claim.study_id)
     session.execute(
         update(TicketRow)
         .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
@@ -240,7 +241,7 @@ def release(session: Session, claim: Claim, worker_id: str, *, error: str | None
 
     With ``failed`` the study's failure count rises; reaching ``max_failed_trials`` fails the
     study. Returns the study's new terminal state, if any."""
-    study_state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id))
+    study_state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id).with_for_update())
     back = "queued" if study_state in (*ACTIVE, "paused") else "cancelled"  # an ended study takes nothing back
     session.execute(
         update(TicketRow)
@@ -270,6 +271,13 @@ def drop(session: Session, claim: Claim, worker_id: str) -> None:
     )
     _worker_idle(session, worker_id)
     session.commit()
+
+
+def _lock_study(session: Session, study_id: int) -> None:
+    """Serialise the end-of-ticket bookkeeping of one study. Without it two workers finishing
+    the last two tickets at once each see the other's ticket still open, and neither moves the
+    study on (no finalize ticket, never done). Lock order everywhere: study row, then tickets."""
+    session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
 
 
 def requeue_expired(session: Session) -> int:

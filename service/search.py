@@ -34,6 +34,10 @@ def build_sampler(spec: StudySpec, *, seed_offset: int) -> optuna.samplers.BaseS
         if s.name == "qmc":
             # QMC indexes its sequence by trial number: every worker must share one seed.
             return optuna.samplers.QMCSampler(seed=s.seed, **opts)
+        if s.name == "genetic":
+            # NSGA-II (a genetic algorithm; single-objective here): population_size, mutation_prob,
+            # crossover_prob, swapping_prob pass through. Its generations live in the storage.
+            return optuna.samplers.NSGAIISampler(seed=seed, **opts)
     raise ValueError(f"unknown sampler {s.name!r}")
 
 

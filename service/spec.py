@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 CELLS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
-DATASETS = ("sine", "adding", "sunspots", "co2", "digits", "csv", "npz")
-METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize"}
+DATASETS = ("sine", "adding", "sunspots", "co2", "digits", "csv", "npz", "text")
+FILE_DATASETS = ("csv", "npz", "text")  # read from data.path or an uploaded data.dataset
+CLASSIFICATION_DATASETS = ("digits", "npz", "text")
+METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
 
 
 class _Hp(BaseModel):
@@ -57,7 +59,12 @@ HYPERPARAMETERS: dict[str, _Hp] = {
     "scheduler": _Hp(kind="str", group="training", default="none", choices=SCHEDULERS),
     "patience": _Hp(kind="int", group="training", default=None, low=1, high=10000),
     "window": _Hp(kind="int", group="data", default=None, low=1, high=100000),
+    # text only (data.name: text)
+    "embed_dim": _Hp(kind="int", group="model", default=None, low=1, high=4096),  # None: 64, or the matrix's width
+    "freeze_embeddings": _Hp(kind="bool", group="model", default=False),
+    "max_length": _Hp(kind="int", group="data", default=None, low=1, high=1_000_000),  # tokens kept (truncation)
 }
+TEXT_ONLY = ("embed_dim", "freeze_embeddings", "max_length")
 
 
 def _check_value(name: str, value: Any) -> Any:
@@ -199,11 +206,11 @@ class DataSpec(BaseModel):
     @model_validator(mode="after")
     def _files(self) -> DataSpec:
         if self.dataset is not None:
-            if self.name not in ("csv", "npz"):
-                raise ValueError(f"dataset: an uploaded file is read by name 'csv' or 'npz' (its format), but got name={self.name!r}")
+            if self.name not in FILE_DATASETS:
+                raise ValueError(f"dataset: an uploaded file is read by name 'csv', 'npz' or 'text' (its format), but got name={self.name!r}")
             if self.path or self.params.get("path"):
                 raise ValueError("dataset: give either dataset (an uploaded file) or path (a shared file), not both")
-        elif self.name in ("csv", "npz") and not (self.path or self.params.get("path")):
+        elif self.name in FILE_DATASETS and not (self.path or self.params.get("path")):
             raise ValueError(f"data set {self.name!r} needs a path or an uploaded dataset")
         if self.name == "csv" and not (self.target or self.params.get("target")):
             raise ValueError("data set 'csv' needs a target column")
@@ -343,10 +350,11 @@ class StudySpec(BaseModel):
             self.direction = expected
         elif self.direction != expected:
             raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
-        if self.metric == "val_accuracy" and self.data.name not in ("digits", "npz"):
-            raise ValueError(f"metric: val_accuracy needs a classification data set, but got data.name={self.data.name!r}")
-        if self.data.name == "digits" and self.metric == "val_mae":
-            raise ValueError("metric: val_mae needs a regression data set, but data.name='digits'")
+        if self.metric in ("val_accuracy", "val_f1") and self.data.name not in CLASSIFICATION_DATASETS:
+            raise ValueError(f"metric: {self.metric} needs a classification data set, but got data.name={self.data.name!r}")
+        if self.data.name in ("digits", "text") and self.metric == "val_mae":
+            raise ValueError(f"metric: val_mae needs a regression data set, but data.name={self.data.name!r}")
+        _check_text(self)
         for name in self.search_space:
             group = HYPERPARAMETERS[name].group
             fixed = self.model if group == "model" else self.training if group == "training" else {}
@@ -354,6 +362,8 @@ class StudySpec(BaseModel):
                 raise ValueError(f"search_space.{name}: also fixed in {group}.{name}; keep one")
             if name == "window" and self.data.window is not None:
                 raise ValueError("search_space.window: also fixed in data.window; keep one")
+            if name == "max_length" and self.data.params.get("max_length") is not None:
+                raise ValueError("search_space.max_length: also fixed in data.params.max_length; keep one")
         for i, params in enumerate(self.initial_trials):
             for key, value in params.items():
                 if key not in self.search_space:
@@ -382,10 +392,34 @@ class StudySpec(BaseModel):
         values.update(self.training)
         if self.data.window is not None:
             values["window"] = self.data.window
+        if self.data.name == "text":
+            values["max_length"] = self.data.params.get("max_length")
         return values
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _check_text(spec: StudySpec) -> None:
+    """Text-only hyperparameters need text data; window does not apply to text."""
+    searched = set(spec.search_space)
+    if spec.data.name != "text":
+        for name in TEXT_ONLY:
+            if name in searched or name in spec.model:
+                where = f"search_space.{name}" if name in searched else "model"
+                raise ValueError(f"{where}: {name} applies to data.name 'text' only, but got {spec.data.name!r}")
+        return
+    if "window" in searched or spec.data.window is not None:
+        where = "search_space.window" if "window" in searched else "data.window"
+        raise ValueError(f"{where}: window does not apply to text; truncate with max_length")
+    params = spec.data.params
+    has_matrix = params.get("embeddings") is not None
+    if has_matrix and "embed_dim" in searched:
+        raise ValueError("search_space.embed_dim: with data.params.embeddings the width is the matrix's; do not search it")
+    freeze = spec.model.get("freeze_embeddings") or "freeze_embeddings" in searched
+    if freeze and not has_matrix:
+        where = "search_space.freeze_embeddings" if "freeze_embeddings" in searched else "model"
+        raise ValueError(f"{where}: freeze_embeddings needs a pre-trained matrix (data.params.embeddings and embeddings_vocab)")
 
 
 def _check_param_domain(name: str, hp: _Hp, param: Param) -> None:

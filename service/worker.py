@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 
 import optuna
 
-from service import queue
+from service import logs, queue
 from service.config import Settings
 from service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from service.objective import DataCache, Interrupted, Objective, StudyDataError
@@ -93,6 +93,7 @@ class Worker:
             torch.set_num_threads(self.threads or 1)
         self._db(init_db, self.engine)
         self._with_session(lambda s: queue.register_worker(s, self.id, device=self.device, labels=self.labels, pid=os.getpid()))
+        logs.bind(worker=self.id)  # every log line of this process carries the worker id
         log.info("worker %s up: device=%s threads=%s labels=%s", self.id, self.device, torch.get_num_threads(), sorted(self.labels))
         beat = threading.Thread(target=self._heartbeat_loop, name="rnntune-heartbeat", daemon=True)
         beat.start()
@@ -109,7 +110,11 @@ class Worker:
                             break
                         self.stopping.wait(self.settings.poll_interval_s)
                         continue
-                    self._run_ticket(claim)
+                    logs.bind(study=claim.study_name, ticket=claim.ticket_id)
+                    try:
+                        self._run_ticket(claim)
+                    finally:
+                        logs.bind(study=None, ticket=None, trial=None)
                     self.n_trials_run += 1
                 except TRANSIENT_ERRORS as exc:
                     # The database stayed away through every retry: whatever we held comes back
@@ -125,6 +130,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - never fail the exit on a dead database
                 log.warning("worker %s: could not deregister", self.id)
             log.info("worker %s stopped after %d trials", self.id, self.n_trials_run)
+            logs.bind(worker=None)
         return 0
 
     # --- one ticket ----------------------------------------------------------------------
@@ -145,6 +151,7 @@ class Worker:
             data_cache=self.data_cache,
             stop=self._interrupt,
             still_ours=lambda: self._check_lease(claim, renew=False),
+            on_trial_start=lambda t: logs.bind(trial=t.number),
         )
         try:
             study = self._study(claim.study_name)

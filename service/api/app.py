@@ -6,7 +6,10 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import __version__, queue
 from service.api.dashboard import dashboard_app
 from service.api.security import BodyLimit, TokenAuth
-from service.api.routes import datasets, health, results, studies
+from service.api.routes import datasets, health, metrics, results, studies
 from service.config import Settings
 from service.db import init_db, make_engine, make_storage, session_factory
 
@@ -52,6 +55,23 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(results.router)
     app.include_router(datasets.router)
+    app.include_router(metrics.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        """As FastAPI's, but a 405 lists every method the path accepts in Allow (Starlette names
+        only the first matching route's)."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods = {
+                method.upper()
+                for template, ops in app.openapi()["paths"].items()
+                if compile_path(template)[0].match(request.url.path)
+                for method in ops
+            }
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -96,6 +116,13 @@ def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:
             schema = build()
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {}).update(studies.spec_schema_components())
+            problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            for path, ops in schema["paths"].items():
+                for method, op in ops.items():
+                    if method in ("post", "put", "patch"):
+                        op["responses"].setdefault("413", {"description": "request body over the limit", "content": problem})
+                    if secured and path not in ("/healthz", "/readyz"):
+                        op["responses"].setdefault("401", {"description": "missing or invalid API token", "content": problem})
             if secured:
                 components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
                 schema["security"] = [{"bearerAuth": []}]

@@ -42,7 +42,7 @@ def trend_csv(tmp_path: Path) -> Path:
 
 
 def test_builtin_names_and_unknown_name() -> None:
-    assert set(BUILTIN_DATASETS) == {"sine", "adding", "sunspots", "co2", "digits", "csv", "npz"}
+    assert set(BUILTIN_DATASETS) == {"sine", "adding", "sunspots", "co2", "digits", "csv", "npz", "text"}
     with pytest.raises(DataError, match="unknown dataset 'nope'.*sine.*digits"):
         load_dataset("nope")
 

@@ -156,7 +156,7 @@ def test_evaluate_classification_and_batching() -> None:
     x, y = torch.randn(50, 6, 3), torch.randint(0, 4, (50,))
     whole = evaluate(model, x, y, "classification", batch_size=1024)
     batched = evaluate(model, x, y, "classification", batch_size=7)
-    assert set(whole) == {"loss", "accuracy"}
+    assert set(whole) == {"loss", "accuracy", "f1"}
     assert whole["loss"] == pytest.approx(batched["loss"], rel=1e-5)
     assert whole["accuracy"] == batched["accuracy"]
     logits = model(x)

@@ -119,7 +119,7 @@ NAN_X[1, 1, 0] = np.nan
         ("j.npz", npz_bytes(X=np.zeros((4, 3, 1)), y=np.zeros(5)), "X has 4 samples but y has 5"),
         ("k.npz", npz_bytes(X=NAN_X, y=np.zeros(4)), "X has 1 NaN/inf values"),
         ("l.npz", npz_bytes(X=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int)), "at least 2 classes"),
-        ("m.txt", b"value\n1\n", "format must be csv or npz"),
+        ("m.txt", b"value\n1\n", "format must be csv, npz or text"),
     ],
 )
 def test_broken_upload_is_422_with_the_reason(client, filename, content, reason):
@@ -214,7 +214,7 @@ def test_cli_uploads_and_lists(settings, tmp_path):
 @pytest.mark.parametrize(
     ("data", "field", "reason"),
     [
-        ({"name": "sine", "dataset": "x"}, "data.dataset", "read by name 'csv' or 'npz'"),
+        ({"name": "sine", "dataset": "x"}, "data.dataset", "read by name 'csv', 'npz' or 'text'"),
         ({"name": "csv", "dataset": "x", "path": "/a.csv", "target": "v"}, "data.dataset", "not both"),
         ({"name": "npz"}, "data", "needs a path or an uploaded dataset"),
     ],

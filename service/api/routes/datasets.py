@@ -68,6 +68,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
     response_model=DatasetPublic,
     openapi_extra=UPLOAD_BODY,
     responses={
+        400: {"model": Problem, "description": "a malformed multipart body"},
         409: {"model": Problem, "description": "the name is taken"},
         413: {"model": Problem, "description": "larger than RNNTUNE_MAX_UPLOAD_MB"},
         422: {"model": Problem, "description": "not a usable CSV / .npz file: the reason"},
@@ -77,7 +78,7 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
     """Upload a data file (multipart field ``file``); it is checked, checksummed and stored."""
     limit = int(settings.max_upload_mb * 2**20)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise _too_large(limit)  # before reading the body
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send the file as multipart/form-data, field 'file'")

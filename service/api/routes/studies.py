@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -16,6 +16,8 @@ from service.spec import SpecError, StudySpec, grid_size, parse_spec
 from service.tables import STUDY_STATES
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
+StudyState = Literal[STUDY_STATES]  # type: ignore[valid-type]
+TrialState = Literal[results.TRIAL_STATES]  # type: ignore[valid-type]
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 SPEC_BODY = {
@@ -100,12 +102,8 @@ async def create_study(
 
 
 @router.get("", response_model=StudyList)
-def list_studies(
-    session: SessionDep, state: Annotated[str | None, Query(description=f"one of {', '.join(STUDY_STATES)}")] = None
-) -> dict:
+def list_studies(session: SessionDep, state: Annotated[StudyState | None, Query()] = None) -> dict:
     """List studies with their state, trial counts and best value."""
-    if state is not None and state not in STUDY_STATES:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"state must be one of {STUDY_STATES}")
     return {"items": registry.summaries(session, registry.list_studies(session, state=state))}
 
 
@@ -128,11 +126,9 @@ def list_trials(
     session: SessionDep,
     after: Annotated[int | None, Query(ge=-1, description="trial number to start after (cursor)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    state: Annotated[str | None, Query(description="RUNNING, WAITING, COMPLETE, PRUNED or FAIL")] = None,
+    state: Annotated[TrialState | None, Query()] = None,
 ) -> dict:
     """Page through a study's trials in trial-number order (keyset cursor ``after``)."""
-    if state is not None and state not in results.TRIAL_STATES:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"state must be one of {results.TRIAL_STATES}")
     row = _get_row(session, name)
     items = results.trials_page(session, row.optuna_study_id, after=after, limit=limit + 1, state=state)
     more = len(items) > limit

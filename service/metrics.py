@@ -1,0 +1,203 @@
+"""Prometheus metrics, computed at scrape time from the database (``GET /metrics``).
+
+Every API replica reports the same numbers: they come from Optuna's tables and ours, read with a
+few grouped queries per scrape (never trial by trial), not from counters kept in one process.
+
+- ``rnntune_trials{study,state}``: trials per Optuna state (zeros included for our studies).
+- ``rnntune_studies{state}``: studies per rnntune state.
+- ``rnntune_queue_depth{study}``: queued tickets (trial and finalize) per study.
+- ``rnntune_workers_live``: workers not stopped whose heartbeat is under 30 s old.
+- ``rnntune_trial_duration_seconds{study}``: histogram of finished (COMPLETE / PRUNED) trials'
+  ``datetime_complete - datetime_start`` (includes sampling, data loading, model build).
+- ``rnntune_epoch_duration_seconds{study}``: histogram of epochs: each finished trial adds one
+  observation per epoch it reported, of its training time / epochs. Training time is the
+  objective's ``train_seconds`` user attribute (the ``fit`` loop alone), or the trial's duration
+  when that attribute is missing. Optuna keeps no per-epoch timestamps, so this is each trial's
+  mean epoch, not every epoch's own time.
+- ``rnntune_epochs_saved_by_pruning_total{study}``: over PRUNED trials, the study's
+  ``budget.max_epochs`` minus the epochs the trial reported (its intermediate values).
+- ``rnntune_database_up``: 0 when the queries above failed (the scrape still answers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from optuna.storages._rdb.models import StudyModel
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.results import TRIAL_STATES, _state, inter_t, trials_t, uattrs_t
+from service.tables import STUDY_STATES, StudyRow, TicketRow, WorkerRow, utcnow
+
+log = logging.getLogger("rnntune.metrics")
+
+WORKER_LIVE_S = 30.0  # 3 x the 10 s worker heartbeat the docs promise (workers beat every <= 5 s)
+TRIAL_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+EPOCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def _seconds_between(session: Session, start, end):
+    """``end - start`` in seconds as a float SQL expression, on PostgreSQL and SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.extract("epoch", end - start), Float)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+class RnntuneCollector(Collector):
+    """A prometheus_client collector over one sessionmaker; every ``collect`` runs the queries."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    def describe(self) -> list[Metric]:
+        return []  # computed per scrape; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            with self.sessions() as session:
+                families = list(self._families(session))
+        except SQLAlchemyError as exc:
+            log.warning("metrics: database query failed: %s", type(exc).__name__)
+            families = []
+        up = GaugeMetricFamily("rnntune_database_up", "1 when the metrics queries succeeded")
+        up.add_metric([], 1.0 if families else 0.0)
+        yield from families
+        yield up
+
+    def _families(self, session: Session) -> Iterator[Metric]:
+        studies = session.execute(select(StudyRow.id, StudyRow.name, StudyRow.optuna_study_id, StudyRow.state, StudyRow.spec)).all()
+        # Label by study name, Optuna's (the same as ours), so foreign Optuna studies show too.
+        names = dict(session.execute(select(StudyModel.study_id, StudyModel.study_name)).all())
+
+        # Trials per study and state: one grouped query.
+        counts = {(sid, s): 0 for _, _, sid, _, _ in studies for s in TRIAL_STATES}
+        for sid, state, n in session.execute(
+            select(trials_t.c.study_id, trials_t.c.state, func.count()).group_by(trials_t.c.study_id, trials_t.c.state)
+        ):
+            counts[(sid, _state(state))] = n
+        trials = GaugeMetricFamily("rnntune_trials", "trials by study and Optuna state", labels=["study", "state"])
+        for (sid, state), n in sorted(counts.items(), key=lambda kv: (names.get(kv[0][0], ""), kv[0][1])):
+            trials.add_metric([names.get(sid, str(sid)), state], n)
+        yield trials
+
+        by_state = dict.fromkeys(STUDY_STATES, 0)
+        for _, _, _, state, _ in studies:
+            by_state[state] = by_state.get(state, 0) + 1
+        study_states = GaugeMetricFamily("rnntune_studies", "rnntune studies by state", labels=["state"])
+        for state, n in by_state.items():
+            study_states.add_metric([state], n)
+        yield study_states
+
+        queued = dict(
+            session.execute(
+                select(TicketRow.study_id, func.count()).where(TicketRow.state == "queued").group_by(TicketRow.study_id)
+            ).all()
+        )
+        depth = GaugeMetricFamily("rnntune_queue_depth", "queued tickets per study", labels=["study"])
+        for study_id, name, _, _, _ in sorted(studies, key=lambda r: r[1]):
+            depth.add_metric([name], queued.get(study_id, 0))
+        yield depth
+
+        live = session.scalar(
+            select(func.count())
+            .select_from(WorkerRow)
+            .where(WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S))
+        )
+        workers = GaugeMetricFamily("rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s")
+        workers.add_metric([], live)
+        yield workers
+
+        yield from self._durations(session, names, {optuna_id: spec for _, _, optuna_id, _, spec in studies})
+
+    def _durations(self, session: Session, names: dict[int, str], specs: dict[int, dict]) -> Iterator[Metric]:
+        """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
+        epochs_q = (
+            select(inter_t.c.trial_id, func.count().label("n"))
+            .group_by(inter_t.c.trial_id)
+            .subquery("epochs")
+        )
+        train_q = (
+            select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
+            .where(uattrs_t.c.key == "train_seconds")
+            .subquery("train")
+        )
+        duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)
+        n_epochs = func.coalesce(epochs_q.c.n, 0)
+        train_s = func.coalesce(train_q.c.s, duration)
+        per_epoch = train_s / func.nullif(n_epochs, 0)
+        pruned = trials_t.c.state == "PRUNED"
+        columns = [
+            trials_t.c.study_id,
+            func.count(),
+            func.coalesce(func.sum(duration), 0.0),
+            func.coalesce(func.sum(n_epochs), 0),
+            func.coalesce(func.sum(case((n_epochs > 0, train_s), else_=0.0)), 0.0),
+            func.coalesce(func.sum(case((pruned, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((pruned, n_epochs), else_=0)), 0),
+            *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
+            *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
+        ]
+        rows = session.execute(
+            select(*columns)
+            .select_from(
+                trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
+                    train_q, train_q.c.trial_id == trials_t.c.trial_id
+                )
+            )
+            .where(
+                trials_t.c.state.in_(FINISHED),
+                and_(trials_t.c.datetime_start.is_not(None), trials_t.c.datetime_complete.is_not(None)),
+            )
+            .group_by(trials_t.c.study_id)
+        ).all()
+
+        trial_h = HistogramMetricFamily(
+            "rnntune_trial_duration_seconds", "finished trials' wall time, start to complete", labels=["study"]
+        )
+        epoch_h = HistogramMetricFamily(
+            "rnntune_epoch_duration_seconds",
+            "epochs of finished trials: training seconds / epochs reported, one observation per epoch",
+            labels=["study"],
+        )
+        saved = CounterMetricFamily(
+            "rnntune_epochs_saved_by_pruning",
+            "epochs not trained because a trial was pruned (budget.max_epochs - epochs reported)",
+            labels=["study"],
+        )
+        k = len(TRIAL_BUCKETS)
+        for row in sorted(rows, key=lambda r: names.get(r[0], "")):
+            sid, n, dur_sum, epochs, train_sum, n_pruned, pruned_epochs = row[:7]
+            name = names.get(sid, str(sid))
+            trial_counts = [int(c or 0) for c in row[7 : 7 + k]]
+            epoch_counts = [int(c or 0) for c in row[7 + k :]]
+            trial_h.add_metric(
+                [name], [*((_le(b), c) for b, c in zip(TRIAL_BUCKETS, trial_counts)), ("+Inf", int(n))], float(dur_sum)
+            )
+            epoch_h.add_metric(
+                [name], [*((_le(b), c) for b, c in zip(EPOCH_BUCKETS, epoch_counts)), ("+Inf", int(epochs))], float(train_sum)
+            )
+            max_epochs = (specs.get(sid) or {}).get("budget", {}).get("max_epochs")
+            if max_epochs is not None:
+                saved.add_metric([name], max(0, int(n_pruned) * int(max_epochs) - int(pruned_epochs)))
+        yield trial_h
+        yield epoch_h
+        yield saved
+
+
+def _le(bound: float) -> str:
+    return floatToGoString(bound)
+
+
+def registry_for(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """A registry of its own (not the process-global one) holding only our collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RnntuneCollector(sessions))
+    return registry
