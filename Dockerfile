@@ -1,14 +1,17 @@
 # rnntune: one image for the API, the dashboard and the workers.
-#   docker build -t rnntune .                       # torch from PyPI (CUDA-enabled, runs on CPU too)
-#   docker build --build-arg TORCH_SPEC=torch==2.13.0 -t rnntune .
+#   docker build -t rnntune .        # torch from PyPI: CUDA-enabled on Linux x86-64, runs on CPU too
+#   docker build --build-arg TORCH_INDEX_URL=<PyTorch's CPU-only wheel index> -t rnntune:cpu .
+#                                    # a much smaller CPU-only image
+#   docker build --build-arg PYTHON_IMAGE=<a CUDA runtime image with Python 3.11> -t rnntune:cuda .
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX_URL=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install "${TORCH_SPEC}"
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service

@@ -434,8 +434,9 @@ def _dataset_line(d: dict) -> str:
 
 @datasets_app.command("upload")
 def datasets_upload(
-    path: Annotated[Path, typer.Argument(help="a .csv or .npz file")],
+    path: Annotated[Path, typer.Argument(help="a .csv, .jsonl or .npz file")],
     name: Annotated[Optional[str], typer.Option(help="default: the file name without extension")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="csv, npz or text (labelled text); default: the extension")] = None,  # noqa: A002
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter")] = ",",
     api_url: ApiOpt = None,
 ) -> None:
@@ -444,7 +445,7 @@ def datasets_upload(
         content = path.read_bytes()
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror or exc}", code=2)
-    fields = {"delimiter": delimiter} | ({"name": name} if name else {})
+    fields = {"delimiter": delimiter} | ({"name": name} if name else {}) | ({"format": format} if format else {})
     with _client(api_url) as client:
         r = _request(client, "POST", "/v1/datasets", files={"file": (path.name, content)}, data=fields)
     if r.status_code >= 400:
