@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._pg import drop_db, new_db  # noqa: E402
 
 import optuna  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -40,7 +40,6 @@ from optuna.distributions import (  # noqa: E402
 )
 from optuna.storages._rdb import models as om  # noqa: E402
 
-ADMIN = os.environ.get("RNNTUNE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAME = "bench-api"
 EPOCHS = 10
@@ -52,22 +51,6 @@ DISTRIBUTIONS = {
     "batch_size": CategoricalDistribution([32, 64, 128]),
     "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),
 }
-
-
-def new_db() -> str:
-    name = f"rnntune_bench_{uuid.uuid4().hex[:8]}"
-    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_db(url: str) -> None:
-    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    eng.dispose()
 
 
 def spec_dict(n_trials: int) -> dict:

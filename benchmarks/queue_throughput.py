@@ -23,32 +23,16 @@ import multiprocessing as mp
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._pg import drop_db, new_db  # noqa: E402
+
 import optuna  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-ADMIN = os.environ.get("RNNTUNE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def new_db() -> str:
-    name = f"rnntune_bench_{uuid.uuid4().hex[:8]}"
-    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_db(url: str) -> None:
-    eng = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    eng.dispose()
 
 
 def spec_dict(name: str, n_trials: int, sampler: str) -> dict:

@@ -71,6 +71,7 @@ class Worker:
         self.sessions = session_factory(self.engine)
         self.storage = make_storage(settings, heartbeat=True)
         self._studies: dict[str, optuna.Study] = {}
+        self._specs: dict[int, StudySpec] = {}
         self.data_cache = DataCache(sessions=self.sessions, cache_dir=settings.data_dir / "datasets")
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -137,12 +138,8 @@ class Worker:
     def _run_ticket(self, claim: queue.Claim) -> None:
         if claim.kind == "finalize":
             return self._run_finalize(claim)
-        spec = StudySpec.model_validate(claim.spec)
-        with self._claim_lock:
-            self._claim = claim
-            if not self.stopping.is_set():
-                self._interrupt.clear()
-                self._interrupt_reason = "shutdown"
+        spec = self._spec(claim)
+        self._hold(claim)
         log.info("worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts)
         outcome: list[optuna.trial.FrozenTrial] = []
         objective = self.objective_factory(
@@ -161,11 +158,11 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - storage trouble: hand the ticket back, keep the worker
             log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
             self._recover_trial(claim, objective)
-            self._settle(lambda s: queue.release(s, claim, self.id, error=f"{type(exc).__name__}: {exc}", failed=False))
+            broke = f"{type(exc).__name__}: {exc}"
+            self._settle(lambda s: queue.release(s, claim, self.id, error=broke, failed=False))
             return
         finally:
-            with self._claim_lock:
-                self._claim = None
+            self._hold(None)
 
         trial = outcome[0] if outcome else None
         if trial is not None and trial.state in FINISHED:
@@ -194,9 +191,8 @@ class Worker:
 
     def _run_finalize(self, claim: queue.Claim) -> None:
         """Retrain the best configuration, evaluate it once on the test split, store the model."""
-        spec = StudySpec.model_validate(claim.spec)
-        with self._claim_lock:
-            self._claim = claim
+        spec = self._spec(claim)
+        self._hold(claim)
         log.info("worker %s: finalizing study %s (attempt %d)", self.id, claim.study_name, claim.attempts)
         try:
             from service.finalize import finalize_study
@@ -215,8 +211,7 @@ class Worker:
                 self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=False))
             return
         finally:
-            with self._claim_lock:
-                self._claim = None
+            self._hold(None)
         self._settle(lambda s: queue.complete(s, claim, self.id, "COMPLETE"))
         log.info("worker %s: study %s finalized", self.id, claim.study_name)
 
@@ -239,6 +234,24 @@ class Worker:
             self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
         except Exception:  # noqa: BLE001 - the heartbeat's grace period is the fallback
             log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, objective.trial_number)
+
+    def _hold(self, claim: queue.Claim | None) -> None:
+        """The ticket this worker now runs (None: none). A new one starts uninterrupted unless
+        the worker is shutting down."""
+        with self._claim_lock:
+            self._claim = claim
+            if claim is not None and not self.stopping.is_set():
+                self._interrupt.clear()
+                self._interrupt_reason = "shutdown"
+
+    def _spec(self, claim: queue.Claim) -> StudySpec:
+        """A study's spec, validated once per worker (it was validated at submission; a study's
+        spec never changes), not once per ticket."""
+        if claim.study_id not in self._specs:
+            if len(self._specs) >= 32:
+                self._specs.clear()
+            self._specs[claim.study_id] = StudySpec.model_validate(claim.spec)
+        return self._specs[claim.study_id]
 
     def _study(self, name: str) -> optuna.Study:
         """One Study object per study for the worker's life: its storage cache then reads only

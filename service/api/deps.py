@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import optuna
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
 from service.config import Settings
@@ -28,3 +28,13 @@ def get_storage(request: Request) -> optuna.storages.BaseStorage:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[optuna.storages.BaseStorage, Depends(get_storage)]
+
+
+def study_or_404(session: Session, name: str):
+    """Our registry row of study ``name``, or a 404 naming it."""
+    from service import registry
+
+    row = registry.get_study(session, name)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study named {name!r}")
+    return row

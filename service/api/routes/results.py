@@ -11,8 +11,8 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from service import finalize, importance, registry, results
-from service.api.deps import SessionDep, StorageDep
+from service import finalize, importance, results
+from service.api.deps import SessionDep, StorageDep, study_or_404
 from service.api.schemas import BestPublic, ImportancesPublic, Problem
 from service.search import hyperparameters
 from service.spec import StudySpec
@@ -23,17 +23,10 @@ CSV_PAGE = 500
 CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
 
 
-def _get_row(session, name: str):
-    row = registry.get_study(session, name)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study named {name!r}")
-    return row
-
-
 @router.get("/{name}/best", response_model=BestPublic, responses={404: {"model": Problem}})
 def get_best(name: str, session: SessionDep) -> dict:
     """The best trial's parameters with its val metrics and, once the model is stored, test metrics."""
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     spec = StudySpec.model_validate(row.spec)
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
     if best is None:
@@ -78,7 +71,7 @@ def get_best(name: str, session: SessionDep) -> dict:
 )
 def download_model(name: str, session: SessionDep) -> Response:
     """The best model as one file: ``models.load_model(path).predict(x)``."""
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     content = finalize.model_content(session, row.id)
     if content is None:
         raise HTTPException(
@@ -101,7 +94,7 @@ def download_model(name: str, session: SessionDep) -> Response:
 @router.get("/{name}/importances", response_model=ImportancesPublic, responses={404: {"model": Problem}})
 def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict:
     """Hyperparameter importances (PED-ANOVA, conditional parameters included); empty with a reason when too few trials."""
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     study = optuna.load_study(study_name=row.name, storage=storage)
     return {"study": row.name, **importance.param_importances(study, StudySpec.model_validate(row.spec))}
 
@@ -113,7 +106,7 @@ def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict
 )
 def trials_csv(name: str, request: Request, session: SessionDep) -> StreamingResponse:
     """Every trial as CSV: number, state, value, epochs, times, one column per searched parameter."""
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     param_names = list(row.spec.get("search_space", {}))
     return StreamingResponse(
         _csv_rows(request.app.state.sessions, row.optuna_study_id, param_names),

@@ -10,8 +10,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets, queue, registry, results
-from service.api.deps import SessionDep, SettingsDep, StorageDep
-from service.api.schemas import Problem, StudyList, StudyPublic, TrialsPage, ValidationProblem
+from service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
+from service.api.schemas import (
+    Problem,
+    StudyList,
+    StudyPublic,
+    TrialsPage,
+    ValidationProblem,
+)
 from service.spec import SpecError, StudySpec, grid_size, parse_spec
 from service.tables import STUDY_STATES
 
@@ -57,13 +63,6 @@ def _over_limits(spec: StudySpec, settings) -> list[tuple[str, str]]:
         if size > settings.max_grid_size:
             errors.append(("search_space", f"the grid has {size} points, over this server's limit RNNTUNE_MAX_GRID_SIZE={settings.max_grid_size}"))
     return errors
-
-
-def _get_row(session, name: str):
-    row = registry.get_study(session, name)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study named {name!r}")
-    return row
 
 
 @router.post(
@@ -117,7 +116,7 @@ def _detail(session, row) -> dict:
 @router.get("/{name}", response_model=StudyPublic, responses={404: {"model": Problem}})
 def get_study(name: str, session: SessionDep) -> dict:
     """A study: its spec, counts, and best trial with its per-epoch curve."""
-    return _detail(session, _get_row(session, name))
+    return _detail(session, study_or_404(session, name))
 
 
 @router.get("/{name}/trials", response_model=TrialsPage, responses={404: {"model": Problem}})
@@ -129,7 +128,7 @@ def list_trials(
     state: Annotated[TrialState | None, Query()] = None,
 ) -> dict:
     """Page through a study's trials in trial-number order (keyset cursor ``after``)."""
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     items = results.trials_page(session, row.optuna_study_id, after=after, limit=limit + 1, state=state)
     more = len(items) > limit
     items = items[:limit]
@@ -137,7 +136,7 @@ def list_trials(
 
 
 def _control(name: str, session, action) -> dict:
-    row = _get_row(session, name)
+    row = study_or_404(session, name)
     try:
         action(session, row.id)
     except queue.BadTransition as exc:
