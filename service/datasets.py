@@ -246,7 +246,7 @@ def find(session: Session, ref: str | int) -> DatasetRow | None:
     """A data set by name, or by id (names are never all digits)."""
     ref = str(ref)
     row = session.scalar(select(DatasetRow).where(DatasetRow.name == ref))
-    if row is None and ref.isascii() and ref.isdigit():
+    if row is None and ref.isascii() and ref.isdigit() and int(ref) < 2**31:  # ids are 32-bit integers
         row = session.get(DatasetRow, int(ref))
     return row
 

@@ -79,9 +79,10 @@ def note_study(session: Session, study_id: int, reason: str) -> None:
     session.commit()
 
 
-def _maybe_done(session: Session, study_id: int) -> None:
+def _maybe_done(session: Session, study_id: int) -> bool:
     """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
-    configuration, test it, store the model); when that is spent too, the study is done."""
+    configuration, test it, store the model); when that is spent too, the study is done.
+    Returns whether every trial ticket is spent."""
     open_by_kind = dict(
         session.execute(
             select(TicketRow.kind, func.count())
@@ -90,17 +91,18 @@ def _maybe_done(session: Session, study_id: int) -> None:
         ).all()
     )
     if open_by_kind:
-        return
+        return "trial" not in open_by_kind
     study = session.get(StudyRow, study_id, with_for_update=True)
     if study.state not in ACTIVE:
-        return
+        return True
     has_final = session.scalar(
         select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == "finalize")
     )
     if not has_final and results.n_complete(session, study.optuna_study_id) > 0:
         session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind="finalize"))
-        return
+        return True
     study.state, study.finished_at = "done", utcnow()
+    return True
 
 
 def _expire_timeouts(session: Session) -> None:
@@ -152,10 +154,16 @@ def _claimable_studies(session: Session, labels: set[str]) -> list[int]:
     ]
 
 
-def claim(session: Session, worker_id: str, *, labels: set[str], lease_s: float) -> Claim | None:
-    """Lease the next queued ticket (priority, then age, then sequence) and commit at once."""
-    requeue_expired(session)
-    _expire_timeouts(session)
+def claim(
+    session: Session, worker_id: str, *, labels: set[str], lease_s: float, housekeeping: bool = True
+) -> Claim | None:
+    """Lease the next queued ticket (priority, then age, then sequence) and commit at once.
+
+    ``housekeeping`` first requeues expired leases and ends timed-out studies; a busy worker
+    does it every few seconds rather than on every claim (leases last a minute or more)."""
+    if housekeeping:
+        requeue_expired(session)
+        _expire_timeouts(session)
     study_ids = _claimable_studies(session, labels)
     if not study_ids:
         session.commit()
@@ -188,7 +196,6 @@ def claim(session: Session, worker_id: str, *, labels: set[str], lease_s: float)
     study = session.get(StudyRow, row.study_id)
     if study.state == "queued":
         study.state, study.started_at = "running", now
-    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(state="busy", ticket_id=row.id))
     session.commit()
     return Claim(row.id, row.seq, row.attempts, study.id, study.name, study.spec, row.kind)
 
@@ -223,17 +230,18 @@ def holds(session: Session, ticket_id: int, worker_id: str) -> str:
     return "ok" if row[2] in ACTIVE else row[2]
 
 
-def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, trial_number: int | None = None) -> None:
-    """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent."""
+def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, trial_number: int | None = None) -> bool:
+    """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent. Returns whether
+    that was the study's last open trial ticket."""
     _lock_study(session, claim.study_id)
     session.execute(
         update(TicketRow)
         .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
         .values(state="done", outcome=outcome, trial_number=trial_number, lease_expires_at=None, finished_at=utcnow())
     )
-    _maybe_done(session, claim.study_id)
-    _worker_idle(session, worker_id)
+    spent = _maybe_done(session, claim.study_id)
     session.commit()
+    return spent
 
 
 def release(session: Session, claim: Claim, worker_id: str, *, error: str | None, failed: bool) -> str | None:
@@ -257,7 +265,6 @@ def release(session: Session, claim: Claim, worker_id: str, *, error: str | None
                 session, study.id, "failed", f"{study.n_failed} trials failed (max_failed_trials={study.max_failed}); last: {error}"
             )
             ended = "failed"
-    _worker_idle(session, worker_id)
     session.commit()
     return ended
 
@@ -269,7 +276,6 @@ def drop(session: Session, claim: Claim, worker_id: str) -> None:
         .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id)
         .values(state="cancelled", lease_expires_at=None, finished_at=utcnow())
     )
-    _worker_idle(session, worker_id)
     session.commit()
 
 
@@ -348,8 +354,14 @@ def register_worker(session: Session, worker_id: str, *, device: str, labels: se
     session.commit()
 
 
-def worker_heartbeat(session: Session, worker_id: str) -> None:
-    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(last_heartbeat=utcnow()))
+def worker_heartbeat(session: Session, worker_id: str, ticket_id: int | None) -> None:
+    """The worker is alive, and runs ``ticket_id`` (None: idle). Written by the heartbeat
+    thread, off the claim/complete path; the exact holder of a ticket is its ``worker_id``."""
+    session.execute(
+        update(WorkerRow)
+        .where(WorkerRow.id == worker_id)
+        .values(last_heartbeat=utcnow(), state="busy" if ticket_id is not None else "idle", ticket_id=ticket_id)
+    )
     session.commit()
 
 
@@ -358,7 +370,3 @@ def deregister_worker(session: Session, worker_id: str) -> None:
         update(WorkerRow).where(WorkerRow.id == worker_id).values(state="stopped", ticket_id=None, last_heartbeat=utcnow())
     )
     session.commit()
-
-
-def _worker_idle(session: Session, worker_id: str) -> None:
-    session.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(state="idle", ticket_id=None))

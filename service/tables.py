@@ -88,7 +88,8 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(32))
     labels: Mapped[list] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(16), default="idle")  # idle / busy / stopped
+    # idle / busy / stopped, and the ticket it runs: refreshed by the worker's heartbeat (<= 5 s old)
+    state: Mapped[str] = mapped_column(String(16), default="idle")
     ticket_id: Mapped[int | None] = mapped_column(Integer, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

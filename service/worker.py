@@ -28,6 +28,7 @@ from service.spec import StudySpec
 
 log = logging.getLogger("rnntune.worker")
 T = TypeVar("T")
+HOUSEKEEPING_S = 2.0  # how often a worker's claim also requeues expired leases and ends timeouts
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -72,6 +73,7 @@ class Worker:
         self.storage = make_storage(settings, heartbeat=True)
         self._studies: dict[str, optuna.Study] = {}
         self._specs: dict[int, StudySpec] = {}
+        self._next_housekeeping = 0.0
         self.data_cache = DataCache(sessions=self.sessions, cache_dir=settings.data_dir / "datasets")
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -103,9 +105,14 @@ class Worker:
                 if self.max_trials is not None and self.n_trials_run >= self.max_trials:
                     break
                 try:
+                    housekeeping = time.monotonic() >= self._next_housekeeping
                     claim = self._with_session(
-                        lambda s: queue.claim(s, self.id, labels=self.labels, lease_s=self.settings.lease_s)
+                        lambda s: queue.claim(
+                            s, self.id, labels=self.labels, lease_s=self.settings.lease_s, housekeeping=housekeeping
+                        )
                     )
+                    if housekeeping:
+                        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                     if claim is None:
                         if self.exit_when_idle:
                             break
@@ -166,8 +173,10 @@ class Worker:
 
         trial = outcome[0] if outcome else None
         if trial is not None and trial.state in FINISHED:
-            self._settle(lambda s: queue.complete(s, claim, self.id, trial.state.name, trial_number=trial.number))
+            spent = self._settle(lambda s: queue.complete(s, claim, self.id, trial.state.name, trial_number=trial.number))
             log.info("worker %s: trial %d %s value=%s", self.id, trial.number, trial.state.name, trial.value)
+            if spent:
+                self._retire_unrun_retries(study)
             return
         error = objective.error
         if isinstance(error, StudyDataError):
@@ -235,6 +244,19 @@ class Worker:
         except Exception:  # noqa: BLE001 - the heartbeat's grace period is the fallback
             log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, objective.trial_number)
 
+    def _retire_unrun_retries(self, study: optuna.Study) -> None:
+        """The study's last trial ticket is spent: a retry copy still WAITING (a dead worker's
+        trial, failed by its heartbeat after another ticket had already started a fresh trial)
+        will never get a ticket. Fail it, saying why, rather than leave it waiting forever."""
+        TS = optuna.trial.TrialState
+        try:
+            for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
+                self.storage.set_trial_user_attr(t._trial_id, "not_run", "the budget was spent before this retry could run")
+                self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
+                log.info("worker %s: trial %d not run: the study's budget is spent", self.id, t.number)
+        except TRANSIENT_ERRORS:
+            log.warning("worker %s: could not retire waiting retries of %s", self.id, study.study_name)
+
     def _hold(self, claim: queue.Claim | None) -> None:
         """The ticket this worker now runs (None: none). A new one starts uninterrupted unless
         the worker is shutting down."""
@@ -270,7 +292,7 @@ class Worker:
                 claim = self._claim
             try:
                 with self.sessions() as s:
-                    queue.worker_heartbeat(s, self.id)
+                    queue.worker_heartbeat(s, self.id, claim.ticket_id if claim is not None else None)
                 if claim is not None:
                     self._check_lease(claim, retry=False)
             except TRANSIENT_ERRORS as exc:
@@ -296,10 +318,10 @@ class Worker:
     def _with_session(self, fn: Callable, attempts: int = 8) -> T:
         return self._db(lambda: _in_session(self.sessions, fn), attempts=attempts)
 
-    def _settle(self, fn: Callable) -> None:
+    def _settle(self, fn: Callable[..., T]) -> T:
         """Record a ticket's end; keep trying (with backoff) while the database is away. When
         shutting down, give up after ~4 s: the lease and the trial's heartbeat recover the rest."""
-        self._with_session(fn, attempts=4 if self.stopping.is_set() else 30)
+        return self._with_session(fn, attempts=4 if self.stopping.is_set() else 30)
 
     def _db(self, fn: Callable[..., T], *args, attempts: int = 8) -> T:
         delay = 0.5

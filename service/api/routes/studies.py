@@ -123,7 +123,7 @@ def get_study(name: str, session: SessionDep) -> dict:
 def list_trials(
     name: str,
     session: SessionDep,
-    after: Annotated[int | None, Query(ge=-1, description="trial number to start after (cursor)")] = None,
+    after: Annotated[int | None, Query(ge=-1, le=2**31 - 1, description="trial number to start after (cursor)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     state: Annotated[TrialState | None, Query()] = None,
 ) -> dict:
