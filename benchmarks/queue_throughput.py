@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -175,14 +176,20 @@ def run_plain(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> floa
 # --- the three tables -------------------------------------------------------------------------
 
 
-def overhead(n_trials: int, samplers: list[str]) -> None:
-    print("\n## 1. per-trial overhead, one process, trivial objective")
-    print("| sampler | plain study.optimize | rnntune worker | ratio (target <= 1.25x) |")
-    print("|---|---|---|---|")
+def overhead(n_trials: int, samplers: list[str], repeats: int) -> None:
+    """Plain and rnntune runs alternate, ``repeats`` times each; the medians are compared. One
+    run of each is at the mercy of the machine's mood (single runs here differed by 1.3x)."""
+    print(f"\n## 1. per-trial overhead, one process, trivial objective ({n_trials} trials, median of {repeats} alternating runs)")
+    print("| sampler | plain study.optimize | rnntune worker | ratio (target <= 1.25x) | runs: plain / rnntune (ms) |")
+    print("|---|---|---|---|---|")
     for sampler in samplers:
-        plain = 1 / run_plain(1, n_trials, 0.0, sampler)
-        ours = 1 / run_workers(1, n_trials, 0.0, sampler)
-        print(f"| {sampler} | {plain * 1e3:.1f} ms | {ours * 1e3:.1f} ms | {ours / plain:.2f}x |", flush=True)
+        plain_ms, ours_ms = [], []
+        for _ in range(repeats):
+            plain_ms.append(1e3 / run_plain(1, n_trials, 0.0, sampler))
+            ours_ms.append(1e3 / run_workers(1, n_trials, 0.0, sampler))
+        plain, ours = statistics.median(plain_ms), statistics.median(ours_ms)
+        runs = f"{' '.join(f'{v:.1f}' for v in plain_ms)} / {' '.join(f'{v:.1f}' for v in ours_ms)}"
+        print(f"| {sampler} | {plain:.1f} ms | {ours:.1f} ms | {ours / plain:.2f}x | {runs} |", flush=True)
 
 
 def sleep_scaling(counts: list[int], per_worker: int) -> None:
@@ -211,13 +218,15 @@ def main() -> None:
     ap.add_argument("--only", choices=["overhead", "sleep", "peak"])
     ap.add_argument("--counts", default="1,2,4,8,16")
     ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
+    ap.add_argument("--repeats", type=int, default=3, help="overhead: alternating runs of each, medians compared")
+    ap.add_argument("--per-worker", type=int, default=3, help="sleep: trials per worker")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     print(f"# benchmarks/queue_throughput.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
     if args.only in (None, "overhead"):
-        overhead(args.trials, ["random", "tpe"])
+        overhead(args.trials, ["random", "tpe"], args.repeats)
     if args.only in (None, "sleep"):
-        sleep_scaling(counts, per_worker=3)
+        sleep_scaling(counts, per_worker=args.per_worker)
     if args.only in (None, "peak"):
         for sampler in ("random", "tpe"):
             peak(counts, args.trials, sampler)

@@ -202,20 +202,25 @@ class Objective:
         self.trial_id: int | None = None
         self.params: dict[str, Any] | None = None
         self.error: BaseException | None = None
+        # How the last trial ended, as Optuna records it: ("COMPLETE", value) or ("PRUNED", None);
+        # None when it failed. Saves the worker a read of the finished trial back.
+        self.outcome: tuple[str, float | None] | None = None
         self.model_config: ModelConfig | None = None  # the last trial's, for inspection
         self.train_config: TrainConfig | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trial_number = trial.number
         self.trial_id = trial._trial_id
+        self.outcome = self.error = None
         if self.on_trial_start is not None:
             self.on_trial_start(trial)
         spec = self.spec
         hp = suggest(trial, spec)
         self.params = trial.params
         try:
-            return self._train(trial, hp)
+            value = self._train(trial, hp)
         except optuna.TrialPruned:
+            self.outcome = ("PRUNED", None)
             raise
         except (Interrupted, TrainingStopped) as exc:
             exc = exc if isinstance(exc, Interrupted) else Interrupted(str(exc))
@@ -232,6 +237,9 @@ class Objective:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             self.error = exc
             raise
+        if isinstance(value, (int, float)) and math.isfinite(value):  # what Optuna's tell accepts
+            self.outcome = ("COMPLETE", float(value))
+        return value
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
         spec = self.spec

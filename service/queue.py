@@ -12,15 +12,63 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Container
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service import results
 from service.tables import StudyRow, TicketRow, WorkerRow, utcnow
 
 ACTIVE = ("queued", "running")
+OPEN = ("queued", "leased")
+
+# The per-trial path (claim, complete) runs prebuilt Core statements with bound parameters:
+# building ORM expressions anew on every call cost more than the statements themselves.
+_S, _T = StudyRow.__table__, TicketRow.__table__
+_CLAIMABLE = (
+    select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel)
+    .where(_S.c.state.in_(ACTIVE), select(_T.c.id).where(_T.c.study_id == _S.c.id, _T.c.state == "queued").exists())
+    .order_by(_S.c.priority.desc(), _S.c.created_at, _S.c.id)
+)
+# A study's first queued ticket, through the partial index on queued tickets; one that another
+# worker is claiming right now is skipped, not waited for.
+_PICK = (
+    select(_T.c.id)
+    .where(_T.c.study_id == bindparam("study"), _T.c.state == "queued")
+    .order_by(_T.c.seq)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_LEASE = (
+    update(_T)
+    .where(_T.c.id == _PICK, _T.c.state == "queued")
+    .values(
+        state="leased",
+        worker_id=bindparam("worker"),
+        lease_expires_at=bindparam("expires"),
+        attempts=_T.c.attempts + 1,
+        started_at=bindparam("now"),
+    )
+    .returning(_T.c.id, _T.c.seq, _T.c.attempts, _T.c.kind)
+)
+_START_STUDY = (
+    update(_S).where(_S.c.id == bindparam("study"), _S.c.state == "queued").values(state="running", started_at=bindparam("now"))
+)
+_SPEC = select(_S.c.spec).where(_S.c.id == bindparam("study"))
+_LOCK_STUDY = select(_S.c.id).where(_S.c.id == bindparam("study")).with_for_update()
+_DONE = (
+    update(_T)
+    .where(_T.c.id == bindparam("ticket"), _T.c.worker_id == bindparam("worker"), _T.c.state == "leased")
+    .values(
+        state="done", outcome=bindparam("result"), trial_number=bindparam("number"), lease_expires_at=None, finished_at=bindparam("now")
+    )
+)
+# EXISTS stops at the first open ticket (index on study, state) instead of counting them all.
+_STILL_OPEN = select(
+    select(_T.c.id).where(_T.c.study_id == bindparam("study"), _T.c.state.in_(OPEN), _T.c.kind == bindparam("kind")).exists()
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +78,7 @@ class Claim:
     attempts: int
     study_id: int
     study_name: str
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None  # None: the caller said it has it (``known_specs``)
     kind: str = "trial"  # "finalize": retrain the best trial and store the model
 
 
@@ -83,15 +131,13 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
     configuration, test it, store the model); when that is spent too, the study is done.
     Returns whether every trial ticket is spent."""
-    open_by_kind = dict(
-        session.execute(
-            select(TicketRow.kind, func.count())
-            .where(TicketRow.study_id == study_id, TicketRow.state.in_(("queued", "leased")))
-            .group_by(TicketRow.kind)
-        ).all()
-    )
-    if open_by_kind:
-        return "trial" not in open_by_kind
+    def still_open(kind: str) -> bool:
+        return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
+
+    if still_open("trial"):
+        return False
+    if still_open("finalize"):
+        return True
     study = session.get(StudyRow, study_id, with_for_update=True)
     if study.state not in ACTIVE:
         return True
@@ -130,11 +176,11 @@ def _expire_timeouts(session: Session) -> None:
 # --- tickets ---------------------------------------------------------------------------------
 
 
-def _claimable_studies(session: Session, labels: set[str]) -> list[int]:
-    studies = session.execute(
-        select(StudyRow.id, StudyRow.labels, StudyRow.max_parallel).where(StudyRow.state.in_(ACTIVE))
-    ).all()
-    limited = sorted(sid for sid, _, cap in studies if cap is not None)
+def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, str, str]]:
+    """(id, name, state) of the active studies with a queued ticket that this worker may run
+    now (its labels, the study's ``max_parallel``), in claim order: priority, then age."""
+    studies = [row for row in session.connection().execute(_CLAIMABLE) if set(row.labels or ()) <= labels]
+    limited = sorted(row.id for row in studies if row.max_parallel is not None)
     running: dict[int, int] = {}
     if limited:
         # Serialise claims within capped studies (row locks, in id order), so that two workers
@@ -148,56 +194,45 @@ def _claimable_studies(session: Session, labels: set[str]) -> list[int]:
             ).all()
         )
     return [
-        sid
-        for sid, study_labels, cap in studies
-        if set(study_labels or ()) <= labels and (cap is None or running.get(sid, 0) < cap)
+        (row.id, row.name, row.state)
+        for row in studies
+        if row.max_parallel is None or running.get(row.id, 0) < row.max_parallel
     ]
 
 
 def claim(
-    session: Session, worker_id: str, *, labels: set[str], lease_s: float, housekeeping: bool = True
+    session: Session,
+    worker_id: str,
+    *,
+    labels: set[str],
+    lease_s: float,
+    housekeeping: bool = True,
+    known_specs: Container[int] = (),
 ) -> Claim | None:
     """Lease the next queued ticket (priority, then age, then sequence) and commit at once.
 
     ``housekeeping`` first requeues expired leases and ends timed-out studies; a busy worker
-    does it every few seconds rather than on every claim (leases last a minute or more)."""
+    does it every few seconds rather than on every claim (leases last a minute or more).
+    The claim's spec is left out (None) for the study ids in ``known_specs``: a study's spec
+    never changes, and a worker keeps the ones it has."""
     if housekeeping:
         requeue_expired(session)
         _expire_timeouts(session)
-    study_ids = _claimable_studies(session, labels)
-    if not study_ids:
-        session.commit()
-        return None
     now = utcnow()
-    pick = (
-        select(TicketRow.id)
-        .join(StudyRow, StudyRow.id == TicketRow.study_id)
-        .where(TicketRow.state == "queued", TicketRow.study_id.in_(study_ids))
-        .order_by(StudyRow.priority.desc(), StudyRow.created_at, StudyRow.id, TicketRow.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=TicketRow)
-        .scalar_subquery()
-    )
-    row = session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == pick, TicketRow.state == "queued")
-        .values(
-            state="leased",
-            worker_id=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=TicketRow.attempts + 1,
-            started_at=now,
-        )
-        .returning(TicketRow.id, TicketRow.seq, TicketRow.attempts, TicketRow.study_id, TicketRow.kind)
-    ).first()
-    if row is None:
+    conn = session.connection()
+    for study_id, name, state in _claimable_studies(session, labels):
+        row = conn.execute(
+            _LEASE, {"study": study_id, "worker": worker_id, "expires": now + timedelta(seconds=lease_s), "now": now}
+        ).first()
+        if row is None:
+            continue
+        if state == "queued":
+            conn.execute(_START_STUDY, {"study": study_id, "now": now})
+        spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
         session.commit()
-        return None
-    study = session.get(StudyRow, row.study_id)
-    if study.state == "queued":
-        study.state, study.started_at = "running", now
+        return Claim(row.id, row.seq, row.attempts, study_id, name, spec, row.kind)
     session.commit()
-    return Claim(row.id, row.seq, row.attempts, study.id, study.name, study.spec, row.kind)
+    return None
 
 
 def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> str:
@@ -234,10 +269,8 @@ def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, tr
     """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent. Returns whether
     that was the study's last open trial ticket."""
     _lock_study(session, claim.study_id)
-    session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
-        .values(state="done", outcome=outcome, trial_number=trial_number, lease_expires_at=None, finished_at=utcnow())
+    session.connection().execute(
+        _DONE, {"ticket": claim.ticket_id, "worker": worker_id, "result": outcome, "number": trial_number, "now": utcnow()}
     )
     spent = _maybe_done(session, claim.study_id)
     session.commit()
@@ -283,7 +316,7 @@ def _lock_study(session: Session, study_id: int) -> None:
     """Serialise the end-of-ticket bookkeeping of one study. Without it two workers finishing
     the last two tickets at once each see the other's ticket still open, and neither moves the
     study on (no finalize ticket, never done). Lock order everywhere: study row, then tickets."""
-    session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
+    session.connection().execute(_LOCK_STUDY, {"study": study_id})
 
 
 def requeue_expired(session: Session) -> int:

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 
 def build_sampler(spec: StudySpec, *, seed_offset: int) -> optuna.samplers.BaseSampler:
-    """The spec's sampler. Workers rebuild it for every ticket; ``seed_offset`` (the ticket's
-    sequence number) keeps seeded samplers from proposing the same point on every ticket."""
+    """The spec's sampler. A worker builds one per study, with ``seed_offset`` the sequence
+    number of its first ticket there, so that seeded samplers on different workers never share
+    a seed (and propose the same points)."""
     s = spec.sampler
     seed = None if s.seed is None else s.seed + seed_offset
     opts = s.options

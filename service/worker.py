@@ -29,7 +29,6 @@ from service.spec import StudySpec
 log = logging.getLogger("rnntune.worker")
 T = TypeVar("T")
 HOUSEKEEPING_S = 2.0  # how often a worker's claim also requeues expired leases and ends timeouts
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -108,7 +107,12 @@ class Worker:
                     housekeeping = time.monotonic() >= self._next_housekeeping
                     claim = self._with_session(
                         lambda s: queue.claim(
-                            s, self.id, labels=self.labels, lease_s=self.settings.lease_s, housekeeping=housekeeping
+                            s,
+                            self.id,
+                            labels=self.labels,
+                            lease_s=self.settings.lease_s,
+                            housekeeping=housekeeping,
+                            known_specs=self._specs,
                         )
                     )
                     if housekeeping:
@@ -148,7 +152,6 @@ class Worker:
         spec = self._spec(claim)
         self._hold(claim)
         log.info("worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts)
-        outcome: list[optuna.trial.FrozenTrial] = []
         objective = self.objective_factory(
             spec,
             device=self.device,
@@ -158,10 +161,8 @@ class Worker:
             on_trial_start=lambda t: logs.bind(trial=t.number),
         )
         try:
-            study = self._study(claim.study_name)
-            study.sampler = build_sampler(spec, seed_offset=claim.seq + 100_003 * (claim.attempts - 1))
-            study.pruner = build_pruner(spec)
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _s, t: outcome.append(t)])
+            study = self._study(claim, spec)
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         except Exception as exc:  # noqa: BLE001 - storage trouble: hand the ticket back, keep the worker
             log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
             self._recover_trial(claim, objective)
@@ -171,10 +172,11 @@ class Worker:
         finally:
             self._hold(None)
 
-        trial = outcome[0] if outcome else None
-        if trial is not None and trial.state in FINISHED:
-            spent = self._settle(lambda s: queue.complete(s, claim, self.id, trial.state.name, trial_number=trial.number))
-            log.info("worker %s: trial %d %s value=%s", self.id, trial.number, trial.state.name, trial.value)
+        number = objective.trial_number
+        if objective.outcome is not None:  # the trial finished: COMPLETE or PRUNED
+            state, value = objective.outcome
+            spent = self._settle(lambda s: queue.complete(s, claim, self.id, state, trial_number=number))
+            log.info("worker %s: trial %d %s value=%s", self.id, number, state, value)
             if spent:
                 self._retire_unrun_retries(study)
             return
@@ -185,17 +187,17 @@ class Worker:
             return
         if isinstance(error, Interrupted):
             reason = "shutdown" if self.stopping.is_set() else self._interrupt_reason
-            log.info("worker %s: trial %s stopped (%s)", self.id, trial.number if trial else "?", reason)
+            log.info("worker %s: trial %s stopped (%s)", self.id, number, reason)
             if reason in ("shutdown", "paused") and objective.params is not None:
                 # The same parameters run again on the next claim (after a resume, for a pause).
-                study.enqueue_trial(objective.params, user_attrs={"retry_of": trial.number if trial else None})
+                study.enqueue_trial(objective.params, user_attrs={"retry_of": number})
                 self._settle(lambda s: queue.release(s, claim, self.id, error=f"interrupted: {reason}", failed=False))
             elif reason != "lost":  # the study ended (cancelled, failed): the ticket is spent
                 self._settle(lambda s: queue.drop(s, claim, self.id))
             # lost: the lease expired and the ticket is queued again; nothing of it is ours
             return
         message = f"{type(error).__name__}: {error}" if error else "trial failed"
-        log.warning("worker %s: trial %s failed: %s", self.id, trial.number if trial else "?", message)
+        log.warning("worker %s: trial %s failed: %s", self.id, number, message)
         self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=True))
 
     def _run_finalize(self, claim: queue.Claim) -> None:
@@ -206,7 +208,7 @@ class Worker:
         try:
             from service.finalize import finalize_study
 
-            study = self._study(claim.study_name)
+            study = self._study(claim, spec)
             finalize_study(
                 spec=spec, study=study, study_id=claim.study_id, sessions=self.sessions,
                 device=self.device, data_cache=self.data_cache, stop=self._interrupt,
@@ -237,7 +239,8 @@ class Worker:
             if trial.state != TS.RUNNING:
                 return
             if self.storage.set_trial_state_values(objective.trial_id, TS.FAIL) and trial.params:
-                self._study(claim.study_name).enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                study = self._studies.get(claim.study_name) or optuna.load_study(study_name=claim.study_name, storage=self.storage)
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
         try:
             self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
@@ -275,13 +278,25 @@ class Worker:
             self._specs[claim.study_id] = StudySpec.model_validate(claim.spec)
         return self._specs[claim.study_id]
 
-    def _study(self, name: str) -> optuna.Study:
+    def _study(self, claim: queue.Claim, spec: StudySpec) -> optuna.Study:
         """One Study object per study for the worker's life: its storage cache then reads only
-        the trials that changed since the last ticket, not all of them every time."""
+        the trials that changed since the last ticket, and its sampler keeps what it has
+        learned of the search space (TPE's intersection search space is incremental).
+
+        The sampler is seeded once, with the spec's seed plus the sequence number of the first
+        ticket this worker runs for the study: a single worker's run is reproducible, and two
+        workers never share a seed (no two run the same ticket first; a retried ticket's
+        attempt count moves the offset)."""
+        name = claim.study_name
         if name not in self._studies:
             if len(self._studies) >= 32:
                 self._studies.clear()
-            self._studies[name] = optuna.load_study(study_name=name, storage=self.storage)
+            self._studies[name] = optuna.load_study(
+                study_name=name,
+                storage=self.storage,
+                sampler=build_sampler(spec, seed_offset=claim.seq + 100_003 * (claim.attempts - 1)),
+                pruner=build_pruner(spec),
+            )
         return self._studies[name]
 
     # --- background: lease renewal, worker heartbeat, cancel detection -------------------
