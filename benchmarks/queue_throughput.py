@@ -1,14 +1,15 @@
 """Coordination cost of rnntune's queue, measured side by side with plain Optuna on PostgreSQL.
 
-    python benchmarks/queue_throughput.py                      # all three tables (~4 minutes on 2 cores)
+    python benchmarks/queue_throughput.py                      # all three tables (~10 minutes on 2 cores)
     python benchmarks/queue_throughput.py --only overhead      # or: sleep, peak
     RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/queue_throughput.py
 
-1. overhead: seconds per trial of one in-process ``Worker`` (claim, load, one ``optimize``,
-   lease renewal, complete) against one plain ``study.optimize`` loop, same trivial objective,
-   same sampler, same database. Target <= 1.25x.
+1. overhead: seconds per trial of one ``rnntune`` worker process (claim, one ``optimize`` with
+   Optuna's heartbeat, lease check, complete) against one plain ``study.optimize`` process, same
+   trivial objective, same sampler, same database; medians of alternating runs. Target <= 1.25x.
 2. sleep: trials/s of N ``rnntune`` worker processes on a 1 s sleep objective against the ideal
-   N x one worker. Target >= 0.9x at 16 workers.
+   N x one worker, end to end and steady (each worker from its first completion to its last).
+   Target >= 0.9x at 16 workers.
 3. peak: trials/s with a trivial objective at N processes, rnntune workers next to plain
    ``study.optimize`` processes on one shared study.
 
@@ -50,10 +51,13 @@ def spec_dict(name: str, n_trials: int, sampler: str) -> dict:
     }
 
 
+POLL_S = 0.05  # an idle worker's claim period (--poll)
+
+
 def settings_for(url: str):
     from service.config import Settings
 
-    return Settings(database_url=url, poll_interval_s=0.05)
+    return Settings(database_url=url, poll_interval_s=POLL_S)
 
 
 def create_study(url: str, n_trials: int, sampler: str) -> str:
@@ -95,9 +99,11 @@ def trivial(trial: optuna.Trial, sleep_s: float = 0.0) -> float:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _worker_proc(url: str, sleep_s: float, ready) -> None:
+def _worker_proc(url: str, sleep_s: float, ready, poll_s: float) -> None:
     import torch
 
+    global POLL_S
+    POLL_S = poll_s
     from service.worker import Worker
 
     torch.set_num_threads(1)
@@ -117,6 +123,13 @@ def _plain_proc(url: str, n: int, sleep_s: float, sampler: str, start) -> None:
 
 def run_workers(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> float:
     """trials/s of ``n_procs`` rnntune worker processes, first claim to last completion."""
+    return run_workers_timed(n_procs, n_trials, sleep_s, sampler)["rate"]
+
+
+def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> dict:
+    """trials/s of ``n_procs`` rnntune worker processes: ``rate`` from the first claim to the last
+    completion; ``steady`` summed over the workers, each from its first completion to its last
+    (what the workers sustain once each has run a trial: no start-up, no idle tail)."""
     url = new_db()
     try:
         ctx = mp.get_context("spawn")
@@ -126,7 +139,7 @@ def run_workers(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> fl
 
         eng = make_engine(settings_for(url))
         init_db(eng)
-        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i])) for i in range(n_procs)]
+        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i], POLL_S)) for i in range(n_procs)]
         for p in procs:
             p.start()
         for r in ready:
@@ -140,12 +153,19 @@ def run_workers(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> fl
             first, last, n = c.execute(
                 sa.text("SELECT min(started_at), max(finished_at), count(*) FROM rnntune_tickets WHERE kind='trial'")
             ).one()
+            per_worker = c.execute(
+                sa.text(
+                    "SELECT count(*), min(finished_at), max(finished_at) FROM rnntune_tickets "
+                    "WHERE kind='trial' GROUP BY worker_id"
+                )
+            ).all()
         for p in procs:
             p.terminate()
         for p in procs:
             p.join(30)
         eng.dispose()
-        return n / (last - first).total_seconds()
+        steady = sum((k - 1) / (b - a).total_seconds() for k, a, b in per_worker if k > 1)
+        return {"rate": n / (last - first).total_seconds(), "steady": steady, "seconds": (last - first).total_seconds()}
     finally:
         drop_db(url)
 
@@ -193,14 +213,22 @@ def overhead(n_trials: int, samplers: list[str], repeats: int) -> None:
 
 
 def sleep_scaling(counts: list[int], per_worker: int) -> None:
-    print("\n## 2. 1 s sleep objective: throughput against the ideal N x one worker")
-    print("| workers | trials | trials/s | ideal | ratio (target >= 0.9x at 16) |")
-    print("|---|---|---|---|---|")
+    print(f"\n## 2. 1 s sleep objective, {per_worker} trials per worker: throughput against the ideal N x one worker")
+    print("end to end: first claim to last completion, so each process's first trial (connections, statement")
+    print("compilation, study load: ~0.15 s of CPU each, all N at once) counts; steady: each worker from its")
+    print("first completion to its last, summed")
+    print("| workers | trials | seconds | trials/s | ideal | ratio (target >= 0.9x at 16) | steady trials/s | steady ideal | steady ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     one = None
     for n in counts:
-        rate = run_workers(n, n * per_worker, 1.0, "random")
-        one = one or rate
-        print(f"| {n} | {n * per_worker} | {rate:.2f} | {n * one:.2f} | {rate / (n * one):.2f}x |", flush=True)
+        out = run_workers_timed(n, n * per_worker, 1.0, "random")
+        one = one or out
+        ideal, steady_ideal = n * one["rate"], n * one["steady"]
+        print(
+            f"| {n} | {n * per_worker} | {out['seconds']:.2f} | {out['rate']:.2f} | {ideal:.2f} | {out['rate'] / ideal:.2f}x "
+            f"| {out['steady']:.2f} | {steady_ideal:.2f} | {out['steady'] / steady_ideal:.2f}x |",
+            flush=True,
+        )
 
 
 def peak(counts: list[int], n_trials: int, sampler: str) -> None:
@@ -214,13 +242,16 @@ def peak(counts: list[int], n_trials: int, sampler: str) -> None:
 
 
 def main() -> None:
+    global POLL_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["overhead", "sleep", "peak"])
     ap.add_argument("--counts", default="1,2,4,8,16")
     ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
     ap.add_argument("--repeats", type=int, default=3, help="overhead: alternating runs of each, medians compared")
-    ap.add_argument("--per-worker", type=int, default=3, help="sleep: trials per worker")
+    ap.add_argument("--per-worker", type=int, default=10, help="sleep: trials per worker")
+    ap.add_argument("--poll", type=float, default=0.05, help="idle worker's claim period, seconds")
     args = ap.parse_args()
+    POLL_S = args.poll
     counts = [int(c) for c in args.counts.split(",")]
     print(f"# benchmarks/queue_throughput.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
     if args.only in (None, "overhead"):
