@@ -396,6 +396,32 @@ def status(
         _print_best(s)
 
 
+def _worker_line(w: dict) -> str:
+    doing = ""
+    if w["study"] is not None:
+        trial = f", trial {w['trial_number']}" if w["trial_number"] is not None else ""
+        doing = f" on {w['study']} (ticket {w['ticket_id']}{trial})"
+    labels = f" labels {','.join(w['labels'])}" if w["labels"] else ""
+    return (
+        f"{w['id']}: {w['state']}{doing}; {w['device']}{labels}; "
+        f"last heartbeat {w['heartbeat_age_s']:.0f} s ago"
+    )
+
+
+@app.command()
+def workers(
+    all_: Annotated[bool, typer.Option("--all", help="also workers that deregistered")] = False,
+    api_url: ApiOpt = None,
+) -> None:
+    """List worker processes: state (idle, busy, lost, stopped), the study and trial each runs."""
+    with _client(api_url) as client:
+        items = _request(client, "GET", "/v1/workers", params={"include_stopped": all_}).json()["items"]
+    if not items:
+        typer.echo("no workers" + ("" if all_ else " running (--all: also stopped ones)"))
+    for w in items:
+        typer.echo(_worker_line(w))
+
+
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="the study")],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Container
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service import results
@@ -387,19 +387,70 @@ def register_worker(session: Session, worker_id: str, *, device: str, labels: se
     session.commit()
 
 
-def worker_heartbeat(session: Session, worker_id: str, ticket_id: int | None) -> None:
-    """The worker is alive, and runs ``ticket_id`` (None: idle). Written by the heartbeat
-    thread, off the claim/complete path; the exact holder of a ticket is its ``worker_id``."""
+def worker_heartbeat(
+    session: Session, worker_id: str, ticket_id: int | None, trial_number: int | None = None
+) -> None:
+    """The worker is alive, and runs ``ticket_id`` (None: idle), Optuna trial ``trial_number``
+    once the ticket has one. Written by the heartbeat thread, off the claim/complete path; the
+    exact holder of a ticket is its ``worker_id``."""
     session.execute(
         update(WorkerRow)
         .where(WorkerRow.id == worker_id)
-        .values(last_heartbeat=utcnow(), state="busy" if ticket_id is not None else "idle", ticket_id=ticket_id)
+        .values(
+            last_heartbeat=utcnow(),
+            state="busy" if ticket_id is not None else "idle",
+            ticket_id=ticket_id,
+            trial_number=trial_number if ticket_id is not None else None,
+        )
     )
     session.commit()
 
 
 def deregister_worker(session: Session, worker_id: str) -> None:
     session.execute(
-        update(WorkerRow).where(WorkerRow.id == worker_id).values(state="stopped", ticket_id=None, last_heartbeat=utcnow())
+        update(WorkerRow)
+        .where(WorkerRow.id == worker_id)
+        .values(state="stopped", ticket_id=None, trial_number=None, last_heartbeat=utcnow())
     )
     session.commit()
+
+
+WORKERS_KEPT_DAYS = 7  # rows of workers silent this long are dropped by list_workers
+
+
+def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool = False) -> list[dict]:
+    """Worker rows, newest first, each with the study it works for. A worker that did not
+    deregister and has not beaten for ``lost_after_s`` (its lease: by then its ticket is
+    anyone's) is reported ``lost``. Rows silent for a week are deleted on the way."""
+    now = utcnow()
+    session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < now - timedelta(days=WORKERS_KEPT_DAYS)))
+    session.commit()
+    query = (
+        select(WorkerRow, StudyRow.name)
+        .outerjoin(TicketRow, TicketRow.id == WorkerRow.ticket_id)
+        .outerjoin(StudyRow, StudyRow.id == TicketRow.study_id)
+        .order_by(WorkerRow.started_at.desc(), WorkerRow.id)
+    )
+    if not include_stopped:
+        query = query.where(WorkerRow.state != "stopped")
+    out = []
+    for row, study in session.execute(query).all():
+        age = (now - row.last_heartbeat).total_seconds()
+        state = "lost" if row.state != "stopped" and age > lost_after_s else row.state
+        out.append(
+            {
+                "id": row.id,
+                "host": row.host,
+                "pid": row.pid,
+                "device": row.device,
+                "labels": list(row.labels or []),
+                "state": state,
+                "study": study if state in ("busy", "lost") else None,
+                "ticket_id": row.ticket_id if state in ("busy", "lost") else None,
+                "trial_number": row.trial_number if state in ("busy", "lost") else None,
+                "started_at": row.started_at,
+                "last_heartbeat": row.last_heartbeat,
+                "heartbeat_age_s": round(age, 3),
+            }
+        )
+    return out

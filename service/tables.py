@@ -2,7 +2,7 @@
 
 - ``rnntune_studies``: the registry: name, the validated spec, state, scheduling fields.
 - ``rnntune_tickets``: one row per trial slot of a study's budget; a worker leases one at a time.
-- ``rnntune_workers``: one row per worker process, with its heartbeat and current ticket.
+- ``rnntune_workers``: one row per worker process, with its heartbeat, current ticket and trial.
 - ``rnntune_datasets``: uploaded data files (bytes, sha256, what validation found in them).
 - ``rnntune_models``: a finished study's best model: the model file's bytes, its config and metrics.
 """
@@ -88,9 +88,11 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(32))
     labels: Mapped[list] = mapped_column(JSON, default=list)
-    # idle / busy / stopped, and the ticket it runs: refreshed by the worker's heartbeat (<= 5 s old)
+    # idle / busy / stopped, the ticket it runs and that ticket's Optuna trial (once it has one):
+    # refreshed by the worker's heartbeat (<= 5 s old)
     state: Mapped[str] = mapped_column(String(16), default="idle")
     ticket_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -62,6 +62,7 @@ class Worker:
         self.stopping = threading.Event()  # shutdown asked: finish at the next epoch boundary
         self._interrupt = threading.Event()  # the running trial must stop (shutdown / cancel / lease lost)
         self._claim: queue.Claim | None = None
+        self._trial_number: int | None = None  # the running ticket's Optuna trial, once it has one
         self._claim_lock = threading.Lock()
         self._beat_stop = threading.Event()
         self._interrupt_reason = "shutdown"
@@ -158,7 +159,7 @@ class Worker:
             data_cache=self.data_cache,
             stop=self._interrupt,
             still_ours=lambda: self._check_lease(claim, renew=False),
-            on_trial_start=lambda t: logs.bind(trial=t.number),
+            on_trial_start=self._trial_started,
         )
         try:
             study = self._study(claim, spec)
@@ -265,9 +266,15 @@ class Worker:
         the worker is shutting down."""
         with self._claim_lock:
             self._claim = claim
+            self._trial_number = None
             if claim is not None and not self.stopping.is_set():
                 self._interrupt.clear()
                 self._interrupt_reason = "shutdown"
+
+    def _trial_started(self, trial: optuna.Trial) -> None:
+        logs.bind(trial=trial.number)
+        with self._claim_lock:
+            self._trial_number = trial.number  # the heartbeat shows it in rnntune_workers
 
     def _spec(self, claim: queue.Claim) -> StudySpec:
         """A study's spec, validated once per worker (it was validated at submission; a study's
@@ -304,10 +311,10 @@ class Worker:
         period = min(self.settings.lease_s / 4, 5.0)
         while not self._beat_stop.wait(period):
             with self._claim_lock:
-                claim = self._claim
+                claim, trial_number = self._claim, self._trial_number
             try:
                 with self.sessions() as s:
-                    queue.worker_heartbeat(s, self.id, claim.ticket_id if claim is not None else None)
+                    queue.worker_heartbeat(s, self.id, claim.ticket_id if claim is not None else None, trial_number)
                 if claim is not None:
                     self._check_lease(claim, retry=False)
             except TRANSIENT_ERRORS as exc:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import optuna
 import sqlalchemy as sa
 
-from service import registry
+from service import queue, registry
 from service.config import Settings
 from service.db import init_db, make_engine, make_storage, session_factory
 from service.spec import parse_spec
@@ -93,6 +93,12 @@ class Env:
                 {"n": name},
             )
             return [dict(r._mapping) for r in rows]
+
+    def workers(self, include_stopped: bool = False, **match) -> list[dict]:
+        """GET /v1/workers's rows (service.queue.list_workers) whose fields equal ``match``."""
+        with self.sessions() as s:
+            rows = queue.list_workers(s, lost_after_s=self.settings.lease_s, include_stopped=include_stopped)
+        return [w for w in rows if all(w[k] == v for k, v in match.items())]
 
     def running(self, name: str) -> list[optuna.trial.FrozenTrial]:
         return [t for t in self.trials(name) if t.state == TS.RUNNING]

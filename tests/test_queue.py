@@ -37,6 +37,9 @@ def test_kill9_mid_epoch_retries_same_params_on_another_worker(env):
     name = env.create(spec("kill-one", n_trials=3, max_epochs=4, n_series=600, hidden=32))
     a = env.worker()
     victim = env.wait_mid_trial(name)
+    # rnntune_workers shows the worker busy on that very trial (the heartbeat writes it)
+    busy = wait_for(lambda: env.workers(trial_number=victim.number), 10, 0.2, "the worker row to show the trial")
+    assert busy[0]["state"] == "busy" and busy[0]["study"] == name and busy[0]["pid"] == a.pid
     kill9(a)
     killed_at = time.monotonic()
     b = env.worker()
@@ -44,9 +47,13 @@ def test_kill9_mid_epoch_retries_same_params_on_another_worker(env):
         # Within the grace period plus one claim, the dead trial is FAIL ...
         wait_for(lambda: any(t.number == victim.number and t.state == TS.FAIL for t in env.trials(name)), 30, 0.2, "FAIL")
         assert time.monotonic() - killed_at < 3 + 5 + 5  # grace + lease + a claim and a start-up
+        # ... the killed worker, silent for a lease period, is reported lost
+        wait_for(lambda: env.workers(pid=a.pid, state="lost"), 15, 0.2, "the killed worker to be reported lost")
         env.wait_state(name, ("done",), 120)
     finally:
         assert stop(b) == [0]
+    # b deregistered: listed only with include_stopped
+    assert not env.workers(pid=b.pid) and env.workers(pid=b.pid, state="stopped", include_stopped=True)
     trials = env.assert_exact_budget(name, 3)
     # ... and its retry, with identical parameters, completed on the other worker.
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]

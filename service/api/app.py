@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import __version__, queue
 from service.api.dashboard import dashboard_app
 from service.api.security import BodyLimit, TokenAuth
-from service.api.routes import datasets, health, metrics, results, studies
+from service.api.routes import datasets, health, metrics, results, studies, workers
 from service.config import Settings
 from service.db import init_db, make_engine, make_storage, session_factory
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(results.router)
     app.include_router(datasets.router)
+    app.include_router(workers.router)
     app.include_router(metrics.router)
 
     @app.exception_handler(StarletteHTTPException)

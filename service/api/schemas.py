@@ -98,6 +98,31 @@ class DatasetList(BaseModel):
     items: list[DatasetPublic]
 
 
+# --- workers (routes/workers.py) ----------------------------------------------------------------
+
+
+class WorkerPublic(BaseModel):
+    id: str = Field(description="host-pid-random, as in the worker's log lines")
+    host: str
+    pid: int
+    device: str = Field(description="cpu, cuda or cuda:N")
+    labels: list[str] = Field(description="it claims only studies whose labels it has (none: any)")
+    state: str = Field(
+        description="idle, busy, stopped (deregistered), or lost: no heartbeat for a lease period "
+        "(killed or cut off; its ticket has been or will be requeued)"
+    )
+    study: str | None = Field(description="the study of the ticket it runs (busy or lost)")
+    ticket_id: int | None
+    trial_number: int | None = Field(description="the Optuna trial it runs, once the ticket has one")
+    started_at: datetime
+    last_heartbeat: datetime
+    heartbeat_age_s: float
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerPublic]
+
+
 # --- results (routes/results.py) ----------------------------------------------------------------
 
 
