@@ -7,8 +7,10 @@ seeds (seed s drives both the sampler and the training seed of every trial):
 
     grid    hidden_size {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x batch_size {32, 64, 128}:
             27 trials of --epochs epochs, no pruning (the grid's order is shuffled by the seed)
-    random  hidden_size 32..128 (log), lr 1e-4..1e-2 (log), batch_size {32, 64, 128}; no pruning
-    tpe     the same space; TPE (Optuna 5 defaults: multivariate, constant liar) + median pruning
+    random  hidden_size 32..128 (log), lr 1e-4..1e-2 (log; --lr-low/--lr-high), batch_size
+            {32, 64, 128}; no pruning
+    tpe     the same space; TPE (Optuna 5 defaults: multivariate, constant liar; --tpe-startup)
+            + median pruning (--prune-startup, --warmup)
 
 Random and TPE run until they have trained as many epochs as the whole grid. An epoch is one
 pass over the training windows: a pruned trial costs the epochs it ran. Reported per strategy:
@@ -20,13 +22,16 @@ pass over the training windows: a pruned trial costs the epochs it ran. Reported
     best @ full    the best val loss within the grid's epochs
 
     .venv/bin/python benchmarks/search_efficiency.py                   # 3 seeds, 30 epochs, GRU
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --jobs 2      # two seeds at a time
     .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --cell lstm
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import math
+import multiprocessing
 import statistics
 import sys
 import time
@@ -44,11 +49,15 @@ from service.search import build_pruner, build_sampler  # noqa: E402
 from service.spec import parse_spec  # noqa: E402
 
 GRID = {"hidden_size": [32, 64, 128], "lr": [1e-2, 1e-3, 1e-4], "batch_size": [32, 64, 128]}
-SPACE = {
-    "hidden_size": {"type": "int", "low": 32, "high": 128, "log": True},
-    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-}
+
+
+def space(args: argparse.Namespace) -> dict:
+    """Random's and TPE's space: the grid's ranges; lr from --lr-low to --lr-high (log)."""
+    return {
+        "hidden_size": {"type": "int", "low": 32, "high": 128, "log": True},
+        "lr": {"type": "float", "low": args.lr_low, "high": args.lr_high, "log": True},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    }
 
 
 def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
@@ -63,12 +72,12 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int)
         spec["search_space"] = {k: {"type": "categorical", "choices": v} for k, v in GRID.items()}
         spec |= {"sampler": {"name": "grid", "seed": seed}, "pruner": {"name": "none"}}
     elif strategy == "random":
-        spec |= {"search_space": SPACE, "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
+        spec |= {"search_space": space(args), "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
     else:
         spec |= {
-            "search_space": SPACE,
+            "search_space": space(args),
             "sampler": {"name": "tpe", "seed": seed, "n_startup_trials": args.tpe_startup},
-            "pruner": {"name": "median", "n_startup_trials": args.tpe_startup, "n_warmup_steps": args.warmup},
+            "pruner": {"name": "median", "n_startup_trials": args.prune_startup, "n_warmup_steps": args.warmup},
         }
     return parse_spec(spec)
 
@@ -121,23 +130,44 @@ def best_within(trajectory, budget: float) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=30, help="max epochs per trial")
-    parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
-    parser.add_argument("--window", type=int, default=24)
-    parser.add_argument("--tpe-startup", type=int, default=5, help="TPE's and the median pruner's startup trials")
-    parser.add_argument("--warmup", type=int, default=5, help="median pruner: epochs before a trial may be pruned")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
-    args = parser.parse_args()
-
+def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], float, dict]:
+    """The three strategies at one seed: grid first (its best is the bar), then random and TPE."""
     import torch
 
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     cache = DataCache()
+    grid_epochs = 27 * args.epochs
+    grid = run("grid", seed, args, None, cache)
+    grid_best = grid["trajectory"][-1][1]
+    outs = {}
+    for strategy in ("grid", "random", "tpe"):
+        out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache)
+        out["reach"] = grid_epochs if strategy == "grid" else epochs_to_reach(out["trajectory"], grid_best)
+        out["at_third"] = best_within(out["trajectory"], grid_epochs / 3)
+        out["at_full"] = best_within(out["trajectory"], grid_epochs)
+        outs[strategy] = out
+    return outs, grid_best, grid["best_params"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs per trial")
+    parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
+    parser.add_argument("--window", type=int, default=24)
+    parser.add_argument("--tpe-startup", type=int, default=5, help="TPE's random startup trials")
+    parser.add_argument("--prune-startup", type=int, default=5, help="median pruner: complete trials before it prunes")
+    parser.add_argument("--lr-low", type=float, default=1e-4, help="random and TPE: the bottom of the log lr range")
+    parser.add_argument("--lr-high", type=float, default=1e-2, help="random and TPE: the top of the log lr range")
+    parser.add_argument("--warmup", type=int, default=5, help="median pruner: epochs before a trial may be pruned")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    args = parser.parse_args()
+
+    import torch
+
     grid_epochs = 27 * args.epochs
     print(
         f"sunspots, {args.cell.upper()}, window {args.window}, {args.epochs} epochs per trial, "
@@ -146,24 +176,21 @@ def main() -> None:
     print(f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n")
     print(f"{'seed':>4} {'strategy':<8} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
     rows: dict[str, list[dict]] = {"grid": [], "random": [], "tpe": []}
-    for seed in range(args.seeds):
-        grid = run("grid", seed, args, None, cache)
-        grid_best = grid["trajectory"][-1][1]
-        for strategy in ("grid", "random", "tpe"):
-            out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache)
-            reach = grid_epochs if strategy == "grid" else epochs_to_reach(out["trajectory"], grid_best)
-            out |= {
-                "reach": reach,
-                "at_third": best_within(out["trajectory"], grid_epochs / 3),
-                "at_full": best_within(out["trajectory"], grid_epochs),
-            }
+    if args.jobs == 1:
+        results = map(run_seed, range(args.seeds), [args] * args.seeds)
+    else:  # one seed per process; a seed's numbers do not depend on which process ran it
+        pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(run_seed, range(args.seeds), [args] * args.seeds)
+    for seed, (outs, grid_best, grid_params) in enumerate(results):
+        for strategy, out in outs.items():
             rows[strategy].append(out)
+            reach = out["reach"]
             print(
                 f"{seed:>4} {strategy:<8} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
                 f"{reach if reach is not None else '-':>12} {out['at_third']:>10.4f} {out['at_full']:>10.4f} {out['seconds']:>5.0f}s",
                 flush=True,
             )
-        print(f"{'':>4} grid best {grid_best:.4f} at {grid['best_params']}")
+        print(f"{'':>4} grid best {grid_best:.4f} at {grid_params}")
 
     print(f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)")
     print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'best @1/3':>10} {'best @full':>10}")

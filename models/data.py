@@ -6,11 +6,15 @@ Every loader returns a SequenceData with train/val/test splits:
     y: float32 (N, output_size) for regression, int64 (N,) for classification
 
 Forecasting data sets (sine, sunspots, co2, csv) cut a series into windows of `window` input
-steps whose target is the next `horizon` values of the target column. Their splits never share
-a window: sine is split by series (the series are independent), the others chronologically,
-each split's windows built from its own stretch of time only (a val window starts after the
-last target of the last train window). Their scaler (mean/std per feature) is fitted on the
-train split only and applied to x and y alike.
+steps whose target is the next `horizon` values of the target column. Sine is split by series
+(the series are independent), the others chronologically into three consecutive segments of
+time (meta["segments"]): every target of a split lies inside its own segment, so no time step
+is a target in two splits. Train windows lie wholly inside the train segment; a val or test
+window takes its inputs from the `window` steps just before its target, which for the first ones
+reach back into the segment before -- the past a deployed forecaster would have seen, never the
+future. A val segment of n steps therefore gives n - horizon + 1 windows, not n - window -
+horizon + 1 (sunspots, window 24: 46 val windows instead of 22). The scaler (mean/std per
+feature) is fitted on the train segment only and applied to x and y alike.
 
 Everything is generated or read locally; nothing is downloaded.
 """
@@ -343,27 +347,35 @@ def _chronological(
         "val": (n_train, n_train + n_val),
         "test": (n_train + n_val, length),
     }
-    need = window + horizon
+    # train windows lie wholly inside the train segment; val and test windows need only their
+    # targets inside theirs (their inputs are the steps just before, reaching back if need be)
+    needs = {"train": window + horizon, "val": horizon, "test": horizon}
     for split, (start, stop) in bounds.items():
         if split == "test" and request.test_fraction == 0:
             continue
-        if stop - start < need:
+        if stop - start < needs[split]:
+            what = (
+                f"window + horizon = {window} + {horizon} = {needs[split]}"
+                if split == "train"
+                else f"horizon = {horizon} (its windows' targets must lie inside it)"
+            )
             raise DataError(
                 f"{request.name}: the {split} split has {stop - start} of the series' {length} "
-                f"time steps, fewer than window + horizon = {window} + {horizon} = {need}; "
-                f"use a smaller window or horizon, smaller fractions, or a longer series."
+                f"time steps, fewer than {what}; use a smaller window or horizon, other "
+                f"fractions, or a longer series."
             )
     mean, std = _fit_scaler(series[:n_train])
     scaled = ((series - mean) / std).astype(np.float32)  # (L, F)
     arrays = {}
     for split, (start, stop) in bounds.items():
-        if stop - start < need:  # an empty test split
+        if stop - start < needs[split]:  # an empty test split
             arrays[split] = (
                 np.zeros((0, window, series.shape[1]), np.float32),
                 np.zeros((0, horizon), np.float32),
             )
             continue
-        arrays[split] = _make_windows(scaled[start:stop], window, horizon, target_index)
+        context = 0 if split == "train" else window  # start - window >= 0: train holds >= window
+        arrays[split] = _make_windows(scaled[start - context : stop], window, horizon, target_index)
     scaler = {
         "x_mean": mean.tolist(),
         "x_std": std.tolist(),
@@ -379,7 +391,8 @@ def _chronological(
         "target": feature_names[target_index],
         "target_index": target_index,
         "n_time_steps": length,
-        # [start, stop) time steps of each split; its windows (inputs and targets) lie inside
+        # [start, stop) time steps of each split: its windows' targets lie inside (train's
+        # inputs too; val's and test's inputs are the `window` steps before each target)
         "segments": {split: list(bound) for split, bound in bounds.items()},
         **meta,
     }

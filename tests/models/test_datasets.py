@@ -106,14 +106,22 @@ def test_sunspots_chronological() -> None:
     from statsmodels.datasets import sunspots
 
     raw = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy()
-    # each split's first window starts at its segment's first year, targets follow the inputs
+    # train windows lie inside the train years; a val or test window's inputs are the 12 years
+    # before its first target, and its targets lie inside its own segment, to the last year
     for split in SPLITS:
-        start = segments[split][0]
+        start, stop = segments[split]
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-        np.testing.assert_allclose(_unscale_x(data, x[0])[:, 0], raw[start : start + 12], atol=1e-3)
-        np.testing.assert_allclose(_unscale_y(data, y[0]), raw[start + 12 : start + 15], atol=1e-3)
-        last_target = start + len(x) - 1 + 12 + 2
-        assert last_target < segments[split][1]
+        first_target = start + 12 if split == "train" else start
+        assert len(x) == stop - first_target - 3 + 1
+        for i in (0, len(x) - 1):
+            t = first_target + i
+            np.testing.assert_allclose(_unscale_x(data, x[i])[:, 0], raw[t - 12 : t], atol=1e-3)
+            np.testing.assert_allclose(_unscale_y(data, y[i]), raw[t : t + 3], atol=1e-3)
+        assert first_target + len(x) - 1 + 2 == stop - 1  # the last target is the segment's last year
+    # no year is a target in two splits
+    targets = {s: {segments[s][0] + i + k for i in range(len(getattr(data, f"y_{s}"))) for k in range(3)} for s in SPLITS}
+    targets["train"] = {t + 12 for t in targets["train"]}
+    assert not targets["train"] & targets["val"] and not targets["val"] & targets["test"]
     # train-only scaling
     assert data.scaler["x_mean"][0] == pytest.approx(raw[:n_train].mean())
     assert data.scaler["x_mean"][0] != pytest.approx(raw.mean())
@@ -153,16 +161,20 @@ def test_digits_stratified() -> None:
 # --- csv -------------------------------------------------------------------------------------
 
 
-def test_csv_chronological_no_overlap_and_train_only_scaling(trend_csv: Path) -> None:
+def test_csv_chronological_disjoint_targets_and_train_only_scaling(trend_csv: Path) -> None:
     data = load_dataset("csv", path=trend_csv, target="value", inputs=["t", "value"], window=10)
     assert data.meta["inputs"] == ["t", "value"] and data.meta["target_index"] == 1
-    times = {}
+    targets = {}
     for split in SPLITS:
         t_inputs = _unscale_x(data, getattr(data, f"x_{split}"))[:, :, 0]
-        times[split] = (t_inputs.min(), t_inputs.max() + 1)  # + 1: the target step
         np.testing.assert_allclose(np.diff(t_inputs, axis=1), 1.0, atol=1e-3)
-    assert times["train"][1] < times["val"][0]
-    assert times["val"][1] < times["test"][0]
+        targets[split] = np.round(t_inputs[:, -1] + 1).astype(int)  # the step each window forecasts
+    # targets in chronological, disjoint splits that cover every step after the first window
+    assert targets["train"][0] == 10 and targets["train"][-1] == 139
+    assert targets["val"][0] == 140 and targets["val"][-1] == 169
+    assert targets["test"][0] == 170 and targets["test"][-1] == 199
+    # the first val window's inputs are the 10 train steps before it: past, never future
+    assert np.allclose(_unscale_x(data, data.x_val[:1])[0, :, 0], np.arange(130, 140), atol=1e-3)
     # fitted on the 140 train steps only (t = 0..139), not on all 200
     assert data.scaler["x_mean"][0] == pytest.approx(69.5)
     # the target's history is an input scaled like y: naive = repeat the last value
@@ -193,8 +205,8 @@ def test_csv_errors(tmp_path: Path, trend_csv: Path) -> None:
         load_dataset("csv", path=trend_csv, target="value", inputs=["label"])
     with pytest.raises(DataError, match="train split has 140.*window \\+ horizon"):
         load_dataset("csv", path=trend_csv, target="value", window=150)
-    with pytest.raises(DataError, match="val split has 30"):
-        load_dataset("csv", path=trend_csv, target="value", window=25, horizon=6)
+    with pytest.raises(DataError, match="val split has 30 .*fewer than horizon = 31"):
+        load_dataset("csv", path=trend_csv, target="value", window=25, horizon=31)
     with pytest.raises(DataError, match="window must be >= 1"):
         load_dataset("csv", path=trend_csv, target="value", window=0)
     with pytest.raises(DataError, match="horizon must be >= 1"):

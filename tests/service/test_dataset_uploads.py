@@ -174,12 +174,12 @@ def test_study_on_an_uploaded_dataset_trains_and_holds_it(client, settings):
     [
         ({"name": "sine", "params": {"n_series": 20, "length": 20}, "window": 40}, "window"),
         ({"name": "csv", "path": "/nonexistent/series.csv", "target": "value"}, "file not found"),
-        ({"name": "csv", "dataset": "short", "target": "value", "window": 30}, "window"),
+        ({"name": "csv", "dataset": "short", "target": "value", "window": 45}, "window"),
     ],
 )
 def test_broken_data_fails_the_study_at_once(client, settings, data, reason):
     if data.get("dataset") and client.get("/v1/datasets/short").status_code == 404:
-        assert upload(client, series_csv(60), "short.csv").status_code == 201  # 9 val steps < 30 + 1
+        assert upload(client, series_csv(60), "short.csv").status_code == 201  # 42 train steps < 45 + 1
     name = f"ds-broken-{abs(hash(reason + str(data))) % 10000}"
     spec = {
         "name": name,
