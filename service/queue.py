@@ -382,7 +382,12 @@ def resume_study(session: Session, study_id: int) -> None:
 # --- workers ---------------------------------------------------------------------------------
 
 
+WORKERS_KEPT_DAYS = 7  # a starting worker drops the rows of workers silent this long
+
+
 def register_worker(session: Session, worker_id: str, *, device: str, labels: set[str], pid: int) -> None:
+    cutoff = utcnow() - timedelta(days=WORKERS_KEPT_DAYS)
+    session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < cutoff))
     session.add(WorkerRow(id=worker_id, host=socket.gethostname(), pid=pid, device=device, labels=sorted(labels)))
     session.commit()
 
@@ -415,16 +420,12 @@ def deregister_worker(session: Session, worker_id: str) -> None:
     session.commit()
 
 
-WORKERS_KEPT_DAYS = 7  # rows of workers silent this long are dropped by list_workers
-
 
 def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool = False) -> list[dict]:
     """Worker rows, newest first, each with the study it works for. A worker that did not
     deregister and has not beaten for ``lost_after_s`` (its lease: by then its ticket is
-    anyone's) is reported ``lost``. Rows silent for a week are deleted on the way."""
+    anyone's) is reported ``lost``. A starting worker drops rows silent for a week."""
     now = utcnow()
-    session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < now - timedelta(days=WORKERS_KEPT_DAYS)))
-    session.commit()
     query = (
         select(WorkerRow, StudyRow.name)
         .outerjoin(TicketRow, TicketRow.id == WorkerRow.ticket_id)

@@ -38,7 +38,11 @@ def test_workers_listing(client):
     sessions = client.app.state.sessions
     assert client.post("/v1/studies", json=SPEC).status_code == 201
     with sessions() as s:
-        for wid, labels in (("busy-1", {"gpu-a100"}), ("idle-1", set()), ("gone-1", set()), ("dead-1", set()), ("ancient-1", set())):
+        queue.register_worker(s, "ancient-1", device="cpu", labels=set(), pid=100)
+        s.execute(sa.update(queue.WorkerRow).where(queue.WorkerRow.id == "ancient-1").values(last_heartbeat=utcnow() - timedelta(days=8)))
+        s.commit()
+        # a starting worker drops the rows of workers silent for a week
+        for wid, labels in (("busy-1", {"gpu-a100"}), ("idle-1", set()), ("gone-1", set()), ("dead-1", set())):
             queue.register_worker(s, wid, device="cpu", labels=labels, pid=100)
         claim = queue.claim(s, "busy-1", labels={"gpu-a100"}, lease_s=30)
         assert claim is not None and claim.study_name == SPEC["name"]
@@ -47,13 +51,12 @@ def test_workers_listing(client):
         queue.deregister_worker(s, "gone-1")
         # dead-1 stopped beating 40 s ago (lease 30 s) without deregistering: killed
         s.execute(sa.update(queue.WorkerRow).where(queue.WorkerRow.id == "dead-1").values(last_heartbeat=utcnow() - timedelta(seconds=40)))
-        s.execute(sa.update(queue.WorkerRow).where(queue.WorkerRow.id == "ancient-1").values(last_heartbeat=utcnow() - timedelta(days=8)))
         s.commit()
 
     r = client.get("/v1/workers")
     assert r.status_code == 200
     rows = {w["id"]: w for w in r.json()["items"]}
-    assert set(rows) == {"busy-1", "idle-1", "dead-1"}  # stopped ones hidden; a week-old row deleted
+    assert set(rows) == {"busy-1", "idle-1", "dead-1"}  # stopped ones hidden, the week-old row gone
     busy = rows["busy-1"]
     assert busy["state"] == "busy" and busy["study"] == SPEC["name"]
     assert busy["ticket_id"] == claim.ticket_id and busy["trial_number"] == 0
