@@ -51,13 +51,10 @@ def spec_dict(name: str, n_trials: int, sampler: str) -> dict:
     }
 
 
-POLL_S = 0.05  # an idle worker's claim period (--poll)
-
-
 def settings_for(url: str):
     from service.config import Settings
 
-    return Settings(database_url=url, poll_interval_s=POLL_S)
+    return Settings(database_url=url, poll_interval_s=0.05)
 
 
 def create_study(url: str, n_trials: int, sampler: str) -> str:
@@ -99,11 +96,9 @@ def trivial(trial: optuna.Trial, sleep_s: float = 0.0) -> float:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _worker_proc(url: str, sleep_s: float, ready, poll_s: float) -> None:
+def _worker_proc(url: str, sleep_s: float, ready) -> None:
     import torch
 
-    global POLL_S
-    POLL_S = poll_s
     from service.worker import Worker
 
     torch.set_num_threads(1)
@@ -139,7 +134,7 @@ def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str)
 
         eng = make_engine(settings_for(url))
         init_db(eng)
-        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i], POLL_S)) for i in range(n_procs)]
+        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i])) for i in range(n_procs)]
         for p in procs:
             p.start()
         for r in ready:
@@ -242,16 +237,13 @@ def peak(counts: list[int], n_trials: int, sampler: str) -> None:
 
 
 def main() -> None:
-    global POLL_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["overhead", "sleep", "peak"])
     ap.add_argument("--counts", default="1,2,4,8,16")
     ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
     ap.add_argument("--repeats", type=int, default=3, help="overhead: alternating runs of each, medians compared")
     ap.add_argument("--per-worker", type=int, default=10, help="sleep: trials per worker")
-    ap.add_argument("--poll", type=float, default=0.05, help="idle worker's claim period, seconds")
     args = ap.parse_args()
-    POLL_S = args.poll
     counts = [int(c) for c in args.counts.split(",")]
     print(f"# benchmarks/queue_throughput.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
     if args.only in (None, "overhead"):

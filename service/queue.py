@@ -420,11 +420,11 @@ def deregister_worker(session: Session, worker_id: str) -> None:
     session.commit()
 
 
-
 def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool = False) -> list[dict]:
-    """Worker rows, newest first, each with the study it works for. A worker that did not
-    deregister and has not beaten for ``lost_after_s`` (its lease: by then its ticket is
-    anyone's) is reported ``lost``. A starting worker drops rows silent for a week."""
+    """Worker rows, newest first, each with the study of the ticket it runs (an idle or stopped
+    worker's row holds no ticket). A worker that did not deregister and has not beaten for
+    ``lost_after_s`` (its lease: by then its ticket is anyone's) is reported ``lost``, with the
+    ticket it last held. A starting worker drops rows silent for a week."""
     now = utcnow()
     query = (
         select(WorkerRow, StudyRow.name)
@@ -446,9 +446,9 @@ def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool
                 "device": row.device,
                 "labels": list(row.labels or []),
                 "state": state,
-                "study": study if state in ("busy", "lost") else None,
-                "ticket_id": row.ticket_id if state in ("busy", "lost") else None,
-                "trial_number": row.trial_number if state in ("busy", "lost") else None,
+                "study": study,
+                "ticket_id": row.ticket_id,
+                "trial_number": row.trial_number,
                 "started_at": row.started_at,
                 "last_heartbeat": row.last_heartbeat,
                 "heartbeat_age_s": round(age, 3),
