@@ -210,8 +210,8 @@ def overhead(n_trials: int, samplers: list[str], repeats: int) -> None:
 def sleep_scaling(counts: list[int], per_worker: int) -> None:
     print(f"\n## 2. 1 s sleep objective, {per_worker} trials per worker: throughput against the ideal N x one worker")
     print("end to end: first claim to last completion, so each process's first trial (connections, statement")
-    print("compilation, study load: ~0.15 s of CPU each, all N at once) counts; steady: each worker from its")
-    print("first completion to its last, summed")
+    print("compilation, study load: tens of ms of CPU more than later trials, all N at once) counts; steady:")
+    print("each worker from its first completion to its last, summed")
     print("| workers | trials | seconds | trials/s | ideal | ratio (target >= 0.9x at 16) | steady trials/s | steady ideal | steady ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     one = None
