@@ -9,8 +9,12 @@ seeds (seed s drives both the sampler and the training seed of every trial):
             27 trials of --epochs epochs, no pruning (the grid's order is shuffled by the seed)
     random  hidden_size 32..128 (log), lr 1e-4..1e-2 (log; --lr-low/--lr-high), batch_size
             {32, 64, 128}; no pruning
-    tpe     the same space; TPE (Optuna 5 defaults: multivariate, constant liar; --tpe-startup)
-            + median pruning (--prune-startup, --warmup)
+    tpe     the same space; TPE (Optuna 5 defaults: multivariate, constant liar) + median
+            pruning, in one or more settings given as --tpe STARTUP/PRUNE_STARTUP/WARMUP: TPE's
+            random startup trials / complete trials before the median pruner prunes / epochs
+            before a trial may be pruned. The default, 10/5/0, is what a spec's plain `tpe` +
+            `median` gets (Optuna's defaults). All settings run on the same seeds in one run,
+            next to one grid and one random run.
 
 Random and TPE run until they have trained as many epochs as the whole grid. An epoch is one
 pass over the training windows: a pruned trial costs the epochs it ran. Reported per strategy:
@@ -22,7 +26,9 @@ pass over the training windows: a pruned trial costs the epochs it ran. Reported
     best @ full    the best val loss within the grid's epochs
 
     .venv/bin/python benchmarks/search_efficiency.py                   # 3 seeds, 30 epochs, GRU
-    .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --jobs 2      # two seeds at a time
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --jobs 2     # two seeds at a time
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --jobs 2 --tpe 10/5/0 --tpe 5/5/5 --tpe 3/3/3
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --first-seed 10 --jobs 2   # fresh seeds
     .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --cell lstm
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import inspect
 import math
 import multiprocessing
 import statistics
@@ -48,6 +55,22 @@ from service.objective import DataCache, Objective  # noqa: E402
 from service.search import build_pruner, build_sampler  # noqa: E402
 from service.spec import parse_spec  # noqa: E402
 
+
+def _default(cls, name: str) -> int:
+    return inspect.signature(cls).parameters[name].default
+
+
+# What a spec's plain `sampler: {name: tpe}` + `pruner: {name: median}` gets: Optuna's defaults
+# (10/5/0 in Optuna 5: TPE's 10 random startup trials; the median pruner prunes once 5 trials are
+# complete, from the first epoch on).
+SPEC_DEFAULT_TPE = "/".join(
+    str(v)
+    for v in (
+        _default(optuna.samplers.TPESampler, "n_startup_trials"),
+        _default(optuna.pruners.MedianPruner, "n_startup_trials"),
+        _default(optuna.pruners.MedianPruner, "n_warmup_steps"),
+    )
+)
 GRID = {"hidden_size": [32, 64, 128], "lr": [1e-2, 1e-3, 1e-4], "batch_size": [32, 64, 128]}
 
 
@@ -60,9 +83,15 @@ def space(args: argparse.Namespace) -> dict:
     }
 
 
+def parse_tpe(strategy: str) -> tuple[int, int, int]:
+    """'tpe 5/5/5' -> (TPE startup trials, median pruner startup trials, warm-up epochs)."""
+    startup, prune_startup, warmup = (int(v) for v in strategy.split()[1].split("/"))
+    return startup, prune_startup, warmup
+
+
 def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
     spec = {
-        "name": f"bench-{strategy}",
+        "name": f"bench-{strategy.split()[0]}",
         "data": {"name": "sunspots", "window": args.window},
         "model": {"cell": args.cell},
         "seed": seed,
@@ -74,10 +103,11 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int)
     elif strategy == "random":
         spec |= {"search_space": space(args), "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
     else:
+        tpe_startup, prune_startup, warmup = parse_tpe(strategy)
         spec |= {
             "search_space": space(args),
-            "sampler": {"name": "tpe", "seed": seed, "n_startup_trials": args.tpe_startup},
-            "pruner": {"name": "median", "n_startup_trials": args.prune_startup, "n_warmup_steps": args.warmup},
+            "sampler": {"name": "tpe", "seed": seed, "n_startup_trials": tpe_startup},
+            "pruner": {"name": "median", "n_startup_trials": prune_startup, "n_warmup_steps": warmup},
         }
     return parse_spec(spec)
 
@@ -130,8 +160,12 @@ def best_within(trajectory, budget: float) -> float:
     return best
 
 
+def tpe_strategies(args: argparse.Namespace) -> list[str]:
+    return [f"tpe {v}" for v in args.tpe]
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], float, dict]:
-    """The three strategies at one seed: grid first (its best is the bar), then random and TPE."""
+    """Every strategy at one seed: grid first (its best is the bar), then random and each TPE setting."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -142,7 +176,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], floa
     grid = run("grid", seed, args, None, cache)
     grid_best = grid["trajectory"][-1][1]
     outs = {}
-    for strategy in ("grid", "random", "tpe"):
+    for strategy in ("grid", "random", *tpe_strategies(args)):
         out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache)
         out["reach"] = grid_epochs if strategy == "grid" else epochs_to_reach(out["trajectory"], grid_best)
         out["at_third"] = best_within(out["trajectory"], grid_epochs / 3)
@@ -153,40 +187,49 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (fresh seeds for a setting chosen after seeing others)")
     parser.add_argument("--epochs", type=int, default=30, help="max epochs per trial")
     parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
     parser.add_argument("--window", type=int, default=24)
-    parser.add_argument("--tpe-startup", type=int, default=5, help="TPE's random startup trials")
-    parser.add_argument("--prune-startup", type=int, default=5, help="median pruner: complete trials before it prunes")
+    parser.add_argument(
+        "--tpe", action="append", metavar="S/P/W",
+        help="TPE + median setting: TPE startup trials / pruner startup trials / pruner warm-up epochs; "
+        "repeat to compare settings on the same seeds (default: what a spec's plain tpe + median gets, "
+        f"{SPEC_DEFAULT_TPE})",
+    )
     parser.add_argument("--lr-low", type=float, default=1e-4, help="random and TPE: the bottom of the log lr range")
     parser.add_argument("--lr-high", type=float, default=1e-2, help="random and TPE: the top of the log lr range")
-    parser.add_argument("--warmup", type=int, default=5, help="median pruner: epochs before a trial may be pruned")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     args = parser.parse_args()
+    args.tpe = args.tpe or [SPEC_DEFAULT_TPE]
+    for v in args.tpe:
+        if len(v.split("/")) != 3 or not all(p.isdigit() for p in v.split("/")):
+            parser.error(f"--tpe {v!r}: expected three whole numbers as STARTUP/PRUNE_STARTUP/WARMUP, e.g. 10/5/0")
 
     import torch
 
     grid_epochs = 27 * args.epochs
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     print(
         f"sunspots, {args.cell.upper()}, window {args.window}, {args.epochs} epochs per trial, "
-        f"seeds 0..{args.seeds - 1}, torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
+        f"seeds {seeds[0]}..{seeds[-1]}, torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
     )
     print(f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n")
-    print(f"{'seed':>4} {'strategy':<8} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
-    rows: dict[str, list[dict]] = {"grid": [], "random": [], "tpe": []}
+    print(f"{'seed':>4} {'strategy':<13} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
+    rows: dict[str, list[dict]] = {s: [] for s in ("grid", "random", *tpe_strategies(args))}
     if args.jobs == 1:
-        results = map(run_seed, range(args.seeds), [args] * args.seeds)
+        results = map(run_seed, seeds, [args] * args.seeds)
     else:  # one seed per process; a seed's numbers do not depend on which process ran it
         pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(run_seed, range(args.seeds), [args] * args.seeds)
-    for seed, (outs, grid_best, grid_params) in enumerate(results):
+        results = pool.map(run_seed, seeds, [args] * args.seeds)
+    for seed, (outs, grid_best, grid_params) in zip(seeds, results):
         for strategy, out in outs.items():
             rows[strategy].append(out)
             reach = out["reach"]
             print(
-                f"{seed:>4} {strategy:<8} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
+                f"{seed:>4} {strategy:<13} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
                 f"{reach if reach is not None else '-':>12} {out['at_third']:>10.4f} {out['at_full']:>10.4f} {out['seconds']:>5.0f}s",
                 flush=True,
             )
@@ -194,7 +237,8 @@ def main() -> None:
 
     print(f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)")
     print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'best @1/3':>10} {'best @full':>10}")
-    labels = {"grid": "grid (27, no pruning)", "random": "random (no pruning)", "tpe": "TPE + median pruning"}
+    labels = {"grid": "grid (27, no pruning)", "random": "random (no pruning)"}
+    labels |= {s: f"TPE + median {s.split()[1]}" for s in tpe_strategies(args)}
     for strategy, outs in rows.items():
         reached = [o["reach"] for o in outs if o["reach"] is not None]
         # a seed that never reached it counts as more than the grid's epochs
