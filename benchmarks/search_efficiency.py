@@ -83,6 +83,14 @@ def space(args: argparse.Namespace) -> dict:
     }
 
 
+def tpe_setting(text: str) -> str:
+    """``--tpe``'s type: STARTUP/PRUNE_STARTUP/WARMUP, three whole numbers."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three whole numbers as STARTUP/PRUNE_STARTUP/WARMUP, e.g. 10/5/0")
+    return text
+
+
 def parse_tpe(strategy: str) -> tuple[int, int, int]:
     """'tpe 5/5/5' -> (TPE startup trials, median pruner startup trials, warm-up epochs)."""
     startup, prune_startup, warmup = (int(v) for v in strategy.split()[1].split("/"))
@@ -193,7 +201,7 @@ def main() -> None:
     parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
     parser.add_argument("--window", type=int, default=24)
     parser.add_argument(
-        "--tpe", action="append", metavar="S/P/W",
+        "--tpe", action="append", type=tpe_setting, metavar="S/P/W",
         help="TPE + median setting: TPE startup trials / pruner startup trials / pruner warm-up epochs; "
         "repeat to compare settings on the same seeds (default: what a spec's plain tpe + median gets, "
         f"{SPEC_DEFAULT_TPE})",
@@ -204,9 +212,6 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     args = parser.parse_args()
     args.tpe = args.tpe or [SPEC_DEFAULT_TPE]
-    for v in args.tpe:
-        if len(v.split("/")) != 3 or not all(p.isdigit() for p in v.split("/")):
-            parser.error(f"--tpe {v!r}: expected three whole numbers as STARTUP/PRUNE_STARTUP/WARMUP, e.g. 10/5/0")
 
     import torch
 
