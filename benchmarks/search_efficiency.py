@@ -15,6 +15,11 @@ seeds (seed s drives both the sampler and the training seed of every trial):
             before a trial may be pruned. The default, 10/5/0, is what a spec's plain `tpe` +
             `median` gets (Optuna's defaults). All settings run on the same seeds in one run,
             next to one grid and one random run.
+    oracle  (--oracle) a reference, not a strategy: random hidden_size and batch_size at the lr of
+            the grid's best trial, as if the sampler already knew the best lr; once without
+            pruning and once with the median pruner (5 complete trials, no warm-up). It measures
+            how many epochs it takes just to match the grid's best among configurations the
+            grid itself says are as good, i.e. how much of the bar is luck among near-equals.
 
 Random and TPE run until they have trained as many epochs as the whole grid. An epoch is one
 pass over the training windows: a pruned trial costs the epochs it ran. Reported per strategy:
@@ -22,6 +27,7 @@ pass over the training windows: a pruned trial costs the epochs it ran. Reported
     to grid best   epochs trained until a complete trial first scores <= the grid's best val loss
                    (median over seeds; "-" when not reached within the grid's epochs)
     ratio          that, divided by the grid's total epochs (what grid search costs to know its best)
+    reached, in 1/3  seeds that reached it within the grid's epochs, and within a third of them
     best @ 1/3     the best val loss (MSE, scaled units) within a third of the grid's epochs
     best @ full    the best val loss within the grid's epochs
 
@@ -30,6 +36,7 @@ pass over the training windows: a pruned trial costs the epochs it ran. Reported
     .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --jobs 2 --tpe 10/5/0 --tpe 5/5/5 --tpe 3/3/3
     .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --first-seed 10 --jobs 2   # fresh seeds
     .venv/bin/python benchmarks/search_efficiency.py --seeds 5 --cell lstm
+    .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --jobs 2 --oracle   # with the reference
 """
 
 from __future__ import annotations
@@ -97,7 +104,7 @@ def parse_tpe(strategy: str) -> tuple[int, int, int]:
     return startup, prune_startup, warmup
 
 
-def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
+def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int, lr: float | None = None):
     spec = {
         "name": f"bench-{strategy.split()[0]}",
         "data": {"name": "sunspots", "window": args.window},
@@ -110,6 +117,14 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int)
         spec |= {"sampler": {"name": "grid", "seed": seed}, "pruner": {"name": "none"}}
     elif strategy == "random":
         spec |= {"search_space": space(args), "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
+    elif strategy.startswith("oracle"):  # the grid's best lr, searched hidden_size and batch_size
+        pruner = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 0} if strategy == "oracle median" else {"name": "none"}
+        spec |= {
+            "search_space": {k: v for k, v in space(args).items() if k != "lr"},
+            "training": {"lr": lr},
+            "sampler": {"name": "random", "seed": seed},
+            "pruner": pruner,
+        }
     else:
         tpe_startup, prune_startup, warmup = parse_tpe(strategy)
         spec |= {
@@ -120,12 +135,12 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int)
     return parse_spec(spec)
 
 
-def run(strategy: str, seed: int, args: argparse.Namespace, epoch_budget: int | None, cache: DataCache) -> dict:
+def run(strategy: str, seed: int, args: argparse.Namespace, epoch_budget: int | None, cache: DataCache, lr: float | None = None) -> dict:
     """Trials until the grid is exhausted (grid) or ``epoch_budget`` epochs are spent.
 
     Returns the trajectory: after each trial, (epochs so far, best complete value so far)."""
     n_trials = 27 if strategy == "grid" else 10_000
-    spec = make_spec(strategy, seed, args, n_trials)
+    spec = make_spec(strategy, seed, args, n_trials, lr)
     study = optuna.create_study(direction="minimize", sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec))
     objective = Objective(spec, device="cpu", data_cache=cache)
     epochs, best, trajectory = 0, math.inf, []
@@ -172,8 +187,13 @@ def tpe_strategies(args: argparse.Namespace) -> list[str]:
     return [f"tpe {v}" for v in args.tpe]
 
 
+def strategies(args: argparse.Namespace) -> list[str]:
+    return ["grid", "random", *tpe_strategies(args), *(["oracle", "oracle median"] if args.oracle else [])]
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], float, dict]:
-    """Every strategy at one seed: grid first (its best is the bar), then random and each TPE setting."""
+    """Every strategy at one seed: grid first (its best is the bar), then random, each TPE setting
+    and, with --oracle, the two references."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -184,8 +204,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], floa
     grid = run("grid", seed, args, None, cache)
     grid_best = grid["trajectory"][-1][1]
     outs = {}
-    for strategy in ("grid", "random", *tpe_strategies(args)):
-        out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache)
+    for strategy in strategies(args):
+        out = grid if strategy == "grid" else run(strategy, seed, args, grid_epochs, cache, grid["best_params"]["lr"])
         out["reach"] = grid_epochs if strategy == "grid" else epochs_to_reach(out["trajectory"], grid_best)
         out["at_third"] = best_within(out["trajectory"], grid_epochs / 3)
         out["at_full"] = best_within(out["trajectory"], grid_epochs)
@@ -208,6 +228,10 @@ def main() -> None:
     )
     parser.add_argument("--lr-low", type=float, default=1e-4, help="random and TPE: the bottom of the log lr range")
     parser.add_argument("--lr-high", type=float, default=1e-2, help="random and TPE: the top of the log lr range")
+    parser.add_argument(
+        "--oracle", action="store_true",
+        help="also run the reference: random hidden and batch at the grid's best lr, without and with median pruning",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     args = parser.parse_args()
@@ -223,7 +247,7 @@ def main() -> None:
     )
     print(f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n")
     print(f"{'seed':>4} {'strategy':<13} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
-    rows: dict[str, list[dict]] = {s: [] for s in ("grid", "random", *tpe_strategies(args))}
+    rows: dict[str, list[dict]] = {s: [] for s in strategies(args)}
     if args.jobs == 1:
         results = map(run_seed, seeds, [args] * args.seeds)
     else:  # one seed per process; a seed's numbers do not depend on which process ran it
@@ -241,9 +265,10 @@ def main() -> None:
         print(f"{'':>4} grid best {grid_best:.4f} at {grid_params}")
 
     print(f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)")
-    print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'best @1/3':>10} {'best @full':>10}")
+    print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'in 1/3':>7} {'best @1/3':>10} {'best @full':>10}")
     labels = {"grid": "grid (27, no pruning)", "random": "random (no pruning)"}
     labels |= {s: f"TPE + median {s.split()[1]}" for s in tpe_strategies(args)}
+    labels |= {"oracle": "grid's best lr, no pruning", "oracle median": "grid's best lr + median"}
     for strategy, outs in rows.items():
         reached = [o["reach"] for o in outs if o["reach"] is not None]
         # a seed that never reached it counts as more than the grid's epochs
@@ -252,6 +277,7 @@ def main() -> None:
         ratio = f"{reach / grid_epochs:.2f}" if math.isfinite(reach) else "-"
         print(
             f"{labels[strategy]:<26} {shown:>12} {ratio:>7} {len(reached):>4}/{len(outs):<3} "
+            f"{sum(r <= grid_epochs / 3 for r in reached):>3}/{len(outs):<3} "
             f"{statistics.median(o['at_third'] for o in outs):>10.4f} {statistics.median(o['at_full'] for o in outs):>10.4f}"
         )
 
