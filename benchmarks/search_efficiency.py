@@ -118,7 +118,8 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int,
     elif strategy == "random":
         spec |= {"search_space": space(args), "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
     elif strategy.startswith("oracle"):  # the grid's best lr, searched hidden_size and batch_size
-        pruner = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 0} if strategy == "oracle median" else {"name": "none"}
+        # a spec's plain median pruner: Optuna's defaults (5 complete trials, no warm-up)
+        pruner = {"name": "median"} if strategy == "oracle median" else {"name": "none"}
         spec |= {
             "search_space": {k: v for k, v in space(args).items() if k != "lr"},
             "training": {"lr": lr},
