@@ -14,8 +14,10 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY rnntune ./rnntune
 COPY service ./service
 COPY models ./models
+COPY studies ./studies
 RUN pip install .
 
 FROM ${PYTHON_IMAGE}

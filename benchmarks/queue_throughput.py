@@ -52,15 +52,15 @@ def spec_dict(name: str, n_trials: int, sampler: str) -> dict:
 
 
 def settings_for(url: str):
-    from service.config import Settings
+    from rnntune.service.config import Settings
 
     return Settings(database_url=url, poll_interval_s=0.05)
 
 
 def create_study(url: str, n_trials: int, sampler: str) -> str:
-    from service import registry
-    from service.db import init_db, make_engine, make_storage, session_factory
-    from service.spec import parse_spec
+    from rnntune.service import registry
+    from rnntune.service.db import init_db, make_engine, make_storage, session_factory
+    from rnntune.service.spec import parse_spec
 
     settings = settings_for(url)
     engine = make_engine(settings)
@@ -72,7 +72,7 @@ def create_study(url: str, n_trials: int, sampler: str) -> str:
 
 
 def make_objective(sleep_s: float):
-    from service.objective import Objective
+    from rnntune.service.objective import Objective
 
     class BenchObjective(Objective):
         """The worker's real objective path (suggest, lease check) with training replaced."""
@@ -99,7 +99,7 @@ def trivial(trial: optuna.Trial, sleep_s: float = 0.0) -> float:
 def _worker_proc(url: str, sleep_s: float, ready) -> None:
     import torch
 
-    from service.worker import Worker
+    from rnntune.service.worker import Worker
 
     torch.set_num_threads(1)
     w = Worker(settings_for(url), objective_factory=make_objective(sleep_s), exit_when_idle=False)
@@ -130,7 +130,7 @@ def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str)
         ctx = mp.get_context("spawn")
         ready = [ctx.Event() for _ in range(n_procs)]
         settings_for(url)
-        from service.db import init_db, make_engine
+        from rnntune.service.db import init_db, make_engine
 
         eng = make_engine(settings_for(url))
         init_db(eng)

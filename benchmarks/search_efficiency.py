@@ -1,8 +1,8 @@
 """Search efficiency on sunspots: tutorial grid search vs random search vs TPE + median pruning.
 
 Three strategies tune the same GRU (or LSTM) forecaster of yearly sunspots with the service's own
-code path (``service.spec`` -> ``service.search.build_sampler/build_pruner`` ->
-``service.objective.Objective`` -> ``models.train.fit``), on Optuna in-memory storage, at equal
+code path (``rnntune.service.spec`` -> ``rnntune.service.search.build_sampler/build_pruner`` ->
+``rnntune.service.objective.Objective`` -> ``rnntune.models.train.fit``), on Optuna in-memory storage, at equal
 seeds (seed s drives both the sampler and the training seed of every trial):
 
     grid    hidden_size {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x batch_size {32, 64, 128}:
@@ -58,9 +58,9 @@ sys.path.insert(0, str(HERE.parent))
 import optuna  # noqa: E402
 
 
-from service.objective import DataCache, Objective  # noqa: E402
-from service.search import build_pruner, build_sampler  # noqa: E402
-from service.spec import parse_spec  # noqa: E402
+from rnntune.service.objective import DataCache, Objective  # noqa: E402
+from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
+from rnntune.service.spec import parse_spec  # noqa: E402
 
 
 def _default(cls, name: str) -> int:

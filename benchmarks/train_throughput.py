@@ -1,4 +1,4 @@
-"""Training throughput: models.train.fit vs a minimal hand-written loop vs a DataLoader loop.
+"""Training throughput: rnntune.models.train.fit vs a minimal hand-written loop vs a DataLoader loop.
 
 All three train the same SequenceModel (LSTM, hidden 64 by default) with Adam on the same
 adding-problem data (seq len 50, batch 64) for the same number of epochs, and evaluate the
@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.data import SequenceData, load_dataset  # noqa: E402
-from models.recurrent import ModelConfig, SequenceModel  # noqa: E402
-from models.train import TrainConfig, fit, pick_device  # noqa: E402
+from rnntune.models.data import SequenceData, load_dataset  # noqa: E402
+from rnntune.models.recurrent import ModelConfig, SequenceModel  # noqa: E402
+from rnntune.models.train import TrainConfig, fit, pick_device  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -4,11 +4,11 @@ This package never imports optuna or the service; the tuner plugs in through fit
 on_epoch_end callback.
 """
 
-from models.checkpoint import Predictor, load_model, save_model
-from models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
-from models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
-from models.text import TOKEN_PATTERN, Vocab, bucket_batches, tokenize
-from models.train import (
+from rnntune.models.checkpoint import Predictor, load_model, save_model
+from rnntune.models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
+from rnntune.models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
+from rnntune.models.text import TOKEN_PATTERN, Vocab, bucket_batches, tokenize
+from rnntune.models.train import (
     OPTIMIZERS,
     SCHEDULERS,
     DivergedError,

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.recurrent import ModelConfig, SequenceModel
-from models.train import TrainConfig, pick_device
+from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.train import TrainConfig, pick_device
 
 FORMAT = "rnntune.model"
 VERSION = 1
@@ -94,7 +94,7 @@ class Predictor:
         self.text = text  # tokenizer, vocabulary, label names (text models only)
         self._vocab = None
         if text is not None:
-            from models.text import Vocab
+            from rnntune.models.text import Vocab
 
             self._vocab = Vocab.from_dict(text["vocab"])
         self.config = config
@@ -113,7 +113,7 @@ class Predictor:
 
     @torch.no_grad()
     def _forward_text(self, texts, batch_size: int) -> np.ndarray:
-        from models.text import as_text, encode_texts, tokenize
+        from rnntune.models.text import as_text, encode_texts, tokenize
 
         if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
             raise ValueError("a text model predicts from a list of strings, e.g. predict(['great film'])")

@@ -885,7 +885,7 @@ def _label_names(labels: list[str]) -> list[str]:
 
 
 def _load_text(params: dict, request: _Request) -> SequenceData:
-    from models.text import TOKEN_PATTERN, Vocab, embedding_matrix, encode_texts, tokenize
+    from rnntune.models.text import TOKEN_PATTERN, Vocab, embedding_matrix, encode_texts, tokenize
 
     p = _take_params("text", params, TEXT_DEFAULTS)
     _reject(request, "window", "horizon", "target", "inputs")

@@ -3,7 +3,7 @@
 The data set is moved to the device once; each epoch shuffles with torch.randperm and slices
 batches from those tensors (no DataLoader: on a GPU its per-batch overhead, not the model, would
 set the pace). Text data (token ids with lengths) is batched by length buckets instead
-(models.text.bucket_batches, seeded): each batch is trimmed to its longest row and packed, so
+(rnntune.models.text.bucket_batches, seeded): each batch is trimmed to its longest row and packed, so
 padding is neither computed nor fed to the recurrent state. After each epoch the val split is evaluated under torch.no_grad() and
 on_epoch_end(result) is called: that is where a tuner reports and prunes, without this module
 knowing about it. Returning True from the callback stops training; an exception raised by it
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.data import SequenceData
-from models.recurrent import TASKS, ModelConfig, SequenceModel
-from models.text import bucket_batches
+from rnntune.models.data import SequenceData
+from rnntune.models.recurrent import TASKS, ModelConfig, SequenceModel
+from rnntune.models.text import bucket_batches
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULERS = ("none", "cosine", "step", "plateau")

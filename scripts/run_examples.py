@@ -51,9 +51,9 @@ def run_study(spec: dict, workdir: Path) -> dict:
     """Upload, submit, run to the end; return the study, its best result and the wall time."""
     from fastapi.testclient import TestClient
 
-    from service.api.app import create_app
-    from service.config import Settings
-    from service.worker import Worker
+    from rnntune.service.api.app import create_app
+    from rnntune.service.config import Settings
+    from rnntune.service.worker import Worker
 
     settings = Settings(database_url=f"sqlite:///{workdir / 'rnntune.db'}", data_dir=workdir, poll_interval_s=0.2)
     with TestClient(create_app(settings, dashboard=False)) as client:

@@ -1,3 +1,5 @@
 """rnntune service: spec, queue, worker, API and CLI around Optuna studies of recurrent models."""
 
-__version__ = "0.1.0"
+from rnntune import __version__
+
+__all__ = ["__version__"]

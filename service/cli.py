@@ -5,6 +5,7 @@ Client commands talk HTTP to ``RNNTUNE_API_URL`` and never import torch, so they
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import signal
 import subprocess
@@ -15,11 +16,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.config import Settings
+from rnntune.service.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
-REPO_STUDIES = Path(__file__).resolve().parents[1] / "studies"
-DEMO_SPEC = REPO_STUDIES / "sine-lstm.yaml"
+# The example specs are package data (rnntune.studies), so the demo works from an installed wheel.
+DEMO_SPEC = Path(str(importlib.resources.files("rnntune.studies") / "sine-lstm.yaml"))
 
 
 def _settings(database_url: str | None = None) -> Settings:
@@ -35,14 +36,14 @@ def _fail(message: str, code: int = 1):
 
 
 def _logging(level: str = "INFO") -> None:
-    from service import logs
+    from rnntune.service import logs
 
     logs.setup(level)  # RNNTUNE_LOG_JSON=1 (or --log-json): one JSON object per line
 
 
 def _uvicorn_logging() -> dict:
     """In JSON mode uvicorn configures no handlers of its own: its lines go through ours."""
-    from service import logs
+    from rnntune.service import logs
 
     return {"log_config": None} if logs.json_wanted() else {}
 
@@ -93,7 +94,7 @@ def worker(
     database_url: DbOpt = None,
 ) -> None:
     """Run a worker: claim queued trials, train them, report every epoch."""
-    from service.worker import Worker
+    from rnntune.service.worker import Worker
 
     _logging()
     if per_gpu:
@@ -121,7 +122,7 @@ def api(
     """Run the HTTP API (and the dashboard) without local workers."""
     import uvicorn
 
-    from service.api.app import create_app
+    from rnntune.service.api.app import create_app
 
     _logging()
     settings = _settings(database_url)
@@ -132,8 +133,8 @@ def api(
 @app.command()
 def migrate(database_url: DbOpt = None) -> None:
     """Create or upgrade rnntune's tables (serve, api and worker also do this on start)."""
-    from service import migrate as migrations
-    from service.db import make_engine
+    from rnntune.service import migrate as migrations
+    from rnntune.service.db import make_engine
 
     settings = _settings(database_url)
     engine = make_engine(settings)
@@ -152,9 +153,9 @@ def dashboard(
     """Run optuna-dashboard alone on the study storage (read-only unless RNNTUNE_DASHBOARD_WRITABLE=1)."""
     import uvicorn
 
-    from service.api.dashboard import dashboard_app
-    from service.api.security import TokenAuth
-    from service.db import make_storage
+    from rnntune.service.api.dashboard import dashboard_app
+    from rnntune.service.api.security import TokenAuth
+    from rnntune.service.db import make_storage
 
     _logging()
     settings = _settings(database_url)
@@ -177,7 +178,7 @@ def serve(
     """API + dashboard + local workers in one command (SQLite by default)."""
     import uvicorn
 
-    from service.api.app import create_app
+    from rnntune.service.api.app import create_app
 
     _logging()
     settings = _settings(database_url)
@@ -202,8 +203,8 @@ def serve(
 
 
 def _submit_demo(application) -> None:
-    from service import registry
-    from service.spec import load_spec
+    from rnntune.service import registry
+    from rnntune.service.spec import load_spec
 
     with application.state.sessions() as session:
         if registry.list_studies(session):
@@ -221,7 +222,7 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
     env = {**os.environ, "RNNTUNE_DATABASE_URL": settings.database_url}
     procs = []
     for i in range(n):
-        cmd = [sys.executable, "-m", "service.cli", "worker", *(extra or [])]
+        cmd = [sys.executable, "-m", "rnntune.service.cli", "worker", *(extra or [])]
         if n_gpus:
             cmd += ["--device", f"cuda:{i % n_gpus}"]
         else:
@@ -291,7 +292,7 @@ def _request(client, method: str, path: str, **kwargs):
 
 
 def _load(path: Path):
-    from service.spec import SpecError, load_spec
+    from rnntune.service.spec import SpecError, load_spec
 
     try:
         return load_spec(path)

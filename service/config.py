@@ -69,14 +69,14 @@ class Settings(BaseSettings):
     @field_validator("api_tokens")
     @classmethod
     def _tokens_load(cls, value: str | None) -> str | None:
-        from service.api.security import load_tokens
+        from rnntune.service.api.security import load_tokens
 
         load_tokens(value)  # a missing file or a short token fails at start, not per request
         return value
 
     @property
     def tokens(self) -> list[str]:
-        from service.api.security import load_tokens
+        from rnntune.service.api.security import load_tokens
 
         return load_tokens(self.api_tokens)
 

@@ -3,7 +3,7 @@
 The bytes live in the database, so every worker and every API replica reads the same file
 without a shared filesystem; workers copy it to local disk once (``objective.DataCache``).
 A file is checked when it is uploaded, so a broken one is a 422 naming the reason, not a failed
-study later. The checks here mirror ``models.data`` (which the API cannot import: it pulls in
+study later. The checks here mirror ``rnntune.models.data`` (which the API cannot import: it pulls in
 torch) and only look at the file; the spec's choices (target column, window) are checked against
 what was found here when a study is submitted (:func:`check_spec`).
 """
@@ -21,12 +21,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.spec import StudySpec
-from service.tables import DatasetRow, StudyRow
+from rnntune.service.spec import StudySpec
+from rnntune.service.tables import DatasetRow, StudyRow
 
 FORMATS = ("csv", "npz", "text")  # text: a CSV or JSONL of labelled text (data.name: text)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-MISSING = ("", "nan", "na", "null")  # what models.data reads as a missing value
+MISSING = ("", "nan", "na", "null")  # what rnntune.models.data reads as a missing value
 ACTIVE_STUDY_STATES = ("queued", "running", "paused")
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings
+from rnntune.service.config import Settings
 
 SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
@@ -92,7 +92,7 @@ def make_engine(settings: Settings) -> Engine:
 
 def init_db(engine: Engine) -> None:
     """Create or upgrade our tables (Alembic, our own version table; never Optuna's tables)."""
-    from service.migrate import upgrade
+    from rnntune.service.migrate import upgrade
 
     upgrade(engine)
 

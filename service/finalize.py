@@ -5,7 +5,7 @@ calls :func:`finalize_study`. It rebuilds the best trial's hyperparameters exact
 objective did (``search.hyperparameters`` + ``objective.build_configs``), trains that
 configuration again on the **train split with the same seed, up to the trial's best epoch**,
 evaluates the weights once on the val split and once on the test split, and stores one
-``models.save_model`` file with the scaler, the configs and the metrics in ``rnntune_models``.
+``rnntune.models.save_model`` file with the scaler, the configs and the metrics in ``rnntune_models``.
 
 Why re-create the best trial's checkpoint rather than retrain on train + val:
 
@@ -40,13 +40,13 @@ import optuna
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import __version__
-from service.search import hyperparameters
-from service.spec import StudySpec
-from service.tables import ModelRow
+from rnntune.service import __version__
+from rnntune.service.search import hyperparameters
+from rnntune.service.spec import StudySpec
+from rnntune.service.tables import ModelRow
 
 if TYPE_CHECKING:  # the API reads stored models through this module and must not import torch
-    from service.objective import DataCache
+    from rnntune.service.objective import DataCache
 
 log = logging.getLogger("rnntune.finalize")
 
@@ -73,10 +73,10 @@ def finalize_study(
     import numpy as np
     import torch
 
-    from models.checkpoint import save_model
-    from models.recurrent import SequenceModel
-    from models.train import EpochResult, evaluate, fit
-    from service.objective import Interrupted, build_configs
+    from rnntune.models.checkpoint import save_model
+    from rnntune.models.recurrent import SequenceModel
+    from rnntune.models.train import EpochResult, evaluate, fit
+    from rnntune.service.objective import Interrupted, build_configs
 
     started = time.monotonic()
     best = study.best_trial  # ValueError when no trial is complete
@@ -173,8 +173,8 @@ def finalize_study(
 
 
 def _metric(spec: StudySpec, metrics: dict[str, float]) -> float:
-    from models.train import EpochResult
-    from service.objective import metric_value
+    from rnntune.models.train import EpochResult
+    from rnntune.service.objective import metric_value
 
     return metric_value(spec, EpochResult(0, math.nan, metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}, 0.0))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from service.spec import StudySpec
+from rnntune.service.spec import StudySpec
 
 MIN_TRIALS = 3  # fewer complete trials: no answer, and a reason
 STABLE_TOP = 5  # Optuna's advice: at least this many trials in the top quantile

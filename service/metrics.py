@@ -33,8 +33,8 @@ from sqlalchemy import Float, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.results import TRIAL_STATES, _state, inter_t, trials_t, uattrs_t
-from service.tables import STUDY_STATES, StudyRow, TicketRow, WorkerRow, utcnow
+from rnntune.service.results import TRIAL_STATES, _state, inter_t, trials_t, uattrs_t
+from rnntune.service.tables import STUDY_STATES, StudyRow, TicketRow, WorkerRow, utcnow
 
 log = logging.getLogger("rnntune.metrics")
 

@@ -1,6 +1,6 @@
 """Spec + ``optuna.Trial`` -> a ``models`` training run whose every epoch reports to Optuna.
 
-The only place where Optuna meets PyTorch: ``models.train.fit`` calls ``on_epoch_end`` after each
+The only place where Optuna meets PyTorch: ``rnntune.models.train.fit`` calls ``on_epoch_end`` after each
 epoch; we report the metric there and raise ``TrialPruned`` when the pruner says so.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.data import DataError, SequenceData, load_dataset
-from models.recurrent import ModelConfig
-from models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
-from service.search import suggest
-from service.spec import StudySpec
+from rnntune.models.data import DataError, SequenceData, load_dataset
+from rnntune.models.recurrent import ModelConfig
+from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
+from rnntune.service.search import suggest
+from rnntune.service.spec import StudySpec
 
 METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}
 DEFAULT_EMBED_DIM = 64  # text: when embed_dim is neither fixed, searched nor set by a matrix
@@ -83,7 +83,7 @@ class DataCache:
 
     def dataset_file(self, ref: str) -> str:
         """A local copy of the uploaded data set ``ref`` (name or id), checked against its sha256."""
-        from service import datasets
+        from rnntune.service import datasets
 
         if self.sessions is None:
             raise StudyDataError(f"data.dataset: {ref!r} is an uploaded data set, but this worker has no database")
@@ -112,7 +112,7 @@ class DataCache:
 
 def _retry_db(fn, *args, attempts: int = 8):
     """Call an Optuna storage method, riding out a dropped connection or a database restart."""
-    from service.db import TRANSIENT_ERRORS
+    from rnntune.service.db import TRANSIENT_ERRORS
 
     delay = 0.5
     for attempt in range(1, attempts + 1):

@@ -17,8 +17,8 @@ from typing import Any, Container
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service import results
-from service.tables import StudyRow, TicketRow, WorkerRow, utcnow
+from rnntune.service import results
+from rnntune.service.tables import StudyRow, TicketRow, WorkerRow, utcnow
 
 ACTIVE = ("queued", "running")
 OPEN = ("queued", "leased")

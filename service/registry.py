@@ -10,9 +10,9 @@ import optuna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import queue, results
-from service.spec import StudySpec
-from service.tables import StudyRow
+from rnntune.service import queue, results
+from rnntune.service.spec import StudySpec
+from rnntune.service.tables import StudyRow
 
 SPEC_ATTR = "rnntune_spec"
 

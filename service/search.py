@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from service.spec import CategoricalParam, FloatParam, IntParam, grid_axes
+from rnntune.service.spec import CategoricalParam, FloatParam, IntParam, grid_axes
 
 if TYPE_CHECKING:
-    from service.spec import StudySpec
+    from rnntune.service.spec import StudySpec
 
 
 def build_sampler(spec: StudySpec, *, seed_offset: int) -> optuna.samplers.BaseSampler:

@@ -478,7 +478,7 @@ def grid_axes(spec: StudySpec) -> dict[str, list]:
 
 def _check_options(spec: StudySpec) -> None:
     """Build the sampler and pruner once so that a bad option is caught here, not in a worker."""
-    from service import search  # optuna import deferred: the CLI's --help stays fast
+    from rnntune.service import search  # optuna import deferred: the CLI's --help stays fast
 
     try:
         search.build_sampler(spec, seed_offset=0)

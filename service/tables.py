@@ -129,5 +129,5 @@ class ModelRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # models.save_model's file
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # rnntune.models.save_model's file
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

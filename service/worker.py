@@ -19,12 +19,12 @@ from typing import Callable, TypeVar
 
 import optuna
 
-from service import logs, queue
-from service.config import Settings
-from service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
-from service.objective import DataCache, Interrupted, Objective, StudyDataError
-from service.search import build_pruner, build_sampler
-from service.spec import StudySpec
+from rnntune.service import logs, queue
+from rnntune.service.config import Settings
+from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
+from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
+from rnntune.service.search import build_pruner, build_sampler
+from rnntune.service.spec import StudySpec
 
 log = logging.getLogger("rnntune.worker")
 T = TypeVar("T")
@@ -207,7 +207,7 @@ class Worker:
         self._hold(claim)
         log.info("worker %s: finalizing study %s (attempt %d)", self.id, claim.study_name, claim.attempts)
         try:
-            from service.finalize import finalize_study
+            from rnntune.service.finalize import finalize_study
 
             study = self._study(claim, spec)
             finalize_study(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.cli import _logging  # noqa: E402
-from service.config import Settings  # noqa: E402
-from service.objective import Objective  # noqa: E402
-from service.worker import Worker  # noqa: E402
+from rnntune.service.cli import _logging  # noqa: E402
+from rnntune.service.config import Settings  # noqa: E402
+from rnntune.service.objective import Objective  # noqa: E402
+from rnntune.service.worker import Worker  # noqa: E402
 
 
 class RaisingObjective(Objective):

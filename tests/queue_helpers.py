@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import optuna
 import sqlalchemy as sa
 
-from service import queue, registry
-from service.config import Settings
-from service.db import init_db, make_engine, make_storage, session_factory
-from service.spec import parse_spec
+from rnntune.service import queue, registry
+from rnntune.service.config import Settings
+from rnntune.service.db import init_db, make_engine, make_storage, session_factory
+from rnntune.service.spec import parse_spec
 from tests.conftest import REPO, rnntune, wait_for
 
 TS = optuna.trial.TrialState
@@ -95,7 +95,7 @@ class Env:
             return [dict(r._mapping) for r in rows]
 
     def workers(self, include_stopped: bool = False, **match) -> list[dict]:
-        """GET /v1/workers's rows (service.queue.list_workers) whose fields equal ``match``."""
+        """GET /v1/workers's rows (rnntune.service.queue.list_workers) whose fields equal ``match``."""
         with self.sessions() as s:
             rows = queue.list_workers(s, lost_after_s=self.settings.lease_s, include_stopped=include_stopped)
         return [w for w in rows if all(w[k] == v for k, v in match.items())]

@@ -41,7 +41,7 @@ def start(service: dict, db_url: str, port: int | None = None, internal_port: in
         command[command.index("--port") + 1] = str(port)
     env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
     env.update(RNNTUNE_DATABASE_URL=db_url, PYTHONPATH=str(REPO), RNNTUNE_POLL_INTERVAL_S="0.5")
-    return subprocess.Popen([sys.executable, "-m", "service.cli", *command[1:]], env=env, cwd=REPO)
+    return subprocess.Popen([sys.executable, "-m", "rnntune.service.cli", *command[1:]], env=env, cwd=REPO)
 
 
 def test_compose_processes_serve_a_study(pg_url, tmp_path):

@@ -34,7 +34,7 @@ def test_compose_file_is_valid(tmp_path):
 def test_service_commands_exist(service):
     command = COMPOSE["services"][service]["command"]
     assert command[0] == "rnntune"
-    r = subprocess.run([sys.executable, "-m", "service.cli", *command[1:], "--help"], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rnntune.service.cli", *command[1:], "--help"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

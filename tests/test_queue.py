@@ -172,7 +172,7 @@ def test_pause_resume_and_cancel(env):
     paused = env.create(spec("pausing", n_trials=3, max_epochs=4, n_series=600, hidden=32))
     w = env.worker()
     try:
-        from service import queue, registry
+        from rnntune.service import queue, registry
 
         victim = env.wait_mid_trial(paused)
         with env.sessions() as s:

@@ -14,12 +14,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__, queue
-from service.api.dashboard import dashboard_app
-from service.api.security import BodyLimit, TokenAuth
-from service.api.routes import datasets, health, metrics, results, studies, workers
-from service.config import Settings
-from service.db import init_db, make_engine, make_storage, session_factory
+from rnntune.service import __version__, queue
+from rnntune.service.api.dashboard import dashboard_app
+from rnntune.service.api.security import BodyLimit, TokenAuth
+from rnntune.service.api.routes import datasets, health, metrics, results, studies, workers
+from rnntune.service.config import Settings
+from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 
 log = logging.getLogger("rnntune.api")
 

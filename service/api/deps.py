@@ -9,7 +9,7 @@ import optuna
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
-from service.config import Settings
+from rnntune.service.config import Settings
 
 
 def get_settings(request: Request) -> Settings:
@@ -32,7 +32,7 @@ StorageDep = Annotated[optuna.storages.BaseStorage, Depends(get_storage)]
 
 def study_or_404(session: Session, name: str):
     """Our registry row of study ``name``, or a 404 naming it."""
-    from service import registry
+    from rnntune.service import registry
 
     row = registry.get_study(session, name)
     if row is None:

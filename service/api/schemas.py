@@ -1,4 +1,4 @@
-"""Response shapes (``*Public``) of the HTTP API. Requests are ``service.spec.StudySpec``."""
+"""Response shapes (``*Public``) of the HTTP API. Requests are ``rnntune.service.spec.StudySpec``."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ class ModelPublic(BaseModel):
     sha256: str
     size: int
     created_at: datetime
-    download: str = Field(description="GET this path for the model file (models.load_model reads it)")
+    download: str = Field(description="GET this path for the model file (rnntune.load_model reads it)")
 
 
 class BestPublic(BaseModel):

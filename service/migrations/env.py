@@ -10,8 +10,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from service.migrate import VERSION_TABLE
-from service.tables import Base
+from rnntune.service.migrate import VERSION_TABLE
+from rnntune.service.tables import Base
 
 LOCK_KEY = 0x726E6E74  # "rnnt"
 

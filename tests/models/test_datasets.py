@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
+from rnntune.models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
 
 SPLITS = ("train", "val", "test")
 

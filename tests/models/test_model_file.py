@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.data import load_dataset
-from models.recurrent import ModelConfig, SequenceModel
-from models.train import TrainConfig, fit
+from rnntune.models.checkpoint import load_model, save_model
+from rnntune.models.data import load_dataset
+from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.train import TrainConfig, fit
 
 
 def test_forecast_round_trip_in_original_units(tmp_path: Path) -> None:

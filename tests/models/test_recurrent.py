@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
+from rnntune.models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.data import DataError, load_dataset
-from models.recurrent import ModelConfig, SequenceModel
-from models.text import PAD_ID, UNK_ID, Vocab, bucket_batches, encode_texts, tokenize
-from models.train import TrainConfig, evaluate, fit
+from rnntune.models.checkpoint import load_model, save_model
+from rnntune.models.data import DataError, load_dataset
+from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.text import PAD_ID, UNK_ID, Vocab, bucket_batches, encode_texts, tokenize
+from rnntune.models.train import TrainConfig, evaluate, fit
 
 REPO = Path(__file__).resolve().parents[2]
 REVIEWS = REPO / "studies" / "data" / "sentiment-reviews.csv"

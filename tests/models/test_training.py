@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import SequenceData, load_dataset
-from models.recurrent import ModelConfig, SequenceModel
-from models.train import (
+from rnntune.models.data import SequenceData, load_dataset
+from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.train import (
     OPTIMIZERS,
     SCHEDULERS,
     DivergedError,

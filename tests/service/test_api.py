@@ -9,9 +9,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.worker import Worker
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((REPO / "studies" / "sine-lstm.yaml").read_text())

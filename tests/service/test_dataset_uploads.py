@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.worker import Worker
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.worker import Worker
 from tests.api_server import serving
 from tests.conftest import REPO
 
@@ -198,7 +198,7 @@ def test_broken_data_fails_the_study_at_once(client, settings, data, reason):
 def test_cli_uploads_and_lists(settings, tmp_path):
     path = tmp_path / "Tide Gauge.csv"
     path.write_bytes(series_csv(50))
-    cli = [sys.executable, "-m", "service.cli", "datasets"]
+    cli = [sys.executable, "-m", "rnntune.service.cli", "datasets"]
     with serving(create_app(settings, dashboard=False)) as url:
         r = subprocess.run([*cli, "upload", str(path), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -220,7 +220,7 @@ def test_cli_uploads_and_lists(settings, tmp_path):
     ],
 )
 def test_spec_checks_dataset_without_a_database(data, field, reason):
-    from service.spec import SpecError, parse_spec
+    from rnntune.service.spec import SpecError, parse_spec
 
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "t", "data": data, "budget": {"n_trials": 1}})

@@ -10,10 +10,10 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import queue
-from service.api.app import create_app
-from service.config import Settings
-from service.worker import Worker
+from rnntune.service import queue
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((REPO / "studies" / "sine-lstm.yaml").read_text())

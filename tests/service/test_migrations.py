@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from service import migrate
-from service.tables import Base
+from rnntune.service import migrate
+from rnntune.service.tables import Base
 from tests.conftest import create_pg_database, drop_pg_database
 
 

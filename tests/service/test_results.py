@@ -15,9 +15,9 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.worker import Worker
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.worker import Worker
 from tests.api_server import serving
 from tests.conftest import REPO
 
@@ -79,7 +79,7 @@ def test_best_has_val_and_test_metrics(trained, client):
 def test_model_file_round_trip_predicts_the_stored_metrics(trained, client):
     import hashlib
 
-    from models import load_dataset, load_model
+    from rnntune.models import load_dataset, load_model
 
     r = client.get(f"/v1/studies/{SPEC['name']}/best/model")
     assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
@@ -149,10 +149,10 @@ def api_url(settings):
 
 
 def test_rnntune_export_writes_the_model_file(trained, api_url, tmp_path):
-    from models import load_model
+    from rnntune.models import load_model
 
     out = tmp_path / "best.pt"
-    cli = [sys.executable, "-m", "service.cli", "export"]
+    cli = [sys.executable, "-m", "rnntune.service.cli", "export"]
     r = subprocess.run([*cli, SPEC["name"], "-o", str(out), "--api-url", api_url], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout and "test:" in r.stdout
@@ -164,10 +164,10 @@ def test_rnntune_export_writes_the_model_file(trained, api_url, tmp_path):
 def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, settings):
     import threading
 
-    from models.train import TrainingStopped
-    from service import finalize, registry
-    from service.objective import DataCache, Interrupted
-    from service.spec import StudySpec
+    from rnntune.models.train import TrainingStopped
+    from rnntune.service import finalize, registry
+    from rnntune.service.objective import DataCache, Interrupted
+    from rnntune.service.spec import StudySpec
 
     sessions = client.app.state.sessions
     with sessions() as s:

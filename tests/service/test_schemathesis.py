@@ -14,8 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from service.api.app import create_app
-from service.config import Settings
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
 
 TOKEN = "schemathesis-token-0123456789"
 

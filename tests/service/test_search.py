@@ -10,9 +10,9 @@ import warnings
 import optuna
 import pytest
 
-from service.objective import DataCache, Objective, build_configs
-from service.search import build_pruner, build_sampler, hyperparameters
-from service.spec import OPTIMIZERS, PRUNERS, SAMPLERS, SCHEDULERS, parse_spec
+from rnntune.service.objective import DataCache, Objective, build_configs
+from rnntune.service.search import build_pruner, build_sampler, hyperparameters
+from rnntune.service.spec import OPTIMIZERS, PRUNERS, SAMPLERS, SCHEDULERS, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -158,7 +158,7 @@ EVERYTHING = {
 
 
 def test_every_searchable_hyperparameter_reaches_the_configs(cache):
-    from service.spec import HYPERPARAMETERS, TEXT_ONLY
+    from rnntune.service.spec import HYPERPARAMETERS, TEXT_ONLY
 
     # a new one must be added here (text-only ones: tests/service/test_text_service.py)
     assert set(EVERYTHING["search_space"]) == set(HYPERPARAMETERS) - set(TEXT_ONLY)

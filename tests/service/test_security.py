@@ -13,9 +13,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.api.security import load_tokens
-from service.config import Settings
+from rnntune.service.api.app import create_app
+from rnntune.service.api.security import load_tokens
+from rnntune.service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-tests-0123456789"
@@ -135,7 +135,7 @@ def test_tokens_from_file_and_short_tokens_refused(tmp_path):
 
 def test_non_loopback_bind_without_tokens_is_refused():
     r = subprocess.run(
-        [sys.executable, "-m", "service.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "rnntune.service.cli", "api", "--host", "0.0.0.0", "--port", "1"],
         capture_output=True, text=True, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 2 and "RNNTUNE_API_TOKENS" in r.stderr and "--insecure" in r.stderr

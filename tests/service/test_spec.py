@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.spec import CELLS, OPTIMIZERS, SCHEDULERS, SpecError, StudySpec, grid_size, load_spec, parse_spec
+from rnntune.service.spec import CELLS, OPTIMIZERS, SCHEDULERS, SpecError, StudySpec, grid_size, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "studies").rglob("*.yaml"))
@@ -106,9 +106,9 @@ def test_grid_over_continuous_range_is_rejected_and_discrete_grid_sized():
 
 
 def test_domain_lists_match_models():
-    from models.recurrent import CELLS as MODEL_CELLS
-    from models.train import OPTIMIZERS as MODEL_OPTIMIZERS
-    from models.train import SCHEDULERS as MODEL_SCHEDULERS
+    from rnntune.models.recurrent import CELLS as MODEL_CELLS
+    from rnntune.models.train import OPTIMIZERS as MODEL_OPTIMIZERS
+    from rnntune.models.train import SCHEDULERS as MODEL_SCHEDULERS
 
     assert set(CELLS) == set(MODEL_CELLS)
     assert set(OPTIMIZERS) == set(MODEL_OPTIMIZERS)
@@ -126,11 +126,11 @@ def test_json_and_yaml_files_load_the_same(tmp_path):
 def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(spec_with(search_space__lr={"type": "float", "low": 0.5, "high": 0.1})))
-    r = subprocess.run([sys.executable, "-m", "service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "rnntune.service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "search_space.lr" in lines[0] and "low must be <= high" in lines[0], r.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "service.cli", "submit", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "rnntune.service.cli", "submit", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -10,11 +10,11 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service import search
-from service.api.app import create_app
-from service.config import Settings
-from service.spec import SpecError, parse_spec
-from service.worker import Worker
+from rnntune.service import search
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.spec import SpecError, parse_spec
+from rnntune.service.worker import Worker
 from tests.conftest import REPO
 
 REVIEWS = REPO / "studies" / "data" / "sentiment-reviews.csv"
@@ -84,7 +84,7 @@ def test_genetic_sampler_is_nsga2_with_its_options():
 
 
 def test_text_hyperparameters_reach_the_configs_and_the_data():
-    from service.objective import DataCache, Objective
+    from rnntune.service.objective import DataCache, Objective
 
     spec = parse_spec(with_(TEXT, search_space={**TEXT["search_space"], "bidirectional": {"type": "categorical", "choices": [False, True]}}))
     study = optuna.create_study(direction="maximize", sampler=search.build_sampler(spec, seed_offset=0))
@@ -159,7 +159,7 @@ def test_uploaded_jsonl_trains_and_the_model_predicts_strings(client, settings):
     assert set(best["val_metrics"]) >= {"accuracy", "f1"}
     model_bytes = client.get("/v1/studies/topics/best/model").content
 
-    from models import load_model
+    from rnntune.models import load_model
 
     predictor = load_model(io.BytesIO(model_bytes), device="cpu")
     assert predictor.labels == ["business", "science", "sports", "world"]

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service import queue
-from service.api.app import create_app
-from service.config import Settings
-from service.tables import utcnow
+from rnntune.service import queue
+from rnntune.service.api.app import create_app
+from rnntune.service.config import Settings
+from rnntune.service.tables import utcnow
 from tests.api_server import serving
 from tests.conftest import REPO
 
@@ -71,7 +71,7 @@ def test_workers_listing(client):
 
     # the CLI prints the same, one line a worker
     with serving(client.app) as url:
-        cli = [sys.executable, "-m", "service.cli", "workers", "--api-url", url]
+        cli = [sys.executable, "-m", "rnntune.service.cli", "workers", "--api-url", url]
         out = subprocess.run(cli, capture_output=True, text=True, cwd=REPO, timeout=60)
         assert out.returncode == 0, out.stderr
         lines = out.stdout.strip().splitlines()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service import datasets
-from service.api.deps import SessionDep, SettingsDep
-from service.api.schemas import DatasetList, DatasetPublic, Problem
+from rnntune.service import datasets
+from rnntune.service.api.deps import SessionDep, SettingsDep
+from rnntune.service.api.schemas import DatasetList, DatasetPublic, Problem
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import migrate
-from service.api.deps import SessionDep
+from rnntune.service import migrate
+from rnntune.service.api.deps import SessionDep
 
 router = APIRouter(tags=["health"])
 

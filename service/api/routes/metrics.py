@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.metrics import registry_for
+from rnntune.service.metrics import registry_for
 
 router = APIRouter(tags=["health"])
 

@@ -11,11 +11,11 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from service import finalize, importance, results
-from service.api.deps import SessionDep, StorageDep, study_or_404
-from service.api.schemas import BestPublic, ImportancesPublic, Problem
-from service.search import hyperparameters
-from service.spec import StudySpec
+from rnntune.service import finalize, importance, results
+from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
+from rnntune.service.api.schemas import BestPublic, ImportancesPublic, Problem
+from rnntune.service.search import hyperparameters
+from rnntune.service.spec import StudySpec
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 
@@ -65,12 +65,12 @@ def get_best(name: str, session: SessionDep) -> dict:
     "/{name}/best/model",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "a models.save_model file"},
+        200: {"content": {"application/octet-stream": {}}, "description": "a rnntune.save_model file"},
         404: {"model": Problem, "description": "no such study, or no model stored yet"},
     },
 )
 def download_model(name: str, session: SessionDep) -> Response:
-    """The best model as one file: ``models.load_model(path).predict(x)``."""
+    """The best model as one file: ``rnntune.models.load_model(path).predict(x)``."""
     row = study_or_404(session, name)
     content = finalize.model_content(session, row.id)
     if content is None:

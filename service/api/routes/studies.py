@@ -9,17 +9,17 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from service import datasets, queue, registry, results
-from service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
-from service.api.schemas import (
+from rnntune.service import datasets, queue, registry, results
+from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
+from rnntune.service.api.schemas import (
     Problem,
     StudyList,
     StudyPublic,
     TrialsPage,
     ValidationProblem,
 )
-from service.spec import SpecError, StudySpec, grid_size, parse_spec
-from service.tables import STUDY_STATES
+from rnntune.service.spec import SpecError, StudySpec, grid_size, parse_spec
+from rnntune.service.tables import STUDY_STATES
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[STUDY_STATES]  # type: ignore[valid-type]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from service import queue
-from service.api.deps import SessionDep, SettingsDep
-from service.api.schemas import WorkerList
+from rnntune.service import queue
+from rnntune.service.api.deps import SessionDep, SettingsDep
+from rnntune.service.api.schemas import WorkerList
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
