@@ -28,17 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._pg import drop_db, new_db  # noqa: E402
-
-import optuna  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-from optuna.distributions import (  # noqa: E402
+import optuna
+import sqlalchemy as sa
+from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
     distribution_to_json,
 )
-from optuna.storages._rdb import models as om  # noqa: E402
+from optuna.storages._rdb import models as om
+
+from benchmarks._pg import drop_db, new_db
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAME = "bench-api"
@@ -107,12 +107,18 @@ def fill(url: str, n: int, seed: int = 0) -> float:
         )
         plans.append((epochs, 0.2 + rng.random()))
     with engine.begin() as c:
-        ids = c.execute(
-            om.TrialModel.__table__.insert().returning(om.TrialModel.__table__.c.trial_id, sort_by_parameter_order=True),
-            trials,
-        ).scalars().all()
+        ids = (
+            c.execute(
+                om.TrialModel.__table__.insert().returning(
+                    om.TrialModel.__table__.c.trial_id, sort_by_parameter_order=True
+                ),
+                trials,
+            )
+            .scalars()
+            .all()
+        )
         params, values, inter, attrs = [], [], [], []
-        for tid, (epochs, level) in zip(ids, plans):
+        for tid, (epochs, level) in zip(ids, plans, strict=False):
             for name, dist in DISTRIBUTIONS.items():
                 if isinstance(dist, CategoricalDistribution):
                     internal = float(rng.randrange(len(dist.choices)))
@@ -120,7 +126,9 @@ def fill(url: str, n: int, seed: int = 0) -> float:
                     internal = float(rng.randint(dist.low, dist.high))
                 else:
                     internal = rng.uniform(dist.low, dist.high)
-                params.append({"trial_id": tid, "param_name": name, "param_value": internal, "distribution_json": dist_json[name]})
+                params.append(
+                    {"trial_id": tid, "param_name": name, "param_value": internal, "distribution_json": dist_json[name]}
+                )
             curve = [level * (1 + 2.0 / (step + 1)) + 0.01 * rng.random() for step in range(epochs)]
             inter += [
                 {"trial_id": tid, "step": step, "intermediate_value": v, "intermediate_value_type": FINITE_I}
@@ -128,7 +136,12 @@ def fill(url: str, n: int, seed: int = 0) -> float:
             ]
             values.append({"trial_id": tid, "objective": 0, "value": min(curve), "value_type": FINITE_V})
             best_epoch = curve.index(min(curve))
-            for key, value in (("epochs", epochs), ("best_epoch", best_epoch), ("stopped", "max_epochs"), ("train_seconds", 2.5 * epochs)):
+            for key, value in (
+                ("epochs", epochs),
+                ("best_epoch", best_epoch),
+                ("stopped", "max_epochs"),
+                ("train_seconds", 2.5 * epochs),
+            ):
                 attrs.append({"trial_id": tid, "key": key, "value_json": json.dumps(value)})
         c.execute(om.TrialParamModel.__table__.insert(), params)
         c.execute(om.TrialValueModel.__table__.insert(), values)
@@ -214,7 +227,9 @@ def main() -> None:
         rows.append(run(n, args.requests, args.repeats))
         print(f"# {n} trials: filled in {rows[-1]['fill_s']:.1f} s", file=sys.stderr, flush=True)
     print(f"\np50 / p95 in ms over {args.requests} requests each (in-process TestClient, PostgreSQL 15 on loopback)\n")
-    print("| finished trials | GET /v1/studies | GET /v1/studies/{name} | GET …/trials?limit=100 | GET /metrics | `study.trials` (median, cold) |")
+    print(
+        "| finished trials | GET /v1/studies | GET /v1/studies/{name} | GET …/trials?limit=100 | GET /metrics | `study.trials` (median, cold) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(

@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._pg import drop_db, new_db  # noqa: E402
+import optuna
+import sqlalchemy as sa
 
-import optuna  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from benchmarks._pg import drop_db, new_db
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -110,7 +110,11 @@ def _worker_proc(url: str, sleep_s: float, ready) -> None:
 
 def _plain_proc(url: str, n: int, sleep_s: float, sampler: str, start) -> None:
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_size": 2, "max_overflow": 2})
-    s = optuna.samplers.TPESampler(seed=os.getpid()) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=os.getpid())
+    s = (
+        optuna.samplers.TPESampler(seed=os.getpid())
+        if sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=os.getpid())
+    )
     study = optuna.load_study(study_name="plain", storage=storage, sampler=s)
     start.wait()
     study.optimize(lambda t: trivial(t, sleep_s), n_trials=n)
@@ -194,7 +198,9 @@ def run_plain(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> floa
 def overhead(n_trials: int, samplers: list[str], repeats: int) -> None:
     """Plain and rnntune runs alternate, ``repeats`` times each; the medians are compared. One
     run of each is at the mercy of the machine's mood (single runs here differed by 1.3x)."""
-    print(f"\n## 1. per-trial overhead, one process, trivial objective ({n_trials} trials, median of {repeats} alternating runs)")
+    print(
+        f"\n## 1. per-trial overhead, one process, trivial objective ({n_trials} trials, median of {repeats} alternating runs)"
+    )
     print("| sampler | plain study.optimize | rnntune worker | ratio (target <= 1.25x) | runs: plain / rnntune (ms) |")
     print("|---|---|---|---|---|")
     for sampler in samplers:
@@ -212,7 +218,9 @@ def sleep_scaling(counts: list[int], per_worker: int) -> None:
     print("end to end: first claim to last completion, so each process's first trial (connections, statement")
     print("compilation, study load: tens of ms of CPU more than later trials, all N at once) counts; steady:")
     print("each worker from its first completion to its last, summed")
-    print("| workers | trials | seconds | trials/s | ideal | ratio (target >= 0.9x at 16) | steady trials/s | steady ideal | steady ratio |")
+    print(
+        "| workers | trials | seconds | trials/s | ideal | ratio (target >= 0.9x at 16) | steady trials/s | steady ideal | steady ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     one = None
     for n in counts:

@@ -57,7 +57,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import optuna  # noqa: E402
 
-
 from rnntune.service.objective import DataCache, Objective  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
 from rnntune.service.spec import parse_spec  # noqa: E402
@@ -94,7 +93,9 @@ def tpe_setting(text: str) -> str:
     """``--tpe``'s type: STARTUP/PRUNE_STARTUP/WARMUP, three whole numbers."""
     parts = text.split("/")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected three whole numbers as STARTUP/PRUNE_STARTUP/WARMUP, e.g. 10/5/0")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected three whole numbers as STARTUP/PRUNE_STARTUP/WARMUP, e.g. 10/5/0"
+        )
     return text
 
 
@@ -136,13 +137,22 @@ def make_spec(strategy: str, seed: int, args: argparse.Namespace, n_trials: int,
     return parse_spec(spec)
 
 
-def run(strategy: str, seed: int, args: argparse.Namespace, epoch_budget: int | None, cache: DataCache, lr: float | None = None) -> dict:
+def run(
+    strategy: str,
+    seed: int,
+    args: argparse.Namespace,
+    epoch_budget: int | None,
+    cache: DataCache,
+    lr: float | None = None,
+) -> dict:
     """Trials until the grid is exhausted (grid) or ``epoch_budget`` epochs are spent.
 
     Returns the trajectory: after each trial, (epochs so far, best complete value so far)."""
     n_trials = 27 if strategy == "grid" else 10_000
     spec = make_spec(strategy, seed, args, n_trials, lr)
-    study = optuna.create_study(direction="minimize", sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec))
+    study = optuna.create_study(
+        direction="minimize", sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec)
+    )
     objective = Objective(spec, device="cpu", data_cache=cache)
     epochs, best, trajectory = 0, math.inf, []
     started = time.perf_counter()
@@ -217,12 +227,20 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict[str, dict], floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (fresh seeds for a setting chosen after seeing others)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run from this one (fresh seeds for a setting chosen after seeing others)",
+    )
     parser.add_argument("--epochs", type=int, default=30, help="max epochs per trial")
     parser.add_argument("--cell", default="gru", choices=("gru", "lstm"))
     parser.add_argument("--window", type=int, default=24)
     parser.add_argument(
-        "--tpe", action="append", type=tpe_setting, metavar="S/P/W",
+        "--tpe",
+        action="append",
+        type=tpe_setting,
+        metavar="S/P/W",
         help="TPE + median setting: TPE startup trials / pruner startup trials / pruner warm-up epochs; "
         "repeat to compare settings on the same seeds (default: what a spec's plain tpe + median gets, "
         f"{SPEC_DEFAULT_TPE})",
@@ -230,7 +248,8 @@ def main() -> None:
     parser.add_argument("--lr-low", type=float, default=1e-4, help="random and TPE: the bottom of the log lr range")
     parser.add_argument("--lr-high", type=float, default=1e-2, help="random and TPE: the top of the log lr range")
     parser.add_argument(
-        "--oracle", action="store_true",
+        "--oracle",
+        action="store_true",
         help="also run the reference: random hidden and batch at the grid's best lr, without and with median pruning",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
@@ -246,15 +265,19 @@ def main() -> None:
         f"sunspots, {args.cell.upper()}, window {args.window}, {args.epochs} epochs per trial, "
         f"seeds {seeds[0]}..{seeds[-1]}, torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
     )
-    print(f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n")
-    print(f"{'seed':>4} {'strategy':<13} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}")
+    print(
+        f"grid: 27 trials x {args.epochs} epochs = {grid_epochs} epochs; random and TPE stop at the same number of epochs\n"
+    )
+    print(
+        f"{'seed':>4} {'strategy':<13} {'trials':>6} {'pruned':>6} {'epochs':>6} {'to grid best':>12} {'best @1/3':>10} {'best @full':>10} {'time':>6}"
+    )
     rows: dict[str, list[dict]] = {s: [] for s in strategies(args)}
     if args.jobs == 1:
         results = map(run_seed, seeds, [args] * args.seeds)
     else:  # one seed per process; a seed's numbers do not depend on which process ran it
         pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(run_seed, seeds, [args] * args.seeds)
-    for seed, (outs, grid_best, grid_params) in zip(seeds, results):
+    for seed, (outs, grid_best, grid_params) in zip(seeds, results, strict=False):
         for strategy, out in outs.items():
             rows[strategy].append(out)
             reach = out["reach"]
@@ -265,8 +288,12 @@ def main() -> None:
             )
         print(f"{'':>4} grid best {grid_best:.4f} at {grid_params}")
 
-    print(f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)")
-    print(f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'in 1/3':>7} {'best @1/3':>10} {'best @full':>10}")
+    print(
+        f"\nmedian over {args.seeds} seeds (ratio: epochs to reach the grid's best / the grid's {grid_epochs} epochs)"
+    )
+    print(
+        f"{'strategy':<26} {'to grid best':>12} {'ratio':>7} {'reached':>8} {'in 1/3':>7} {'best @1/3':>10} {'best @full':>10}"
+    )
     labels = {"grid": "grid (27, no pruning)", "random": "random (no pruning)"}
     labels |= {s: f"TPE + median {s.split()[1]}" for s in tpe_strategies(args)}
     labels |= {"oracle": "grid's best lr, no pruning", "oracle median": "grid's best lr + median"}

@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnntune.models.data import SequenceData, load_dataset  # noqa: E402
-from rnntune.models.recurrent import ModelConfig, SequenceModel  # noqa: E402
-from rnntune.models.train import TrainConfig, fit, pick_device  # noqa: E402
+from rnntune.models.data import SequenceData, load_dataset
+from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.train import TrainConfig, fit, pick_device
 
 
 def _sync(device: torch.device) -> None:
@@ -150,7 +150,7 @@ def main() -> None:
     header = f"{'variant':<12} {'samples/s (median)':>19} {'min':>9} {'max':>9}"
     print(f"\n{header} {'vs hand loop':>13}")
     for name in names:
-        paired = statistics.median(r / b for r, b in zip(rates[name], base))
+        paired = statistics.median(r / b for r, b in zip(rates[name], base, strict=False))
         print(
             f"{name:<12} {statistics.median(rates[name]):>19,.0f} {min(rates[name]):>9,.0f} "
             f"{max(rates[name]):>9,.0f} {paired:>12.3f}x"

@@ -14,6 +14,7 @@ A text model's file carries its tokenizer settings, vocabulary and label names, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import numbers
@@ -72,10 +73,8 @@ def save_model(
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 class Predictor:
@@ -138,17 +137,13 @@ class Predictor:
             return self._forward_text(x, batch_size)
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 3 or x.shape[2] != self.config.input_size:
-            raise ValueError(
-                f"x must be (N, T, {self.config.input_size}) in original units, "
-                f"but got shape {x.shape}."
-            )
+            raise ValueError(f"x must be (N, T, {self.config.input_size}) in original units, but got shape {x.shape}.")
         if self.scaler is not None and "x_mean" in self.scaler:
             x = (x - np.asarray(self.scaler["x_mean"])) / np.asarray(self.scaler["x_std"])
         inputs = torch.as_tensor(x.astype(np.float32), device=self.device)  # (N, T, F)
         self.model.eval()
         outputs = [
-            self.model(inputs[start : start + batch_size]).float().cpu()
-            for start in range(0, len(inputs), batch_size)
+            self.model(inputs[start : start + batch_size]).float().cpu() for start in range(0, len(inputs), batch_size)
         ]
         if not outputs:
             return np.zeros((0, self.config.output_size), np.float32)
@@ -185,17 +180,14 @@ class Predictor:
         return torch.softmax(logits, dim=1).numpy()
 
 
-def load_model(
-    path: str | os.PathLike | io.IOBase, device: str | torch.device | None = None
-) -> Predictor:
+def load_model(path: str | os.PathLike | io.IOBase, device: str | torch.device | None = None) -> Predictor:
     """Load a save_model file (weights_only: safe on untrusted files) onto device (None = auto)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an rnntune model file.")
     if payload.get("version") != VERSION:
         raise ValueError(
-            f"{path!r} has model file version {payload.get('version')!r}; "
-            f"this code reads version {VERSION}."
+            f"{path!r} has model file version {payload.get('version')!r}; this code reads version {VERSION}."
         )
     config = ModelConfig(**payload["model_config"])
     model = SequenceModel(config)

@@ -25,8 +25,9 @@ import csv
 import numbers
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,14 +38,12 @@ BUILTIN_DATASETS: dict[str, str] = {
     "`horizon` steps (split by series).",
     "adding": "The adding problem (Hochreiter & Schmidhuber 1997): (T, 2) sequences of values "
     "and a marker channel; regress the sum of the two marked values.",
-    "sunspots": "Yearly sunspot activity 1700-2008 (309 points, statsmodels); chronological "
-    "forecasting.",
+    "sunspots": "Yearly sunspot activity 1700-2008 (309 points, statsmodels); chronological forecasting.",
     "co2": "Mauna Loa CO2, weekly 1958-2001 (statsmodels), NaNs interpolated, monthly means "
     "by default; chronological forecasting.",
     "digits": "8x8 handwritten digits (scikit-learn) read row by row: 8 steps of 8 features; "
     "10-class classification, stratified split.",
-    "csv": "A time-series CSV file (path, target, inputs); chronological forecasting with "
-    "train-only scaling.",
+    "csv": "A time-series CSV file (path, target, inputs); chronological forecasting with train-only scaling.",
     "npz": "An .npz file with X (N, T, F) and y: (N,) integer labels (classification) or "
     "(N,) / (N, K) floats (regression).",
     "text": "Labelled text (CSV or JSONL with text and label columns): token ids padded to "
@@ -99,9 +98,7 @@ class SequenceData:
             if self.task == "classification" and y.ndim != 1:
                 raise DataError(f"{self.name}: y_{split} must be (N,), but got {y.shape}.")
             if len(x) != len(y):
-                raise DataError(
-                    f"{self.name}: x_{split} has {len(x)} rows but y_{split} has {len(y)}."
-                )
+                raise DataError(f"{self.name}: x_{split} has {len(x)} rows but y_{split} has {len(y)}.")
             setattr(self, f"x_{split}", x)
             setattr(self, f"y_{split}", y)
         if len(self.x_train) == 0 or len(self.x_val) == 0:
@@ -116,9 +113,7 @@ class SequenceData:
             for split in ("train", "val", "test"):
                 y = getattr(self, f"y_{split}")
                 if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
-                    raise DataError(
-                        f"{self.name}: y_{split} has labels outside [0, {self.n_classes})."
-                    )
+                    raise DataError(f"{self.name}: y_{split} has labels outside [0, {self.n_classes}).")
 
     def _check_text(self) -> None:
         if self.task != "classification" or self.text is None:
@@ -241,12 +236,9 @@ def load_dataset(
             raise DataError(f"{name}: {fraction_name} must be in {bounds}, but got {value!r}.")
     if val_fraction + test_fraction >= 1.0:
         raise DataError(
-            f"{name}: val_fraction + test_fraction must be < 1, but got "
-            f"{val_fraction=} + {test_fraction=}."
+            f"{name}: val_fraction + test_fraction must be < 1, but got {val_fraction=} + {test_fraction=}."
         )
-    if inputs is not None and (
-        isinstance(inputs, str) or not all(isinstance(c, str) for c in inputs)
-    ):
+    if inputs is not None and (isinstance(inputs, str) or not all(isinstance(c, str) for c in inputs)):
         raise DataError(f"{name}: inputs must be a list of column names, but got {inputs!r}.")
     request = _Request(
         name=name,
@@ -289,9 +281,7 @@ def _reject(request: _Request, *keys: str) -> None:
             continue
         if key != "horizon" and value is None:
             continue
-        raise DataError(
-            f"{request.name}: {key} does not apply to this dataset, but got {key}={value!r}."
-        )
+        raise DataError(f"{request.name}: {key} does not apply to this dataset, but got {key}={value!r}.")
 
 
 def _split_sizes(n: int, request: _Request, what: str) -> tuple[int, int, int]:
@@ -315,9 +305,7 @@ def _fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _make_windows(
-    values: np.ndarray, window: int, horizon: int, target_index: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _make_windows(values: np.ndarray, window: int, horizon: int, target_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Cut (..., L, F) into every window: x (..., n, window, F), y (..., n, horizon)."""
     length = values.shape[-2]
     n = length - window - horizon + 1
@@ -410,9 +398,7 @@ def _chronological(
     )
 
 
-def _random_split(
-    request: _Request, n: int, labels: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
+def _random_split(request: _Request, n: int, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Indices of a random split, stratified by labels when given (numpy only)."""
     rng = np.random.default_rng(request.seed)
     if labels is None:
@@ -466,9 +452,7 @@ def _from_indices(
 
 
 def _load_sine(params: dict, request: _Request) -> SequenceData:
-    p = _take_params(
-        "sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed}
-    )
+    p = _take_params("sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed})
     _reject(request, "target", "inputs", "path")
     _check_int("sine", "n_series", p["n_series"], low=3)
     _check_int("sine", "length", p["length"], low=2)
@@ -478,15 +462,10 @@ def _load_sine(params: dict, request: _Request) -> SequenceData:
         raise DataError(f"sine: noise must be a number >= 0, but got noise={noise!r}.")
     n_series, length, horizon = p["n_series"], p["length"], request.horizon
     if length - horizon < 1:
-        raise DataError(
-            f"sine: length must exceed horizon, but got length={length} and horizon={horizon}."
-        )
+        raise DataError(f"sine: length must exceed horizon, but got length={length} and horizon={horizon}.")
     window = request.window if request.window is not None else min(48, length - horizon)
     if window + horizon > length:
-        raise DataError(
-            f"sine: window + horizon = {window} + {horizon} is longer than the series "
-            f"(length={length})."
-        )
+        raise DataError(f"sine: window + horizon = {window} + {horizon} is longer than the series (length={length}).")
 
     rng = np.random.default_rng(p["seed"])
     amplitude = rng.uniform(0.5, 1.5, size=(n_series, 1))
@@ -590,9 +569,7 @@ def _load_co2(params: dict, request: _Request) -> SequenceData:
     p = _take_params("co2", params, {"frequency": "monthly"})
     _reject(request, "target", "inputs", "path")
     if p["frequency"] not in ("monthly", "weekly"):
-        raise DataError(
-            f"co2: frequency must be 'monthly' or 'weekly', but got {p['frequency']!r}."
-        )
+        raise DataError(f"co2: frequency must be 'monthly' or 'weekly', but got {p['frequency']!r}.")
     from statsmodels.datasets import co2
 
     weekly = co2.load_pandas().data["co2"]
@@ -650,10 +627,7 @@ def _load_digits(params: dict, request: _Request) -> SequenceData:
 def _file_path(params: dict, request: _Request) -> str:
     path = params.get("path")
     if path is not None and request.path is not None and os.fspath(path) != request.path:
-        raise DataError(
-            f"{request.name}: path given twice and differently: params {path!r}, "
-            f"path={request.path!r}."
-        )
+        raise DataError(f"{request.name}: path given twice and differently: params {path!r}, path={request.path!r}.")
     path = request.path if path is None else os.fspath(path)
     if path is None:
         raise DataError(f"{request.name}: a path is required (path=... or params['path']).")
@@ -688,9 +662,7 @@ def _load_csv(params: dict, request: _Request) -> SequenceData:
         raise DataError(f"csv: {path!r} has a header but no rows.")
     missing = [column for column in inputs if column not in header]
     if missing:
-        raise DataError(
-            f"csv: column {missing[0]!r} not found in {path!r}; columns: {header}."
-        )
+        raise DataError(f"csv: column {missing[0]!r} not found in {path!r}; columns: {header}.")
     columns = []
     for column in inputs:
         position = header.index(column)
@@ -704,8 +676,7 @@ def _load_csv(params: dict, request: _Request) -> SequenceData:
                 values[i] = float(cell)
             except ValueError:
                 raise DataError(
-                    f"csv: column {column!r} is not numeric: row {i + 2} of {path!r} "
-                    f"holds {cell!r}."
+                    f"csv: column {column!r} is not numeric: row {i + 2} of {path!r} holds {cell!r}."
                 ) from None
         n_bad = int((~np.isfinite(values)).sum())
         if n_bad:
@@ -804,7 +775,12 @@ TEXT_DEFAULTS = {
 
 
 def read_text_rows(
-    content: bytes, *, fmt: str | None, text_column: str, label_column: str, delimiter: str = ",",
+    content: bytes,
+    *,
+    fmt: str | None,
+    text_column: str,
+    label_column: str,
+    delimiter: str = ",",
     where: str = "text",
 ) -> tuple[list[str], list[str]]:
     """(texts, labels as strings) of a CSV / JSONL file's bytes; DataError naming the problem."""
@@ -815,7 +791,7 @@ def read_text_rows(
     except UnicodeDecodeError as exc:
         line = content[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"{where} is not UTF-8 text: byte {content[exc.start:exc.start + 1]!r} at offset "
+            f"{where} is not UTF-8 text: byte {content[exc.start : exc.start + 1]!r} at offset "
             f"{exc.start} (line {line}); save the file as UTF-8."
         ) from None
     body = body.removeprefix("\ufeff")
@@ -837,9 +813,7 @@ def read_text_rows(
                 raise DataError(f"{where}: line {number} is not a JSON object.")
             for column in (text_column, label_column):
                 if column not in record:
-                    raise DataError(
-                        f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}."
-                    )
+                    raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
             text, label = record[text_column], record[label_column]
             if not isinstance(text, str):
                 raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
@@ -902,7 +876,9 @@ def _load_text(params: dict, request: _Request) -> SequenceData:
     fmt = p["format"]
     if fmt is None:
         extension = os.path.splitext(path)[1].lower()
-        fmt = "jsonl" if extension in (".jsonl", ".json", ".ndjson") else "csv" if extension in (".csv", ".tsv") else None
+        fmt = (
+            "jsonl" if extension in (".jsonl", ".json", ".ndjson") else "csv" if extension in (".csv", ".tsv") else None
+        )
     try:
         with open(path, "rb") as handle:
             content = handle.read()
@@ -919,9 +895,7 @@ def _load_text(params: dict, request: _Request) -> SequenceData:
     y = np.array([index[label] for label in label_values], dtype=np.int64)
     tokens = [tokenize(text, lowercase=p["lowercase"]) for text in texts]
     splits = _random_split(request, len(y), labels=y)
-    vocab = Vocab.build(
-        (tokens[i] for i in splits["train"]), min_freq=p["min_freq"], max_size=p["max_size"]
-    )
+    vocab = Vocab.build((tokens[i] for i in splits["train"]), min_freq=p["min_freq"], max_size=p["max_size"])
     arrays = {}
     for split, rows in splits.items():
         arrays[split] = encode_texts([tokens[i] for i in rows], vocab, p["max_length"])

@@ -63,8 +63,7 @@ class ModelConfig:
             raise ValueError(f"task must be one of {TASKS}, but got {task=}.")
         if task == "classification" and output_size < 2:
             raise ValueError(
-                f"output_size is the number of classes for classification and must be >= 2, "
-                f"but got {output_size=}."
+                f"output_size is the number of classes for classification and must be >= 2, but got {output_size=}."
             )
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, but got {cell=}.")
@@ -74,11 +73,7 @@ class ModelConfig:
             raise ValueError(f"num_layers must be an integer >= 1, but got {num_layers=}.")
         if not isinstance(bidirectional, bool):
             raise ValueError(f"bidirectional must be a bool, but got {bidirectional=}.")
-        if (
-            not isinstance(dropout, numbers.Real)
-            or isinstance(dropout, bool)
-            or not 0.0 <= dropout < 1.0
-        ):
+        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a float in [0, 1), but got {dropout=}.")
         vocab_size, embed_dim = self.vocab_size, self.embed_dim
         padding_idx, freeze_embeddings = self.padding_idx, self.freeze_embeddings
@@ -136,8 +131,7 @@ class SequenceModel(nn.Module):
             return self._forward_text(x, lengths)
         if x.ndim != 3 or x.shape[2] != self.config.input_size:
             raise ValueError(
-                f"expected input of shape (batch, time, {self.config.input_size}), "
-                f"but got {tuple(x.shape)}."
+                f"expected input of shape (batch, time, {self.config.input_size}), but got {tuple(x.shape)}."
             )
         out, _ = self.rnn(x)  # (B, T, H * D); the directions are concatenated on the last axis
         if self.config.bidirectional:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -53,9 +53,7 @@ def as_text(value: str | bytes, where: str = "text") -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             bad = bytes(value)[exc.start : exc.start + 1]
-            raise ValueError(
-                f"{where} is not UTF-8 text: byte {bad!r} at offset {exc.start} ({exc.reason})"
-            ) from None
+            raise ValueError(f"{where} is not UTF-8 text: byte {bad!r} at offset {exc.start} ({exc.reason})") from None
     raise TypeError(f"{where} must be str or UTF-8 bytes, but got {type(value).__name__}")
 
 
@@ -82,14 +80,10 @@ class Vocab:
         self.max_size = max_size
 
     @classmethod
-    def build(
-        cls, token_lists: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None
-    ) -> Vocab:
+    def build(cls, token_lists: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None) -> Vocab:
         if not isinstance(min_freq, int) or isinstance(min_freq, bool) or min_freq < 1:
             raise ValueError(f"min_freq must be an integer >= 1, but got {min_freq=}")
-        if max_size is not None and (
-            not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1
-        ):
+        if max_size is not None and (not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1):
             raise ValueError(f"max_size must be None or an integer >= 1, but got {max_size=}")
         counts = Counter(token for tokens in token_lists for token in tokens)
         for special in (PAD, UNK):
@@ -120,9 +114,7 @@ def encode_texts(
     token_lists: Sequence[Sequence[str]], vocab: Vocab, max_length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """ids int64 (N, T) padded with 0, lengths int64 (N,) >= 1; T = the longest (truncated) row."""
-    if max_length is not None and (
-        not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
-    ):
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ValueError(f"max_length must be None or an integer >= 1, but got {max_length=}")
     rows = [vocab.encode(tokens[:max_length] if max_length else tokens) for tokens in token_lists]
     lengths = np.array([max(1, len(row)) for row in rows], dtype=np.int64)

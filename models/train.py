@@ -16,8 +16,8 @@ import contextlib
 import math
 import numbers
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -103,15 +103,11 @@ class TrainConfig:
             try:
                 torch.device(device)
             except (RuntimeError, TypeError, ValueError):
-                raise ValueError(
-                    f"device must be None or a torch device string, but got {device=}."
-                ) from None
+                raise ValueError(f"device must be None or a torch device string, but got {device=}.") from None
         if not isinstance(amp, bool):
             raise ValueError(f"amp must be a bool, but got {amp=}.")
         if not _is_int(eval_batch_size) or eval_batch_size < 1:
-            raise ValueError(
-                f"eval_batch_size must be an integer >= 1, but got {eval_batch_size=}."
-            )
+            raise ValueError(f"eval_batch_size must be an integer >= 1, but got {eval_batch_size=}.")
 
 
 @dataclass
@@ -387,9 +383,7 @@ def _make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     if tc.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
-        )
+        return torch.optim.RMSprop(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     return torch.optim.Adagrad(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
@@ -400,7 +394,5 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
     if tc.scheduler == "plateau":
         patience = max(1, tc.patience // 2) if tc.patience is not None else 2
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=tc.gamma, patience=patience
-        )
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=tc.gamma, patience=patience)
     return None

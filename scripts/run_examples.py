@@ -72,12 +72,20 @@ def run_study(spec: dict, workdir: Path) -> dict:
         best = client.get(f"/v1/studies/{spec['name']}/best")
         trials, after = [], None
         while True:  # every trial (epochs trained = its reported steps)
-            page = client.get(f"/v1/studies/{spec['name']}/trials", params={"limit": 100} | ({"after": after} if after is not None else {})).json()
+            page = client.get(
+                f"/v1/studies/{spec['name']}/trials",
+                params={"limit": 100} | ({"after": after} if after is not None else {}),
+            ).json()
             trials += page["items"]
             after = page.get("next_after")
             if after is None or not page["items"]:
                 break
-        return {"study": study, "best": best.json() if best.status_code == 200 else None, "seconds": seconds, "trials": trials}
+        return {
+            "study": study,
+            "best": best.json() if best.status_code == 200 else None,
+            "seconds": seconds,
+            "trials": trials,
+        }
 
 
 def main() -> None:
@@ -116,7 +124,8 @@ def main() -> None:
             + (f", naive {naive:.4g}" if naive is not None else "")
             + (f"; best val metrics {best_attrs.get('val_metrics')}" if best_attrs.get("val_metrics") else "")
             + f"; {epochs} epochs trained in all"
-            + "; test " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float)),
+            + "; test "
+            + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float)),
             flush=True,
         )
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -51,7 +51,12 @@ def _uvicorn_logging() -> dict:
 @app.callback()
 def _global_options(
     log_json: Annotated[
-        bool, typer.Option("--log-json", envvar="RNNTUNE_LOG_JSON", help="log one JSON object per line (ts, level, logger, msg, worker/study/trial ids)")
+        bool,
+        typer.Option(
+            "--log-json",
+            envvar="RNNTUNE_LOG_JSON",
+            help="log one JSON object per line (ts, level, logger, msg, worker/study/trial ids)",
+        ),
     ] = False,
 ) -> None:
     """Self-hosted hyperparameter optimisation for recurrent neural networks."""
@@ -77,7 +82,7 @@ def _refuse_open_exposure(host: str, settings: Settings, insecure: bool) -> None
         )
 
 
-DbOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="RNNTUNE_DATABASE_URL", help="SQLAlchemy URL")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", envvar="RNNTUNE_DATABASE_URL", help="SQLAlchemy URL")]
 
 
 # --- service ------------------------------------------------------------------------------------
@@ -87,8 +92,8 @@ DbOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="RNNTUNE_
 def worker(
     label: Annotated[list[str], typer.Option("--label", help="take only studies whose labels this worker has")] = [],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default 1 on CPU)")] = None,
-    max_trials: Annotated[Optional[int], typer.Option(help="exit after this many trials")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1 on CPU)")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="exit after this many trials")] = None,
     exit_when_idle: Annotated[bool, typer.Option(help="exit when no ticket is queued")] = False,
     per_gpu: Annotated[bool, typer.Option(help="run one worker process per visible GPU and supervise them")] = False,
     database_url: DbOpt = None,
@@ -140,7 +145,9 @@ def migrate(database_url: DbOpt = None) -> None:
     engine = make_engine(settings)
     before = migrations.current(engine)
     migrations.upgrade(engine)
-    typer.echo(f"rnntune tables: {before or 'none'} -> {migrations.current(engine)} on {engine.url.render_as_string(hide_password=True)}")
+    typer.echo(
+        f"rnntune tables: {before or 'none'} -> {migrations.current(engine)} on {engine.url.render_as_string(hide_password=True)}"
+    )
 
 
 @app.command()
@@ -268,7 +275,7 @@ def _stop_workers(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> Non
 # --- client ---------------------------------------------------------------------------------
 
 
-ApiOpt = Annotated[Optional[str], typer.Option("--api-url", envvar="RNNTUNE_API_URL", help="the rnntune API")]
+ApiOpt = Annotated[str | None, typer.Option("--api-url", envvar="RNNTUNE_API_URL", help="the rnntune API")]
 
 
 def _client(api_url: str | None):
@@ -304,7 +311,9 @@ def _load(path: Path):
 def validate(path: Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")]) -> None:
     """Check a study spec without submitting it."""
     spec = _load(path)
-    typer.echo(f"{path}: ok ({spec.name}: {spec.budget.n_trials} trials, sampler {spec.sampler.name}, pruner {spec.pruner.name})")
+    typer.echo(
+        f"{path}: ok ({spec.name}: {spec.budget.n_trials} trials, sampler {spec.sampler.name}, pruner {spec.pruner.name})"
+    )
 
 
 @app.command()
@@ -370,14 +379,16 @@ def _print_best(s: dict) -> None:
         return
     naive = best["user_attrs"].get("naive_val_loss")
     baseline = f" (naive baseline {naive:.6g})" if naive is not None else ""
-    typer.echo(f"best trial #{best['number']}: {s['metric']} = {best['value']:.6g} after {best['epochs']} epochs{baseline}")
+    typer.echo(
+        f"best trial #{best['number']}: {s['metric']} = {best['value']:.6g} after {best['epochs']} epochs{baseline}"
+    )
     for k, v in best["params"].items():
         typer.echo(f"  {k}: {v}")
 
 
 @app.command()
 def status(
-    name: Annotated[Optional[str], typer.Argument(help="a study; all studies when omitted")] = None,
+    name: Annotated[str | None, typer.Argument(help="a study; all studies when omitted")] = None,
     api_url: ApiOpt = None,
 ) -> None:
     """Show studies (or one study with its best trial)."""
@@ -403,10 +414,7 @@ def _worker_line(w: dict) -> str:
         trial = f", trial {w['trial_number']}" if w["trial_number"] is not None else ""
         doing = f" on {w['study']} (ticket {w['ticket_id']}{trial})"
     labels = f" labels {','.join(w['labels'])}" if w["labels"] else ""
-    return (
-        f"{w['id']}: {w['state']}{doing}; {w['device']}{labels}; "
-        f"last heartbeat {w['heartbeat_age_s']:.0f} s ago"
-    )
+    return f"{w['id']}: {w['state']}{doing}; {w['device']}{labels}; last heartbeat {w['heartbeat_age_s']:.0f} s ago"
 
 
 @app.command()
@@ -426,7 +434,9 @@ def workers(
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="the study")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write (default: NAME-best.pt)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="where to write (default: NAME-best.pt)")
+    ] = None,
     api_url: ApiOpt = None,
 ) -> None:
     """Download a finished study's best model: `from models import load_model; load_model(FILE).predict(x)`."""
@@ -441,7 +451,9 @@ def export(
     path.write_bytes(r.content)
     test = best.get("test_metrics") or {}
     shown = ", ".join(f"{k} {v:.6g}" for k, v in test.items() if isinstance(v, (int, float)))
-    typer.echo(f"wrote {path} ({len(r.content):,} bytes, sha256 {r.headers.get('x-checksum-sha256', '?')[:12]}): trial #{best['trial_number']}")
+    typer.echo(
+        f"wrote {path} ({len(r.content):,} bytes, sha256 {r.headers.get('x-checksum-sha256', '?')[:12]}): trial #{best['trial_number']}"
+    )
     typer.echo(f"  {best['metric']} {best['value']:.6g}; test: {shown or '-'}")
 
 
@@ -462,8 +474,10 @@ def _dataset_line(d: dict) -> str:
 @datasets_app.command("upload")
 def datasets_upload(
     path: Annotated[Path, typer.Argument(help="a .csv, .jsonl or .npz file")],
-    name: Annotated[Optional[str], typer.Option(help="default: the file name without extension")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="csv, npz or text (labelled text); default: the extension")] = None,  # noqa: A002
+    name: Annotated[str | None, typer.Option(help="default: the file name without extension")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv, npz or text (labelled text); default: the extension")
+    ] = None,
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter")] = ",",
     api_url: ApiOpt = None,
 ) -> None:
@@ -476,7 +490,11 @@ def datasets_upload(
     with _client(api_url) as client:
         r = _request(client, "POST", "/v1/datasets", files={"file": (path.name, content)}, data=fields)
     if r.status_code >= 400:
-        detail = r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith("application/json") else r.text
+        detail = (
+            r.json().get("detail", r.text)
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text
+        )
         _fail(f"{r.status_code}: {detail}", code=2 if r.status_code == 422 else 1)
     typer.echo(f"uploaded {_dataset_line(r.json())}")
 

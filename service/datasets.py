@@ -63,7 +63,9 @@ def format_of(filename: str, fmt: str | None) -> str:
     if fmt in ("jsonl", "ndjson"):  # JSON lines are always labelled text
         fmt = "text"
     if fmt not in FORMATS:
-        raise InvalidDataset(f"format must be csv, npz or text (from the file's extension or the format field), but got {filename!r}")
+        raise InvalidDataset(
+            f"format must be csv, npz or text (from the file's extension or the format field), but got {filename!r}"
+        )
     return fmt
 
 
@@ -92,7 +94,7 @@ def _inspect_text(content: bytes, delimiter: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         line = content[: exc.start].count(b"\n") + 1
         raise InvalidDataset(
-            f"the text file is not UTF-8: byte {content[exc.start:exc.start + 1]!r} at offset {exc.start} (line {line}); save it as UTF-8"
+            f"the text file is not UTF-8: byte {content[exc.start : exc.start + 1]!r} at offset {exc.start} (line {line}); save it as UTF-8"
         ) from None
     text = text.removeprefix("\ufeff")
     if text.lstrip().startswith("{"):
@@ -114,7 +116,11 @@ def _inspect_text(content: bytes, delimiter: str) -> dict[str, Any]:
         if len(delimiter) != 1:
             raise InvalidDataset(f"delimiter must be one character, but got {delimiter!r}")
         try:
-            table = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in row)]
+            table = [
+                row
+                for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+                if any(c.strip() for c in row)
+            ]
         except csv.Error as exc:
             raise InvalidDataset(f"the CSV cannot be parsed: {exc}") from None
         if not table:
@@ -172,7 +178,13 @@ def _inspect_csv(content: bytes, delimiter: str) -> dict[str, Any]:
             numeric.append(column)
     if not numeric:
         raise InvalidDataset(f"the CSV has no numeric column without missing values: {problems}")
-    return {"rows": len(body), "columns": header, "numeric_columns": numeric, "other_columns": problems, "delimiter": delimiter}
+    return {
+        "rows": len(body),
+        "columns": header,
+        "numeric_columns": numeric,
+        "other_columns": problems,
+        "delimiter": delimiter,
+    }
 
 
 def _inspect_npz(content: bytes) -> dict[str, Any]:
@@ -181,7 +193,7 @@ def _inspect_npz(content: bytes) -> dict[str, Any]:
     try:
         with np.load(io.BytesIO(content), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # noqa: BLE001 - zip, pickle and format errors alike
+    except Exception as exc:
         raise InvalidDataset(f"not a readable .npz file: {type(exc).__name__}: {exc}") from None
     x = arrays.get("X", arrays.get("x"))
     y = arrays.get("y", arrays.get("Y"))
@@ -308,7 +320,12 @@ def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
         numeric = row.info.get("numeric_columns", [])
         delimiter = d.params.get("delimiter", ",")
         if delimiter != row.info.get("delimiter", ","):
-            errors.append(("data.params.delimiter", f"dataset {row.name!r} was uploaded with delimiter {row.info.get('delimiter')!r}, but got {delimiter!r}"))
+            errors.append(
+                (
+                    "data.params.delimiter",
+                    f"dataset {row.name!r} was uploaded with delimiter {row.info.get('delimiter')!r}, but got {delimiter!r}",
+                )
+            )
         target = d.target or d.params.get("target")
         for loc, column in [("data.target", target), *(("data.inputs", c) for c in d.inputs or [])]:
             if column is not None and column not in numeric:
@@ -320,10 +337,14 @@ def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
         for key, default in (("text_column", "text"), ("label_column", "label")):
             column = d.params.get(key, default)
             if column not in columns:
-                errors.append((f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}"))
+                errors.append(
+                    (f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}")
+                )
         fmt = d.params.get("format")
         if fmt is not None and fmt != row.info.get("layout"):
-            errors.append(("data.params.format", f"dataset {row.name!r} is {row.info.get('layout')}, but got format={fmt!r}"))
+            errors.append(
+                ("data.params.format", f"dataset {row.name!r} is {row.info.get('layout')}, but got format={fmt!r}")
+            )
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
     return errors

@@ -62,7 +62,7 @@ def _ping_idle_connections(engine: Engine) -> None:
             return
         try:
             engine.dialect.do_ping(dbapi_conn)
-        except Exception as exc:  # noqa: BLE001 - any failure: the pool replaces the connection
+        except Exception as exc:
             raise DisconnectionError(f"connection idle {time.monotonic() - since:.0f}s failed its ping") from exc
 
 
@@ -125,7 +125,9 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         try:
             super().record_heartbeat(trial_id)
         except TRANSIENT_ERRORS as exc:
-            logging.getLogger("rnntune.worker").warning("heartbeat of trial %d missed: %s", trial_id, type(exc).__name__)
+            logging.getLogger("rnntune.worker").warning(
+                "heartbeat of trial %d missed: %s", trial_id, type(exc).__name__
+            )
 
 
 def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:

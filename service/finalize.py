@@ -51,7 +51,20 @@ if TYPE_CHECKING:  # the API reads stored models through this module and must no
 log = logging.getLogger("rnntune.finalize")
 
 PROCEDURE = "best trial re-created: same config and seed, train split, up to its best epoch"
-DATA_META_KEYS = ("kind", "window", "horizon", "inputs", "target", "target_index", "split", "source", "frequency", "labels", "vocab_size", "max_length")
+DATA_META_KEYS = (
+    "kind",
+    "window",
+    "horizon",
+    "inputs",
+    "target",
+    "target_index",
+    "split",
+    "source",
+    "frequency",
+    "labels",
+    "vocab_size",
+    "max_length",
+)
 TEST_ATTR = "rnntune_test_metrics"
 MODEL_ATTR = "rnntune_best_model"
 
@@ -148,7 +161,15 @@ def finalize_study(
         "rnntune_version": __version__,
     }
     buffer = io.BytesIO()
-    save_model(buffer, model_config, result.state_dict, train_config=train_config, scaler=data.scaler, meta=meta, text=data.text)
+    save_model(
+        buffer,
+        model_config,
+        result.state_dict,
+        train_config=train_config,
+        scaler=data.scaler,
+        meta=meta,
+        text=data.text,
+    )
     content = buffer.getvalue()
     if stop.is_set():
         raise Interrupted("finalize stopped before the model was stored")
@@ -168,7 +189,9 @@ def finalize_study(
     with sessions() as session:
         store(session, row)
     study.set_user_attr(TEST_ATTR, _json_safe(test))
-    study.set_user_attr(MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE})
+    study.set_user_attr(
+        MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
+    )
     log.info("study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, val, test)
 
 
@@ -176,7 +199,9 @@ def _metric(spec: StudySpec, metrics: dict[str, float]) -> float:
     from rnntune.models.train import EpochResult
     from rnntune.service.objective import metric_value
 
-    return metric_value(spec, EpochResult(0, math.nan, metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}, 0.0))
+    return metric_value(
+        spec, EpochResult(0, math.nan, metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}, 0.0)
+    )
 
 
 def _original_units(model, data, batch_size: int, np, torch) -> dict[str, float]:

@@ -37,15 +37,21 @@ def param_importances(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
         "notes": [],
     }
     if n < MIN_TRIALS:
-        out["reason"] = f"too few trials: importances need at least {MIN_TRIALS} complete trials, and this study has {n}"
+        out["reason"] = (
+            f"too few trials: importances need at least {MIN_TRIALS} complete trials, and this study has {n}"
+        )
         return out
     quantile = min(0.5, max(DEFAULT_QUANTILE, 2 / n))
     n_top = max(1, math.ceil(quantile * n - 1e-9))  # as PED-ANOVA's quantile filter counts
     out["target_quantile"] = round(quantile, 4)
     if quantile > DEFAULT_QUANTILE:
-        out["notes"].append(f"few trials: the top {quantile:.0%} ({n_top} of {n}) are compared with all, not the top 10%")
+        out["notes"].append(
+            f"few trials: the top {quantile:.0%} ({n_top} of {n}) are compared with all, not the top 10%"
+        )
     if n_top < STABLE_TOP:
-        out["notes"].append(f"rough: PED-ANOVA is stable with at least {STABLE_TOP} trials in the top quantile, here {n_top}")
+        out["notes"].append(
+            f"rough: PED-ANOVA is stable with at least {STABLE_TOP} trials in the top quantile, here {n_top}"
+        )
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

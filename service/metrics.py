@@ -25,8 +25,8 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from optuna.storages._rdb.models import StudyModel
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Float, and_, case, cast, func, select
@@ -73,7 +73,9 @@ class RnntuneCollector(Collector):
         yield up
 
     def _families(self, session: Session) -> Iterator[Metric]:
-        studies = session.execute(select(StudyRow.id, StudyRow.name, StudyRow.optuna_study_id, StudyRow.state, StudyRow.spec)).all()
+        studies = session.execute(
+            select(StudyRow.id, StudyRow.name, StudyRow.optuna_study_id, StudyRow.state, StudyRow.spec)
+        ).all()
         # Label by study name, Optuna's (the same as ours), so foreign Optuna studies show too.
         names = dict(session.execute(select(StudyModel.study_id, StudyModel.study_name)).all())
 
@@ -109,9 +111,13 @@ class RnntuneCollector(Collector):
         live = session.scalar(
             select(func.count())
             .select_from(WorkerRow)
-            .where(WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S))
+            .where(
+                WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S)
+            )
         )
-        workers = GaugeMetricFamily("rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s")
+        workers = GaugeMetricFamily(
+            "rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s"
+        )
         workers.add_metric([], live)
         yield workers
 
@@ -119,11 +125,7 @@ class RnntuneCollector(Collector):
 
     def _durations(self, session: Session, names: dict[int, str], specs: dict[int, dict]) -> Iterator[Metric]:
         """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
-        epochs_q = (
-            select(inter_t.c.trial_id, func.count().label("n"))
-            .group_by(inter_t.c.trial_id)
-            .subquery("epochs")
-        )
+        epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
         train_q = (
             select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
             .where(uattrs_t.c.key == "train_seconds")
@@ -179,10 +181,14 @@ class RnntuneCollector(Collector):
             trial_counts = [int(c or 0) for c in row[7 : 7 + k]]
             epoch_counts = [int(c or 0) for c in row[7 + k :]]
             trial_h.add_metric(
-                [name], [*((_le(b), c) for b, c in zip(TRIAL_BUCKETS, trial_counts)), ("+Inf", int(n))], float(dur_sum)
+                [name],
+                [*((_le(b), c) for b, c in zip(TRIAL_BUCKETS, trial_counts, strict=False)), ("+Inf", int(n))],
+                float(dur_sum),
             )
             epoch_h.add_metric(
-                [name], [*((_le(b), c) for b, c in zip(EPOCH_BUCKETS, epoch_counts)), ("+Inf", int(epochs))], float(train_sum)
+                [name],
+                [*((_le(b), c) for b, c in zip(EPOCH_BUCKETS, epoch_counts, strict=False)), ("+Inf", int(epochs))],
+                float(train_sum),
             )
             max_epochs = (specs.get(sid) or {}).get("budget", {}).get("max_epochs")
             if max_epochs is not None:

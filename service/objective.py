@@ -137,7 +137,9 @@ def build_configs(
         if data.embeddings is not None:
             width = int(data.embeddings.shape[1])
             if embed_dim is not None and embed_dim != width:
-                raise ValueError(f"embed_dim={embed_dim} but the embedding matrix (data.params.embeddings) has width {width}")
+                raise ValueError(
+                    f"embed_dim={embed_dim} but the embedding matrix (data.params.embeddings) has width {width}"
+                )
             embed_dim = width
         text = {
             "vocab_size": data.vocab_size,
@@ -232,7 +234,7 @@ class Objective:
             trial.set_user_attr("error", f"DivergedError: {exc}")
             self.error = exc
             raise
-        except Exception as exc:  # noqa: BLE001 - any training error fails this trial, not the worker
+        except Exception as exc:
             trial.set_user_attr("fail_reason", "error")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             self.error = exc
@@ -261,7 +263,9 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} ({spec.metric}={value:.6g})")
             return False
 
-        result: FitResult = fit(model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=self.stop.is_set)
+        result: FitResult = fit(
+            model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=self.stop.is_set
+        )
         if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
             # Our lease was lost (another worker has this ticket) or we must stop: finishing
             # now would run the budget over.

@@ -10,9 +10,10 @@ too, so a study always ends with exactly ``n_trials`` finished trials.
 from __future__ import annotations
 
 import socket
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Container
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -54,7 +55,9 @@ _LEASE = (
     .returning(_T.c.id, _T.c.seq, _T.c.attempts, _T.c.kind)
 )
 _START_STUDY = (
-    update(_S).where(_S.c.id == bindparam("study"), _S.c.state == "queued").values(state="running", started_at=bindparam("now"))
+    update(_S)
+    .where(_S.c.id == bindparam("study"), _S.c.state == "queued")
+    .values(state="running", started_at=bindparam("now"))
 )
 _SPEC = select(_S.c.spec).where(_S.c.id == bindparam("study"))
 _LOCK_STUDY = select(_S.c.id).where(_S.c.id == bindparam("study")).with_for_update()
@@ -62,12 +65,18 @@ _DONE = (
     update(_T)
     .where(_T.c.id == bindparam("ticket"), _T.c.worker_id == bindparam("worker"), _T.c.state == "leased")
     .values(
-        state="done", outcome=bindparam("result"), trial_number=bindparam("number"), lease_expires_at=None, finished_at=bindparam("now")
+        state="done",
+        outcome=bindparam("result"),
+        trial_number=bindparam("number"),
+        lease_expires_at=None,
+        finished_at=bindparam("now"),
     )
 )
 # EXISTS stops at the first open ticket (index on study, state) instead of counting them all.
 _STILL_OPEN = select(
-    select(_T.c.id).where(_T.c.study_id == bindparam("study"), _T.c.state.in_(OPEN), _T.c.kind == bindparam("kind")).exists()
+    select(_T.c.id)
+    .where(_T.c.study_id == bindparam("study"), _T.c.state.in_(OPEN), _T.c.kind == bindparam("kind"))
+    .exists()
 )
 
 
@@ -131,6 +140,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
     configuration, test it, store the model); when that is spent too, the study is done.
     Returns whether every trial ticket is spent."""
+
     def still_open(kind: str) -> bool:
         return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
 
@@ -270,7 +280,8 @@ def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, tr
     that was the study's last open trial ticket."""
     _lock_study(session, claim.study_id)
     session.connection().execute(
-        _DONE, {"ticket": claim.ticket_id, "worker": worker_id, "result": outcome, "number": trial_number, "now": utcnow()}
+        _DONE,
+        {"ticket": claim.ticket_id, "worker": worker_id, "result": outcome, "number": trial_number, "now": utcnow()},
     )
     spent = _maybe_done(session, claim.study_id)
     session.commit()
@@ -295,7 +306,10 @@ def release(session: Session, claim: Claim, worker_id: str, *, error: str | None
         study.n_failed += 1
         if study.n_failed >= study.max_failed and study.state in ACTIVE:
             finish_study(
-                session, study.id, "failed", f"{study.n_failed} trials failed (max_failed_trials={study.max_failed}); last: {error}"
+                session,
+                study.id,
+                "failed",
+                f"{study.n_failed} trials failed (max_failed_trials={study.max_failed}); last: {error}",
             )
             ended = "failed"
     session.commit()
@@ -392,9 +406,7 @@ def register_worker(session: Session, worker_id: str, *, device: str, labels: se
     session.commit()
 
 
-def worker_heartbeat(
-    session: Session, worker_id: str, ticket_id: int | None, trial_number: int | None = None
-) -> None:
+def worker_heartbeat(session: Session, worker_id: str, ticket_id: int | None, trial_number: int | None = None) -> None:
     """The worker is alive, and runs ``ticket_id`` (None: idle), Optuna trial ``trial_number``
     once the ticket has one. Written by the heartbeat thread, off the claim/complete path; the
     exact holder of a ticket is its ``worker_id``."""

@@ -47,7 +47,9 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
 
 def n_complete(session: Session, study_id: int) -> int:
     return session.scalar(
-        select(func.count()).select_from(trials_t).where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
+        select(func.count())
+        .select_from(trials_t)
+        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
     )
 
 

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -95,7 +95,7 @@ def _check_value(name: str, value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Search-space entries.
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class _Param(BaseModel):
@@ -175,7 +175,7 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
         raise ValueError("step and log cannot be used together")
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +207,9 @@ class DataSpec(BaseModel):
     def _files(self) -> DataSpec:
         if self.dataset is not None:
             if self.name not in FILE_DATASETS:
-                raise ValueError(f"dataset: an uploaded file is read by name 'csv', 'npz' or 'text' (its format), but got name={self.name!r}")
+                raise ValueError(
+                    f"dataset: an uploaded file is read by name 'csv', 'npz' or 'text' (its format), but got name={self.name!r}"
+                )
             if self.path or self.params.get("path"):
                 raise ValueError("dataset: give either dataset (an uploaded file) or path (a shared file), not both")
         elif self.name in FILE_DATASETS and not (self.path or self.params.get("path")):
@@ -351,7 +353,9 @@ class StudySpec(BaseModel):
         elif self.direction != expected:
             raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
         if self.metric in ("val_accuracy", "val_f1") and self.data.name not in CLASSIFICATION_DATASETS:
-            raise ValueError(f"metric: {self.metric} needs a classification data set, but got data.name={self.data.name!r}")
+            raise ValueError(
+                f"metric: {self.metric} needs a classification data set, but got data.name={self.data.name!r}"
+            )
         if self.data.name in ("digits", "text") and self.metric == "val_mae":
             raise ValueError(f"metric: val_mae needs a regression data set, but data.name={self.data.name!r}")
         _check_text(self)
@@ -380,7 +384,9 @@ class StudySpec(BaseModel):
         elif self.budget.n_trials is None:
             raise ValueError("budget.n_trials: required (only grid search has a natural size)")
         if len(self.initial_trials) > self.budget.n_trials:
-            raise ValueError(f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}")
+            raise ValueError(
+                f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}"
+            )
         _check_options(self)
         return self
 
@@ -415,11 +421,15 @@ def _check_text(spec: StudySpec) -> None:
     params = spec.data.params
     has_matrix = params.get("embeddings") is not None
     if has_matrix and "embed_dim" in searched:
-        raise ValueError("search_space.embed_dim: with data.params.embeddings the width is the matrix's; do not search it")
+        raise ValueError(
+            "search_space.embed_dim: with data.params.embeddings the width is the matrix's; do not search it"
+        )
     freeze = spec.model.get("freeze_embeddings") or "freeze_embeddings" in searched
     if freeze and not has_matrix:
         where = "search_space.freeze_embeddings" if "freeze_embeddings" in searched else "model"
-        raise ValueError(f"{where}: freeze_embeddings needs a pre-trained matrix (data.params.embeddings and embeddings_vocab)")
+        raise ValueError(
+            f"{where}: freeze_embeddings needs a pre-trained matrix (data.params.embeddings and embeddings_vocab)"
+        )
 
 
 def _check_param_domain(name: str, hp: _Hp, param: Param) -> None:

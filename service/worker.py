@@ -15,7 +15,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import optuna
 
@@ -79,7 +80,9 @@ class Worker:
     # --- lifecycle -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         def handler(signum, _frame):
-            log.info("worker %s: %s received, stopping at the next epoch boundary", self.id, signal.Signals(signum).name)
+            log.info(
+                "worker %s: %s received, stopping at the next epoch boundary", self.id, signal.Signals(signum).name
+            )
             self.stop()
 
         signal.signal(signal.SIGTERM, handler)
@@ -95,9 +98,17 @@ class Worker:
         if self.device == "cpu" or self.threads:
             torch.set_num_threads(self.threads or 1)
         self._db(init_db, self.engine)
-        self._with_session(lambda s: queue.register_worker(s, self.id, device=self.device, labels=self.labels, pid=os.getpid()))
+        self._with_session(
+            lambda s: queue.register_worker(s, self.id, device=self.device, labels=self.labels, pid=os.getpid())
+        )
         logs.bind(worker=self.id)  # every log line of this process carries the worker id
-        log.info("worker %s up: device=%s threads=%s labels=%s", self.id, self.device, torch.get_num_threads(), sorted(self.labels))
+        log.info(
+            "worker %s up: device=%s threads=%s labels=%s",
+            self.id,
+            self.device,
+            torch.get_num_threads(),
+            sorted(self.labels),
+        )
         beat = threading.Thread(target=self._heartbeat_loop, name="rnntune-heartbeat", daemon=True)
         beat.start()
         try:
@@ -107,7 +118,7 @@ class Worker:
                 try:
                     housekeeping = time.monotonic() >= self._next_housekeeping
                     claim = self._with_session(
-                        lambda s: queue.claim(
+                        lambda s, housekeeping=housekeeping: queue.claim(
                             s,
                             self.id,
                             labels=self.labels,
@@ -140,7 +151,7 @@ class Worker:
             beat.join(timeout=5)
             try:
                 self._with_session(lambda s: queue.deregister_worker(s, self.id), attempts=3)
-            except Exception:  # noqa: BLE001 - never fail the exit on a dead database
+            except Exception:
                 log.warning("worker %s: could not deregister", self.id)
             log.info("worker %s stopped after %d trials", self.id, self.n_trials_run)
             logs.bind(worker=None)
@@ -164,7 +175,7 @@ class Worker:
         try:
             study = self._study(claim, spec)
             study.optimize(objective, n_trials=1, catch=(Exception,))
-        except Exception as exc:  # noqa: BLE001 - storage trouble: hand the ticket back, keep the worker
+        except Exception as exc:
             log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
             self._recover_trial(claim, objective)
             broke = f"{type(exc).__name__}: {exc}"
@@ -184,7 +195,9 @@ class Worker:
         error = objective.error
         if isinstance(error, StudyDataError):
             log.error("worker %s: study %s failed: %s", self.id, claim.study_name, error)
-            self._settle(lambda s: (queue.finish_study(s, claim.study_id, "failed", str(error)), queue.drop(s, claim, self.id)))
+            self._settle(
+                lambda s: (queue.finish_study(s, claim.study_id, "failed", str(error)), queue.drop(s, claim, self.id))
+            )
             return
         if isinstance(error, Interrupted):
             reason = "shutdown" if self.stopping.is_set() else self._interrupt_reason
@@ -211,14 +224,21 @@ class Worker:
 
             study = self._study(claim, spec)
             finalize_study(
-                spec=spec, study=study, study_id=claim.study_id, sessions=self.sessions,
-                device=self.device, data_cache=self.data_cache, stop=self._interrupt,
+                spec=spec,
+                study=study,
+                study_id=claim.study_id,
+                sessions=self.sessions,
+                device=self.device,
+                data_cache=self.data_cache,
+                stop=self._interrupt,
             )
-        except Exception as exc:  # noqa: BLE001 - never crash the worker; retry, then give up with the reason
+        except Exception as exc:
             log.exception("worker %s: finalizing %s failed", self.id, claim.study_name)
             message = f"finalize failed: {type(exc).__name__}: {exc}"
             if claim.attempts > self.settings.max_retries or isinstance(exc, StudyDataError):
-                self._settle(lambda s: (queue.complete(s, claim, self.id, "FAIL"), queue.note_study(s, claim.study_id, message)))
+                self._settle(
+                    lambda s: (queue.complete(s, claim, self.id, "FAIL"), queue.note_study(s, claim.study_id, message))
+                )
             else:
                 self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=False))
             return
@@ -240,12 +260,14 @@ class Worker:
             if trial.state != TS.RUNNING:
                 return
             if self.storage.set_trial_state_values(objective.trial_id, TS.FAIL) and trial.params:
-                study = self._studies.get(claim.study_name) or optuna.load_study(study_name=claim.study_name, storage=self.storage)
+                study = self._studies.get(claim.study_name) or optuna.load_study(
+                    study_name=claim.study_name, storage=self.storage
+                )
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
         try:
             self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
-        except Exception:  # noqa: BLE001 - the heartbeat's grace period is the fallback
+        except Exception:
             log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, objective.trial_number)
 
     def _retire_unrun_retries(self, study: optuna.Study) -> None:
@@ -255,7 +277,9 @@ class Worker:
         TS = optuna.trial.TrialState
         try:
             for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
-                self.storage.set_trial_user_attr(t._trial_id, "not_run", "the budget was spent before this retry could run")
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "not_run", "the budget was spent before this retry could run"
+                )
                 self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
                 log.info("worker %s: trial %d not run: the study's budget is spent", self.id, t.number)
         except TRANSIENT_ERRORS:
@@ -353,7 +377,9 @@ class Worker:
             except TRANSIENT_ERRORS as exc:
                 if attempt == attempts:
                     raise
-                log.warning("worker %s: database error (%s), retry %d in %.1fs", self.id, type(exc).__name__, attempt, delay)
+                log.warning(
+                    "worker %s: database error (%s), retry %d in %.1fs", self.id, type(exc).__name__, attempt, delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")

@@ -62,7 +62,9 @@ def db_url(request):
 def rnntune(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """Start ``rnntune ARGS`` as a real subprocess (same interpreter, this checkout)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "rnntune.service.cli", *args], env=full_env, cwd=kwargs.pop("cwd", REPO), **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnntune.service.cli", *args], env=full_env, cwd=kwargs.pop("cwd", REPO), **kwargs
+    )
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnntune.service.cli import _logging  # noqa: E402
-from rnntune.service.config import Settings  # noqa: E402
-from rnntune.service.objective import Objective  # noqa: E402
-from rnntune.service.worker import Worker  # noqa: E402
+from rnntune.service.cli import _logging
+from rnntune.service.config import Settings
+from rnntune.service.objective import Objective
+from rnntune.service.worker import Worker
 
 
 class RaisingObjective(Objective):

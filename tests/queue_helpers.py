@@ -54,7 +54,9 @@ class Env:
     url: str
 
     def __post_init__(self):
-        self.settings = Settings(database_url=self.url, **{k.removeprefix("RNNTUNE_").lower(): v for k, v in FAST_ENV.items()})
+        self.settings = Settings(
+            database_url=self.url, **{k.removeprefix("RNNTUNE_").lower(): v for k, v in FAST_ENV.items()}
+        )
         self.engine = make_engine(self.settings)
         init_db(self.engine)
         self.sessions = session_factory(self.engine)
@@ -78,7 +80,9 @@ class Env:
 
     def study_state(self, name: str) -> tuple[str, str | None]:
         with self.engine.connect() as c:
-            return tuple(c.execute(sa.text("SELECT state, reason FROM rnntune_studies WHERE name=:n"), {"n": name}).one())
+            return tuple(
+                c.execute(sa.text("SELECT state, reason FROM rnntune_studies WHERE name=:n"), {"n": name}).one()
+            )
 
     def trials(self, name: str) -> list[optuna.trial.FrozenTrial]:
         return optuna.load_study(study_name=name, storage=self.storage).get_trials(deepcopy=False)
@@ -104,7 +108,9 @@ class Env:
         return [t for t in self.trials(name) if t.state == TS.RUNNING]
 
     def wait_state(self, name: str, states: tuple[str, ...], timeout_s: float) -> str:
-        return wait_for(lambda: (st := self.study_state(name)[0]) in states and st, timeout_s, 0.3, f"{name} to be {states}")
+        return wait_for(
+            lambda: (st := self.study_state(name)[0]) in states and st, timeout_s, 0.3, f"{name} to be {states}"
+        )
 
     def wait_mid_trial(self, name: str, timeout_s: float = 60, min_epochs: int = 1) -> optuna.trial.FrozenTrial:
         """A RUNNING trial that has reported at least ``min_epochs`` epochs."""

@@ -69,7 +69,9 @@ def test_compose_processes_serve_a_study(pg_url, tmp_path):
         spec = study_spec("compose-study")
         r = client.post("/v1/studies", json=spec)
         assert r.status_code == 201, r.text
-        wait_for(lambda: client.get("/v1/studies/compose-study").json()["state"] == "done", 240, 1, "the study to finish")
+        wait_for(
+            lambda: client.get("/v1/studies/compose-study").json()["state"] == "done", 240, 1, "the study to finish"
+        )
         study = client.get("/v1/studies/compose-study").json()
         assert study["finished"] == spec["budget"]["n_trials"]
 

@@ -19,13 +19,19 @@ def test_compose_file_is_valid(tmp_path):
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (v1) is needed to validate the compose file: scripts/test.sh installs it"
     for args in ([], ["--profile", "gpu"]):
-        r = subprocess.run([exe, "--env-file", ".env.example", *args, "config", "-q"], cwd=REPO, capture_output=True, text=True)
+        r = subprocess.run(
+            [exe, "--env-file", ".env.example", *args, "config", "-q"], cwd=REPO, capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stderr
     # Without a password and tokens it refuses to start, naming what is missing.
     (tmp_path / "empty.env").write_text("")
     env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "RNNTUNE_API_TOKENS")}
     r = subprocess.run(
-        [exe, "--env-file", str(tmp_path / "empty.env"), "config", "-q"], cwd=REPO, capture_output=True, text=True, env=env
+        [exe, "--env-file", str(tmp_path / "empty.env"), "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert r.returncode != 0 and ("POSTGRES_PASSWORD" in r.stderr or "RNNTUNE_API_TOKENS" in r.stderr)
 
@@ -34,7 +40,9 @@ def test_compose_file_is_valid(tmp_path):
 def test_service_commands_exist(service):
     command = COMPOSE["services"][service]["command"]
     assert command[0] == "rnntune"
-    r = subprocess.run([sys.executable, "-m", "rnntune.service.cli", *command[1:], "--help"], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "rnntune.service.cli", *command[1:], "--help"], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 

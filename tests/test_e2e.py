@@ -91,8 +91,14 @@ def run_study(db_url: str, tmp_path, name: str, n_workers: int) -> tuple[dict, s
         spec_path = tmp_path / f"{name}.yaml"
         spec_path.write_text(yaml.safe_dump(study_spec(name)))
         submit = rnntune(
-            "submit", str(spec_path), "--wait", "--api-url", f"http://127.0.0.1:{port}",
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            "submit",
+            str(spec_path),
+            "--wait",
+            "--api-url",
+            f"http://127.0.0.1:{port}",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         # An idle worker starts a new study within a couple of seconds of its creation.
         started = wait_for(lambda: _started(client, name), 30, 0.1, "the study to start")
@@ -103,7 +109,7 @@ def run_study(db_url: str, tmp_path, name: str, n_workers: int) -> tuple[dict, s
         study = client.get(f"/v1/studies/{name}").json()
     finally:
         codes = stop(first, *late, api)
-    assert codes[: n_workers] == [0] * n_workers, f"workers exited with {codes}"
+    assert codes[:n_workers] == [0] * n_workers, f"workers exited with {codes}"
     return study, out
 
 

@@ -21,7 +21,15 @@ _spec.loader.exec_module(run_examples)
 
 def test_the_issue_s_examples_are_here():
     names = {p.stem for p in EXAMPLES}
-    assert {"sine-lstm", "adding-gru", "sunspots-gru", "co2-lstm", "digits-rnn", "energy-load", "text-sentiment-lstm"} <= names
+    assert {
+        "sine-lstm",
+        "adding-gru",
+        "sunspots-gru",
+        "co2-lstm",
+        "digits-rnn",
+        "energy-load",
+        "text-sentiment-lstm",
+    } <= names
     classic = {p.stem for p in CLASSIC}
     assert len(classic) == 6, classic  # one spec per classic recipe
     readme = (REPO / "studies" / "README.md").read_text()

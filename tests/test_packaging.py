@@ -12,9 +12,8 @@ import venv
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import httpx2
+import pytest
 
 from tests.conftest import wait_for
 
@@ -62,17 +61,33 @@ def test_wheel_serves_the_demo_from_an_empty_folder(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=False, with_pip=False)
     py = env_dir / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # dependencies come from the test venv's site-packages, but not its editable rnntune
     deps = [p for p in sys.path if p.endswith("site-packages")]
     Path(site, "deps.pth").write_text("\n".join(deps) + "\n")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", site, str(wheel)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", site, str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     check = subprocess.run(
-        [str(py), "-c", "import rnntune, rnntune.service.cli, sys; print(rnntune.__file__); print('torch' in sys.modules)"],
-        cwd=empty, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
+        [
+            str(py),
+            "-c",
+            "import rnntune, rnntune.service.cli, sys; print(rnntune.__file__); print('torch' in sys.modules)",
+        ],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.splitlines() == [f"{site}/rnntune/__init__.py", "False"]
@@ -81,9 +96,22 @@ def test_wheel_serves_the_demo_from_an_empty_folder(wheel, tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "PYTHONPATH": "", "RNNTUNE_DATA_DIR": str(empty / "data"), "RNNTUNE_DATABASE_URL": f"sqlite:///{empty}/rnntune.db"}
-    proc = subprocess.Popen([str(py), "-m", "rnntune.service.cli", "serve", "--demo", "--workers", "0", "--port", str(port)], cwd=empty, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": "",
+        "RNNTUNE_DATA_DIR": str(empty / "data"),
+        "RNNTUNE_DATABASE_URL": f"sqlite:///{empty}/rnntune.db",
+    }
+    proc = subprocess.Popen(
+        [str(py), "-m", "rnntune.service.cli", "serve", "--demo", "--workers", "0", "--port", str(port)],
+        cwd=empty,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def listed():
             try:
                 return httpx2.get(f"http://127.0.0.1:{port}/v1/studies", timeout=2).json()["items"]

@@ -45,7 +45,9 @@ def test_kill9_mid_epoch_retries_same_params_on_another_worker(env):
     b = env.worker()
     try:
         # Within the grace period plus one claim, the dead trial is FAIL ...
-        wait_for(lambda: any(t.number == victim.number and t.state == TS.FAIL for t in env.trials(name)), 30, 0.2, "FAIL")
+        wait_for(
+            lambda: any(t.number == victim.number and t.state == TS.FAIL for t in env.trials(name)), 30, 0.2, "FAIL"
+        )
         assert time.monotonic() - killed_at < 3 + 5 + 5  # grace + lease + a claim and a start-up
         # ... the killed worker, silent for a lease period, is reported lost
         wait_for(lambda: env.workers(pid=a.pid, state="lost"), 15, 0.2, "the killed worker to be reported lost")
@@ -220,7 +222,11 @@ def test_max_parallel_is_never_exceeded(env):
 
 # --- database faults ----------------------------------------------------------------------------
 
-PG_BIN = Path("/usr/lib/postgresql") / (os.listdir("/usr/lib/postgresql")[0] if Path("/usr/lib/postgresql").is_dir() else "15") / "bin"
+PG_BIN = (
+    Path("/usr/lib/postgresql")
+    / (os.listdir("/usr/lib/postgresql")[0] if Path("/usr/lib/postgresql").is_dir() else "15")
+    / "bin"
+)
 
 
 class PrivateCluster:
@@ -242,15 +248,41 @@ class PrivateCluster:
         # No pipes: a postmaster started by pg_ctl would hold them open and hang the call.
         subprocess.run(
             ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args],
-            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def restart(self) -> None:
-        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-o", self.opts, "-l", str(self.dir / "log"), "-m", "fast", "-w", "restart")
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            self.opts,
+            "-l",
+            str(self.dir / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
 
     def close(self) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -267,7 +299,8 @@ def test_killed_connections_mid_trial_do_not_lose_the_study(env):
         for _ in range(5):  # terminate every connection of that database, again and again
             with admin.connect() as c:
                 killed += c.execute(
-                    sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :d"), {"d": db}
+                    sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :d"),
+                    {"d": db},
                 ).scalar()
             time.sleep(0.7)
         assert killed > 0
@@ -296,9 +329,15 @@ def test_postgres_restart_mid_study_completes():
         finally:
             assert stop(w) == [0]
         trials = e.assert_exact_budget(name, 4)
-        assert all(t.state != TS.FAIL or t.user_attrs.get("interrupted") or any(
-            r.user_attrs.get("retry_of") == t.number or r.system_attrs.get("failed_trial") == t.number for r in trials
-        ) for t in trials), "a trial failed by the restart was not retried"
+        assert all(
+            t.state != TS.FAIL
+            or t.user_attrs.get("interrupted")
+            or any(
+                r.user_attrs.get("retry_of") == t.number or r.system_attrs.get("failed_trial") == t.number
+                for r in trials
+            )
+            for t in trials
+        ), "a trial failed by the restart was not retried"
     finally:
         e.close()
         cluster.close()

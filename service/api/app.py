@@ -7,17 +7,16 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse
-from sqlalchemy.exc import SQLAlchemyError
 
 from rnntune.service import __version__, queue
 from rnntune.service.api.dashboard import dashboard_app
-from rnntune.service.api.security import BodyLimit, TokenAuth
 from rnntune.service.api.routes import datasets, health, metrics, results, studies, workers
+from rnntune.service.api.security import BodyLimit, TokenAuth
 from rnntune.service.config import Settings
 from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 
@@ -84,7 +83,12 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         default=(settings.max_body_kb * 1024, f"body limit RNNTUNE_MAX_BODY_KB={settings.max_body_kb}"),
-        limits={"/v1/datasets": (int(settings.max_upload_mb * 2**20), f"upload limit RNNTUNE_MAX_UPLOAD_MB={settings.max_upload_mb:g}")},
+        limits={
+            "/v1/datasets": (
+                int(settings.max_upload_mb * 2**20),
+                f"upload limit RNNTUNE_MAX_UPLOAD_MB={settings.max_upload_mb:g}",
+            )
+        },
     )
     if settings.tokens:
         app.add_middleware(TokenAuth, tokens=settings.tokens)  # outermost: nothing runs unauthenticated
@@ -121,9 +125,13 @@ def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:
             for path, ops in schema["paths"].items():
                 for method, op in ops.items():
                     if method in ("post", "put", "patch"):
-                        op["responses"].setdefault("413", {"description": "request body over the limit", "content": problem})
+                        op["responses"].setdefault(
+                            "413", {"description": "request body over the limit", "content": problem}
+                        )
                     if secured and path not in ("/healthz", "/readyz"):
-                        op["responses"].setdefault("401", {"description": "missing or invalid API token", "content": problem})
+                        op["responses"].setdefault(
+                            "401", {"description": "missing or invalid API token", "content": problem}
+                        )
             if secured:
                 components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
                 schema["security"] = [{"bearerAuth": []}]

@@ -90,7 +90,9 @@ class DatasetPublic(BaseModel):
     format: str = Field(description="csv or npz: the spec's data.name")
     sha256: str = Field(description="of the stored bytes")
     size: int = Field(description="bytes")
-    info: dict[str, Any] = Field(description="csv: rows, columns, numeric_columns, other_columns; npz: X, y shapes, task")
+    info: dict[str, Any] = Field(
+        description="csv: rows, columns, numeric_columns, other_columns; npz: X, y shapes, task"
+    )
     created_at: datetime
 
 
@@ -148,7 +150,9 @@ class BestPublic(BaseModel):
     params: dict[str, Any] = Field(description="the searched parameters of the best trial")
     hyperparameters: dict[str, Any] = Field(description="every hyperparameter, searched, fixed or default")
     val_metrics: dict[str, Any] | None = Field(description="on the val split (of the stored model once there is one)")
-    test_metrics: dict[str, Any] | None = Field(description="on the test split, measured once; null until the model is stored")
+    test_metrics: dict[str, Any] | None = Field(
+        description="on the test split, measured once; null until the model is stored"
+    )
     model: ModelPublic | None = Field(description="null until the study's budget is spent and the model is stored")
 
 
@@ -164,7 +168,9 @@ class ImportancesPublic(BaseModel):
     evaluator: str
     n_trials: int = Field(description="complete trials assessed")
     target_quantile: float | None
-    importances: dict[str, float] = Field(description="parameter -> share (sums to 1); empty when there are too few trials")
+    importances: dict[str, float] = Field(
+        description="parameter -> share (sums to 1); empty when there are too few trials"
+    )
     params: list[ParamImportance]
     reason: str | None = Field(description="why importances is empty")
     notes: list[str]

@@ -19,7 +19,7 @@ def _unscale_y(data: SequenceData, y: np.ndarray) -> np.ndarray:
 def _write_csv(path: Path, columns: dict[str, list]) -> Path:
     names = list(columns)
     lines = [",".join(names)]
-    for row in zip(*columns.values()):
+    for row in zip(*columns.values(), strict=False):
         lines.append(",".join(str(v) for v in row))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -119,7 +119,9 @@ def test_sunspots_chronological() -> None:
             np.testing.assert_allclose(_unscale_y(data, y[i]), raw[t : t + 3], atol=1e-3)
         assert first_target + len(x) - 1 + 2 == stop - 1  # the last target is the segment's last year
     # no year is a target in two splits
-    targets = {s: {segments[s][0] + i + k for i in range(len(getattr(data, f"y_{s}"))) for k in range(3)} for s in SPLITS}
+    targets = {
+        s: {segments[s][0] + i + k for i in range(len(getattr(data, f"y_{s}"))) for k in range(3)} for s in SPLITS
+    }
     targets["train"] = {t + 12 for t in targets["train"]}
     assert not targets["train"] & targets["val"] and not targets["val"] & targets["test"]
     # train-only scaling
@@ -146,7 +148,7 @@ def test_digits_stratified() -> None:
     assert data.task == "classification" and data.n_classes == 10 == data.output_size
     assert data.x_train.shape[1:] == (8, 8)
     assert data.y_train.dtype == np.int64
-    assert 0 <= data.x_train.min() and data.x_train.max() <= 1
+    assert data.x_train.min() >= 0 and data.x_train.max() <= 1
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
     overall = np.bincount(np.concatenate([data.y_train, data.y_val, data.y_test])) / 1797
     for split in SPLITS:
@@ -211,9 +213,7 @@ def test_csv_errors(tmp_path: Path, trend_csv: Path) -> None:
         load_dataset("csv", path=trend_csv, target="value", window=0)
     with pytest.raises(DataError, match="horizon must be >= 1"):
         load_dataset("csv", path=trend_csv, target="value", horizon=0)
-    nan_csv = _write_csv(
-        tmp_path / "nan.csv", {"t": list(range(100)), "value": [1.0, 2.0, "", 4.0, "nan"] * 20}
-    )
+    nan_csv = _write_csv(tmp_path / "nan.csv", {"t": list(range(100)), "value": [1.0, 2.0, "", 4.0, "nan"] * 20})
     with pytest.raises(DataError, match="target column 'value' has 40 missing/NaN"):
         load_dataset("csv", path=nan_csv, target="value", window=2)
     empty = tmp_path / "empty.csv"
@@ -310,9 +310,7 @@ def test_data_error_is_a_value_error() -> None:
 def test_sequence_data_checks_shapes() -> None:
     x = np.zeros((4, 3, 2))
     with pytest.raises(DataError, match="x_val has 4 rows but y_val has 3"):
-        SequenceData(
-            "mine", "regression", x, np.zeros((4, 1)), x, np.zeros((3, 1)), x, np.zeros((4, 1))
-        )
+        SequenceData("mine", "regression", x, np.zeros((4, 1)), x, np.zeros((3, 1)), x, np.zeros((4, 1)))
     labels = np.array([0, 1, 2, 1])
     data = SequenceData("mine", "classification", x, labels, x, np.zeros(4), x[:0], np.zeros(0))
     assert data.n_classes == 3 and data.y_val.dtype == np.int64

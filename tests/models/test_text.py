@@ -26,7 +26,7 @@ def test_tokenizer_rule():
     assert tokenize("Don't  STOP\tnow", lowercase=False) == ["Don't", "STOP", "now"]
     assert tokenize("Café au lait — 10/10") == ["café", "au", "lait", "—", "10", "/", "10"]
     assert tokenize("") == [] and tokenize("   ") == []
-    assert tokenize("ok".encode()) == ["ok"]  # UTF-8 bytes are text too
+    assert tokenize(b"ok") == ["ok"]  # UTF-8 bytes are text too
 
 
 def test_non_utf8_bytes_are_rejected_with_the_offset(tmp_path):
@@ -118,7 +118,7 @@ def test_bucketing_keeps_every_example_once_and_groups_lengths():
     random_padded = sum(len(b) * int(lengths[b].max()) for b in torch.randperm(1000).split(16))
     assert padded < 0.75 * random_padded  # sorted chunks waste far less padding
     again = bucket_batches(lengths, 16, torch.Generator().manual_seed(0), bucket_batches=8)
-    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=False))  # seeded
 
 
 def test_macro_f1_matches_scikit_learn():
@@ -157,7 +157,7 @@ def test_export_load_predict_from_raw_strings(trained):
     save_model(buffer, config, result.state_dict, text=data.text, meta={"study": "s"})
     predictor = load_model(io.BytesIO(buffer.getvalue()), device="cpu")
     assert predictor.labels == ["negative", "positive"]
-    texts = ["The acting was brilliant. I loved it!", "", "Skip it.", "zzz unknown words only".encode()]
+    texts = ["The acting was brilliant. I loved it!", "", "Skip it.", b"zzz unknown words only"]
     labels = predictor.predict(texts)
     assert len(labels) == 4 and set(labels) <= {"negative", "positive"}
     # the same as the model on the encoded val split
@@ -166,7 +166,7 @@ def test_export_load_predict_from_raw_strings(trained):
     with torch.no_grad():
         expected = model(torch.as_tensor(data.x_val), torch.as_tensor(data.lengths_val)).argmax(1).numpy()
     vocab = data.text["vocab"]["itos"]
-    raw = [" ".join(vocab[i] for i in row[:n]) for row, n in zip(data.x_val, data.lengths_val)]
+    raw = [" ".join(vocab[i] for i in row[:n]) for row, n in zip(data.x_val, data.lengths_val, strict=False)]
     np.testing.assert_array_equal(predictor.predict_indices(raw), expected)
     assert predictor.predict_proba(raw[:3]).shape == (3, 2)
     with pytest.raises(ValueError, match="list of strings"):

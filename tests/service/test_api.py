@@ -72,8 +72,16 @@ def test_yaml_body_is_accepted(client):
     [
         ({"budget": {"n_trials": 0}}, ["body", "budget", "n_trials"], "n_trials must be > 0"),
         ({"sampler": {"name": "annealing"}}, ["body", "sampler", "name"], "unknown sampler"),
-        ({"search_space": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, ["body", "search_space", "lr"], "low must be <= high"),
-        ({"search_space": {"depth": {"type": "int", "low": 1, "high": 3}}}, ["body", "search_space"], "unknown parameter 'depth'"),
+        (
+            {"search_space": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}},
+            ["body", "search_space", "lr"],
+            "low must be <= high",
+        ),
+        (
+            {"search_space": {"depth": {"type": "int", "low": 1, "high": 3}}},
+            ["body", "search_space"],
+            "unknown parameter 'depth'",
+        ),
     ],
 )
 def test_bad_spec_is_422_naming_field(client, change, loc, reason):

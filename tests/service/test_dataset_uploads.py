@@ -24,7 +24,9 @@ LIMIT_MB = 0.1  # 100 KiB: the example CSV (28 KB) fits, a 200 KB file does not
 
 @pytest.fixture(scope="module")
 def settings(db_url, tmp_path_factory):
-    return Settings(database_url=db_url, poll_interval_s=0.2, max_upload_mb=LIMIT_MB, data_dir=tmp_path_factory.mktemp("data"))
+    return Settings(
+        database_url=db_url, poll_interval_s=0.2, max_upload_mb=LIMIT_MB, data_dir=tmp_path_factory.mktemp("data")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +142,21 @@ def test_spec_naming_a_missing_or_unfit_dataset_is_422(client):
     assert upload(client, series_csv(60), "fit-check.csv").status_code == 201
     cases = [
         (csv_spec("ds-missing", "no-such-data"), "data.dataset", "no dataset named 'no-such-data'"),
-        (csv_spec("ds-format", "fit-check") | {"data": {"name": "npz", "dataset": "fit-check"}}, "data.name", "is a csv file"),
-        (csv_spec("ds-target", "fit-check", target="day"), "data.target", "column 'day' of dataset 'fit-check' is not numeric"),
-        (csv_spec("ds-inputs", "fit-check", inputs=["wind"]), "data.inputs", "'wind' of dataset 'fit-check' is not a column"),
+        (
+            csv_spec("ds-format", "fit-check") | {"data": {"name": "npz", "dataset": "fit-check"}},
+            "data.name",
+            "is a csv file",
+        ),
+        (
+            csv_spec("ds-target", "fit-check", target="day"),
+            "data.target",
+            "column 'day' of dataset 'fit-check' is not numeric",
+        ),
+        (
+            csv_spec("ds-inputs", "fit-check", inputs=["wind"]),
+            "data.inputs",
+            "'wind' of dataset 'fit-check' is not a column",
+        ),
     ]
     for spec, field, reason in cases:
         r = client.post("/v1/studies", json=spec)
@@ -200,14 +214,18 @@ def test_cli_uploads_and_lists(settings, tmp_path):
     path.write_bytes(series_csv(50))
     cli = [sys.executable, "-m", "rnntune.service.cli", "datasets"]
     with serving(create_app(settings, dashboard=False)) as url:
-        r = subprocess.run([*cli, "upload", str(path), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60)
+        r = subprocess.run(
+            [*cli, "upload", str(path), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith("uploaded tide-gauge (id ") and "numeric columns ['temp', 'value']" in r.stdout
         r = subprocess.run([*cli, "list", "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60)
         assert r.returncode == 0 and "tide-gauge" in r.stdout
         broken = tmp_path / "broken.csv"
         broken.write_bytes(b"a,b\nx,y\n")
-        r = subprocess.run([*cli, "upload", str(broken), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60)
+        r = subprocess.run(
+            [*cli, "upload", str(broken), "--api-url", url], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
         assert r.returncode == 2 and "422" in r.stderr and "no numeric column" in r.stderr
 
 

@@ -27,7 +27,14 @@ def test_formatter_writes_ids_and_traceback():
         raise ValueError("boom")
     except ValueError:
         record = logger.makeRecord(
-            "rnntune.test", logging.ERROR, __file__, 1, "trial %d broke", (3,), sys.exc_info(), extra={"trial": 3, "study": "s"}
+            "rnntune.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "trial %d broke",
+            (3,),
+            sys.exc_info(),
+            extra={"trial": 3, "study": "s"},
         )
     line = logs.JsonFormatter().format(record)
     assert "\n" not in line
@@ -47,9 +54,17 @@ def test_worker_subprocess_logs_json_lines_with_its_ids(tmp_path):
         registry.create_study(s, make_storage(settings), parse_spec(SPEC))
     engine.dispose()
     proc = rnntune(
-        "--log-json", "worker", "--exit-when-idle", "--device", "cpu", "--threads", "1",
+        "--log-json",
+        "worker",
+        "--exit-when-idle",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
         env={"RNNTUNE_DATABASE_URL": url, "RNNTUNE_DATA_DIR": str(tmp_path)},
-        stdout=-1, stderr=-1, text=True,
+        stdout=-1,
+        stderr=-1,
+        text=True,
     )
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr

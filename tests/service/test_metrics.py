@@ -54,7 +54,11 @@ def scraped(client, settings):
 
 
 def samples(family, name: str | None = None, **labels) -> list:
-    return [s for s in family.samples if (name is None or s.name == name) and all(s.labels.get(k) == v for k, v in labels.items())]
+    return [
+        s
+        for s in family.samples
+        if (name is None or s.name == name) and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
 
 
 def one(family, name: str | None = None, **labels) -> float:
@@ -90,14 +94,18 @@ def test_histograms_count_finished_trials_and_their_epochs(scraped, client):
     assert buckets == sorted(buckets)  # cumulative
     e = families["rnntune_epoch_duration_seconds"]
     assert one(e, "rnntune_epoch_duration_seconds_count", study=SPEC["name"]) == sum(t["epochs"] for t in finished)
-    assert 0 < one(e, "rnntune_epoch_duration_seconds_sum", study=SPEC["name"]) <= sum(t["duration_s"] for t in finished)
+    assert (
+        0 < one(e, "rnntune_epoch_duration_seconds_sum", study=SPEC["name"]) <= sum(t["duration_s"] for t in finished)
+    )
 
 
 def test_epochs_saved_by_pruning(scraped, client):
     families, _ = scraped
     trials = client.get(f"/v1/studies/{SPEC['name']}/trials").json()["items"]
     expected = sum(SPEC["budget"]["max_epochs"] - t["epochs"] for t in trials if t["state"] == "PRUNED")
-    saved = one(families["rnntune_epochs_saved_by_pruning"], "rnntune_epochs_saved_by_pruning_total", study=SPEC["name"])
+    saved = one(
+        families["rnntune_epochs_saved_by_pruning"], "rnntune_epochs_saved_by_pruning_total", study=SPEC["name"]
+    )
     assert saved == expected > 0
 
 

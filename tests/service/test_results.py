@@ -31,7 +31,10 @@ SPEC = {
         "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
         "momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"optimizer": "sgd"}},
     },
-    "initial_trials": [{"hidden_size": 16, "lr": 1e-2, "optimizer": "adam"}, {"hidden_size": 8, "lr": 5e-3, "optimizer": "sgd", "momentum": 0.8}],
+    "initial_trials": [
+        {"hidden_size": 16, "lr": 1e-2, "optimizer": "adam"},
+        {"hidden_size": 8, "lr": 5e-3, "optimizer": "sgd", "momentum": 0.8},
+    ],
     "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},
     "pruner": {"name": "none"},
     "budget": {"n_trials": 5, "max_epochs": 3},
@@ -153,7 +156,9 @@ def test_rnntune_export_writes_the_model_file(trained, api_url, tmp_path):
 
     out = tmp_path / "best.pt"
     cli = [sys.executable, "-m", "rnntune.service.cli", "export"]
-    r = subprocess.run([*cli, SPEC["name"], "-o", str(out), "--api-url", api_url], capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [*cli, SPEC["name"], "-o", str(out), "--api-url", api_url], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout and "test:" in r.stdout
     assert load_model(out).meta["trial_number"] == trained.best_trial.number

@@ -45,7 +45,9 @@ def cache() -> DataCache:
 
 def run_study(spec_dict: dict, cache: DataCache, n_trials: int | None = None, enqueue: list[dict] = ()) -> optuna.Study:
     spec = parse_spec(spec_dict)
-    study = optuna.create_study(direction=spec.direction, sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec))
+    study = optuna.create_study(
+        direction=spec.direction, sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec)
+    )
     for params in enqueue:
         study.enqueue_trial(params)
     study.optimize(Objective(spec, device="cpu", data_cache=cache), n_trials=n_trials or spec.budget.n_trials)
@@ -73,7 +75,10 @@ def test_every_sampler_runs_a_study(sampler, cache):
 
 @pytest.mark.parametrize("pruner", PRUNERS)
 def test_every_pruner_runs_a_study(pruner, cache):
-    spec = copy.deepcopy(TINY) | {"sampler": {"name": "random", "seed": 2}, "pruner": {"name": pruner, **PRUNER_OPTIONS[pruner]}}
+    spec = copy.deepcopy(TINY) | {
+        "sampler": {"name": "random", "seed": 2},
+        "pruner": {"name": pruner, **PRUNER_OPTIONS[pruner]},
+    }
     spec["budget"] = {"n_trials": 4, "max_epochs": 3}
     # two good configurations first, then two that barely learn: the pruners have a reference
     good, bad = {"hidden_size": 16, "lr": 3e-2, "batch_size": 16}, {"hidden_size": 4, "lr": 1e-3, "batch_size": 32}
@@ -172,10 +177,20 @@ def test_every_searchable_hyperparameter_reaches_the_configs(cache):
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
         p, mc, tc = trial.params, objective.model_config, objective.train_config
         assert (mc.cell, mc.hidden_size, mc.num_layers, mc.bidirectional, mc.dropout) == (
-            p["cell"], p["hidden_size"], p["num_layers"], p["bidirectional"], p["dropout"]
+            p["cell"],
+            p["hidden_size"],
+            p["num_layers"],
+            p["bidirectional"],
+            p["dropout"],
         )
         assert (tc.optimizer, tc.lr, tc.weight_decay, tc.batch_size, tc.clip_norm, tc.scheduler, tc.patience) == (
-            p["optimizer"], p["lr"], p["weight_decay"], p["batch_size"], p["clip_norm"], p["scheduler"], p["patience"]
+            p["optimizer"],
+            p["lr"],
+            p["weight_decay"],
+            p["batch_size"],
+            p["clip_norm"],
+            p["scheduler"],
+            p["patience"],
         )
         assert tc.momentum == p.get("momentum", 0.0)
         assert tc.nesterov == (p.get("nesterov", False) and p["optimizer"] == "sgd")

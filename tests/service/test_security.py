@@ -25,7 +25,9 @@ SPEC["budget"] = {"n_trials": 4, "max_epochs": 3}
 
 @pytest.fixture(scope="module")
 def client(db_url):
-    settings = Settings(database_url=db_url, api_tokens=f"{TOKEN},another-token-0123456789", max_body_kb=64, max_trials_per_study=50)
+    settings = Settings(
+        database_url=db_url, api_tokens=f"{TOKEN},another-token-0123456789", max_body_kb=64, max_trials_per_study=50
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -34,7 +36,9 @@ def bearer(token: str = TOKEN) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.mark.parametrize("path", ["/v1/studies", "/v1/studies/x", "/dashboard", "/api/studies", "/docs", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/v1/studies", "/v1/studies/x", "/dashboard", "/api/studies", "/docs", "/openapi.json"]
+)
 def test_every_route_wants_a_token(client, path):
     r = client.get(path)
     assert r.status_code == 401
@@ -80,7 +84,9 @@ def test_body_over_limit_is_413_and_nothing_is_created(client):
 def test_chunked_body_under_limit_passes(client):
     payload = yaml.safe_dump(copy.deepcopy(SPEC) | {"name": "chunked-ok"}).encode()
     r = client.post(
-        "/v1/studies", content=iter([payload[:100], payload[100:]]), headers=bearer() | {"Content-Type": "application/yaml"}
+        "/v1/studies",
+        content=iter([payload[:100], payload[100:]]),
+        headers=bearer() | {"Content-Type": "application/yaml"},
     )
     assert r.status_code == 201, r.text
 
@@ -136,6 +142,9 @@ def test_tokens_from_file_and_short_tokens_refused(tmp_path):
 def test_non_loopback_bind_without_tokens_is_refused():
     r = subprocess.run(
         [sys.executable, "-m", "rnntune.service.cli", "api", "--host", "0.0.0.0", "--port", "1"],
-        capture_output=True, text=True, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 2 and "RNNTUNE_API_TOKENS" in r.stderr and "--insecure" in r.stderr

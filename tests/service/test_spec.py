@@ -58,10 +58,22 @@ def test_defaults_fill_in():
     ("changes", "field", "reason"),
     [
         ({"search_space__lr": {"type": "float", "low": 0.1, "high": 0.01}}, "search_space.lr", "low must be <= high"),
-        ({"search_space__lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "search_space.lr", "log scale needs low > 0"),
+        (
+            {"search_space__lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
+            "search_space.lr",
+            "log scale needs low > 0",
+        ),
         ({"search_space__units": {"type": "int", "low": 1, "high": 4}}, "search_space", "unknown parameter 'units'"),
-        ({"search_space__optimizer": {"type": "categorical", "choices": []}}, "search_space.optimizer.choices", "at least 1"),
-        ({"search_space__optimizer": {"type": "categorical", "choices": ["adam", "lbfgs"]}}, "search_space", "optimizer must be one of"),
+        (
+            {"search_space__optimizer": {"type": "categorical", "choices": []}},
+            "search_space.optimizer.choices",
+            "at least 1",
+        ),
+        (
+            {"search_space__optimizer": {"type": "categorical", "choices": ["adam", "lbfgs"]}},
+            "search_space",
+            "optimizer must be one of",
+        ),
         ({"sampler": {"name": "grid"}}, "search_space.lr", "grid search needs discrete values"),
         ({"budget__n_trials": 0}, "budget.n_trials", "n_trials must be > 0"),
         ({"budget__n_trials": -3}, "budget.n_trials", "n_trials must be > 0"),
@@ -73,7 +85,11 @@ def test_defaults_fill_in():
         ({"model": {"cell": "transformer"}}, "model", "cell must be one of"),
         ({"model": {"cell": "gru", "hidden_size": 0}}, "model", "hidden_size must be in"),
         ({"model": {"hidden_size": 32}}, "search_space.hidden_size", "also fixed in model.hidden_size"),
-        ({"search_space__momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"nope": "sgd"}}}, "search_space", "momentum.when"),
+        (
+            {"search_space__momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"nope": "sgd"}}},
+            "search_space",
+            "momentum.when",
+        ),
         ({"direction": "maximize"}, "direction", "val_loss is to minimize"),
         ({"initial_trials": [{"lr": 5.0}]}, "initial_trials[0].lr", "outside"),
         ({"budget__max_epochs": 0}, "budget.max_epochs", "greater than or equal to 1"),
@@ -126,11 +142,16 @@ def test_json_and_yaml_files_load_the_same(tmp_path):
 def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(spec_with(search_space__lr={"type": "float", "low": 0.5, "high": 0.1})))
-    r = subprocess.run([sys.executable, "-m", "rnntune.service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "rnntune.service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "search_space.lr" in lines[0] and "low must be <= high" in lines[0], r.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "rnntune.service.cli", "submit", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "rnntune.service.cli", "submit", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -57,9 +57,17 @@ def test_text_spec_defaults_and_metrics():
         ({"metric": "val_mae"}, "metric", "val_mae needs a regression data set"),
         ({"data": {"name": "text"}}, "data", "needs a path or an uploaded dataset"),
         ({"data": {"name": "text", "path": "x.csv", "window": 5}}, "data.window", "window does not apply to text"),
-        ({"data": {"name": "text", "path": "x.csv", "params": {"max_length": 9}}}, "search_space.max_length", "also fixed"),
+        (
+            {"data": {"name": "text", "path": "x.csv", "params": {"max_length": 9}}},
+            "search_space.max_length",
+            "also fixed",
+        ),
         ({"model": {"freeze_embeddings": True}}, "model", "needs a pre-trained matrix"),
-        ({"data": {"name": "text", "path": "x", "params": {"embeddings": "e.npy"}}}, "search_space.embed_dim", "the width is the matrix's"),
+        (
+            {"data": {"name": "text", "path": "x", "params": {"embeddings": "e.npy"}}},
+            "search_space.embed_dim",
+            "the width is the matrix's",
+        ),
     ],
 )
 def test_bad_text_specs_name_field_and_reason(changes, field, reason):
@@ -86,7 +94,12 @@ def test_genetic_sampler_is_nsga2_with_its_options():
 def test_text_hyperparameters_reach_the_configs_and_the_data():
     from rnntune.service.objective import DataCache, Objective
 
-    spec = parse_spec(with_(TEXT, search_space={**TEXT["search_space"], "bidirectional": {"type": "categorical", "choices": [False, True]}}))
+    spec = parse_spec(
+        with_(
+            TEXT,
+            search_space={**TEXT["search_space"], "bidirectional": {"type": "categorical", "choices": [False, True]}},
+        )
+    )
     study = optuna.create_study(direction="maximize", sampler=search.build_sampler(spec, seed_offset=0))
     study.enqueue_trial({"embed_dim": 8, "max_length": 8, "lr": 5e-3, "bidirectional": True})
     cache = DataCache()
@@ -119,7 +132,12 @@ def upload(client, content: bytes, filename: str, **fields):
 @pytest.mark.parametrize(
     ("content", "filename", "fields", "reason"),
     [
-        (b"text,label\ncaf\xe9,pos\n", "latin.csv", {"format": "text"}, "not UTF-8: byte b'\\xe9' at offset 14 (line 2)"),
+        (
+            b"text,label\ncaf\xe9,pos\n",
+            "latin.csv",
+            {"format": "text"},
+            "not UTF-8: byte b'\\xe9' at offset 14 (line 2)",
+        ),
         (b'{"text": "a", "label": 1}\n[1, 2]\n', "x.jsonl", {}, "line 2 is not a JSON object"),
         (b'{"text": "a", "label": 1}\n{"text": \n', "x.jsonl", {}, "line 2 is not JSON"),
         (b"text\nonly one column\n", "one.csv", {"format": "text"}, "needs a text and a label column"),

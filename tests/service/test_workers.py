@@ -29,7 +29,13 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def client(db_url, tmp_path_factory):
-    settings = Settings(database_url=db_url, lease_s=30, grace_period_s=10, heartbeat_interval_s=5, data_dir=tmp_path_factory.mktemp("data"))
+    settings = Settings(
+        database_url=db_url,
+        lease_s=30,
+        grace_period_s=10,
+        heartbeat_interval_s=5,
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
     with TestClient(create_app(settings, dashboard=False)) as c:
         yield c
 
@@ -39,7 +45,11 @@ def test_workers_listing(client):
     assert client.post("/v1/studies", json=SPEC).status_code == 201
     with sessions() as s:
         queue.register_worker(s, "ancient-1", device="cpu", labels=set(), pid=100)
-        s.execute(sa.update(queue.WorkerRow).where(queue.WorkerRow.id == "ancient-1").values(last_heartbeat=utcnow() - timedelta(days=8)))
+        s.execute(
+            sa.update(queue.WorkerRow)
+            .where(queue.WorkerRow.id == "ancient-1")
+            .values(last_heartbeat=utcnow() - timedelta(days=8))
+        )
         s.commit()
         # a starting worker drops the rows of workers silent for a week
         for wid, labels in (("busy-1", {"gpu-a100"}), ("idle-1", set()), ("gone-1", set()), ("dead-1", set())):
@@ -50,7 +60,11 @@ def test_workers_listing(client):
         queue.worker_heartbeat(s, "idle-1", None, 7)  # idle: a stale trial number is not kept
         queue.deregister_worker(s, "gone-1")
         # dead-1 stopped beating 40 s ago (lease 30 s) without deregistering: killed
-        s.execute(sa.update(queue.WorkerRow).where(queue.WorkerRow.id == "dead-1").values(last_heartbeat=utcnow() - timedelta(seconds=40)))
+        s.execute(
+            sa.update(queue.WorkerRow)
+            .where(queue.WorkerRow.id == "dead-1")
+            .values(last_heartbeat=utcnow() - timedelta(seconds=40))
+        )
         s.commit()
 
     r = client.get("/v1/workers")
@@ -61,7 +75,9 @@ def test_workers_listing(client):
     assert busy["state"] == "busy" and busy["study"] == SPEC["name"]
     assert busy["ticket_id"] == claim.ticket_id and busy["trial_number"] == 0
     assert busy["labels"] == ["gpu-a100"] and busy["device"] == "cpu" and busy["heartbeat_age_s"] < 10
-    assert rows["idle-1"]["state"] == "idle" and rows["idle-1"]["study"] is None and rows["idle-1"]["trial_number"] is None
+    assert (
+        rows["idle-1"]["state"] == "idle" and rows["idle-1"]["study"] is None and rows["idle-1"]["trial_number"] is None
+    )
     assert rows["dead-1"]["state"] == "lost" and rows["dead-1"]["heartbeat_age_s"] >= 40
 
     everyone = {w["id"]: w for w in client.get("/v1/workers", params={"include_stopped": True}).json()["items"]}

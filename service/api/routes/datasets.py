@@ -26,8 +26,15 @@ UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "a .csv or .npz file"},
-                        "name": {"type": "string", "description": "default: the file name, lower-cased, without extension"},
-                        "format": {"type": "string", "enum": list(datasets.FORMATS), "description": "default: the extension"},
+                        "name": {
+                            "type": "string",
+                            "description": "default: the file name, lower-cased, without extension",
+                        },
+                        "format": {
+                            "type": "string",
+                            "enum": list(datasets.FORMATS),
+                            "description": "default: the extension",
+                        },
                         "delimiter": {"type": "string", "description": "CSV field delimiter (default ',')"},
                     },
                 }
@@ -46,7 +53,8 @@ def _get(session, ref: str):
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE, detail=f"the file exceeds the upload limit of {limit / 2**20:g} MiB (RNNTUNE_MAX_UPLOAD_MB)"
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"the file exceeds the upload limit of {limit / 2**20:g} MiB (RNNTUNE_MAX_UPLOAD_MB)",
     )
 
 
@@ -81,11 +89,15 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise _too_large(limit)  # before reading the body
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send the file as multipart/form-data, field 'file'")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send the file as multipart/form-data, field 'file'"
+        )
     async with request.form(max_files=1, max_fields=8) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the multipart body needs a file field named 'file'")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the multipart body needs a file field named 'file'"
+            )
         filename = upload.filename or "upload"
         content, sha256 = await _read_limited(upload, limit)
         fields = {k: form.get(k) for k in ("name", "format", "delimiter")}

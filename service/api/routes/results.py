@@ -30,7 +30,9 @@ def get_best(name: str, session: SessionDep) -> dict:
     spec = StudySpec.model_validate(row.spec)
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
     if best is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"study {name!r} has no completed trial yet (state {row.state})")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"study {name!r} has no completed trial yet (state {row.state})"
+        )
     model = finalize.get_model(session, row.id)
     out = {
         "study": row.name,

@@ -55,13 +55,28 @@ def _over_limits(spec: StudySpec, settings) -> list[tuple[str, str]]:
     """This server's per-study limits (RNNTUNE_MAX_*): each breach names the limit."""
     errors = []
     if spec.budget.n_trials > settings.max_trials_per_study:
-        errors.append(("budget.n_trials", f"{spec.budget.n_trials} exceeds this server's limit RNNTUNE_MAX_TRIALS_PER_STUDY={settings.max_trials_per_study}"))
+        errors.append(
+            (
+                "budget.n_trials",
+                f"{spec.budget.n_trials} exceeds this server's limit RNNTUNE_MAX_TRIALS_PER_STUDY={settings.max_trials_per_study}",
+            )
+        )
     if spec.budget.max_epochs > settings.max_epochs_per_trial:
-        errors.append(("budget.max_epochs", f"{spec.budget.max_epochs} exceeds this server's limit RNNTUNE_MAX_EPOCHS_PER_TRIAL={settings.max_epochs_per_trial}"))
+        errors.append(
+            (
+                "budget.max_epochs",
+                f"{spec.budget.max_epochs} exceeds this server's limit RNNTUNE_MAX_EPOCHS_PER_TRIAL={settings.max_epochs_per_trial}",
+            )
+        )
     if spec.sampler.name == "grid":
         size = grid_size(spec)
         if size > settings.max_grid_size:
-            errors.append(("search_space", f"the grid has {size} points, over this server's limit RNNTUNE_MAX_GRID_SIZE={settings.max_grid_size}"))
+            errors.append(
+                (
+                    "search_space",
+                    f"the grid has {size} points, over this server's limit RNNTUNE_MAX_GRID_SIZE={settings.max_grid_size}",
+                )
+            )
     return errors
 
 
@@ -145,7 +160,10 @@ def _control(name: str, session, action) -> dict:
     return _detail(session, row)
 
 
-CONTROL_RESPONSES = {404: {"model": Problem}, 409: {"model": Problem, "description": "not allowed in the study's state"}}
+CONTROL_RESPONSES = {
+    404: {"model": Problem},
+    409: {"model": Problem, "description": "not allowed in the study's state"},
+}
 
 
 @router.post("/{name}/cancel", response_model=StudyPublic, responses=CONTROL_RESPONSES)

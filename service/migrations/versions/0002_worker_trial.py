@@ -5,21 +5,20 @@ Revises: 0001
 Create Date: 2026-11-24 18:10:00
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('rnntune_workers', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('trial_number', sa.Integer(), nullable=True))
+    with op.batch_alter_table("rnntune_workers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('rnntune_workers', schema=None) as batch_op:
-        batch_op.drop_column('trial_number')
+    with op.batch_alter_table("rnntune_workers", schema=None) as batch_op:
+        batch_op.drop_column("trial_number")
