@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start, command two: install what the tests need, start PostgreSQL if it is installed
-# but down, and run the whole suite. Extra arguments go to pytest.
+# but down, and run the linters (scripts/lint.sh) and the whole suite. Extra arguments go to pytest.
 source "$(dirname "$0")/_env.sh"
 
 # docker-compose v1 validates docker-compose.yml offline (no engine needed).
@@ -19,5 +19,8 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
   pg_isready -h 127.0.0.1 -p 5432 || { echo "error: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 fi
+
+# Linters first: they take seconds and a red one fails CI like a red test.
+bash scripts/lint.sh
 
 exec .venv/bin/python -m pytest "$@"
