@@ -14,10 +14,14 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("rnntune-data")
+POSTGRES_DRIVER = "postgresql+psycopg2"  # psycopg2-binary is what rnntune depends on
+POSTGRES_ALIASES = ("postgres", "postgresql")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RNNTUNE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a bad setting is reported by name, never with its value (URLs hold
+    # passwords, api_tokens holds tokens).
+    model_config = SettingsConfigDict(env_prefix="RNNTUNE_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # Storage: one database holds Optuna's tables and ours (rnntune_*).
     database_url: str = Field(
@@ -51,8 +55,16 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if not url.startswith(("sqlite", "postgresql")):
-            raise ValueError(f"only sqlite:/// and postgresql:// URLs are supported, but got {url=}")
+        """Normalise what hosting providers hand out (``postgres://``, ``postgresql://``) to the
+        driver rnntune installs: SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3."""
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError("expected a URL such as sqlite:///path or postgresql://user@host/db")
+        if scheme in POSTGRES_ALIASES:
+            return f"{POSTGRES_DRIVER}://{rest}"
+        if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+            # the scheme only: the rest of a URL may hold a password
+            raise ValueError(f"only sqlite:/// and postgresql:// URLs are supported, but got {scheme}://")
         return url
 
     @model_validator(mode="after")

@@ -66,6 +66,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune") from None
     try:
         study.set_user_attr(SPEC_ATTR, spec_json)
+        study.set_metric_names([spec.metric])  # the dashboard labels the value by it, not "Objective 0"
         for params in spec.initial_trials:
             study.enqueue_trial(params, user_attrs={"initial": True})
         row = queue.add_study(

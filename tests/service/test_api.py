@@ -115,6 +115,7 @@ def test_trained_study_reports_counts_best_and_curve(trained, client, settings):
     assert best["value"] == pytest.approx(study.best_value)
     assert best["params"] == study.best_trial.params
     assert [p["epoch"] for p in best["curve"]] == sorted(study.best_trial.intermediate_values)
+    assert study.metric_names == [SPEC["metric"]]  # optuna-dashboard's label, not "Objective 0"
     assert best["curve"][-1]["value"] == pytest.approx(study.best_trial.intermediate_values[best["curve"][-1]["epoch"]])
 
 
