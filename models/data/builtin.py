@@ -1,0 +1,194 @@
+"""The built-in data sets: generated (sine, adding) and shipped by statsmodels / scikit-learn."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from rnntune.models.data.container import DataError, SequenceData
+from rnntune.models.data.splits import (
+    _check_int,
+    _chronological,
+    _fit_scaler,
+    _from_indices,
+    _make_windows,
+    _random_split,
+    _reject,
+    _Request,
+    _split_sizes,
+    _take_params,
+)
+
+
+def _load_sine(params: dict, request: _Request) -> SequenceData:
+    p = _take_params("sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed})
+    _reject(request, "target", "inputs", "path")
+    _check_int("sine", "n_series", p["n_series"], low=3)
+    _check_int("sine", "length", p["length"], low=2)
+    _check_int("sine", "seed", p["seed"], low=None)
+    noise = p["noise"]
+    if not isinstance(noise, numbers.Real) or isinstance(noise, bool) or not noise >= 0:
+        raise DataError(f"sine: noise must be a number >= 0, but got noise={noise!r}.")
+    n_series, length, horizon = p["n_series"], p["length"], request.horizon
+    if length - horizon < 1:
+        raise DataError(f"sine: length must exceed horizon, but got length={length} and horizon={horizon}.")
+    window = request.window if request.window is not None else min(48, length - horizon)
+    if window + horizon > length:
+        raise DataError(f"sine: window + horizon = {window} + {horizon} is longer than the series (length={length}).")
+
+    rng = np.random.default_rng(p["seed"])
+    amplitude = rng.uniform(0.5, 1.5, size=(n_series, 1))
+    period = rng.uniform(8.0, 32.0, size=(n_series, 1))  # time steps per cycle
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n_series, 1))
+    t = np.arange(length)[None, :]  # (1, L)
+    series = amplitude * np.sin(2 * np.pi * t / period + phase)  # (S, L)
+    series = series + noise * rng.standard_normal(series.shape)
+
+    # split by series: the series are independent, so no window can leak into another split
+    order = np.random.default_rng(request.seed).permutation(n_series)
+    n_train, n_val, _ = _split_sizes(n_series, request, "series")
+    ids = {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
+    mean, std = _fit_scaler(series[ids["train"]][..., None])
+    scaled = ((series[..., None] - mean) / std).astype(np.float32)  # (S, L, 1)
+    arrays = {}
+    for split, series_ids in ids.items():
+        x, y = _make_windows(scaled[series_ids], window, horizon, 0)  # (s, n, W, 1), (s, n, h)
+        arrays[split] = (x.reshape(-1, window, 1), y.reshape(-1, horizon))
+    return SequenceData(
+        name="sine",
+        task="regression",
+        x_train=arrays["train"][0],
+        y_train=arrays["train"][1],
+        x_val=arrays["val"][0],
+        y_val=arrays["val"][1],
+        x_test=arrays["test"][0],
+        y_test=arrays["test"][1],
+        scaler={
+            "x_mean": mean.tolist(),
+            "x_std": std.tolist(),
+            "y_mean": [float(mean[0])] * horizon,
+            "y_std": [float(std[0])] * horizon,
+        },
+        meta={
+            "kind": "forecasting",
+            "split": "by_series",
+            "window": window,
+            "horizon": horizon,
+            "inputs": ["value"],
+            "target": "value",
+            "target_index": 0,
+            "windows_per_series": length - window - horizon + 1,
+            "series": {split: series_ids.tolist() for split, series_ids in ids.items()},
+            **p,
+        },
+    )
+
+
+def _load_adding(params: dict, request: _Request) -> SequenceData:
+    p = _take_params("adding", params, {"n_samples": 3000, "length": 50, "seed": request.seed})
+    _reject(request, "window", "horizon", "target", "inputs", "path")
+    _check_int("adding", "n_samples", p["n_samples"], low=3)
+    _check_int("adding", "length", p["length"], low=2)
+    _check_int("adding", "seed", p["seed"], low=None)
+    n, length = p["n_samples"], p["length"]
+    rng = np.random.default_rng(p["seed"])
+    values = rng.uniform(0.0, 1.0, size=(n, length))
+    # one marker in the first half, one in the second half (as in Le et al. 2015)
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    markers = np.zeros((n, length))
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=2).astype(np.float32)  # (N, T, 2)
+    y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)  # (N, 1)
+    splits = _random_split(request, n)
+    return _from_indices(
+        request, x, y, splits, task="regression",
+        meta={"kind": "regression", "split": "random", "inputs": ["value", "marker"], **p},
+    )  # fmt: skip
+
+
+def _load_sunspots(params: dict, request: _Request) -> SequenceData:
+    _take_params("sunspots", params, {})
+    _reject(request, "target", "inputs", "path")
+    from statsmodels.datasets import sunspots
+
+    frame = sunspots.load_pandas().data
+    series = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)[:, None]  # (309, 1)
+    years = frame["YEAR"].to_numpy().astype(int)
+    window = request.window if request.window is not None else 24
+    data = _chronological(
+        request, series, feature_names=["SUNACTIVITY"], target_index=0, window=window,
+        meta={"source": "statsmodels.datasets.sunspots", "frequency": "yearly"},
+    )  # fmt: skip
+    data.meta["segment_times"] = {
+        split: [int(years[start]), int(years[stop - 1])] if stop > start else []
+        for split, (start, stop) in data.meta["segments"].items()
+    }
+    return data
+
+
+def _load_co2(params: dict, request: _Request) -> SequenceData:
+    p = _take_params("co2", params, {"frequency": "monthly"})
+    _reject(request, "target", "inputs", "path")
+    if p["frequency"] not in ("monthly", "weekly"):
+        raise DataError(f"co2: frequency must be 'monthly' or 'weekly', but got {p['frequency']!r}.")
+    from statsmodels.datasets import co2
+
+    weekly = co2.load_pandas().data["co2"]
+    n_missing = int(weekly.isna().sum())
+    weekly = weekly.interpolate(method="time").bfill().ffill()
+    frame = weekly.resample("MS").mean() if p["frequency"] == "monthly" else weekly
+    series = frame.to_numpy(dtype=np.float64)[:, None]
+    default_window = 24 if p["frequency"] == "monthly" else 52
+    window = request.window if request.window is not None else default_window
+    data = _chronological(
+        request, series, feature_names=["co2"], target_index=0, window=window,
+        meta={
+            "source": "statsmodels.datasets.co2",
+            "frequency": p["frequency"],
+            "n_missing_interpolated": n_missing,
+            "note": f"{n_missing} missing weekly values were linearly interpolated in time"
+            + (", then averaged to monthly means" if p["frequency"] == "monthly" else ""),
+        },
+    )  # fmt: skip
+    dates = [str(d.date()) for d in frame.index]
+    data.meta["segment_times"] = {
+        split: [dates[start], dates[stop - 1]] if stop > start else []
+        for split, (start, stop) in data.meta["segments"].items()
+    }
+    return data
+
+
+def _load_digits(params: dict, request: _Request) -> SequenceData:
+    _take_params("digits", params, {})
+    _reject(request, "window", "horizon", "target", "inputs", "path")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)  # (1797, 8, 8): 8 rows as steps of 8 pixels
+    y = digits.target.astype(np.int64)
+    indices = np.arange(len(y))
+    rest, test = train_test_split(
+        indices, test_size=request.test_fraction, stratify=y, random_state=request.seed
+    ) if request.test_fraction > 0 else (indices, indices[:0])  # fmt: skip
+    train, val = train_test_split(
+        rest,
+        test_size=request.val_fraction / (1.0 - request.test_fraction),
+        stratify=y[rest],
+        random_state=request.seed,
+    )
+    splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return _from_indices(
+        request, x, y, splits, task="classification", n_classes=10,
+        meta={"kind": "classification", "split": "stratified",
+              "source": "sklearn.datasets.load_digits"},
+    )  # fmt: skip

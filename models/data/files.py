@@ -1,0 +1,154 @@
+"""The user's numeric files: a time-series CSV (forecasting) and an .npz of X and y."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from rnntune.models.data.container import DataError, SequenceData
+from rnntune.models.data.splits import (
+    _chronological,
+    _fit_scaler,
+    _from_indices,
+    _random_split,
+    _reject,
+    _Request,
+    _take_params,
+)
+
+
+def _file_path(params: dict, request: _Request) -> str:
+    path = params.get("path")
+    if path is not None and request.path is not None and os.fspath(path) != request.path:
+        raise DataError(f"{request.name}: path given twice and differently: params {path!r}, path={request.path!r}.")
+    path = request.path if path is None else os.fspath(path)
+    if path is None:
+        raise DataError(f"{request.name}: a path is required (path=... or params['path']).")
+    if not os.path.isfile(path):
+        raise DataError(f"{request.name}: file not found: {path!r}.")
+    return path
+
+
+def _load_csv(params: dict, request: _Request) -> SequenceData:
+    p = _take_params("csv", params, {"path": None, "delimiter": ","})
+    path = _file_path(p, request)
+    if request.target is None:
+        raise DataError(f"csv: target (the column to forecast) is required for {path!r}.")
+    target = request.target
+    inputs = list(request.inputs) if request.inputs else [target]
+    if target not in inputs:  # the target's own history is always an input
+        inputs.append(target)
+    if len(set(inputs)) != len(inputs):
+        raise DataError(f"csv: inputs has duplicate columns: {inputs}.")
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle, delimiter=p["delimiter"]))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"csv: cannot read {path!r}: {error}.") from error
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"csv: {path!r} is empty.")
+    header = [cell.strip() for cell in rows[0]]
+    body = rows[1:]
+    if not body:
+        raise DataError(f"csv: {path!r} has a header but no rows.")
+    missing = [column for column in inputs if column not in header]
+    if missing:
+        raise DataError(f"csv: column {missing[0]!r} not found in {path!r}; columns: {header}.")
+    columns = []
+    for column in inputs:
+        position = header.index(column)
+        values = np.empty(len(body), dtype=np.float64)
+        for i, row in enumerate(body):
+            cell = row[position].strip() if position < len(row) else ""
+            if cell == "" or cell.lower() in ("nan", "na", "null"):
+                values[i] = np.nan
+                continue
+            try:
+                values[i] = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"csv: column {column!r} is not numeric: row {i + 2} of {path!r} holds {cell!r}."
+                ) from None
+        n_bad = int((~np.isfinite(values)).sum())
+        if n_bad:
+            first = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
+            role = "target column" if column == target else "column"
+            raise DataError(
+                f"csv: {role} {column!r} has {n_bad} missing/NaN/inf values "
+                f"(first at row {first} of {path!r}); fill or drop them first."
+            )
+        columns.append(values)
+    series = np.stack(columns, axis=1)  # (L, F)
+    window = request.window if request.window is not None else min(24, max(1, len(series) // 10))
+    return _chronological(
+        request, series, feature_names=inputs, target_index=inputs.index(target),
+        window=window, meta={"source": os.path.basename(path)},
+    )  # fmt: skip
+
+
+def _load_npz(params: dict, request: _Request) -> SequenceData:
+    p = _take_params("npz", params, {"path": None, "scale": False})
+    _reject(request, "window", "horizon", "target", "inputs")
+    if not isinstance(p["scale"], bool):
+        raise DataError(f"npz: scale must be true or false, but got scale={p['scale']!r}.")
+    path = _file_path(p, request)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as error:  # a corrupt or non-npz file: zipfile/pickle/OS errors alike
+        raise DataError(f"npz: cannot read {path!r} as .npz: {error}.") from error
+    x = arrays.get("X", arrays.get("x"))
+    y = arrays.get("y", arrays.get("Y"))
+    if x is None or y is None:
+        raise DataError(f"npz: {path!r} must hold arrays 'X' and 'y', but has {sorted(arrays)}.")
+    if x.ndim != 3 or 0 in x.shape:
+        raise DataError(f"npz: X must be a non-empty (N, T, F) array, but got shape {x.shape}.")
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise DataError(f"npz: y must be (N,) or (N, K), but got shape {y.shape}.")
+    if len(x) != len(y):
+        raise DataError(f"npz: X has {len(x)} samples but y has {len(y)}.")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"npz: X must be numeric, but has dtype {x.dtype}.")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"npz: X has {int((~np.isfinite(x)).sum())} NaN/inf values.")
+
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        if y.ndim != 1:
+            raise DataError(f"npz: integer labels y must be (N,), but got shape {y.shape}.")
+        y = y.astype(np.int64)
+        if y.min() < 0:
+            raise DataError(f"npz: class labels must be >= 0, but y has {int(y.min())}.")
+        n_classes = int(y.max()) + 1
+        if n_classes < 2:
+            raise DataError("npz: classification needs at least 2 classes, but y has 1.")
+        splits = _random_split(request, len(y), labels=y)
+        task, split_kind = "classification", "stratified"
+    elif np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)):
+            raise DataError(f"npz: y has {int((~np.isfinite(y)).sum())} NaN/inf values.")
+        y = y.reshape(len(y), -1)
+        n_classes = None
+        splits = _random_split(request, len(y))
+        task, split_kind = "regression", "random"
+    else:
+        raise DataError(f"npz: y must be integer labels or floats, but has dtype {y.dtype}.")
+
+    scaler = None
+    x = x.astype(np.float64)
+    if p["scale"]:
+        x_mean, x_std = _fit_scaler(x[splits["train"]])
+        x = (x - x_mean) / x_std
+        scaler = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist()}
+        if task == "regression":
+            y_mean, y_std = _fit_scaler(y[splits["train"]])
+            y = (y - y_mean) / y_std
+            scaler.update(y_mean=y_mean.tolist(), y_std=y_std.tolist())
+    return _from_indices(
+        request, x, y, splits, task=task, n_classes=n_classes, scaler=scaler,
+        meta={"kind": task, "split": split_kind, "source": os.path.basename(path),
+              "scaled": bool(p["scale"])},
+    )  # fmt: skip

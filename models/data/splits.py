@@ -1,0 +1,213 @@
+"""What every loader shares: the request, parameter checks, windows, scaling and the splits."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnntune.models.data.container import DataError, SequenceData
+
+
+@dataclass(frozen=True)
+class _Request:
+    name: str
+    window: int | None
+    horizon: int
+    target: str | None
+    inputs: list[str] | None
+    path: str | None
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+
+def _check_int(name: str, key: str, value: Any, low: int | None) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise DataError(f"{name}: {key} must be an integer, but got {key}={value!r}.")
+    if low is not None and value < low:
+        raise DataError(f"{name}: {key} must be >= {low}, but got {key}={value!r}.")
+
+
+def _take_params(name: str, params: dict, defaults: dict) -> dict:
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise DataError(f"{name}: unknown params {unknown}; known params: {known}.")
+    return {**defaults, **params}
+
+
+def _reject(request: _Request, *keys: str) -> None:
+    """Raise for arguments that mean nothing to this data set (a typo would pass silently)."""
+    for key in keys:
+        value = getattr(request, key)
+        if key == "horizon" and value == 1:
+            continue
+        if key != "horizon" and value is None:
+            continue
+        raise DataError(f"{request.name}: {key} does not apply to this dataset, but got {key}={value!r}.")
+
+
+def _split_sizes(n: int, request: _Request, what: str) -> tuple[int, int, int]:
+    n_val = int(round(n * request.val_fraction))
+    n_test = int(round(n * request.test_fraction))
+    n_train = n - n_val - n_test
+    if n_train < 1 or n_val < 1 or (request.test_fraction > 0 and n_test < 1):
+        raise DataError(
+            f"{request.name}: {n} {what} are too few to split into train/val/test with "
+            f"val_fraction={request.val_fraction} and test_fraction={request.test_fraction}."
+        )
+    return n_train, n_val, n_test
+
+
+def _fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over every axis but the last (a constant feature gets std 1)."""
+    flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
+    std[~(std > 1e-12)] = 1.0
+    return mean, std
+
+
+def _make_windows(values: np.ndarray, window: int, horizon: int, target_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut (..., L, F) into every window: x (..., n, window, F), y (..., n, horizon)."""
+    length = values.shape[-2]
+    n = length - window - horizon + 1
+    starts = np.arange(n)
+    x_index = starts[:, None] + np.arange(window)[None, :]  # (n, window)
+    y_index = starts[:, None] + window + np.arange(horizon)[None, :]  # (n, horizon)
+    x = values[..., x_index, :]  # (..., n, window, F)
+    y = values[..., y_index, target_index]  # (..., n, horizon)
+    return x, y
+
+
+def _chronological(
+    request: _Request,
+    series: np.ndarray,
+    *,
+    feature_names: list[str],
+    target_index: int,
+    window: int,
+    meta: dict,
+) -> SequenceData:
+    """Forecasting on one series (L, F): chronological splits, train-only scaling, windows."""
+    horizon = request.horizon
+    length = len(series)
+    n_train, n_val, n_test = _split_sizes(length, request, "time steps")
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, length),
+    }
+    # train windows lie wholly inside the train segment; val and test windows need only their
+    # targets inside theirs (their inputs are the steps just before, reaching back if need be)
+    needs = {"train": window + horizon, "val": horizon, "test": horizon}
+    for split, (start, stop) in bounds.items():
+        if split == "test" and request.test_fraction == 0:
+            continue
+        if stop - start < needs[split]:
+            what = (
+                f"window + horizon = {window} + {horizon} = {needs[split]}"
+                if split == "train"
+                else f"horizon = {horizon} (its windows' targets must lie inside it)"
+            )
+            raise DataError(
+                f"{request.name}: the {split} split has {stop - start} of the series' {length} "
+                f"time steps, fewer than {what}; use a smaller window or horizon, other "
+                f"fractions, or a longer series."
+            )
+    mean, std = _fit_scaler(series[:n_train])
+    scaled = ((series - mean) / std).astype(np.float32)  # (L, F)
+    arrays = {}
+    for split, (start, stop) in bounds.items():
+        if stop - start < needs[split]:  # an empty test split
+            arrays[split] = (
+                np.zeros((0, window, series.shape[1]), np.float32),
+                np.zeros((0, horizon), np.float32),
+            )
+            continue
+        context = 0 if split == "train" else window  # start - window >= 0: train holds >= window
+        arrays[split] = _make_windows(scaled[start - context : stop], window, horizon, target_index)
+    scaler = {
+        "x_mean": mean.tolist(),
+        "x_std": std.tolist(),
+        "y_mean": [float(mean[target_index])] * horizon,
+        "y_std": [float(std[target_index])] * horizon,
+    }
+    meta = {
+        "kind": "forecasting",
+        "split": "chronological",
+        "window": window,
+        "horizon": horizon,
+        "inputs": feature_names,
+        "target": feature_names[target_index],
+        "target_index": target_index,
+        "n_time_steps": length,
+        # [start, stop) time steps of each split: its windows' targets lie inside (train's
+        # inputs too; val's and test's inputs are the `window` steps before each target)
+        "segments": {split: list(bound) for split, bound in bounds.items()},
+        **meta,
+    }
+    return SequenceData(
+        name=request.name,
+        task="regression",
+        x_train=arrays["train"][0],
+        y_train=arrays["train"][1],
+        x_val=arrays["val"][0],
+        y_val=arrays["val"][1],
+        x_test=arrays["test"][0],
+        y_test=arrays["test"][1],
+        scaler=scaler,
+        meta=meta,
+    )
+
+
+def _random_split(request: _Request, n: int, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Indices of a random split, stratified by labels when given (numpy only)."""
+    rng = np.random.default_rng(request.seed)
+    if labels is None:
+        n_train, n_val, _ = _split_sizes(n, request, "samples")
+        order = rng.permutation(n)
+        return {
+            "train": np.sort(order[:n_train]),
+            "val": np.sort(order[n_train : n_train + n_val]),
+            "test": np.sort(order[n_train + n_val :]),
+        }
+    _split_sizes(n, request, "samples")
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = int(round(len(members) * request.val_fraction))
+        n_test = int(round(len(members) * request.test_fraction))
+        parts["val"].append(members[:n_val])
+        parts["test"].append(members[n_val : n_val + n_test])
+        parts["train"].append(members[n_val + n_test :])
+    return {split: np.sort(np.concatenate(chunks)) for split, chunks in parts.items()}
+
+
+def _from_indices(
+    request: _Request,
+    x: np.ndarray,
+    y: np.ndarray,
+    splits: dict[str, np.ndarray],
+    *,
+    task: str,
+    n_classes: int | None = None,
+    scaler: dict | None = None,
+    meta: dict,
+) -> SequenceData:
+    return SequenceData(
+        name=request.name,
+        task=task,
+        x_train=x[splits["train"]],
+        y_train=y[splits["train"]],
+        x_val=x[splits["val"]],
+        y_val=y[splits["val"]],
+        x_test=x[splits["test"]],
+        y_test=y[splits["test"]],
+        n_classes=n_classes,
+        scaler=scaler,
+        meta=meta,
+    )

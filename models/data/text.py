@@ -1,0 +1,201 @@
+"""Labelled text (CSV or JSONL): token ids padded to (N, T) with lengths, vocabulary from train."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+
+import numpy as np
+
+from rnntune.models.data.container import DataError, SequenceData
+from rnntune.models.data.files import _file_path
+from rnntune.models.data.splits import _check_int, _random_split, _reject, _Request, _take_params
+
+TEXT_DEFAULTS = {
+    "path": None,
+    "format": None,  # "csv" | "jsonl"; None: by extension (.jsonl/.json/.ndjson), else by content
+    "text_column": "text",
+    "label_column": "label",
+    "delimiter": ",",
+    "lowercase": True,
+    "min_freq": 1,
+    "max_size": None,
+    "max_length": None,
+    "embeddings": None,  # a .npy (V', D) matrix ...
+    "embeddings_vocab": None,  # ... and a UTF-8 text file of its V' tokens, one per line
+}
+
+
+def read_text_rows(
+    content: bytes,
+    *,
+    fmt: str | None,
+    text_column: str,
+    label_column: str,
+    delimiter: str = ",",
+    where: str = "text",
+) -> tuple[list[str], list[str]]:
+    """(texts, labels as strings) of a CSV / JSONL file's bytes; DataError naming the problem."""
+    import json
+
+    try:
+        body = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{where} is not UTF-8 text: byte {content[exc.start : exc.start + 1]!r} at offset "
+            f"{exc.start} (line {line}); save the file as UTF-8."
+        ) from None
+    body = body.removeprefix("\ufeff")
+    if fmt is None:
+        fmt = "jsonl" if body.lstrip().startswith("{") else "csv"
+    if fmt not in ("csv", "jsonl"):
+        raise DataError(f"{where}: format must be 'csv' or 'jsonl', but got {fmt!r}.")
+    texts: list[str] = []
+    labels: list[str] = []
+    if fmt == "jsonl":
+        for number, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: line {number} is not JSON: {exc.msg}.") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: line {number} is not a JSON object.")
+            for column in (text_column, label_column):
+                if column not in record:
+                    raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
+            text, label = record[text_column], record[label_column]
+            if not isinstance(text, str):
+                raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
+            if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+                raise DataError(
+                    f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
+                    f"integer, but got {label!r}."
+                )
+            texts.append(text)
+            labels.append(str(label))
+    else:
+        import io
+
+        try:
+            rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=delimiter))
+        except csv.Error as exc:
+            raise DataError(f"{where}: the CSV cannot be parsed: {exc}.") from None
+        rows = [row for row in rows if any(cell.strip() for cell in row)]
+        if not rows:
+            raise DataError(f"{where}: the file is empty.")
+        header = [cell.strip() for cell in rows[0]]
+        for column in (text_column, label_column):
+            if column not in header:
+                raise DataError(f"{where}: column {column!r} not found; columns: {header}.")
+        ti, li = header.index(text_column), header.index(label_column)
+        for number, row in enumerate(rows[1:], start=2):
+            label = row[li].strip() if li < len(row) else ""
+            if not label:
+                raise DataError(f"{where}: row {number} has an empty {label_column!r}.")
+            texts.append(row[ti] if ti < len(row) else "")
+            labels.append(label)
+    if not texts:
+        raise DataError(f"{where}: the file has no examples.")
+    return texts, labels
+
+
+def _label_names(labels: list[str]) -> list[str]:
+    """Distinct labels: numerically sorted when all are integers, else alphabetically."""
+    names = set(labels)
+    if all(re.fullmatch(r"-?\d+", name) for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _load_text(params: dict, request: _Request) -> SequenceData:
+    from rnntune.models.text import TOKEN_PATTERN, Vocab, embedding_matrix, encode_texts, tokenize
+
+    p = _take_params("text", params, TEXT_DEFAULTS)
+    _reject(request, "window", "horizon", "target", "inputs")
+    path = _file_path(p, request)
+    for key in ("text_column", "label_column"):
+        if not isinstance(p[key], str) or not p[key]:
+            raise DataError(f"text: {key} must be a column name, but got {p[key]!r}.")
+    if not isinstance(p["lowercase"], bool):
+        raise DataError(f"text: lowercase must be true or false, but got {p['lowercase']!r}.")
+    _check_int("text", "min_freq", p["min_freq"], low=1)
+    for key in ("max_size", "max_length"):
+        if p[key] is not None:
+            _check_int("text", key, p[key], low=1)
+    fmt = p["format"]
+    if fmt is None:
+        extension = os.path.splitext(path)[1].lower()
+        fmt = (
+            "jsonl" if extension in (".jsonl", ".json", ".ndjson") else "csv" if extension in (".csv", ".tsv") else None
+        )
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+    except OSError as error:
+        raise DataError(f"text: cannot read {path!r}: {error}.") from error
+    texts, label_values = read_text_rows(
+        content, fmt=fmt, text_column=p["text_column"], label_column=p["label_column"],
+        delimiter=p["delimiter"], where=f"text: {os.path.basename(path)}",
+    )  # fmt: skip
+    names = _label_names(label_values)
+    if len(names) < 2:
+        raise DataError(f"text: classification needs at least 2 labels, but found {names}.")
+    index = {name: i for i, name in enumerate(names)}
+    y = np.array([index[label] for label in label_values], dtype=np.int64)
+    tokens = [tokenize(text, lowercase=p["lowercase"]) for text in texts]
+    splits = _random_split(request, len(y), labels=y)
+    vocab = Vocab.build((tokens[i] for i in splits["train"]), min_freq=p["min_freq"], max_size=p["max_size"])
+    arrays = {}
+    for split, rows in splits.items():
+        arrays[split] = encode_texts([tokens[i] for i in rows], vocab, p["max_length"])
+    embeddings, coverage = None, None
+    if p["embeddings"] is not None:
+        if p["embeddings_vocab"] is None:
+            raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
+        try:
+            vectors = np.load(p["embeddings"], allow_pickle=False)
+            with open(p["embeddings_vocab"], encoding="utf-8") as handle:
+                vectors_vocab = [line.rstrip("\n") for line in handle]
+            if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
+                vectors_vocab.pop()
+            embeddings, coverage = embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise DataError(f"text: cannot use the embeddings {p['embeddings']!r}: {error}.") from error
+    n_tokens = np.array([len(t) for t in tokens])
+    text_info = {
+        "tokenizer": {"pattern": TOKEN_PATTERN, "lowercase": p["lowercase"]},
+        "vocab": vocab.to_dict(),
+        "labels": names,
+        "max_length": p["max_length"],
+        "text_column": p["text_column"],
+        "label_column": p["label_column"],
+    }
+    known = [len(set(tokens[i]) & set(vocab.stoi)) / max(1, len(set(tokens[i]))) for i in splits["val"]]
+    return SequenceData(
+        name="text",
+        task="classification",
+        x_train=arrays["train"][0], y_train=y[splits["train"]], lengths_train=arrays["train"][1],
+        x_val=arrays["val"][0], y_val=y[splits["val"]], lengths_val=arrays["val"][1],
+        x_test=arrays["test"][0], y_test=y[splits["test"]], lengths_test=arrays["test"][1],
+        n_classes=len(names),
+        text=text_info,
+        embeddings=embeddings,
+        meta={
+            "kind": "text_classification",
+            "split": "stratified",
+            "source": os.path.basename(path),
+            "format": fmt,
+            "labels": names,
+            "vocab_size": len(vocab),
+            "max_length": p["max_length"],
+            "n_examples": len(y),
+            "tokens_per_example": {"median": float(np.median(n_tokens)), "max": int(n_tokens.max())},
+            "truncated": int((n_tokens > p["max_length"]).sum()) if p["max_length"] else 0,
+            "val_known_token_fraction": round(float(np.mean(known)), 4) if known else None,
+            "embeddings_coverage": round(coverage, 4) if coverage is not None else None,
+        },
+    )  # fmt: skip
