@@ -37,10 +37,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from rnntune.service import __version__
+from rnntune.service.model_store import PROCEDURE, store
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import StudySpec
 from rnntune.service.tables import ModelRow
@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # the API reads stored models through this module and must no
 
 log = logging.getLogger("rnntune.finalize")
 
-PROCEDURE = "best trial re-created: same config and seed, train split, up to its best epoch"
 DATA_META_KEYS = (
     "kind",
     "window",
@@ -232,36 +231,3 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-# --- reading and writing rnntune_models ----------------------------------------------------------
-
-
-def store(session: Session, row: ModelRow) -> None:
-    """Insert or replace a study's model (a retried finalize overwrites). Commits."""
-    session.execute(delete(ModelRow).where(ModelRow.study_id == row.study_id))
-    session.add(row)
-    session.commit()
-
-
-def get_model(session: Session, study_id: int) -> ModelRow | None:
-    """The stored model's row, without its bytes."""
-    return session.get(ModelRow, study_id)
-
-
-def model_content(session: Session, study_id: int) -> bytes | None:
-    return session.scalar(select(ModelRow.content).where(ModelRow.study_id == study_id))
-
-
-def model_public(row: ModelRow, study_name: str) -> dict[str, Any]:
-    return {
-        "trial_number": row.trial_number,
-        "procedure": row.config.get("procedure", PROCEDURE),
-        "config": {"model": row.config.get("model"), "train": row.config.get("train")},
-        "device": row.device,
-        "seconds": row.seconds,
-        "sha256": row.sha256,
-        "size": row.size,
-        "created_at": row.created_at,
-        "download": f"/v1/studies/{study_name}/best/model",
-    }

@@ -170,14 +170,14 @@ def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, s
     import threading
 
     from rnntune.models.train import TrainingStopped
-    from rnntune.service import finalize, registry
+    from rnntune.service import finalize, model_store, registry
     from rnntune.service.objective import DataCache, Interrupted
     from rnntune.service.spec import StudySpec
 
     sessions = client.app.state.sessions
     with sessions() as s:
         row = registry.get_study(s, SPEC["name"])
-        before = finalize.get_model(s, row.id).sha256
+        before = model_store.get_model(s, row.id).sha256
     stop = threading.Event()
     stop.set()
     with pytest.raises((Interrupted, TrainingStopped)):
@@ -186,4 +186,4 @@ def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, s
             device="cpu", data_cache=DataCache(), stop=stop,
         )  # fmt: skip
     with sessions() as s:
-        assert finalize.get_model(s, row.id).sha256 == before
+        assert model_store.get_model(s, row.id).sha256 == before

@@ -11,7 +11,7 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from rnntune.service import finalize, importance, results
+from rnntune.service import importance, model_store, results
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import BestPublic, ImportancesPublic, Problem
 from rnntune.service.search import hyperparameters
@@ -33,7 +33,7 @@ def get_best(name: str, session: SessionDep) -> dict:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"study {name!r} has no completed trial yet (state {row.state})"
         )
-    model = finalize.get_model(session, row.id)
+    model = model_store.get_model(session, row.id)
     out = {
         "study": row.name,
         "state": row.state,
@@ -56,7 +56,7 @@ def get_best(name: str, session: SessionDep) -> dict:
             hyperparameters=model.hyperparameters,
             val_metrics=model.metrics.get("val"),
             test_metrics=model.metrics.get("test"),
-            model=finalize.model_public(model, row.name),
+            model=model_store.model_public(model, row.name),
         )
         if model.trial_number != best["number"]:  # a tie, or a trial finished after finalize
             out["value"] = model.metrics.get("trial_value")
@@ -74,14 +74,14 @@ def get_best(name: str, session: SessionDep) -> dict:
 def download_model(name: str, session: SessionDep) -> Response:
     """The best model as one file: ``rnntune.models.load_model(path).predict(x)``."""
     row = study_or_404(session, name)
-    content = finalize.model_content(session, row.id)
+    content = model_store.model_content(session, row.id)
     if content is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=f"study {name!r} has no model yet (state {row.state}): it is stored when the budget is spent"
             + (f"; {row.reason}" if row.reason else ""),
         )
-    model = finalize.get_model(session, row.id)
+    model = model_store.get_model(session, row.id)
     return Response(
         content,
         media_type="application/octet-stream",
