@@ -81,15 +81,11 @@ class Settings(BaseSettings):
     @field_validator("api_tokens")
     @classmethod
     def _tokens_load(cls, value: str | None) -> str | None:
-        from rnntune.service.api.security import load_tokens
-
         load_tokens(value)  # a missing file or a short token fails at start, not per request
         return value
 
     @property
     def tokens(self) -> list[str]:
-        from rnntune.service.api.security import load_tokens
-
         return load_tokens(self.api_tokens)
 
     @property
@@ -99,6 +95,22 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+
+def load_tokens(value: str | None) -> list[str]:
+    """``RNNTUNE_API_TOKENS``: comma-separated tokens, or the path of a file with one per line."""
+    if not value or not value.strip():
+        return []
+    candidate = Path(value.strip())
+    if "," not in value and candidate.is_file():
+        lines = candidate.read_text(encoding="utf-8").splitlines()
+        tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        tokens = [t.strip() for t in value.split(",") if t.strip()]
+    short = [t for t in tokens if len(t) < 16]
+    if short:
+        raise ValueError(f"api tokens must be at least 16 characters, but {len(short)} are shorter")
+    return tokens
 
 
 @lru_cache

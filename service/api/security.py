@@ -11,25 +11,8 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-from pathlib import Path
 
 OPEN_PATHS = ("/healthz", "/readyz")
-
-
-def load_tokens(value: str | None) -> list[str]:
-    """``RNNTUNE_API_TOKENS``: comma-separated tokens, or the path of a file with one per line."""
-    if not value or not value.strip():
-        return []
-    candidate = Path(value.strip())
-    if "," not in value and candidate.is_file():
-        lines = candidate.read_text(encoding="utf-8").splitlines()
-        tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    else:
-        tokens = [t.strip() for t in value.split(",") if t.strip()]
-    short = [t for t in tokens if len(t) < 16]
-    if short:
-        raise ValueError(f"api tokens must be at least 16 characters, but {len(short)} are shorter")
-    return tokens
 
 
 async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:

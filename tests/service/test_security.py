@@ -14,8 +14,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
-from rnntune.service.api.security import load_tokens
-from rnntune.service.config import Settings
+from rnntune.service.config import Settings, load_tokens
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-tests-0123456789"
