@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnntune.models.recurrent import ModelConfig, SequenceModel
-from rnntune.models.train import TrainConfig, pick_device
+from rnntune.models.config import ModelConfig, TrainConfig
+from rnntune.models.recurrent import SequenceModel
+from rnntune.models.train import pick_device
 
 FORMAT = "rnntune.model"
 VERSION = 1

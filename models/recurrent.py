@@ -1,4 +1,4 @@
-"""Recurrent sequence models: one config dataclass and one nn.Module.
+"""Recurrent sequence models: one nn.Module built from a ModelConfig (``rnntune.models.config``).
 
 A SequenceModel reads a batch of sequences (B, T, F) with an RNN, LSTM or GRU stack and maps
 the output at the last time step to the task's head:
@@ -18,90 +18,12 @@ the recurrent state, and the head reads the final hidden state of each sequence'
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-CELLS = ("rnn", "lstm", "gru")
-TASKS = ("regression", "classification")
+from rnntune.models.config import ModelConfig
 
 _RECURRENT_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    input_size: int  # F: features per time step
-    output_size: int  # regression: horizon * n_targets; classification: n_classes
-    task: str = "regression"
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0  # between recurrent layers (only when num_layers > 1) and before the head
-    # text: token ids in (input_size must be 1), an nn.Embedding(vocab_size, embed_dim) first
-    vocab_size: int | None = None
-    embed_dim: int | None = None
-    padding_idx: int = 0
-    freeze_embeddings: bool = False  # keep the embedding as loaded (e.g. a user's matrix)
-
-    def __post_init__(self) -> None:
-        input_size, output_size = self.input_size, self.output_size
-        hidden_size, num_layers = self.hidden_size, self.num_layers
-        task, cell = self.task, self.cell
-        bidirectional, dropout = self.bidirectional, self.dropout
-        if not _is_int(input_size) or input_size < 1:
-            raise ValueError(f"input_size must be an integer >= 1, but got {input_size=}.")
-        if not _is_int(output_size) or output_size < 1:
-            raise ValueError(f"output_size must be an integer >= 1, but got {output_size=}.")
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, but got {task=}.")
-        if task == "classification" and output_size < 2:
-            raise ValueError(
-                f"output_size is the number of classes for classification and must be >= 2, but got {output_size=}."
-            )
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, but got {cell=}.")
-        if not _is_int(hidden_size) or hidden_size < 1:
-            raise ValueError(f"hidden_size must be an integer >= 1, but got {hidden_size=}.")
-        if not _is_int(num_layers) or num_layers < 1:
-            raise ValueError(f"num_layers must be an integer >= 1, but got {num_layers=}.")
-        if not isinstance(bidirectional, bool):
-            raise ValueError(f"bidirectional must be a bool, but got {bidirectional=}.")
-        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), but got {dropout=}.")
-        vocab_size, embed_dim = self.vocab_size, self.embed_dim
-        padding_idx, freeze_embeddings = self.padding_idx, self.freeze_embeddings
-        if not isinstance(freeze_embeddings, bool):
-            raise ValueError(f"freeze_embeddings must be a bool, but got {freeze_embeddings=}.")
-        if vocab_size is None:
-            if embed_dim is not None or freeze_embeddings:
-                raise ValueError(
-                    f"embed_dim and freeze_embeddings need vocab_size (a text model), but got "
-                    f"{embed_dim=}, {freeze_embeddings=}."
-                )
-            return
-        if not _is_int(vocab_size) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, but got {vocab_size=}.")
-        if not _is_int(embed_dim) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be an integer >= 1 with vocab_size, but got {embed_dim=}.")
-        if not _is_int(padding_idx) or not 0 <= padding_idx < vocab_size:
-            raise ValueError(f"padding_idx must be in [0, vocab_size), but got {padding_idx=}.")
-        if input_size != 1:
-            raise ValueError(f"a text model reads one token id per step: input_size must be 1, but got {input_size=}.")
-
-    @property
-    def is_text(self) -> bool:
-        return self.vocab_size is not None
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
 
 
 class SequenceModel(nn.Module):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,90 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnntune.models.config import TASKS, ModelConfig, TrainConfig, _is_int
 from rnntune.models.data import SequenceData
-from rnntune.models.recurrent import TASKS, ModelConfig, SequenceModel
+from rnntune.models.recurrent import SequenceModel
 from rnntune.models.text import bucket_batches
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULERS = ("none", "cosine", "step", "plateau")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0  # sgd and rmsprop; the other optimizers ignore it
-    nesterov: bool = False  # sgd only, and only with momentum > 0
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    max_epochs: int = 10
-    clip_norm: float | None = None  # max global gradient norm (clip_grad_norm_) when set
-    scheduler: str = "none"  # stepped once per epoch
-    step_size: int = 10  # "step": epochs between decays
-    gamma: float = 0.5  # "step": decay factor; "plateau": reduction factor
-    patience: int | None = None  # early stopping: epochs without a better val_loss; None = off
-    seed: int = 0
-    device: str | None = None  # None = cuda if available, else cpu
-    amp: bool = True  # mixed precision (bf16, or fp16 with a GradScaler); CUDA only
-    eval_batch_size: int = 1024
-
-    def __post_init__(self) -> None:
-        optimizer, lr, momentum, nesterov = self.optimizer, self.lr, self.momentum, self.nesterov
-        weight_decay, batch_size, max_epochs = self.weight_decay, self.batch_size, self.max_epochs
-        clip_norm, scheduler, step_size, gamma = (
-            self.clip_norm, self.scheduler, self.step_size, self.gamma
-        )  # fmt: skip
-        patience, seed, device, amp = self.patience, self.seed, self.device, self.amp
-        eval_batch_size = self.eval_batch_size
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, but got {optimizer=}.")
-        if not _is_real(lr) or lr <= 0:
-            raise ValueError(f"lr must be a finite number > 0, but got {lr=}.")
-        if not _is_real(momentum) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), but got {momentum=}.")
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"nesterov must be a bool, but got {nesterov=}.")
-        if nesterov and optimizer != "sgd":
-            raise ValueError(f"nesterov applies to optimizer='sgd' only, but got {optimizer=}.")
-        if nesterov and momentum <= 0:
-            raise ValueError(f"nesterov=True needs momentum > 0, but got {momentum=}.")
-        if not _is_real(weight_decay) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, but got {weight_decay=}.")
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size=}.")
-        if not _is_int(max_epochs) or max_epochs < 1:
-            raise ValueError(f"max_epochs must be an integer >= 1, but got {max_epochs=}.")
-        if clip_norm is not None and (not _is_real(clip_norm) or clip_norm <= 0):
-            raise ValueError(f"clip_norm must be None or a number > 0, but got {clip_norm=}.")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, but got {scheduler=}.")
-        if not _is_int(step_size) or step_size < 1:
-            raise ValueError(f"step_size must be an integer >= 1, but got {step_size=}.")
-        if not _is_real(gamma) or not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], but got {gamma=}.")
-        if scheduler == "plateau" and gamma == 1.0:
-            raise ValueError(f"scheduler='plateau' needs gamma < 1, but got {gamma=}.")
-        if patience is not None and (not _is_int(patience) or patience < 1):
-            raise ValueError(f"patience must be None or an integer >= 1, but got {patience=}.")
-        if not _is_int(seed):
-            raise ValueError(f"seed must be an integer, but got {seed=}.")
-        if device is not None:
-            try:
-                torch.device(device)
-            except (RuntimeError, TypeError, ValueError):
-                raise ValueError(f"device must be None or a torch device string, but got {device=}.") from None
-        if not isinstance(amp, bool):
-            raise ValueError(f"amp must be a bool, but got {amp=}.")
-        if not _is_int(eval_batch_size) or eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be an integer >= 1, but got {eval_batch_size=}.")
 
 
 @dataclass

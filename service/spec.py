@@ -3,8 +3,8 @@
 A spec names the data, fixes some hyperparameters (``model``, ``training``), searches others
 (``search_space``), and says how to search (``sampler``, ``pruner``) and how long (``budget``).
 This module validates all of it up front, so a bad spec is a 422 / exit 2 naming the field, never a
-failed trial. It imports neither torch nor ``models`` (the API must start fast); the few domain
-lists below are checked against ``models`` by a test.
+failed trial. It imports no torch (the API must start fast): the allowed cells, optimisers,
+schedulers and data sets are the models' own, from the torch-free ``rnntune.models.config``.
 """
 
 from __future__ import annotations
@@ -18,18 +18,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE_DATASETS, OPTIMIZERS, SCHEDULERS
+
 # ---------------------------------------------------------------------------------------------
 # What can be tuned. Each hyperparameter has a kind, a domain and a default used when it is
 # neither fixed nor searched. The same names are the keys of ``models`` configs.
 
-CELLS = ("rnn", "lstm", "gru")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULERS = ("none", "cosine", "step", "plateau")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
-DATASETS = ("sine", "adding", "sunspots", "co2", "digits", "csv", "npz", "text")
-FILE_DATASETS = ("csv", "npz", "text")  # read from data.path or an uploaded data.dataset
-CLASSIFICATION_DATASETS = ("digits", "npz", "text")
 METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
 
 

@@ -36,6 +36,7 @@ import numbers
 import os
 from collections.abc import Callable
 
+from rnntune.models.config import BUILTIN_DATASETS
 from rnntune.models.data.builtin import _load_adding, _load_co2, _load_digits, _load_sine, _load_sunspots
 from rnntune.models.data.container import TASKS, DataError, SequenceData
 from rnntune.models.data.files import _load_csv, _load_npz
@@ -51,23 +52,6 @@ __all__ = [
     "load_dataset",
     "read_text_rows",
 ]
-
-BUILTIN_DATASETS: dict[str, str] = {
-    "sine": "Noisy sine waves with random frequency, phase and amplitude; forecast the next "
-    "`horizon` steps (split by series).",
-    "adding": "The adding problem (Hochreiter & Schmidhuber 1997): (T, 2) sequences of values "
-    "and a marker channel; regress the sum of the two marked values.",
-    "sunspots": "Yearly sunspot activity 1700-2008 (309 points, statsmodels); chronological forecasting.",
-    "co2": "Mauna Loa CO2, weekly 1958-2001 (statsmodels), NaNs interpolated, monthly means "
-    "by default; chronological forecasting.",
-    "digits": "8x8 handwritten digits (scikit-learn) read row by row: 8 steps of 8 features; "
-    "10-class classification, stratified split.",
-    "csv": "A time-series CSV file (path, target, inputs); chronological forecasting with train-only scaling.",
-    "npz": "An .npz file with X (N, T, F) and y: (N,) integer labels (classification) or "
-    "(N,) / (N, K) floats (regression).",
-    "text": "Labelled text (CSV or JSONL with text and label columns): token ids padded to "
-    "(N, T) with lengths, vocabulary built on the train split; stratified split.",
-}
 
 
 def load_dataset(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TASKS = ("regression", "classification")
+from rnntune.models.config import TASKS
 
 
 class DataError(ValueError):

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rnntune.models.config import CLASSIFICATION_DATASETS, DATASETS, FILE_DATASETS
 from rnntune.models.data import BUILTIN_DATASETS, DataError, SequenceData, load_dataset
 
 SPLITS = ("train", "val", "test")
@@ -45,6 +46,27 @@ def test_builtin_names_and_unknown_name() -> None:
     assert set(BUILTIN_DATASETS) == {"sine", "adding", "sunspots", "co2", "digits", "csv", "npz", "text"}
     with pytest.raises(DataError, match="unknown dataset 'nope'.*sine.*digits"):
         load_dataset("nope")
+
+
+def test_file_datasets_are_the_ones_that_read_a_path(tmp_path: Path) -> None:
+    """FILE_DATASETS (what the spec asks a path or an upload for) is what the loaders do."""
+    for name in DATASETS:
+        if name in FILE_DATASETS:
+            with pytest.raises(DataError, match="a path is required"):
+                load_dataset(name)
+        else:
+            with pytest.raises(DataError, match="path does not apply"):
+                load_dataset(name, path=str(tmp_path / "x.csv"))
+
+
+def test_classification_datasets_are_the_ones_that_can_classify(tmp_path: Path) -> None:
+    """CLASSIFICATION_DATASETS (where the spec allows val_accuracy / val_f1): npz with integer
+    labels and text classify; every built-in set that needs no file is one task only."""
+    assert load_dataset("digits").task == "classification"
+    np.savez(tmp_path / "labels.npz", X=np.zeros((40, 3, 2)), y=np.arange(40) % 2)
+    assert load_dataset("npz", path=str(tmp_path / "labels.npz")).task == "classification"
+    for name in set(DATASETS) - set(FILE_DATASETS) - set(CLASSIFICATION_DATASETS):
+        assert load_dataset(name).task == "regression", name
 
 
 def test_sine_shapes_and_split_by_series() -> None:

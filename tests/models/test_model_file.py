@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from rnntune.models.checkpoint import load_model, save_model
+from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data import load_dataset
-from rnntune.models.recurrent import ModelConfig, SequenceModel
-from rnntune.models.train import TrainConfig, fit
+from rnntune.models.recurrent import SequenceModel
+from rnntune.models.train import fit
 
 
 def test_forecast_round_trip_in_original_units(tmp_path: Path) -> None:

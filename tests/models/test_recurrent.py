@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rnntune.models.recurrent import CELLS, TASKS, ModelConfig, SequenceModel
+from rnntune.models.config import CELLS, TASKS, ModelConfig
+from rnntune.models.recurrent import SequenceModel
 
 
 @pytest.mark.parametrize("cell", CELLS)

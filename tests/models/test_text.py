@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from rnntune.models.checkpoint import load_model, save_model
+from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data import DataError, load_dataset
-from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.recurrent import SequenceModel
 from rnntune.models.text import PAD_ID, UNK_ID, Vocab, bucket_batches, encode_texts, tokenize
-from rnntune.models.train import TrainConfig, evaluate, fit
+from rnntune.models.train import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[2]
 REVIEWS = REPO / "studies" / "data" / "sentiment-reviews.csv"

@@ -4,14 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from rnntune.models.config import OPTIMIZERS, SCHEDULERS, ModelConfig, TrainConfig
 from rnntune.models.data import SequenceData, load_dataset
-from rnntune.models.recurrent import ModelConfig, SequenceModel
+from rnntune.models.recurrent import SequenceModel
 from rnntune.models.train import (
-    OPTIMIZERS,
-    SCHEDULERS,
     DivergedError,
     EpochResult,
-    TrainConfig,
     evaluate,
     fit,
     pick_device,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rnntune.service.spec import CELLS, OPTIMIZERS, SCHEDULERS, SpecError, StudySpec, grid_size, load_spec, parse_spec
+from rnntune.service.spec import SpecError, StudySpec, grid_size, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "studies").rglob("*.yaml"))
@@ -121,14 +121,13 @@ def test_grid_over_continuous_range_is_rejected_and_discrete_grid_sized():
         parse_spec(spec)
 
 
-def test_domain_lists_match_models():
-    from rnntune.models.recurrent import CELLS as MODEL_CELLS
-    from rnntune.models.train import OPTIMIZERS as MODEL_OPTIMIZERS
-    from rnntune.models.train import SCHEDULERS as MODEL_SCHEDULERS
+def test_domain_lists_are_the_models_own():
+    """Each allowed-value list exists once (rnntune.models.config): the spec holds no copy."""
+    from rnntune.models import config
+    from rnntune.service import spec
 
-    assert set(CELLS) == set(MODEL_CELLS)
-    assert set(OPTIMIZERS) == set(MODEL_OPTIMIZERS)
-    assert set(SCHEDULERS) == set(MODEL_SCHEDULERS)
+    for name in ("CELLS", "OPTIMIZERS", "SCHEDULERS", "DATASETS", "FILE_DATASETS", "CLASSIFICATION_DATASETS"):
+        assert getattr(spec, name) is getattr(config, name), name
 
 
 def test_json_and_yaml_files_load_the_same(tmp_path):
