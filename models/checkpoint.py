@@ -16,32 +16,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import numbers
 import os
 import tempfile
-from typing import Any
+from collections.abc import Sequence
+from typing import IO, Any, SupportsFloat, overload
 
 import numpy as np
 import torch
 
 from rnntune.models.config import ModelConfig, TrainConfig
+from rnntune.models.data.container import Scaler
 from rnntune.models.recurrent import SequenceModel
+from rnntune.models.text import TextInfo, Vocab
 from rnntune.models.train import pick_device
 
 FORMAT = "rnntune.model"
 VERSION = 1
 
+Texts = Sequence[str | bytes]  # a text model's input: raw strings (or UTF-8 bytes)
+
 
 def save_model(
-    path: str | os.PathLike | io.IOBase,
+    path: str | os.PathLike[str] | IO[bytes],
     model_config: ModelConfig,
-    state_dict: dict,
+    state_dict: dict[str, torch.Tensor],
     *,
     train_config: TrainConfig | None = None,
-    scaler: dict | None = None,
-    meta: dict | None = None,
-    text: dict | None = None,
+    scaler: Scaler | None = None,
+    meta: dict[str, Any] | None = None,
+    text: TextInfo | None = None,
 ) -> None:
     """Write one checkpoint file (atomically when path is a file name; or to a binary stream)."""
     if not isinstance(model_config, ModelConfig):
@@ -58,16 +62,16 @@ def save_model(
         "meta": _plain(meta or {}, "meta"),
         "text": _plain(text, "text"),
     }
-    if hasattr(path, "write"):
+    if not isinstance(path, (str, os.PathLike)):  # a binary stream
         torch.save(payload, path)
         return
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    file_name = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(file_name))
     handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
-        os.replace(tmp_path, path)
+        os.replace(tmp_path, file_name)
     except BaseException:
         _remove_quietly(tmp_path)
         raise
@@ -85,18 +89,14 @@ class Predictor:
         self,
         model: SequenceModel,
         config: ModelConfig,
-        scaler: dict | None,
-        meta: dict,
+        scaler: Scaler | None,
+        meta: dict[str, Any],
         train_config: TrainConfig | None = None,
-        text: dict | None = None,
+        text: TextInfo | None = None,
     ) -> None:
         self.model = model
         self.text = text  # tokenizer, vocabulary, label names (text models only)
-        self._vocab = None
-        if text is not None:
-            from rnntune.models.text import Vocab
-
-            self._vocab = Vocab.from_dict(text["vocab"])
+        self._vocab = Vocab.from_dict(text["vocab"]) if text is not None else None
         self.config = config
         self.scaler = scaler
         self.meta = meta
@@ -112,16 +112,16 @@ class Predictor:
         return None if self.text is None else list(self.text["labels"])
 
     @torch.no_grad()
-    def _forward_text(self, texts, batch_size: int) -> np.ndarray:
+    def _forward_text(self, texts: np.ndarray | Texts, text: TextInfo, vocab: Vocab, batch_size: int) -> np.ndarray:
         from rnntune.models.text import as_text, encode_texts, tokenize
 
         if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
             raise ValueError("a text model predicts from a list of strings, e.g. predict(['great film'])")
-        lowercase = self.text["tokenizer"]["lowercase"]
+        lowercase = text["tokenizer"]["lowercase"]
         tokens = [tokenize(as_text(t, f"texts[{i}]"), lowercase=lowercase) for i, t in enumerate(texts)]
         if not tokens:
             return np.zeros((0, self.config.output_size), np.float32)
-        ids, lengths = encode_texts(tokens, self._vocab, self.text.get("max_length"))
+        ids, lengths = encode_texts(tokens, vocab, text.get("max_length"))
         ids_t = torch.as_tensor(ids, device=self.device)
         lengths_t = torch.as_tensor(lengths)
         self.model.eval()
@@ -133,15 +133,17 @@ class Predictor:
         return torch.cat(outputs).numpy()
 
     @torch.no_grad()
-    def _forward(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        if self.text is not None:
-            return self._forward_text(x, batch_size)
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 3 or x.shape[2] != self.config.input_size:
-            raise ValueError(f"x must be (N, T, {self.config.input_size}) in original units, but got shape {x.shape}.")
+    def _forward(self, x: np.ndarray | Texts, batch_size: int) -> np.ndarray:
+        if self.text is not None and self._vocab is not None:  # both or neither (__init__)
+            return self._forward_text(x, self.text, self._vocab, batch_size)
+        values = np.asarray(x, dtype=np.float64)
+        if values.ndim != 3 or values.shape[2] != self.config.input_size:
+            raise ValueError(
+                f"x must be (N, T, {self.config.input_size}) in original units, but got shape {values.shape}."
+            )
         if self.scaler is not None and "x_mean" in self.scaler:
-            x = (x - np.asarray(self.scaler["x_mean"])) / np.asarray(self.scaler["x_std"])
-        inputs = torch.as_tensor(x.astype(np.float32), device=self.device)  # (N, T, F)
+            values = (values - np.asarray(self.scaler["x_mean"])) / np.asarray(self.scaler["x_std"])
+        inputs = torch.as_tensor(values.astype(np.float32), device=self.device)  # (N, T, F)
         self.model.eval()
         outputs = [
             self.model(inputs[start : start + batch_size]).float().cpu() for start in range(0, len(inputs), batch_size)
@@ -150,7 +152,13 @@ class Predictor:
             return np.zeros((0, self.config.output_size), np.float32)
         return torch.cat(outputs).numpy()  # (N, output_size)
 
-    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    @overload
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray: ...
+
+    @overload
+    def predict(self, x: Texts, batch_size: int = 1024) -> list[str]: ...
+
+    def predict(self, x: np.ndarray | Texts, batch_size: int = 1024) -> np.ndarray | list[str]:
         """x (N, T, F) in original units -> regression: (N, output_size) float32 in original
         units; classification: (N,) int64 class indices.
 
@@ -161,18 +169,20 @@ class Predictor:
         if self.text is not None:
             return [self.text["labels"][i] for i in out.argmax(axis=1)]
         if self.config.task == "classification":
-            return out.argmax(axis=1).astype(np.int64)
+            indices: np.ndarray = out.argmax(axis=1).astype(np.int64)
+            return indices
         if self.scaler is not None and "y_mean" in self.scaler:
             out = out * np.asarray(self.scaler["y_std"]) + np.asarray(self.scaler["y_mean"])
         return out.astype(np.float32)
 
-    def predict_indices(self, x, batch_size: int = 1024) -> np.ndarray:
+    def predict_indices(self, x: np.ndarray | Texts, batch_size: int = 1024) -> np.ndarray:
         """Classification: (N,) int64 class indices (for text, positions in ``labels``)."""
         if self.config.task != "classification":
             raise ValueError(f"predict_indices needs a classification model, but got task={self.config.task!r}.")
-        return self._forward(x, batch_size).argmax(axis=1).astype(np.int64)
+        indices: np.ndarray = self._forward(x, batch_size).argmax(axis=1).astype(np.int64)
+        return indices
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray | Texts, batch_size: int = 1024) -> np.ndarray:
         """Classification only: (N, n_classes) class probabilities."""
         if self.config.task != "classification":
             task = self.config.task
@@ -181,7 +191,7 @@ class Predictor:
         return torch.softmax(logits, dim=1).numpy()
 
 
-def load_model(path: str | os.PathLike | io.IOBase, device: str | torch.device | None = None) -> Predictor:
+def load_model(path: str | os.PathLike[str] | IO[bytes], device: str | torch.device | None = None) -> Predictor:
     """Load a save_model file (weights_only: safe on untrusted files) onto device (None = auto)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -215,7 +225,7 @@ def _plain(value: Any, where: str) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, numbers.Number):
+    if isinstance(value, numbers.Number) and isinstance(value, SupportsFloat):
         return float(value)
     if isinstance(value, dict):
         out = {}

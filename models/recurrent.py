@@ -32,12 +32,14 @@ class SequenceModel(nn.Module):
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig, but got {type(config).__name__}.")
         self.config = config
-        if config.is_text:
+        input_size = config.input_size
+        if config.vocab_size is not None and config.embed_dim is not None:  # text: ModelConfig sets both or none
             self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=config.padding_idx)
             self.embedding.weight.requires_grad_(not config.freeze_embeddings)
+            input_size = config.embed_dim
         recurrent_class = _RECURRENT_CLASSES[config.cell]
         self.rnn = recurrent_class(
-            input_size=config.embed_dim if config.is_text else config.input_size,
+            input_size=input_size,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             batch_first=True,
@@ -63,7 +65,8 @@ class SequenceModel(nn.Module):
             last = torch.cat([forward_last, backward_last], dim=1)  # (B, 2H)
         else:
             last = out[:, -1, :]  # (B, H)
-        return self.head(self.drop(last))  # (B, output_size)
+        result: Tensor = self.head(self.drop(last))  # (B, output_size)
+        return result
 
     def _forward_text(self, ids: Tensor, lengths: Tensor | None) -> Tensor:
         if ids.ndim != 2:
@@ -82,7 +85,8 @@ class SequenceModel(nn.Module):
             last = torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
         else:
             last = h_n[-1]  # (B, H)
-        return self.head(self.drop(last))  # (B, output_size)
+        result: Tensor = self.head(self.drop(last))  # (B, output_size)
+        return result
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -42,6 +43,30 @@ TOKEN_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+
+
+class VocabDict(TypedDict):
+    """A Vocab as plain lists (``to_dict`` / ``from_dict``), as a model file stores it."""
+
+    itos: list[str]
+    min_freq: int
+    max_size: int | None
+
+
+class TokenizerInfo(TypedDict):
+    pattern: str  # TOKEN_PATTERN when the text was tokenized
+    lowercase: bool
+
+
+class TextInfo(TypedDict):
+    """What a text model needs to predict from raw strings (``SequenceData.text``, the model file)."""
+
+    tokenizer: TokenizerInfo
+    vocab: VocabDict
+    labels: list[str]  # label names; class i is labels[i]
+    max_length: int | None  # tokens kept per text (truncation); None keeps all
+    text_column: str
+    label_column: str
 
 
 def as_text(value: str | bytes, where: str = "text") -> str:
@@ -102,11 +127,11 @@ class Vocab:
     def encode(self, tokens: Sequence[str]) -> list[int]:
         return [self.stoi.get(token, UNK_ID) for token in tokens]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> VocabDict:
         return {"itos": list(self.itos), "min_freq": self.min_freq, "max_size": self.max_size}
 
     @classmethod
-    def from_dict(cls, value: dict) -> Vocab:
+    def from_dict(cls, value: VocabDict) -> Vocab:
         return cls(value["itos"], min_freq=value.get("min_freq", 1), max_size=value.get("max_size"))
 
 

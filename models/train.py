@@ -34,7 +34,7 @@ class EpochResult:
     epoch: int  # 1-based
     train_loss: float  # mean training loss over the epoch's batches (weighted by batch size)
     val_loss: float  # MSE (regression) / cross-entropy (classification) on the val split
-    val_metrics: dict  # regression: {"mae": ...}; classification: {"accuracy": ...}
+    val_metrics: dict[str, float]  # regression: {"mae": ...}; classification: {"accuracy": ...}
     seconds: float  # wall time of the epoch, evaluation included
 
 
@@ -52,7 +52,7 @@ class FitResult:
     best_epoch: int
     best_val_loss: float
     stopped: str  # "max_epochs" | "early_stopping" | "callback"
-    state_dict: dict = field(repr=False)  # weights of the best epoch, on the CPU
+    state_dict: dict[str, Tensor] = field(repr=False)  # weights of the best epoch, on the CPU
     samples_per_s: float  # training samples per second of training (evaluation excluded)
     device: str
 
@@ -78,7 +78,7 @@ def evaluate(
     task: str,
     batch_size: int = 1024,
     lengths: Tensor | None = None,
-) -> dict:
+) -> dict[str, float]:
     """{"loss": MSE or cross-entropy, "mae" (regression) or "accuracy" and "f1" (classification:
     macro-F1 over the classes present in y or the predictions, as scikit-learn's
     ``f1_score(average="macro")``)} over all of (x, y). ``lengths`` (N,): text batches, each
@@ -98,8 +98,8 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=device)
     metric_sum = torch.zeros((), device=device)
-    n_classes = None
-    confusion = None
+    n_classes = 0  # classification: the model's, from its first batch
+    confusion = torch.zeros(0, dtype=torch.int64, device=device)  # then (n_classes * n_classes,)
     for start in range(0, len(x), batch_size):
         if lengths is None:
             out = model(x[start : start + batch_size]).float()  # (b, output_size)
@@ -114,7 +114,7 @@ def evaluate(
             loss_sum += F.cross_entropy(out, target, reduction="sum")
             predicted = out.argmax(dim=1)
             metric_sum += (predicted == target).sum()
-            if confusion is None:
+            if n_classes == 0:
                 n_classes = out.shape[1]
                 confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
             confusion += torch.bincount(target * n_classes + predicted, minlength=n_classes**2)
@@ -163,7 +163,7 @@ def fit(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     grad_scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
 
-    def autocast():
+    def autocast() -> contextlib.AbstractContextManager[None]:
         if not use_amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=amp_dtype)
@@ -306,7 +306,7 @@ def _make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adagrad(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
-def _make_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig):
+def _make_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
     if tc.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.max_epochs)
     if tc.scheduler == "step":

@@ -36,11 +36,11 @@ import numbers
 import os
 from collections.abc import Callable
 
-from rnntune.models.config import BUILTIN_DATASETS
+from rnntune.models.config import BUILTIN_DATASETS, TASKS
 from rnntune.models.data.builtin import _load_adding, _load_co2, _load_digits, _load_sine, _load_sunspots
-from rnntune.models.data.container import TASKS, DataError, SequenceData
+from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _load_csv, _load_npz
-from rnntune.models.data.splits import _check_int, _Request
+from rnntune.models.data.splits import Params, _check_int, _Request
 from rnntune.models.data.text import TEXT_DEFAULTS, _load_text, read_text_rows
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
 
 def load_dataset(
     name: str,
-    params: dict | None = None,
+    params: Params | None = None,
     *,
     window: int | None = None,
     horizon: int = 1,
@@ -112,7 +112,7 @@ def load_dataset(
     return _LOADERS[name](dict(params), request)
 
 
-_LOADERS: dict[str, Callable[[dict, _Request], SequenceData]] = {
+_LOADERS: dict[str, Callable[[Params, _Request], SequenceData]] = {
     "sine": _load_sine,
     "adding": _load_adding,
     "sunspots": _load_sunspots,

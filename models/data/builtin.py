@@ -8,6 +8,7 @@ import numpy as np
 
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
+    Params,
     _check_int,
     _chronological,
     _fit_scaler,
@@ -21,15 +22,16 @@ from rnntune.models.data.splits import (
 )
 
 
-def _load_sine(params: dict, request: _Request) -> SequenceData:
+def _load_sine(params: Params, request: _Request) -> SequenceData:
     p = _take_params("sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed})
     _reject(request, "target", "inputs", "path")
     _check_int("sine", "n_series", p["n_series"], low=3)
     _check_int("sine", "length", p["length"], low=2)
     _check_int("sine", "seed", p["seed"], low=None)
     noise = p["noise"]
-    if not isinstance(noise, numbers.Real) or isinstance(noise, bool) or not noise >= 0:
+    if not isinstance(noise, numbers.Real) or isinstance(noise, bool) or not float(noise) >= 0:
         raise DataError(f"sine: noise must be a number >= 0, but got noise={noise!r}.")
+    noise = float(noise)
     n_series, length, horizon = p["n_series"], p["length"], request.horizon
     if length - horizon < 1:
         raise DataError(f"sine: length must exceed horizon, but got length={length} and horizon={horizon}.")
@@ -89,7 +91,7 @@ def _load_sine(params: dict, request: _Request) -> SequenceData:
     )
 
 
-def _load_adding(params: dict, request: _Request) -> SequenceData:
+def _load_adding(params: Params, request: _Request) -> SequenceData:
     p = _take_params("adding", params, {"n_samples": 3000, "length": 50, "seed": request.seed})
     _reject(request, "window", "horizon", "target", "inputs", "path")
     _check_int("adding", "n_samples", p["n_samples"], low=3)
@@ -115,7 +117,7 @@ def _load_adding(params: dict, request: _Request) -> SequenceData:
     )  # fmt: skip
 
 
-def _load_sunspots(params: dict, request: _Request) -> SequenceData:
+def _load_sunspots(params: Params, request: _Request) -> SequenceData:
     _take_params("sunspots", params, {})
     _reject(request, "target", "inputs", "path")
     from statsmodels.datasets import sunspots
@@ -135,7 +137,7 @@ def _load_sunspots(params: dict, request: _Request) -> SequenceData:
     return data
 
 
-def _load_co2(params: dict, request: _Request) -> SequenceData:
+def _load_co2(params: Params, request: _Request) -> SequenceData:
     p = _take_params("co2", params, {"frequency": "monthly"})
     _reject(request, "target", "inputs", "path")
     if p["frequency"] not in ("monthly", "weekly"):
@@ -167,7 +169,7 @@ def _load_co2(params: dict, request: _Request) -> SequenceData:
     return data
 
 
-def _load_digits(params: dict, request: _Request) -> SequenceData:
+def _load_digits(params: Params, request: _Request) -> SequenceData:
     _take_params("digits", params, {})
     _reject(request, "window", "horizon", "target", "inputs", "path")
     from sklearn.datasets import load_digits

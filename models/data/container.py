@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rnntune.models.config import TASKS
+
+if TYPE_CHECKING:  # rnntune.models.text imports torch; the data sets need only its types
+    from rnntune.models.text import TextInfo
+
+# {"x_mean": [F], "x_std": [F], "y_mean": [output_size], "y_std": [output_size]} (y_* for regression)
+Scaler = dict[str, list[float]]
 
 
 class DataError(ValueError):
@@ -24,10 +31,9 @@ class SequenceData:
     x_test: np.ndarray = field(repr=False)
     y_test: np.ndarray = field(repr=False)
     n_classes: int | None = None
-    # {"x_mean": [F], "x_std": [F], "y_mean": [output_size], "y_std": [output_size]},
     # fitted on the train split; x_scaled = (x - x_mean) / x_std, y likewise.
-    scaler: dict | None = None
-    meta: dict = field(default_factory=dict)
+    scaler: Scaler | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON-able facts about the data and its splits
     # Text (load_dataset("text")): x_* are int64 token ids (N, T) padded with 0 and lengths_*
     # int64 (N,) the true lengths (>= 1); each split is padded to its own longest row. ``text``
     # is what a model file needs to predict from raw strings (tokenizer settings, vocabulary,
@@ -36,7 +42,7 @@ class SequenceData:
     lengths_train: np.ndarray | None = field(default=None, repr=False)
     lengths_val: np.ndarray | None = field(default=None, repr=False)
     lengths_test: np.ndarray | None = field(default=None, repr=False)
-    text: dict | None = field(default=None, repr=False)
+    text: TextInfo | None = field(default=None, repr=False)
     embeddings: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +117,7 @@ class SequenceData:
     @property
     def output_size(self) -> int:
         if self.task == "classification":
+            assert self.n_classes is not None  # __post_init__ sets it for classification
             return int(self.n_classes)
         return int(self.y_train.shape[1])
 
@@ -126,7 +133,7 @@ class SequenceData:
         classification: cross-entropy of predicting the train class frequencies.
         """
         if self.task == "classification":
-            counts = np.bincount(self.y_train, minlength=self.n_classes).astype(np.float64)
+            counts = np.bincount(self.y_train, minlength=self.output_size).astype(np.float64)
             probs = np.clip(counts / counts.sum(), 1e-12, None)
             return float(-np.mean(np.log(probs[self.y_val])))
         y_val = self.y_val.astype(np.float64)

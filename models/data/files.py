@@ -9,6 +9,7 @@ import numpy as np
 
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
+    Params,
     _chronological,
     _fit_scaler,
     _from_indices,
@@ -19,7 +20,7 @@ from rnntune.models.data.splits import (
 )
 
 
-def _file_path(params: dict, request: _Request) -> str:
+def _file_path(params: Params, request: _Request) -> str:
     path = params.get("path")
     if path is not None and request.path is not None and os.fspath(path) != request.path:
         raise DataError(f"{request.name}: path given twice and differently: params {path!r}, path={request.path!r}.")
@@ -31,7 +32,7 @@ def _file_path(params: dict, request: _Request) -> str:
     return path
 
 
-def _load_csv(params: dict, request: _Request) -> SequenceData:
+def _load_csv(params: Params, request: _Request) -> SequenceData:
     p = _take_params("csv", params, {"path": None, "delimiter": ","})
     path = _file_path(p, request)
     if request.target is None:
@@ -90,7 +91,7 @@ def _load_csv(params: dict, request: _Request) -> SequenceData:
     )  # fmt: skip
 
 
-def _load_npz(params: dict, request: _Request) -> SequenceData:
+def _load_npz(params: Params, request: _Request) -> SequenceData:
     p = _take_params("npz", params, {"path": None, "scale": False})
     _reject(request, "window", "horizon", "target", "inputs")
     if not isinstance(p["scale"], bool):

@@ -8,7 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from rnntune.models.data.container import DataError, SequenceData
+from rnntune.models.data.container import DataError, Scaler, SequenceData
+
+# A data set's own parameters as given (load_dataset's params, a spec's data.params): JSON values
+# that each loader checks by name and type before use.
+Params = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ def _check_int(name: str, key: str, value: Any, low: int | None) -> None:
         raise DataError(f"{name}: {key} must be >= {low}, but got {key}={value!r}.")
 
 
-def _take_params(name: str, params: dict, defaults: dict) -> dict:
+def _take_params(name: str, params: Params, defaults: Params) -> Params:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         known = ", ".join(defaults) or "none"
@@ -90,7 +94,7 @@ def _chronological(
     feature_names: list[str],
     target_index: int,
     window: int,
-    meta: dict,
+    meta: dict[str, Any],
 ) -> SequenceData:
     """Forecasting on one series (L, F): chronological splits, train-only scaling, windows."""
     horizon = request.horizon
@@ -195,8 +199,8 @@ def _from_indices(
     *,
     task: str,
     n_classes: int | None = None,
-    scaler: dict | None = None,
-    meta: dict,
+    scaler: Scaler | None = None,
+    meta: dict[str, Any],
 ) -> SequenceData:
     return SequenceData(
         name=request.name,

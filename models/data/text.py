@@ -10,7 +10,7 @@ import numpy as np
 
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _file_path
-from rnntune.models.data.splits import _check_int, _random_split, _reject, _Request, _take_params
+from rnntune.models.data.splits import Params, _check_int, _random_split, _reject, _Request, _take_params
 
 TEXT_DEFAULTS = {
     "path": None,
@@ -42,10 +42,10 @@ def read_text_rows(
     try:
         body = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = content[: exc.start].count(b"\n") + 1
+        line_number = content[: exc.start].count(b"\n") + 1
         raise DataError(
             f"{where} is not UTF-8 text: byte {content[exc.start : exc.start + 1]!r} at offset "
-            f"{exc.start} (line {line}); save the file as UTF-8."
+            f"{exc.start} (line {line_number}); save the file as UTF-8."
         ) from None
     body = body.removeprefix("\ufeff")
     if fmt is None:
@@ -111,8 +111,8 @@ def _label_names(labels: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _load_text(params: dict, request: _Request) -> SequenceData:
-    from rnntune.models.text import TOKEN_PATTERN, Vocab, embedding_matrix, encode_texts, tokenize
+def _load_text(params: Params, request: _Request) -> SequenceData:
+    from rnntune.models.text import TOKEN_PATTERN, TextInfo, Vocab, embedding_matrix, encode_texts, tokenize
 
     p = _take_params("text", params, TEXT_DEFAULTS)
     _reject(request, "window", "horizon", "target", "inputs")
@@ -166,7 +166,7 @@ def _load_text(params: dict, request: _Request) -> SequenceData:
         except (OSError, ValueError, UnicodeDecodeError) as error:
             raise DataError(f"text: cannot use the embeddings {p['embeddings']!r}: {error}.") from error
     n_tokens = np.array([len(t) for t in tokens])
-    text_info = {
+    text_info: TextInfo = {
         "tokenizer": {"pattern": TOKEN_PATTERN, "lowercase": p["lowercase"]},
         "vocab": vocab.to_dict(),
         "labels": names,
