@@ -36,9 +36,9 @@ from optuna.distributions import (
     IntDistribution,
     distribution_to_json,
 )
-from optuna.storages._rdb import models as om
 
 from benchmarks._pg import drop_db, new_db
+from rnntune.service import optuna_compat as om
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAME = "bench-api"

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service.config import Settings
+from rnntune.service.optuna_compat import StaleCheckStorage
 
 SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
@@ -101,7 +102,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-class ResilientRDBStorage(optuna.storages.RDBStorage):
+class ResilientRDBStorage(StaleCheckStorage):
     """Optuna's heartbeat thread dies on the first database error, after which a live trial
     goes stale and is failed under a busy worker. Here a missed beat is logged and the next
     one tried again; only a worker that is really gone stops beating."""
@@ -111,7 +112,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         _setup_engine(self.engine, str(self.engine.url))
         self._stale_checked: dict[int, float] = {}
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna looks for stale trials before every trial (a query and a commit); once per
         ``STALE_CHECK_S`` per study and process is enough when the grace period is many seconds
         long. A dead worker's trial is failed at most that much later."""
@@ -119,7 +120,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         if now - self._stale_checked.get(study_id, -STALE_CHECK_S) < STALE_CHECK_S:
             return []
         self._stale_checked[study_id] = now
-        return super()._get_stale_trial_ids(study_id)
+        return super().stale_trial_ids(study_id)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

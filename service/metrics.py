@@ -25,7 +25,6 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
-from optuna.storages._rdb.models import StudyModel
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -33,7 +32,8 @@ from sqlalchemy import Float, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rnntune.service.results import TRIAL_STATES, _state, inter_t, trials_t, uattrs_t
+from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
+from rnntune.service.results import TRIAL_STATES, _state
 from rnntune.service.tables import STUDY_STATES, StudyRow, TicketRow, WorkerRow, utcnow
 
 log = logging.getLogger("rnntune.metrics")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rnntune.models.data import DataError, SequenceData, load_dataset
 from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
+from rnntune.service import optuna_compat
 from rnntune.service.search import suggest
 from rnntune.service.spec import StudySpec
 
@@ -212,7 +213,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trial_number = trial.number
-        self.trial_id = trial._trial_id
+        self.trial_id = optuna_compat.trial_id(trial)
         self.outcome = self.error = None
         if self.on_trial_start is not None:
             self.on_trial_start(trial)

@@ -10,7 +10,7 @@ import optuna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rnntune.service import queue, results
+from rnntune.service import optuna_compat, queue, results
 from rnntune.service.spec import StudySpec
 from rnntune.service.tables import StudyRow
 
@@ -70,7 +70,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         for params in spec.initial_trials:
             study.enqueue_trial(params, user_attrs={"initial": True})
         row = queue.add_study(
-            session, name=spec.name, optuna_study_id=study._study_id, spec=spec_json, spec_hash=digest
+            session, name=spec.name, optuna_study_id=optuna_compat.study_id(study), spec=spec_json, spec_hash=digest
         )
         session.commit()
     except BaseException:

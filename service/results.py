@@ -2,7 +2,7 @@
 
 Status endpoints must stay fast at 10,000 trials, so they never call ``study.trials`` (which
 loads every trial with its params, values and attributes): they aggregate here instead. The table
-objects are Optuna's own (``optuna.storages._rdb.models``, pinned by ``optuna>=5,<6``).
+objects are Optuna's own, from ``rnntune.service.optuna_compat`` (pinned by ``optuna>=5,<6``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ from collections import defaultdict
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from optuna.storages._rdb import models as om
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-trials_t = om.TrialModel.__table__
-values_t = om.TrialValueModel.__table__
-params_t = om.TrialParamModel.__table__
-inter_t = om.TrialIntermediateValueModel.__table__
-uattrs_t = om.TrialUserAttributeModel.__table__
+from rnntune.service.optuna_compat import FINITE, inter_t, params_t, trials_t, uattrs_t, values_t
 
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
@@ -64,7 +59,7 @@ def best_values(session: Session, directions: dict[int, str]) -> dict[int, float
             trials_t.c.study_id.in_(list(directions)),
             trials_t.c.state == "COMPLETE",
             values_t.c.objective == 0,
-            values_t.c.value_type == "FINITE",
+            values_t.c.value_type == FINITE,
         )
         .group_by(trials_t.c.study_id)
     )
@@ -153,7 +148,7 @@ def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any
     where = and_(
         trials_t.c.study_id == study_id,
         trials_t.c.state == "COMPLETE",
-        values_t.c.value_type == "FINITE",
+        values_t.c.value_type == FINITE,
     )
     found = _trials(session, where, order=[order_value, trials_t.c.number], limit=1)
     if not found:
