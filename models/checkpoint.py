@@ -28,7 +28,7 @@ import torch
 from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data.container import Scaler
 from rnntune.models.recurrent import SequenceModel
-from rnntune.models.text import TextInfo, Vocab
+from rnntune.models.text import TextInfo, Vocab, as_text, encode_texts, tokenize
 from rnntune.models.train import pick_device
 
 FORMAT = "rnntune.model"
@@ -113,8 +113,6 @@ class Predictor:
 
     @torch.no_grad()
     def _forward_text(self, texts: np.ndarray | Texts, text: TextInfo, vocab: Vocab, batch_size: int) -> np.ndarray:
-        from rnntune.models.text import as_text, encode_texts, tokenize
-
         if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
             raise ValueError("a text model predicts from a list of strings, e.g. predict(['great film'])")
         lowercase = text["tokenizer"]["lowercase"]
