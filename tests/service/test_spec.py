@@ -130,6 +130,21 @@ def test_domain_lists_are_the_models_own():
         assert getattr(spec, name) is getattr(config, name), name
 
 
+def test_defaults_of_unsearched_hyperparameters_are_the_configs_own():
+    """A hyperparameter neither fixed nor searched takes the spec's default; it must be the one
+    ModelConfig / TrainConfig would take, or a study trains what its spec does not say."""
+    import dataclasses
+
+    from rnntune.models.config import ModelConfig, TrainConfig
+    from rnntune.service.spec import HYPERPARAMETERS
+
+    config_defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    for name, hp in HYPERPARAMETERS.items():
+        if hp.group != "data":  # model and training hyperparameters are config fields by name
+            assert name in config_defaults, name
+            assert hp.default == config_defaults[name], name
+
+
 def test_json_and_yaml_files_load_the_same(tmp_path):
     import json
 
