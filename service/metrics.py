@@ -5,7 +5,8 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 
 - ``rnntune_trials{study,state}``: trials per Optuna state (zeros included for our studies).
 - ``rnntune_studies{state}``: studies per rnntune state.
-- ``rnntune_queue_depth{study}``: queued tickets (trial and finalize) per study.
+- ``rnntune_queue_depth{study}``: tickets (trial and finalize) a worker carrying the study's labels
+  could claim now (service/queue_depth.py: the same SQL as the KEDA trigger's query).
 - ``rnntune_workers_live``: workers not stopped whose heartbeat is under 30 s old.
 - ``rnntune_trial_duration_seconds{study}``: histogram of finished (COMPLETE / PRUNED) trials'
   ``datetime_complete - datetime_start`` (includes sampling, data loading, model build).
@@ -32,9 +33,10 @@ from sqlalchemy import Float, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.results import TRIAL_STATES, _state
-from rnntune.service.tables import STUDY_STATES, StudyRow, TicketRow, WorkerRow, utcnow
+from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
 
 log = logging.getLogger("rnntune.metrics")
 
@@ -98,14 +100,12 @@ class RnntuneCollector(Collector):
             study_states.add_metric([state], n)
         yield study_states
 
-        queued = dict(
-            session.execute(
-                select(TicketRow.study_id, func.count()).where(TicketRow.state == "queued").group_by(TicketRow.study_id)
-            ).all()
+        claimable = queue_depth.claimable_by_study(session)
+        depth = GaugeMetricFamily(
+            "rnntune_queue_depth", "tickets per study that workers with its labels could claim now", labels=["study"]
         )
-        depth = GaugeMetricFamily("rnntune_queue_depth", "queued tickets per study", labels=["study"])
         for study_id, name, _, _, _ in sorted(studies, key=lambda r: r[1]):
-            depth.add_metric([name], queued.get(study_id, 0))
+            depth.add_metric([name], claimable.get(study_id, 0))
         yield depth
 
         live = session.scalar(

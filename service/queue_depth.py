@@ -1,0 +1,126 @@
+"""Queue depth: how many tickets workers could claim right now, as SQL text in one place.
+
+One per-study statement feeds the ``rnntune_queue_depth{study}`` metric (service/metrics.py)
+and the query of KEDA's PostgreSQL trigger that scales the Kubernetes workers
+(deploy/kubernetes; :func:`keda_query`, which adds the leases held now so that busy workers are
+not scaled away). It mirrors :func:`queue.claim`'s conditions, and
+tests/deploy/test_queue_depth.py checks that it counts exactly the tickets that real ``claim``
+calls take:
+
+- the study is ``queued`` or ``running`` (not paused, done, cancelled or failed);
+- the ticket is queued, or leased with its lease run out (claim's housekeeping requeues it);
+- a study past ``budget.timeout_s`` offers no trial ticket (claim's housekeeping cancels them),
+  only its finalize ticket;
+- ``budget.max_parallel`` caps a study at that many leases held at once;
+- a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels).
+
+Times are naive UTC in the tables; the statement compares them with the database's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Iterable
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# One row per active study with open tickets: (study_id, study, labels, n_claimable, n_held).
+# {now} and {deadline} are the only dialect-specific pieces (PostgreSQL and SQLite below).
+_CLAIMABLE_BY_STUDY = """
+SELECT s.id AS study_id, s.name AS study, s.labels AS labels,
+       CASE WHEN s.max_parallel IS NULL OR t.n_free <= s.max_parallel - t.n_held THEN t.n_free
+            WHEN s.max_parallel > t.n_held THEN s.max_parallel - t.n_held
+            ELSE 0 END AS n_claimable,
+       t.n_held AS n_held
+FROM rnntune_studies s
+JOIN (
+    SELECT k.study_id,
+           SUM(CASE WHEN (k.state = 'queued' OR k.lease_expires_at < {now})
+                     AND (k.kind <> 'trial' OR NOT (ts.state = 'running' AND ts.timeout_s IS NOT NULL
+                          AND ts.reason IS NULL AND ts.started_at IS NOT NULL AND {now} >= {deadline}))
+                    THEN 1 ELSE 0 END) AS n_free,
+           SUM(CASE WHEN k.state = 'leased' AND k.lease_expires_at >= {now} THEN 1 ELSE 0 END) AS n_held
+    FROM rnntune_tickets k JOIN rnntune_studies ts ON ts.id = k.study_id
+    WHERE k.state IN ('queued', 'leased')
+    GROUP BY k.study_id
+) t ON t.study_id = s.id
+WHERE s.state IN ('queued', 'running')
+""".strip()
+
+_DIALECT = {
+    "postgresql": {
+        "now": "(now() AT TIME ZONE 'UTC')",
+        "deadline": "ts.started_at + ts.timeout_s * interval '1 second'",
+    },
+    "sqlite": {
+        "now": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        "deadline": "strftime('%Y-%m-%d %H:%M:%f', ts.started_at, '+' || ts.timeout_s || ' seconds')",
+    },
+}
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def claimable_by_study_sql(dialect: str = "postgresql") -> str:
+    """The per-study statement for ``dialect`` ("postgresql" or "sqlite")."""
+    if dialect not in _DIALECT:
+        raise ValueError(f"queue depth is defined for {sorted(_DIALECT)}, but got {dialect=}")
+    return _CLAIMABLE_BY_STUDY.format(**_DIALECT[dialect])
+
+
+def _label_filter(labels: Iterable[str]) -> str:
+    labels = sorted(set(labels))
+    bad = [label for label in labels if not LABEL.fullmatch(label)]
+    if bad:
+        raise ValueError(f"labels must match {LABEL.pattern}, but got {bad}")
+    return (
+        "CASE WHEN json_typeof(q.labels) = 'array' THEN q.labels::jsonb ELSE '[]'::jsonb END "
+        f"<@ '{json.dumps(labels)}'::jsonb"
+    )
+
+
+def claimable_sql(labels: Iterable[str] = ()) -> str:
+    """PostgreSQL: the tickets a worker started with these ``--label`` options could claim now
+    (studies whose labels are all among them)."""
+    return (
+        f"SELECT COALESCE(SUM(q.n_claimable), 0) FROM ({claimable_by_study_sql()}) AS q\nWHERE {_label_filter(labels)}"
+    )
+
+
+def keda_query(labels: Iterable[str] = ()) -> str:
+    """KEDA's PostgreSQL trigger: the claimable tickets plus those leased right now, for workers
+    with ``labels``. The leased ones are in the sum so that workers busy with a trial are not
+    scaled away: on the claimable count alone, every claim would lower the replica count the
+    HPA wants while the claiming pod is still training. All done: 0, and KEDA scales to zero."""
+    return (
+        f"SELECT COALESCE(SUM(q.n_claimable + q.n_held), 0) FROM ({claimable_by_study_sql()}) AS q\n"
+        f"WHERE {_label_filter(labels)}"
+    )
+
+
+def claimable_by_study(session: Session) -> dict[int, int]:
+    """study id -> tickets claimable now (studies with none are left out)."""
+    sql = claimable_by_study_sql(session.get_bind().dialect.name)
+    return {row.study_id: int(row.n_claimable) for row in session.execute(text(sql)) if row.n_claimable}
+
+
+def n_claimable(session: Session, labels: Iterable[str] = ()) -> int:
+    """PostgreSQL: tickets a worker with ``labels`` could claim now."""
+    return int(session.execute(text(claimable_sql(labels))).scalar_one())
+
+
+def n_demand(session: Session, labels: Iterable[str] = ()) -> int:
+    """PostgreSQL: what KEDA reads (:func:`keda_query`)."""
+    return int(session.execute(text(keda_query(labels))).scalar_one())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Print the KEDA PostgreSQL trigger's query for workers with these labels.")
+    ap.add_argument("--label", action="append", default=[], help="a worker label (repeat for several)")
+    print(keda_query(ap.parse_args().label))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The queue-depth SQL (KEDA's trigger query and the rnntune_queue_depth metric) counts exactly the
+tickets that real ``queue.claim`` calls take, on PostgreSQL holding queued, leased, expired,
+paused, capped, timed-out and labelled tickets. If claim's conditions change, this fails."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
+
+from rnntune.service import queue, queue_depth, registry
+from rnntune.service.metrics import registry_for
+from rnntune.service.tables import StudyRow, TicketRow, utcnow
+from tests.queue_helpers import Env, spec
+
+LABEL_SETS = [(), ("gpu",), ("big", "gpu"), ("cpu",)]
+
+
+@pytest.fixture(scope="module")
+def env(pg_url):
+    e = Env(pg_url)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def mixed(env):
+    """Studies in every state a ticket can be claimable or not in; returns their names."""
+    names = {
+        "plain": spec("qd-plain", n_trials=3),
+        "gpu": spec("qd-gpu", n_trials=2, labels=["gpu"]),
+        "gpu-big": spec("qd-gpu-big", n_trials=2, labels=["gpu", "big"]),
+        "capped": spec("qd-capped", n_trials=5, budget={"max_parallel": 2}),
+        "paused": spec("qd-paused", n_trials=4),
+        "leased": spec("qd-leased", n_trials=3),
+        "expired": spec("qd-expired", n_trials=2),
+        "timeout": spec("qd-timeout", n_trials=3, budget={"timeout_s": 60}),
+        "finalize": spec("qd-finalize", n_trials=1, budget={"timeout_s": 60}),
+        "cancelled": spec("qd-cancelled", n_trials=2),
+    }
+    for s in names.values():
+        env.create(s)
+    ids = {}
+    with env.sessions() as s:
+        for key, d in names.items():
+            ids[key] = registry.get_study(s, d["name"]).id
+        hour = timedelta(hours=1)
+        # One lease held on the capped study: one more slot of its 2.
+        _lease(s, ids["capped"], 1, expires=utcnow() + hour)
+        # Two of three tickets leased and alive; one of two leased with its lease run out.
+        _lease(s, ids["leased"], 2, expires=utcnow() + hour)
+        _lease(s, ids["expired"], 1, expires=utcnow() - hour)
+        queue.pause_study(s, ids["paused"])
+        queue.cancel_study(s, ids["cancelled"])
+        # Running for two hours against a 60 s timeout: no trial ticket is claimable ...
+        for key in ("timeout", "finalize"):
+            s.execute(
+                sa.update(StudyRow)
+                .where(StudyRow.id == ids[key])
+                .values(state="running", started_at=utcnow() - 2 * hour)
+            )
+        # ... but a finalize ticket is.
+        s.execute(sa.update(TicketRow).where(TicketRow.study_id == ids["finalize"]).values(state="done"))
+        s.add(TicketRow(study_id=ids["finalize"], seq=1, kind="finalize"))
+        s.commit()
+    return ids
+
+
+def _lease(session: Session, study_id: int, n: int, *, expires) -> None:
+    tickets = session.scalars(
+        sa.select(TicketRow.id).where(TicketRow.study_id == study_id).order_by(TicketRow.seq).limit(n)
+    ).all()
+    session.execute(
+        sa.update(TicketRow)
+        .where(TicketRow.id.in_(tickets))
+        .values(state="leased", worker_id="someone", lease_expires_at=expires, attempts=1, started_at=utcnow())
+    )
+    session.execute(sa.update(StudyRow).where(StudyRow.id == study_id).values(state="running", started_at=utcnow()))
+
+
+def _held(env: Env, labels: tuple[str, ...]) -> int:
+    """Leases alive now on active studies a worker with ``labels`` may run, counted in Python."""
+    with env.sessions() as s:
+        rows = s.execute(
+            sa.select(StudyRow.labels)
+            .join(TicketRow, TicketRow.study_id == StudyRow.id)
+            .where(
+                StudyRow.state.in_(queue.ACTIVE),
+                TicketRow.state == "leased",
+                TicketRow.lease_expires_at >= utcnow(),
+            )
+        ).all()
+    return sum(set(row.labels or ()) <= set(labels) for row in rows)
+
+
+def _claims(env: Env, labels: tuple[str, ...]) -> int:
+    """How many tickets real ``queue.claim`` calls by workers with ``labels`` take, inside a
+    transaction rolled back afterwards (claim's commits become savepoints). KEDA's number stays
+    the same meanwhile: a claimed ticket moves from claimable to held."""
+    with env.engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        demand = queue_depth.n_demand(session, labels)
+        n = 0
+        while queue.claim(session, f"w-{n}", labels=set(labels), lease_s=600) is not None:
+            n += 1
+            assert queue_depth.n_demand(session, labels) == demand, "a claim changed what KEDA sees"
+        assert n < 100, "claim never ran dry"
+        after = queue_depth.n_claimable(session, labels)
+        session.close()
+        outer.rollback()
+    assert after == 0, f"after {n} claims the queue depth is still {after}"
+    return n
+
+
+@pytest.mark.parametrize("labels", LABEL_SETS, ids=lambda ls: ",".join(ls) or "no-labels")
+def test_queue_depth_counts_what_claim_takes(env, mixed, labels):
+    with env.sessions() as s:
+        depth = queue_depth.n_claimable(s, labels)
+        demand = queue_depth.n_demand(s, labels)
+    assert depth == _claims(env, labels)
+    assert demand == depth + _held(env, labels)
+
+
+def test_expected_counts(env, mixed):
+    # plain 3 + capped 1 (2 - 1 held) + leased 1 + expired 2 (one requeued) + finalize 1; paused,
+    # cancelled and timed-out trial tickets never count, labelled studies only for their workers.
+    with env.sessions() as s:
+        assert queue_depth.n_claimable(s, ()) == 3 + 1 + 1 + 2 + 1
+        assert queue_depth.n_claimable(s, ("gpu",)) == 8 + 2
+        assert queue_depth.n_claimable(s, ("gpu", "big")) == 8 + 2 + 2
+        # KEDA adds the live leases: capped 1, leased 2 (the expired one is claimable instead).
+        assert queue_depth.n_demand(s, ()) == 8 + 1 + 2
+
+
+def test_metric_reports_the_same_per_study(env, mixed):
+    text = generate_latest(registry_for(env.sessions)).decode()
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "rnntune_queue_depth"]
+    per_study = {s.labels["study"]: s.value for s in family.samples}
+    assert per_study["qd-plain"] == 3 and per_study["qd-capped"] == 1 and per_study["qd-expired"] == 2
+    assert per_study["qd-paused"] == per_study["qd-timeout"] == per_study["qd-cancelled"] == 0
+    assert per_study["qd-gpu-big"] == 2 and per_study["qd-finalize"] == 1
+    # A worker with every label can take the metric's total.
+    assert sum(per_study.values()) == _claims(env, ("big", "cpu", "gpu"))
+
+
+def test_keda_query_refuses_labels_that_would_break_the_sql():
+    with pytest.raises(ValueError, match="labels must match"):
+        queue_depth.keda_query(["gpu'; DROP TABLE rnntune_tickets; --"])
