@@ -9,6 +9,18 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command 
     || echo "warning: could not install docker-compose; the compose test will fail" >&2
 fi
 
+# kubectl renders deploy/kubernetes (tests/deploy/test_kubernetes.py); a real PgBouncer fronts
+# the test database in tests/deploy/test_pgbouncer.py. Debian's packages, installed the same way.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+      || echo "warning: could not install ${missing[*]}; the Kubernetes / PgBouncer tests will fail" >&2
+  fi
+fi
+
 # The Postgres tests use the real server on 127.0.0.1:5432 (RNNTUNE_TEST_PG to point elsewhere).
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   if command -v pg_ctlcluster >/dev/null 2>&1; then

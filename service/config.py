@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="artifacts and the SQLite file")
 
+    # Connections per process: our engine and Optuna's each hold up to pool + overflow.
+    db_pool_size: int = Field(default=2, ge=1, description="connections each engine keeps open (ours, Optuna's)")
+    db_max_overflow: int = Field(default=2, ge=0, description="extra connections each engine opens under load")
+
     # API.
     dashboard_writable: bool = Field(default=False, description="allow the dashboard's write routes")
     api_tokens: str | None = Field(

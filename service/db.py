@@ -25,20 +25,23 @@ SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
 # wraps a failed commit in StorageInternalError.
 TRANSIENT_ERRORS = (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError)
-# Per process: ours (pool 2 + overflow 2) and Optuna's (pool 2 + overflow 2) -> at most 8
-# connections, usually 2-3. 16 workers + the API stay well under Postgres's max_connections=100.
+# Per process: ours and Optuna's engine, each ``db_pool_size`` + ``db_max_overflow`` (2 + 2 by
+# default) -> at most 8 connections, usually 2-3. Beyond a few dozen workers put PgBouncer in
+# transaction mode in front (deploy/kubernetes): nothing here keeps session state on a server
+# connection (no SET, no server-side prepared statements with psycopg2, advisory locks only per
+# transaction), so hundreds of client connections share a few dozen server ones.
 # No pool_pre_ping: a worker checks a connection out ~10 times per trial, and a ping each time
 # was a tenth of the per-trial cost. ``_ping_idle_connections`` pings only a connection that sat
 # idle long enough for the server to have gone away meanwhile.
-PG_POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": False, "pool_recycle": 1800}
+PG_POOL: dict[str, Any] = {"pool_pre_ping": False, "pool_recycle": 1800}
 IDLE_PING_S = 1.0
 STALE_CHECK_S = 2.0  # how often one process looks for a study's stale trials (Optuna: every trial)
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
+def _engine_kwargs(settings: Settings) -> dict[str, Any]:
+    if settings.is_sqlite:
         return {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "check_same_thread": False}}
-    return dict(PG_POOL)
+    return {**PG_POOL, "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -76,7 +79,7 @@ def _setup_engine(engine: Engine, url: str) -> Engine:
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     _ensure_sqlite_dir(url)
-    engine = _setup_engine(create_engine(url, **_engine_kwargs(url)), url)
+    engine = _setup_engine(create_engine(url, **_engine_kwargs(settings)), url)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine, "connect")
@@ -150,7 +153,7 @@ def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.stora
     # race on that (PostgreSQL: "relation ... already exists"). The loser finds them next time.
     for attempt in range(5):
         try:
-            return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(settings), **kwargs)
         except (ProgrammingError, IntegrityError):
             if attempt == 4:
                 raise
