@@ -96,14 +96,20 @@ def worker(
     max_trials: Annotated[int | None, typer.Option(help="exit after this many trials")] = None,
     exit_when_idle: Annotated[bool, typer.Option(help="exit when no ticket is queued")] = False,
     per_gpu: Annotated[bool, typer.Option(help="run one worker process per visible GPU and supervise them")] = False,
+    workers_per_gpu: Annotated[
+        int,
+        typer.Option(min=1, help="with --per-gpu: worker processes per GPU (small models that leave a GPU idle)"),
+    ] = 1,
     database_url: DbOpt = None,
 ) -> None:
     """Run a worker: claim queued trials, train them, report every epoch."""
     from rnntune.service.worker import Worker
 
     _logging()
+    if workers_per_gpu != 1 and not per_gpu:
+        _fail("--workers-per-gpu: needs --per-gpu", code=2)
     if per_gpu:
-        raise typer.Exit(_supervise_gpu_workers(_settings(database_url), label))
+        raise typer.Exit(_supervise_gpu_workers(_settings(database_url), label, workers_per_gpu))
     w = Worker(
         _settings(database_url),
         labels=set(label),
@@ -238,14 +244,15 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
     return procs
 
 
-def _supervise_gpu_workers(settings: Settings, labels: list[str]) -> int:
-    """One ``rnntune worker --device cuda:i`` per GPU; SIGTERM/SIGINT are passed on to them."""
+def _supervise_gpu_workers(settings: Settings, labels: list[str], per_gpu: int = 1) -> int:
+    """``per_gpu`` ``rnntune worker --device cuda:i`` processes per GPU (``_start_workers`` deals
+    the devices round-robin); SIGTERM/SIGINT are passed on to them."""
     import torch
 
     n = torch.cuda.device_count()
     if n == 0:
         _fail("--per-gpu: no CUDA device is visible", code=2)
-    procs = _start_workers(settings, n, extra=[a for label in labels for a in ("--label", label)])
+    procs = _start_workers(settings, n * per_gpu, extra=[a for label in labels for a in ("--label", label)])
     stopping = []
 
     def forward(signum, _frame):
