@@ -2,6 +2,7 @@
 
     python benchmarks/queue_throughput.py                      # all three tables (~10 minutes on 2 cores)
     python benchmarks/queue_throughput.py --only overhead      # or: sleep, peak
+    python benchmarks/queue_throughput.py --pgbouncer          # 32 workers, PgBouncer side by side
     RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/queue_throughput.py
 
 1. overhead: seconds per trial of one ``rnntune`` worker process (claim, one ``optimize`` with
@@ -12,6 +13,14 @@
    Target >= 0.9x at 16 workers.
 3. peak: trials/s with a trivial objective at N processes, rnntune workers next to plain
    ``study.optimize`` processes on one shared study.
+
+4. --pgbouncer (alone): the sleep table's 32-worker row without and with a real PgBouncer
+   (tests/pgbouncer.py: Debian's pgbouncer, transaction pooling, 16 server connections) between
+   the workers and PostgreSQL, each against its own ideal (32 x one worker by the same path), with
+   the most server connections the workers held (pg_stat_activity, sampled every 0.1 s).
+   Target: <= 16 server connections and >= 0.9x the ideal through PgBouncer. The direct run
+   needs more than PostgreSQL's default max_connections=100 (32 workers x 3-4): point
+   RNNTUNE_BENCH_PG at a server of your own with max_connections=300 (README: the command).
 
 Each configuration gets a fresh database on the server; worker processes are started first and
 timed from the study's first claim to its last completion (process start-up is not counted).
@@ -32,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna
 import sqlalchemy as sa
 
-from benchmarks._pg import drop_db, new_db
+from benchmarks._pg import ADMIN, drop_db, new_db
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -97,6 +106,7 @@ def trivial(trial: optuna.Trial, sleep_s: float = 0.0) -> float:
 
 
 def _worker_proc(url: str, sleep_s: float, ready) -> None:
+    os.environ["PGAPPNAME"] = "rnntune-worker"  # counted by _sample_connections, unlike the bench's own
     import torch
 
     from rnntune.service.worker import Worker
@@ -125,10 +135,12 @@ def run_workers(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> fl
     return run_workers_timed(n_procs, n_trials, sleep_s, sampler)["rate"]
 
 
-def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> dict:
+def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str, bouncer=None) -> dict:
     """trials/s of ``n_procs`` rnntune worker processes: ``rate`` from the first claim to the last
     completion; ``steady`` summed over the workers, each from its first completion to its last
-    (what the workers sustain once each has run a trial: no start-up, no idle tail)."""
+    (what the workers sustain once each has run a trial: no start-up, no idle tail). With
+    ``bouncer`` (a tests.pgbouncer.PgBouncer) the workers connect through it; ``server_conns`` is
+    the most connections to the database that the workers held at once."""
     url = new_db()
     try:
         ctx = mp.get_context("spawn")
@@ -138,7 +150,9 @@ def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str)
 
         eng = make_engine(settings_for(url))
         init_db(eng)
-        procs = [ctx.Process(target=_worker_proc, args=(url, sleep_s, ready[i])) for i in range(n_procs)]
+        worker_url = bouncer.url_for(url) if bouncer is not None else url
+        sampler_stop, peak_conns = _sample_connections(url)
+        procs = [ctx.Process(target=_worker_proc, args=(worker_url, sleep_s, ready[i])) for i in range(n_procs)]
         for p in procs:
             p.start()
         for r in ready:
@@ -158,15 +172,45 @@ def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str)
                     "WHERE kind='trial' GROUP BY worker_id"
                 )
             ).all()
+        sampler_stop.set()
         for p in procs:
             p.terminate()
         for p in procs:
             p.join(30)
         eng.dispose()
         steady = sum((k - 1) / (b - a).total_seconds() for k, a, b in per_worker if k > 1)
-        return {"rate": n / (last - first).total_seconds(), "steady": steady, "seconds": (last - first).total_seconds()}
+        return {
+            "rate": n / (last - first).total_seconds(),
+            "steady": steady,
+            "seconds": (last - first).total_seconds(),
+            "server_conns": peak_conns[0],
+        }
     finally:
         drop_db(url)
+
+
+def _sample_connections(url: str):
+    """Every 0.1 s, the client connections to ``url``'s database other than this process's own
+    (those of the workers, or of PgBouncer on their behalf; not autovacuum's); returns (stop
+    event, [peak])."""
+    import threading
+
+    database = url.rsplit("/", 1)[1]
+    admin = sa.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    stop, peak = threading.Event(), [0]
+    count = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND backend_type = 'client backend' "
+        "AND application_name <> 'rnntune-bench'"
+    )
+
+    def run():
+        with admin.connect() as c:
+            while not stop.wait(0.1):
+                peak[0] = max(peak[0], c.execute(count, {"d": database}).scalar())
+        admin.dispose()
+
+    threading.Thread(target=run, daemon=True).start()
+    return stop, peak
 
 
 def run_plain(n_procs: int, n_trials: int, sleep_s: float, sampler: str) -> float:
@@ -244,6 +288,32 @@ def peak(counts: list[int], n_trials: int, sampler: str) -> None:
         print(f"| {n} | {plain:.1f} | {ours:.1f} | {ours / plain:.2f}x |", flush=True)
 
 
+def pgbouncer_side_by_side(n_workers: int, per_worker: int, pool_size: int = 16) -> None:
+    """The same 1 s sleep run without and with PgBouncer, each against its own one-worker ideal."""
+    from tests.pgbouncer import PgBouncer
+
+    print(
+        f"\n## 4. {n_workers} workers, 1 s sleep objective, {per_worker} trials per worker: directly and through "
+        f"PgBouncer (transaction pooling, {pool_size} server connections)"
+    )
+    print("ideal: n x one worker by the same path; server connections: the most the workers held at once")
+    print(
+        "| path | workers | trials | seconds | trials/s | ideal | ratio (target >= 0.9x) | steady ratio | server connections |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    upstream = sa.engine.make_url(ADMIN)
+    with PgBouncer(pool_size=pool_size, upstream_host=upstream.host, upstream_port=upstream.port or 5432) as bouncer:
+        for path, via in (("direct", None), ("PgBouncer", bouncer)):
+            one = run_workers_timed(1, per_worker, 1.0, "random", bouncer=via)
+            out = run_workers_timed(n_workers, n_workers * per_worker, 1.0, "random", bouncer=via)
+            ideal, steady_ideal = n_workers * one["rate"], n_workers * one["steady"]
+            print(
+                f"| {path} | {n_workers} | {n_workers * per_worker} | {out['seconds']:.2f} | {out['rate']:.2f} | "
+                f"{ideal:.2f} | {out['rate'] / ideal:.2f}x | {out['steady'] / steady_ideal:.2f}x | {out['server_conns']} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["overhead", "sleep", "peak"])
@@ -251,9 +321,15 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=200, help="trials per overhead / peak run")
     ap.add_argument("--repeats", type=int, default=3, help="overhead: alternating runs of each, medians compared")
     ap.add_argument("--per-worker", type=int, default=10, help="sleep: trials per worker")
+    ap.add_argument("--pgbouncer", action="store_true", help="only table 4: 32 workers without and with PgBouncer")
+    ap.add_argument("--pgbouncer-workers", type=int, default=32, help="--pgbouncer: worker processes")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     print(f"# benchmarks/queue_throughput.py on {os.cpu_count()} cores, optuna {optuna.__version__}, PostgreSQL")
+    if args.pgbouncer:
+        os.environ["PGAPPNAME"] = "rnntune-bench"  # this process's connections are not the workers'
+        pgbouncer_side_by_side(args.pgbouncer_workers, args.per_worker)
+        return
     if args.only in (None, "overhead"):
         overhead(args.trials, ["random", "tpe"], args.repeats)
     if args.only in (None, "sleep"):
