@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from rnntune.service.config import Settings
+from rnntune.service.config import Settings, mask_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 # The example specs are package data (rnntune.studies), so the demo works from an installed wheel.
@@ -138,7 +138,8 @@ def api(
     _logging()
     settings = _settings(database_url)
     _refuse_open_exposure(host, settings, insecure)
-    uvicorn.run(create_app(settings, dashboard=dashboard), host=host, port=port, log_level="info", **_uvicorn_logging())
+    application = create_app(settings, dashboard=dashboard, bind_host=host)
+    uvicorn.run(application, host=host, port=port, log_level="info", **_uvicorn_logging())
 
 
 @app.command()
@@ -165,9 +166,10 @@ def dashboard(
 ) -> None:
     """Run optuna-dashboard alone on the study storage (read-only unless RNNTUNE_DASHBOARD_WRITABLE=1)."""
     import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from rnntune.service.api.dashboard import dashboard_app
-    from rnntune.service.api.security import TokenAuth
+    from rnntune.service.api.security import BrowserGuard, TokenAuth, allowed_hosts
     from rnntune.service.db import make_storage
 
     _logging()
@@ -176,6 +178,8 @@ def dashboard(
     application = dashboard_app(make_storage(settings), writable=settings.dashboard_writable)
     if settings.tokens:
         application = TokenAuth(application, settings.tokens)
+    application = BrowserGuard(application)
+    application = TrustedHostMiddleware(application, allowed_hosts=allowed_hosts(settings.allowed_hosts, host))
     uvicorn.run(application, host=host, port=port, **_uvicorn_logging())
 
 
@@ -196,13 +200,13 @@ def serve(
     _logging()
     settings = _settings(database_url)
     _refuse_open_exposure(host, settings, insecure)
-    application = create_app(settings)
+    application = create_app(settings, bind_host=host)
     if demo:
         _submit_demo(application)
     procs = _start_workers(settings, workers)
     base = f"http://{host}:{port}"
     typer.echo(
-        f"\nrnntune is up on {settings.database_url}\n"
+        f"\nrnntune is up on {mask_url(settings.database_url)}\n"
         f"  API        {base}/v1/studies   (OpenAPI: {base}/docs)\n"
         f"  dashboard  {base}/dashboard\n"
         f"  workers    {len(procs)} local (pids {', '.join(str(p.pid) for p in procs) or '-'})\n"
@@ -232,7 +236,9 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
     import torch  # here, not at import: client commands stay fast
 
     n_gpus = torch.cuda.device_count()
-    env = {**os.environ, "RNNTUNE_DATABASE_URL": settings.database_url}
+    # A worker gets the database URL and nothing else secret: no API tokens.
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNTUNE_API_TOKENS", "RNNTUNE_API_TOKEN")}
+    env["RNNTUNE_DATABASE_URL"] = settings.database_url
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "rnntune.service.cli", "worker", *(extra or [])]

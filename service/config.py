@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rnntune.service.spec import Limits, resolve_roots
+
+if TYPE_CHECKING:
+    from rnntune.models.files import FileLimits
 
 DEFAULT_DATA_DIR = Path("rnntune-data")
 POSTGRES_DRIVER = "postgresql+psycopg2"  # psycopg2-binary is what rnntune depends on
@@ -40,10 +46,53 @@ class Settings(BaseSettings):
         default=None, description="bearer tokens, comma-separated, or a file with one per line; unset: open"
     )
     max_body_kb: int = Field(default=1024, ge=1, description="largest request body but uploads (KiB)")
-    max_trials_per_study: int = Field(default=10000, ge=1, description="largest budget.n_trials accepted")
-    max_grid_size: int = Field(default=100000, ge=1, description="largest grid a grid search may span")
-    max_epochs_per_trial: int = Field(default=1000, ge=1, description="largest budget.max_epochs accepted")
+    max_trials_per_study: int = Field(
+        default=Limits.max_trials_per_study, ge=1, description="largest budget.n_trials accepted"
+    )
+    max_grid_size: int = Field(default=Limits.max_grid_size, ge=1, description="largest grid a grid search may span")
+    max_epochs_per_trial: int = Field(
+        default=Limits.max_epochs_per_trial, ge=1, description="largest budget.max_epochs accepted"
+    )
     max_upload_mb: float = Field(default=100.0, gt=0, description="largest data file POST /v1/datasets accepts (MiB)")
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Host names the API answers, comma-separated ('*': any); unset: loopback names when bound "
+        "to loopback, else any",
+    )
+
+    # What a spec may make a worker do (docs: README "Security model"). Defaults fit a 24 GiB machine.
+    data_roots: str = Field(
+        default="", description="directories a spec's paths may name, separated by ':' or ','; empty: no paths"
+    )
+    max_spec_kb: int = Field(
+        default=Limits.max_spec_kb, ge=1, description="largest spec once parsed and serialised (KiB)"
+    )
+    max_model_params: int = Field(
+        default=Limits.max_model_params,
+        ge=1,
+        description="largest model the search space's upper bounds imply (parameters)",
+    )
+    max_batch_elements: int = Field(
+        default=Limits.max_batch_elements,
+        ge=1,
+        description="largest batch x window x width (input features or hidden x directions)",
+    )
+    max_data_elements: int = Field(
+        default=Limits.max_data_elements, ge=1, description="largest generated data set (values, windows included)"
+    )
+    max_search_option: int = Field(
+        default=Limits.max_search_option, ge=1, description="largest number a sampler or pruner option may hold"
+    )
+    max_upload_elements: int = Field(
+        default=2**27,  # = FileLimits().max_elements
+        ge=1,
+        description="largest number of values in an uploaded .npz / .npy array",
+    )
+    max_compression_ratio: float = Field(
+        default=200.0,  # = FileLimits().max_compression_ratio
+        gt=1,
+        description="largest uncompressed / compressed size of an .npz member",
+    )
 
     # Client side (rnntune submit / status).
     api_url: str = "http://127.0.0.1:8000"
@@ -82,6 +131,12 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("data_roots")
+    @classmethod
+    def _roots_exist(cls, value: str) -> str:
+        resolve_roots(value)  # a missing directory fails at start, not per spec
+        return value
+
     @field_validator("api_tokens")
     @classmethod
     def _tokens_load(cls, value: str | None) -> str | None:
@@ -91,6 +146,32 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> list[str]:
         return load_tokens(self.api_tokens)
+
+    @property
+    def roots(self) -> list[str]:
+        """``RNNTUNE_DATA_ROOTS`` as resolved directories (symlinks followed)."""
+        return resolve_roots(self.data_roots)
+
+    @property
+    def limits(self) -> Limits:
+        """What this server lets a spec ask for (``service.spec`` checks specs against it)."""
+        return Limits(
+            max_trials_per_study=self.max_trials_per_study,
+            max_epochs_per_trial=self.max_epochs_per_trial,
+            max_grid_size=self.max_grid_size,
+            max_spec_kb=self.max_spec_kb,
+            max_model_params=self.max_model_params,
+            max_batch_elements=self.max_batch_elements,
+            max_data_elements=self.max_data_elements,
+            max_search_option=self.max_search_option,
+        )
+
+    @property
+    def file_limits(self) -> FileLimits:
+        """What an uploaded (or root-held) array file may hold (``rnntune.models.files``)."""
+        from rnntune.models.files import FileLimits
+
+        return FileLimits(max_elements=self.max_upload_elements, max_compression_ratio=self.max_compression_ratio)
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,3 +201,14 @@ def load_tokens(value: str | None) -> list[str]:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db``: a URL fit to print or log."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"

@@ -10,23 +10,25 @@ what was found here when a study is submitted (:func:`check_spec`).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import StudySpec
+from rnntune.service.spec import StudySpec, is_path
+
+if TYPE_CHECKING:
+    from rnntune.models.files import FileLimits
 from rnntune.service.tables import DatasetRow, StudyRow
 
-FORMATS = ("csv", "npz", "text")  # text: a CSV or JSONL of labelled text (data.name: text)
+# text: a CSV or JSONL of labelled text (data.name: text); npy: an embedding matrix (V, D) and
+# vocab: its tokens, one per line (data.params.embeddings / embeddings_vocab name them).
+FORMATS = ("csv", "npz", "text", "npy", "vocab")
+EXTENSIONS = {"jsonl": "text", "ndjson": "text", "txt": "vocab"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-MISSING = ("", "nan", "na", "null")  # what rnntune.models.data reads as a missing value
 ACTIVE_STUDY_STATES = ("queued", "running", "paused")
 
 
@@ -60,11 +62,11 @@ def format_of(filename: str, fmt: str | None) -> str:
     if not fmt:
         fmt = filename.rsplit(".", 1)[-1] if "." in filename else ""
     fmt = fmt.lower()
-    if fmt in ("jsonl", "ndjson"):  # JSON lines are always labelled text
-        fmt = "text"
+    fmt = EXTENSIONS.get(fmt, fmt)  # JSON lines are always labelled text, .txt a vocabulary
     if fmt not in FORMATS:
         raise InvalidDataset(
-            f"format must be csv, npz or text (from the file's extension or the format field), but got {filename!r}"
+            f"format must be one of {', '.join(FORMATS)} (from the file's extension or the format field), "
+            f"but got {filename!r}"
         )
     return fmt
 
@@ -72,170 +74,49 @@ def format_of(filename: str, fmt: str | None) -> str:
 # --- validation --------------------------------------------------------------------------------
 
 
-def inspect_file(content: bytes, fmt: str, *, delimiter: str = ",") -> dict[str, Any]:
-    """What the file holds (stored as the data set's ``info``); raise InvalidDataset if broken."""
+def inspect_file(content: bytes, fmt: str, *, delimiter: str = ",", limits: FileLimits | None = None) -> dict[str, Any]:
+    """What the file holds (stored as the data set's ``info``); raise InvalidDataset if broken.
+
+    The checks (``rnntune.models.files``, shared with the workers) read the bytes as a stream:
+    an .npz or .npy is judged by its headers before any value is decompressed, and memory stays
+    a small multiple of one chunk whatever the file claims to hold."""
+    from rnntune.models import files  # numpy only, never torch (the API must start fast)
+
+    limits = limits or files.FileLimits()
     if not content:
         raise InvalidDataset("the file is empty")
-    if fmt == "text":
-        return _inspect_text(content, delimiter)
-    return _inspect_csv(content, delimiter) if fmt == "csv" else _inspect_npz(content)
-
-
-def _inspect_text(content: bytes, delimiter: str) -> dict[str, Any]:
-    """Labelled text, CSV (a header row) or JSONL (one object per line, found by a leading '{').
-
-    Checks: UTF-8, parseable, at least two columns and one row. Which columns hold the text and
-    the label is the spec's choice (``data.params.text_column`` / ``label_column``, default
-    ``text`` / ``label``), checked against ``columns`` when a study is submitted."""
-    import json
-
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = content[: exc.start].count(b"\n") + 1
-        raise InvalidDataset(
-            f"the text file is not UTF-8: byte {content[exc.start : exc.start + 1]!r} at offset {exc.start} (line {line}); save it as UTF-8"
-        ) from None
-    text = text.removeprefix("\ufeff")
-    if text.lstrip().startswith("{"):
-        columns: dict[str, None] = {}
-        rows = 0
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidDataset(f"line {number} is not JSON: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise InvalidDataset(f"line {number} is not a JSON object")
-            columns.update(dict.fromkeys(record))
-            rows += 1
-        layout, header = "jsonl", list(columns)
-    else:
-        if len(delimiter) != 1:
-            raise InvalidDataset(f"delimiter must be one character, but got {delimiter!r}")
-        try:
-            table = [
-                row
-                for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-                if any(c.strip() for c in row)
-            ]
-        except csv.Error as exc:
-            raise InvalidDataset(f"the CSV cannot be parsed: {exc}") from None
-        if not table:
-            raise InvalidDataset("the file has no rows")
-        layout, header, rows = "csv", [c.strip() for c in table[0]], len(table) - 1
-    if len(header) < 2:
-        raise InvalidDataset(f"labelled text needs a text and a label column, but the file has columns {header}")
-    if rows < 1:
-        raise InvalidDataset("the file has a header but no examples")
-    return {"layout": layout, "rows": rows, "columns": header, "delimiter": delimiter}
-
-
-def _inspect_csv(content: bytes, delimiter: str) -> dict[str, Any]:
-    if len(delimiter) != 1:
-        raise InvalidDataset(f"delimiter must be one character, but got {delimiter!r}")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidDataset(f"the CSV is not UTF-8 text: {exc}") from None
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)]
-    except csv.Error as exc:
-        raise InvalidDataset(f"the CSV cannot be parsed: {exc}") from None
-    if not rows:
-        raise InvalidDataset("the CSV has no rows")
-    header = [c.strip() for c in rows[0]]
-    body = rows[1:]
-    if not body:
-        raise InvalidDataset("the CSV has a header but no data rows")
-    if any(not c for c in header):
-        raise InvalidDataset(f"the CSV header has an empty column name: {header}")
-    duplicates = sorted({c for c in header if header.count(c) > 1})
-    if duplicates:
-        raise InvalidDataset(f"the CSV header repeats columns {duplicates}")
-    numeric, problems = [], {}
-    for position, column in enumerate(header):
-        n_missing, first_bad = 0, None
-        for i, row in enumerate(body):
-            cell = row[position].strip() if position < len(row) else ""
-            if cell.lower() in MISSING:
-                n_missing += 1
-                continue
-            try:
-                value = float(cell)
-            except ValueError:
-                first_bad = first_bad or f"row {i + 2} holds {cell!r}"
-                continue
-            if not math.isfinite(value):
-                n_missing += 1
-        if first_bad:
-            problems[column] = f"not numeric ({first_bad})"
-        elif n_missing:
-            problems[column] = f"{n_missing} missing/NaN/inf values"
-        else:
-            numeric.append(column)
-    if not numeric:
-        raise InvalidDataset(f"the CSV has no numeric column without missing values: {problems}")
-    return {
-        "rows": len(body),
-        "columns": header,
-        "numeric_columns": numeric,
-        "other_columns": problems,
-        "delimiter": delimiter,
-    }
-
-
-def _inspect_npz(content: bytes) -> dict[str, Any]:
-    import numpy as np
-
-    try:
-        with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:
-        raise InvalidDataset(f"not a readable .npz file: {type(exc).__name__}: {exc}") from None
-    x = arrays.get("X", arrays.get("x"))
-    y = arrays.get("y", arrays.get("Y"))
-    if x is None or y is None:
-        raise InvalidDataset(f"the .npz must hold arrays 'X' and 'y', but has {sorted(arrays)}")
-    if x.ndim != 3 or 0 in x.shape:
-        raise InvalidDataset(f"X must be a non-empty (N, T, F) array, but has shape {list(x.shape)}")
-    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
-        raise InvalidDataset(f"y must be (N,) or (N, K), but has shape {list(y.shape)}")
-    if len(x) != len(y):
-        raise InvalidDataset(f"X has {len(x)} samples but y has {len(y)}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise InvalidDataset(f"X must be numeric, but has dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise InvalidDataset(f"X has {int((~np.isfinite(x)).sum())} NaN/inf values")
-    info: dict[str, Any] = {"X": list(x.shape), "y": list(y.shape)}
-    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
-        if y.ndim != 1:
-            raise InvalidDataset(f"integer labels y must be (N,), but have shape {list(y.shape)}")
-        if y.min() < 0:
-            raise InvalidDataset(f"class labels must be >= 0, but y has {int(y.min())}")
-        if int(y.max()) + 1 < 2:
-            raise InvalidDataset("classification needs at least 2 classes, but y has 1")
-        info.update(task="classification", n_classes=int(y.max()) + 1)
-    elif np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)):
-            raise InvalidDataset(f"y has {int((~np.isfinite(y)).sum())} NaN/inf values")
-        info.update(task="regression")
-    else:
-        raise InvalidDataset(f"y must be integer labels or floats, but has dtype {y.dtype}")
-    return info
+        if fmt == "text":
+            return files.check_text(content, delimiter)
+        if fmt == "csv":
+            return files.check_csv(content, delimiter)
+        if fmt == "npz":
+            return files.check_npz(content, limits)
+        if fmt == "npy":
+            return files.check_npy(content, limits)
+        return files.check_vocab(content, limits)
+    except files.FileCheckError as exc:
+        raise InvalidDataset(str(exc)) from None
 
 
 # --- rows --------------------------------------------------------------------------------------
 
 
-def create(session: Session, *, name: str, filename: str, fmt: str, content: bytes, delimiter: str = ",") -> DatasetRow:
+def create(
+    session: Session,
+    *,
+    name: str,
+    filename: str,
+    fmt: str,
+    content: bytes,
+    delimiter: str = ",",
+    limits: FileLimits | None = None,
+) -> DatasetRow:
     """Validate and store an upload; raise InvalidDataset or DatasetConflict. Commits."""
     check_name(name)
     if find(session, name) is not None:
         raise DatasetConflict(f"a dataset named {name!r} exists; delete it first or choose another name")
-    info = inspect_file(content, fmt, delimiter=delimiter)
+    info = inspect_file(content, fmt, delimiter=delimiter, limits=limits)
     row = DatasetRow(
         name=name,
         filename=filename[:255],
@@ -263,6 +144,11 @@ def find(session: Session, ref: str | int) -> DatasetRow | None:
     return row
 
 
+def digests(session: Session) -> set[str]:
+    """The sha256 of every stored data set (what a worker's local copies may keep)."""
+    return set(session.scalars(select(DatasetRow.sha256)))
+
+
 def content(session: Session, dataset_id: int) -> bytes:
     return session.scalar(select(DatasetRow.content).where(DatasetRow.id == dataset_id))
 
@@ -271,11 +157,31 @@ def list_all(session: Session) -> list[DatasetRow]:
     return list(session.scalars(select(DatasetRow).order_by(DatasetRow.name)))
 
 
+def refers_to(ref: Any, row: DatasetRow) -> bool:
+    """Whether a spec's reference (a name, or an id in any spelling: 2, "2", "002") is ``row``."""
+    if isinstance(ref, bool) or ref is None:
+        return False
+    if isinstance(ref, int):
+        return ref == row.id
+    ref = str(ref)
+    return ref == row.name or (ref.isascii() and ref.isdigit() and int(ref) == row.id)
+
+
+def spec_refs(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, reference) of every uploaded data set a stored spec reads."""
+    data = spec.get("data") or {}
+    params = data.get("params") or {}
+    refs = [("data.dataset", data.get("dataset"))]
+    for key in ("embeddings", "embeddings_vocab"):
+        if params.get(key) is not None and not is_path(params[key]):
+            refs.append((f"data.params.{key}", params[key]))
+    return [(field, ref) for field, ref in refs if ref is not None]
+
+
 def users(session: Session, row: DatasetRow, states: tuple[str, ...] = ACTIVE_STUDY_STATES) -> list[str]:
     """Names of the studies in ``states`` whose spec reads this data set."""
-    refs = {row.name, str(row.id)}
     studies = session.execute(select(StudyRow.name, StudyRow.spec).where(StudyRow.state.in_(states))).all()
-    return [name for name, spec in studies if (spec.get("data") or {}).get("dataset") in refs]
+    return [name for name, spec in studies if any(refers_to(ref, row) for _, ref in spec_refs(spec))]
 
 
 def remove(session: Session, row: DatasetRow) -> None:
@@ -306,16 +212,16 @@ def public(row: DatasetRow) -> dict[str, Any]:
 
 
 def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
-    """(field, reason) for each way the spec's ``data.dataset`` does not fit the stored file."""
+    """(field, reason) for each way the spec's uploaded files do not fit the stored ones."""
+    errors = _check_embeddings(session, spec)
     d = spec.data
     if d.dataset is None:
-        return []
+        return errors
     row = find(session, d.dataset)
     if row is None:
         return [("data.dataset", f"no dataset named {d.dataset!r} (upload it with POST /v1/datasets)")]
     if row.format != d.name:
         return [("data.name", f"dataset {row.name!r} is a {row.format} file, but data.name is {d.name!r}")]
-    errors: list[tuple[str, str]] = []
     if row.format == "csv":
         numeric = row.info.get("numeric_columns", [])
         delimiter = d.params.get("delimiter", ",")
@@ -347,4 +253,21 @@ def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
             )
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
+    return errors
+
+
+def _check_embeddings(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
+    """``data.params.embeddings`` / ``embeddings_vocab`` that name uploads: they exist, of the
+    right format (a path instead is checked against RNNTUNE_DATA_ROOTS by ``spec.check_paths``)."""
+    errors = []
+    for field, ref in spec_refs(spec.model_dump(mode="json")):
+        if field == "data.dataset":
+            continue
+        fmt = "npy" if field.endswith(".embeddings") else "vocab"
+        row = find(session, ref)
+        if row is None:
+            extension = "npy" if fmt == "npy" else "txt"
+            errors.append((field, f"no dataset named {ref!r} (upload the .{extension} file with POST /v1/datasets)"))
+        elif row.format != fmt:
+            errors.append((field, f"dataset {row.name!r} is a {row.format} file, but {field} needs a {fmt} file"))
     return errors

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
 from rnntune.service import optuna_compat
 from rnntune.service.search import suggest
-from rnntune.service.spec import StudySpec
+from rnntune.service.spec import StudySpec, is_path, resolve_path, resolve_roots
 
 METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}
 DEFAULT_EMBED_DIM = 64  # text: when embed_dim is neither fixed, searched nor set by a matrix
@@ -41,9 +42,15 @@ class StudyDataError(Exception):
 class DataCache:
     """A worker keeps a few loaded data sets: trials of one study share them.
 
-    A spec's ``data.dataset`` names an uploaded file (``rnntune_datasets``): its bytes are read
-    from the database once, written to ``cache_dir/<sha256>.<format>`` (shared by every study
-    that uses the same file), and loaded from there like a file named by ``data.path``."""
+    A spec's ``data.dataset`` (and ``data.params.embeddings`` / ``embeddings_vocab`` when they
+    are not paths) names an uploaded file (``rnntune_datasets``): its bytes are read from the
+    database once, written to ``cache_dir/<sha256>.<format>`` (shared by every study that uses
+    the same file), and loaded from there like a file named by ``data.path``. Copies of data
+    sets deleted since are removed (:meth:`prune`) whenever a data set is loaded.
+
+    A path a spec names is opened only if it lies under ``data_roots`` (``RNNTUNE_DATA_ROOTS``),
+    symlinks followed: the API checked it at submit, and the worker checks it again here, since
+    its own filesystem is the one that counts."""
 
     def __init__(
         self,
@@ -51,10 +58,12 @@ class DataCache:
         *,
         sessions: sessionmaker[Session] | None = None,
         cache_dir: str | os.PathLike | None = None,
+        data_roots: Sequence[str] = (),
     ):
         self.size = size
         self.sessions = sessions
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rnntune-datasets"
+        self.data_roots = resolve_roots(data_roots)
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
     def get(self, spec: StudySpec, window: int | None, max_length: int | None = None) -> SequenceData:
@@ -67,10 +76,19 @@ class DataCache:
         params = dict(d.params)
         if max_length is not None:
             params["max_length"] = max_length
-        path = d.path or params.pop("path", None)
+        field, path = ("data.path", d.path) if d.path is not None else ("data.params.path", params.pop("path", None))
+        params.pop("path", None)
         target = d.target or params.pop("target", None)
+        self.prune()
         if d.dataset is not None:
             path = self.dataset_file(d.dataset)
+        elif path is not None:
+            path = self._allowed(field, path)
+        for key in ("embeddings", "embeddings_vocab"):
+            ref = params.get(key)
+            if ref is not None:
+                where = f"data.params.{key}"
+                params[key] = self._allowed(where, ref) if is_path(ref) else self.dataset_file(ref, field=where)
         try:
             data = load_dataset(
                 d.name, params, window=window, horizon=d.horizon, target=target, inputs=d.inputs, path=path
@@ -82,23 +100,48 @@ class DataCache:
             self._items.popitem(last=False)
         return data
 
-    def dataset_file(self, ref: str) -> str:
+    def _allowed(self, field: str, path: Any) -> str:
+        """The real path of a file the spec names, if under a data root; else the study fails."""
+        try:
+            return resolve_path(path, self.data_roots)
+        except ValueError as exc:
+            raise StudyDataError(f"{field}: {exc}") from None
+
+    def prune(self) -> int:
+        """Remove local copies of data sets that were deleted; return how many."""
+        from rnntune.service import datasets
+
+        if self.sessions is None or not self.cache_dir.is_dir():
+            return 0
+        asked = time.time() - 1.0  # a copy written after this may be of an upload newer than the list
+        with self.sessions() as session:
+            kept = datasets.digests(session)
+        n = 0
+        for file in self.cache_dir.iterdir():
+            digest = file.name.partition(".")[0]
+            stale = digest not in kept and file.stat().st_mtime < asked
+            if file.is_file() and not file.name.startswith(".") and stale:
+                file.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def dataset_file(self, ref: str, *, field: str = "data.dataset") -> str:
         """A local copy of the uploaded data set ``ref`` (name or id), checked against its sha256."""
         from rnntune.service import datasets
 
         if self.sessions is None:
-            raise StudyDataError(f"data.dataset: {ref!r} is an uploaded data set, but this worker has no database")
+            raise StudyDataError(f"{field}: {ref!r} is an uploaded data set, but this worker has no database")
         with self.sessions() as session:
             row = datasets.find(session, ref)
             if row is None:
-                raise StudyDataError(f"data.dataset: no dataset named {ref!r} (deleted after the study was submitted?)")
+                raise StudyDataError(f"{field}: no dataset named {ref!r} (deleted after the study was submitted?)")
             digest, fmt = row.sha256, row.format
             local = self.cache_dir / f"{digest}.{fmt}"
             if local.is_file():
                 return str(local)
             content = datasets.content(session, row.id)
         if hashlib.sha256(content).hexdigest() != digest:
-            raise StudyDataError(f"data.dataset: the stored bytes of {ref!r} do not match its sha256 {digest}")
+            raise StudyDataError(f"{field}: the stored bytes of {ref!r} do not match its sha256 {digest}")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
         try:

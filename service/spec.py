@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE_DATASETS, OPTIMIZERS, SCHEDULERS
 
@@ -27,6 +38,33 @@ from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
+# Each data set's own options (``data.params``): an unknown key is a 422 at submit, not a failed
+# study in a worker. Checked against ``rnntune.models.data`` by tests/security/test_spec_limits.py.
+TEXT_PARAMS = (
+    "path",
+    "format",
+    "text_column",
+    "label_column",
+    "delimiter",
+    "lowercase",
+    "min_freq",
+    "max_size",
+    "max_length",
+    "embeddings",
+    "embeddings_vocab",
+)
+DATA_PARAMS: dict[str, tuple[str, ...]] = {
+    "sine": ("n_series", "length", "noise", "seed"),
+    "adding": ("n_samples", "length", "seed"),
+    "sunspots": (),
+    "co2": ("frequency",),
+    "digits": (),
+    "csv": ("path", "delimiter", "target"),
+    "npz": ("path", "scale"),
+    "text": TEXT_PARAMS,
+}
+# Width of each built-in data set's input (features per step); file data sets vary.
+BUILTIN_FEATURES = {"sine": 1, "adding": 2, "sunspots": 1, "co2": 1, "digits": 8}
 
 
 class _Hp(BaseModel):
@@ -201,6 +239,12 @@ class DataSpec(BaseModel):
 
     @model_validator(mode="after")
     def _files(self) -> DataSpec:
+        known = DATA_PARAMS[self.name]
+        for key in self.params:
+            if key not in known:
+                raise ValueError(
+                    f"params.{key}: unknown option of data set {self.name!r}; known: {', '.join(known) or 'none'}"
+                )
         if self.dataset is not None:
             if self.name not in FILE_DATASETS:
                 raise ValueError(
@@ -342,7 +386,8 @@ class StudySpec(BaseModel):
         return ordered
 
     @model_validator(mode="after")
-    def _whole(self) -> StudySpec:
+    def _whole(self, info: ValidationInfo) -> StudySpec:
+        limits = (info.context or {}).get("limits")
         expected = METRICS[self.metric]
         if self.direction is None:
             self.direction = expected
@@ -370,7 +415,12 @@ class StudySpec(BaseModel):
                     raise ValueError(f"initial_trials[{i}].{key}: not in search_space")
                 _check_choice(f"initial_trials[{i}].{key}", self.search_space[key], value)
         if self.sampler.name == "grid":
-            size = grid_size(self)  # raises on continuous ranges
+            size = grid_size(self)  # raises on continuous ranges; counts, never builds
+            if limits is not None and size > limits.max_grid_size:
+                raise ValueError(
+                    f"search_space: the grid has {size} points, over this server's limit "
+                    f"RNNTUNE_MAX_GRID_SIZE={limits.max_grid_size}"
+                )
             if size > MAX_GRID_POINTS:
                 raise ValueError(f"search_space: the grid has {size} points, more than {MAX_GRID_POINTS}")
             if self.budget.n_trials is None:
@@ -383,6 +433,8 @@ class StudySpec(BaseModel):
             raise ValueError(
                 f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}"
             )
+        if limits is not None:
+            check_limits(self, limits)  # before anything is built from the spec
         _check_options(self)
         return self
 
@@ -519,7 +571,7 @@ def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
                 loc, msg = head, rest
         elif loc == "data":  # so do the data section's: "dataset: ..." -> data.dataset
             head, sep, rest = msg.partition(": ")
-            if sep and head in DataSpec.model_fields:
+            if sep and head.split(".")[0] in DataSpec.model_fields:
                 loc, msg = f"data.{head}", rest
         out.append((loc, msg))
     return out
@@ -528,14 +580,46 @@ def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
 _LOC_RE = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_0-9]+)*$")
 
 
-def parse_spec(data: Any) -> StudySpec:
-    """Validate a decoded spec (a dict); raise :class:`SpecError` naming each bad field."""
+def parse_spec(data: Any, limits: Limits | None = None) -> StudySpec:
+    """Validate a decoded spec (a dict); raise :class:`SpecError` naming each bad field.
+
+    ``limits``: this server's (``Settings.limits``), checked by the API before anything is built
+    from the spec; None (a client checking a file, a worker re-reading a stored spec) skips them."""
     if not isinstance(data, dict):
         raise SpecError([("", f"a spec must be a mapping, but got {type(data).__name__}")])
+    if limits is not None:
+        size = len(json.dumps(data, default=str, separators=(",", ":")))
+        if size > limits.max_spec_kb * 1024:
+            raise SpecError(
+                [
+                    (
+                        "",
+                        f"the spec is {size} bytes once parsed, over this server's limit RNNTUNE_MAX_SPEC_KB={limits.max_spec_kb}",
+                    )
+                ]
+            )
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise SpecError(format_errors(exc)) from None
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a spec never needs them, and an alias bomb (a few
+    hundred bytes that expand to megabytes) needs nothing else."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors (&name) and aliases (*name) are not allowed in a spec", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load`` minus anchors and aliases (raises yaml.YAMLError on either)."""
+    return yaml.load(text, Loader=_PlainLoader)
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -546,7 +630,216 @@ def load_spec(path: str | Path) -> StudySpec:
     except OSError as exc:
         raise SpecError([("", f"cannot read {path}: {exc.strerror or exc}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SpecError([("", f"{path} is not valid YAML/JSON: {exc}")]) from None
     return parse_spec(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# What this server lets a spec ask of a worker: limits (``RNNTUNE_MAX_*``) and file paths
+# (``RNNTUNE_DATA_ROOTS``). Each refusal names the field, the value and the setting.
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-spec limits; ``Settings.limits`` fills them from ``RNNTUNE_MAX_*``. The defaults are
+    the settings' defaults, sized so that one worker on a 24 GiB machine survives any spec."""
+
+    max_trials_per_study: int = 10_000
+    max_epochs_per_trial: int = 1_000
+    max_grid_size: int = 100_000
+    max_spec_kb: int = 64
+    max_model_params: int = 50_000_000
+    max_batch_elements: int = 2**26
+    max_data_elements: int = 2**28
+    max_search_option: int = 10_000
+
+
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def _upper(spec: StudySpec, name: str) -> Any:
+    """The largest value a hyperparameter can take in this spec (searched: its upper bound)."""
+    param = spec.search_space.get(name)
+    if param is None:
+        return spec.fixed_params()[name]
+    if isinstance(param, CategoricalParam):
+        if name == "cell":
+            return max(param.choices, key=lambda c: _GATES.get(c, 0))
+        values = [c for c in param.choices if c is not None]
+        return max(values) if values else None
+    return param.high
+
+
+def _n_features(spec: StudySpec) -> int:
+    """Input width per step, as far as the spec tells (a file's own width is checked on upload)."""
+    d = spec.data
+    if d.name in BUILTIN_FEATURES:
+        return BUILTIN_FEATURES[d.name]
+    if d.name == "csv":
+        return len({*(d.inputs or []), d.target or d.params.get("target")})
+    if d.name == "text":
+        return _upper(spec, "embed_dim") or 64
+    return 1
+
+
+def _window_upper(spec: StudySpec) -> int | None:
+    """The longest sequence a trial feeds the model, when the spec tells (None: the file's)."""
+    d = spec.data
+    if d.name == "text":
+        return _upper(spec, "max_length") or d.params.get("max_length")
+    if "window" in spec.search_space:
+        return _upper(spec, "window")
+    if d.window is not None:
+        return d.window
+    length = d.params.get("length")
+    if d.name == "adding":
+        return length if isinstance(length, int) else 50
+    if d.name == "digits":
+        return 8
+    if d.name == "sine":
+        return min(48, length) if isinstance(length, int) else 48
+    return 48 if d.name in ("sunspots", "co2") else None
+
+
+def model_params_upper(spec: StudySpec) -> int:
+    """Parameters of the largest model the spec can build (every size at its upper bound)."""
+    hidden, layers = int(_upper(spec, "hidden_size")), int(_upper(spec, "num_layers"))
+    directions = 2 if _upper(spec, "bidirectional") else 1
+    gates = _GATES[_upper(spec, "cell")]
+    n, width = 0, _n_features(spec)
+    for _ in range(layers):  # per layer and direction: gates x (W_ih, W_hh, two biases)
+        n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
+        width = hidden * directions
+    return n + width  # + a one-output head
+
+
+def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] | None:
+    """(field, values) a built-in generator would make, windows included; None for other data."""
+    p, name = spec.data.params, spec.data.name
+    sizes = {"sine": ("n_series", 500, "length", 60), "adding": ("n_samples", 3000, "length", 50)}
+    if name not in sizes:
+        return None
+    count_key, count_default, length_key, length_default = sizes[name]
+    count, length = p.get(count_key, count_default), p.get(length_key, length_default)
+    for key, value in ((count_key, count), (length_key, length)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"data.params.{key}: must be an integer, but got {value!r}")
+    if name == "adding":
+        return f"data.params.{count_key}", count * length * 2
+    return f"data.params.{count_key}", count * length * (1 + min(window or length, length))
+
+
+def check_limits(spec: StudySpec, limits: Limits) -> None:
+    """Raise ValueError ("field: value ... limit RNNTUNE_MAX_...") for the first breach."""
+    if spec.budget.n_trials > limits.max_trials_per_study:
+        raise ValueError(
+            f"budget.n_trials: {spec.budget.n_trials} exceeds this server's limit "
+            f"RNNTUNE_MAX_TRIALS_PER_STUDY={limits.max_trials_per_study}"
+        )
+    if spec.budget.max_epochs > limits.max_epochs_per_trial:
+        raise ValueError(
+            f"budget.max_epochs: {spec.budget.max_epochs} exceeds this server's limit "
+            f"RNNTUNE_MAX_EPOCHS_PER_TRIAL={limits.max_epochs_per_trial}"
+        )
+    for section in ("sampler", "pruner"):
+        for key, value in getattr(spec, section).options.items():
+            _check_option(f"{section}.{key}", value, limits.max_search_option)
+    n_params = model_params_upper(spec)
+    if n_params > limits.max_model_params:
+        where = next((f"search_space.{k}" for k in ("hidden_size", "num_layers") if k in spec.search_space), "model")
+        raise ValueError(
+            f"{where}: the largest model this spec can build has {n_params} parameters, over this server's "
+            f"limit RNNTUNE_MAX_MODEL_PARAMS={limits.max_model_params}"
+        )
+    window = _window_upper(spec)
+    if window is not None:
+        batch = int(_upper(spec, "batch_size"))
+        width = max(_n_features(spec), int(_upper(spec, "hidden_size")) * (2 if _upper(spec, "bidirectional") else 1))
+        n = batch * int(window) * width
+        if n > limits.max_batch_elements:
+            where = "search_space.batch_size" if "batch_size" in spec.search_space else "training.batch_size"
+            raise ValueError(
+                f"{where}: batch {batch} x window {window} x width {width} = {n} values, over this "
+                f"server's limit RNNTUNE_MAX_BATCH_ELEMENTS={limits.max_batch_elements}"
+            )
+    generated = _generated_elements(spec, window)
+    if generated is not None and generated[1] > limits.max_data_elements:
+        raise ValueError(
+            f"{generated[0]}: the generated data holds {generated[1]} values, over this server's limit "
+            f"RNNTUNE_MAX_DATA_ELEMENTS={limits.max_data_elements}"
+        )
+
+
+def _check_option(where: str, value: Any, limit: int) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_option(f"{where}.{key}", item, limit)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_option(f"{where}[{i}]", item, limit)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > limit:
+        raise ValueError(f"{where}: {value!r} exceeds this server's limit RNNTUNE_MAX_SEARCH_OPTION={limit}")
+
+
+def resolve_roots(value: str | Sequence[str | os.PathLike]) -> list[str]:
+    """``RNNTUNE_DATA_ROOTS`` (':' or ',' separated) as real directories; ValueError if one is not."""
+    parts = re.split(r"[:,]", value) if isinstance(value, str) else list(value)
+    roots = []
+    for part in (os.fspath(p).strip() for p in parts):
+        if not part:
+            continue
+        real = os.path.realpath(part)
+        if not os.path.isdir(real):
+            raise ValueError(f"data roots must be existing directories, but {part!r} is not one")
+        roots.append(real)
+    return roots
+
+
+def resolve_path(path: Any, roots: Sequence[str]) -> str:
+    """The real path (symlinks followed) of a file a spec names, if it lies under a data root."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"must be a file path, but got {path!r}")
+    if not os.path.isabs(path):
+        raise ValueError(f"must be an absolute path, but got {path!r}")
+    if not roots:
+        raise ValueError(
+            "this server allows no file paths (RNNTUNE_DATA_ROOTS is empty): upload the file with POST /v1/datasets"
+        )
+    real = os.path.realpath(path)
+    if not any(os.path.commonpath([real, root]) == root for root in roots):
+        raise ValueError(f"{path!r} is not under a directory this server allows (RNNTUNE_DATA_ROOTS)")
+    return real
+
+
+def is_path(value: Any) -> bool:
+    """An embeddings reference is a path when absolute, else the name or id of an upload."""
+    return isinstance(value, str) and os.path.isabs(value)
+
+
+def named_paths(spec: StudySpec) -> list[tuple[str, Any]]:
+    """(field, value) of every file path the spec names."""
+    d = spec.data
+    out = [("data.path", d.path)] if d.path is not None else []
+    if d.params.get("path") is not None:
+        out.append(("data.params.path", d.params["path"]))
+    for key in ("embeddings", "embeddings_vocab"):
+        value = d.params.get(key)
+        if value is not None and (is_path(value) or not isinstance(value, (str, int))):
+            out.append((f"data.params.{key}", value))
+    return out
+
+
+def check_paths(spec: StudySpec, roots: Sequence[str]) -> list[tuple[str, str]]:
+    """(field, reason) for each path outside the data roots, or not a file inside them."""
+    errors = []
+    for field, value in named_paths(spec):
+        try:
+            real = resolve_path(value, roots)
+        except ValueError as exc:
+            errors.append((field, str(exc)))
+            continue
+        if not os.path.isfile(real):
+            errors.append((field, f"no file at {value!r}"))
+    return errors

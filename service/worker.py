@@ -75,7 +75,9 @@ class Worker:
         self._studies: dict[str, optuna.Study] = {}
         self._specs: dict[int, StudySpec] = {}
         self._next_housekeeping = 0.0
-        self.data_cache = DataCache(sessions=self.sessions, cache_dir=settings.data_dir / "datasets")
+        self.data_cache = DataCache(
+            sessions=self.sessions, cache_dir=settings.data_dir / "datasets", data_roots=settings.roots
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -129,6 +131,7 @@ class Worker:
                     )
                     if housekeeping:
                         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                        self._db(self.data_cache.prune)  # remove copies of deleted data sets
                     if claim is None:
                         if self.exit_when_idle:
                             break

@@ -11,19 +11,23 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import compile_path
 
 from rnntune.service import __version__, queue
 from rnntune.service.api.dashboard import dashboard_app
 from rnntune.service.api.routes import datasets, health, metrics, results, studies, workers
-from rnntune.service.api.security import BodyLimit, TokenAuth
+from rnntune.service.api.security import BodyLimit, BrowserGuard, TokenAuth, allowed_hosts, is_dashboard_path
 from rnntune.service.config import Settings
 from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 
 log = logging.getLogger("rnntune.api")
 
 
-def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | None = None) -> FastAPI:
+    """``bind_host``: the address the server listens on; bound to loopback (and without
+    ``RNNTUNE_ALLOWED_HOSTS``), only loopback ``Host`` names are answered. None (in-process
+    clients, tests): any ``Host``."""
     engine = make_engine(settings)
     init_db(engine)
     storage = make_storage(settings)
@@ -79,7 +83,7 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
 
     _add_spec_schema(app, secured=bool(settings.tokens))
     if dashboard:
-        app.mount("/", dashboard_app(storage, writable=settings.dashboard_writable))
+        app.mount("/", _api_methods_first(app, dashboard_app(storage, writable=settings.dashboard_writable)))
     app.add_middleware(
         BodyLimit,
         default=(settings.max_body_kb * 1024, f"body limit RNNTUNE_MAX_BODY_KB={settings.max_body_kb}"),
@@ -91,8 +95,28 @@ def create_app(settings: Settings, *, dashboard: bool = True) -> FastAPI:
         },
     )
     if settings.tokens:
-        app.add_middleware(TokenAuth, tokens=settings.tokens)  # outermost: nothing runs unauthenticated
+        app.add_middleware(TokenAuth, tokens=settings.tokens)  # nothing runs unauthenticated
+    app.add_middleware(BrowserGuard)  # cross-site writes, form bodies, TRACE & co.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, bind_host))
     return app
+
+
+def _api_methods_first(app: FastAPI, dashboard):
+    """The dashboard is mounted at "/" (its paths are root-fixed), so it would answer any method
+    our routes do not take (``PUT /healthz``). Such a request gets our 405 instead."""
+
+    ours: list = []  # our paths' regexes, compiled on first use (the OpenAPI schema is built once)
+
+    async def mounted(scope, receive, send):
+        path = scope["path"]
+        if scope["type"] == "http" and not is_dashboard_path(path):
+            if not ours:
+                ours.extend(compile_path(template)[0] for template in app.openapi()["paths"])
+            if any(regex.match(path) for regex in ours):
+                raise StarletteHTTPException(405)
+        await dashboard(scope, receive, send)
+
+    return mounted
 
 
 async def _requeue_expired_forever(sessions, *, period_s: float) -> None:

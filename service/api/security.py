@@ -1,9 +1,11 @@
-"""Bearer-token authentication and request-body limits, as plain ASGI middleware.
+"""Bearer-token authentication, browser guards and request-body limits, as plain ASGI middleware.
 
-Both wrap the whole application, so the optuna-dashboard mount is covered exactly like our own
+All wrap the whole application, so the optuna-dashboard mount is covered exactly like our own
 routes. Tokens are compared in constant time and never logged. A browser reaching the dashboard
 gets a Basic challenge too (any user name, the token as password), since it cannot send a bearer
-header by itself.
+header by itself; Basic credentials count on the dashboard's paths only, so a browser that holds
+them cannot drive ``/v1`` from another site. :class:`BrowserGuard` refuses what only a browser
+tricked by another site would send (cross-site writes, form bodies, foreign ``Host`` names).
 """
 
 from __future__ import annotations
@@ -13,6 +15,45 @@ import hmac
 import json
 
 OPEN_PATHS = ("/healthz", "/readyz")
+# optuna-dashboard's root-fixed paths (and "/", which redirects there): where a browser goes.
+DASHBOARD_PREFIXES = (
+    "/dashboard",
+    "/api",
+    "/static",
+    "/csv",
+    "/artifacts",
+    "/sql-profiler",
+    "/incompatible-rdb-schema",
+)
+DASHBOARD_FILES = ("/", "/favicon.ico")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # anything else: 405
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+BODY_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+UPLOAD_PREFIX = "/v1/datasets"  # the one place a multipart body is accepted
+
+
+def is_dashboard_path(path: str) -> bool:
+    return path in DASHBOARD_FILES or any(path == p or path.startswith(p + "/") for p in DASHBOARD_PREFIXES)
+
+
+def allowed_hosts(setting: str | None, bind_host: str | None) -> list[str]:
+    """``RNNTUNE_ALLOWED_HOSTS`` as a list; unset: the loopback names when bound to loopback (a
+    DNS-rebinding page then cannot reach a tokenless API), else any (``["*"]``)."""
+    if setting is not None and setting.strip():
+        return [h.strip().lower() for h in setting.split(",") if h.strip()]
+    if bind_host is not None and is_loopback(bind_host):
+        return list(LOOPBACK_HOSTS)
+    return ["*"]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -35,6 +76,7 @@ class TokenAuth:
         self.tokens = [t.encode() for t in tokens]
 
     def _presented(self, scope) -> bytes | None:
+        basic_ok = scope["type"] == "http" and is_dashboard_path(scope["path"])
         for name, value in scope.get("headers", ()):
             if name != b"authorization":
                 continue
@@ -42,7 +84,7 @@ class TokenAuth:
             scheme = scheme.lower()
             if scheme == b"bearer":
                 return credential.strip()
-            if scheme == b"basic":
+            if scheme == b"basic" and basic_ok:
                 try:
                     return base64.b64decode(credential.strip(), validate=True).partition(b":")[2]
                 except ValueError:
@@ -58,10 +100,91 @@ class TokenAuth:
         return ok
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._valid(self._presented(scope)):
+        if scope["type"] == "lifespan" or self._valid(self._presented(scope)):
             return await self.app(scope, receive, send)
-        challenge = b'Bearer realm="rnntune", Basic realm="rnntune"'
+        if scope["type"] != "http":  # websockets and anything newer: a token or nothing
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        challenge = b'Bearer realm="rnntune"'
+        if is_dashboard_path(scope["path"]):  # a browser can answer this one by itself
+            challenge += b', Basic realm="rnntune"'
         await _send_json(send, 401, "missing or invalid API token", [(b"www-authenticate", challenge)])
+
+
+class BrowserGuard:
+    """What only a browser led by another site would send, refused before any route runs:
+
+    - a method outside :data:`HTTP_METHODS` (``TRACE``, ``CONNECT``, WebDAV): 405;
+    - a write (POST/PUT/PATCH/DELETE) from another site, by ``Sec-Fetch-Site`` or an ``Origin``
+      that is not this server's own: 403;
+    - a write whose body is not JSON or YAML (multipart on uploads only): 415; HTML forms and
+      ``text/plain`` bodies are what a cross-site page can send without a CORS preflight;
+    - a websocket (no route takes one).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method = scope["method"]
+        if method not in HTTP_METHODS:
+            allow = ", ".join(HTTP_METHODS).encode()
+            return await _send_json(send, 405, f"method {method} is not allowed", [(b"allow", allow)])
+        if method in SAFE_METHODS:
+            return await self.app(scope, receive, send)
+        headers = {
+            k: v
+            for k, v in scope.get("headers", ())
+            if k in (b"origin", b"sec-fetch-site", b"host", b"content-type", b"content-length", b"transfer-encoding")
+        }
+        site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
+        if site and site not in ("same-origin", "none"):
+            return await _send_json(send, 403, f"cross-site requests may not change anything (Sec-Fetch-Site: {site})")
+        origin = headers.get(b"origin")
+        if origin is not None and not _same_origin(origin.decode("latin-1"), scope, headers.get(b"host")):
+            return await _send_json(send, 403, "cross-site requests may not change anything (Origin is another site)")
+        content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        if content_type or has_body:
+            accepted = BODY_TYPES + (("multipart/form-data",) if scope["path"].startswith(UPLOAD_PREFIX) else ())
+            if content_type not in accepted:
+                return await _send_json(
+                    send,
+                    415,
+                    f"a request body must be one of {', '.join(accepted)}, but got {content_type or 'none'!r}",
+                )
+        return await self.app(scope, receive, send)
+
+
+def _same_origin(origin: str, scope, host: bytes | None) -> bool:
+    """``Origin`` names this server: the same scheme and host:port the request was sent to."""
+    from urllib.parse import urlsplit
+
+    if host is None:
+        return False
+    parts = urlsplit(origin)
+    scheme = scope.get("scheme", "http")
+    default_port = {"http": 80, "https": 443}.get(scheme)
+    try:
+        origin_port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return False
+    target = urlsplit(f"{scheme}://{host.decode('latin-1')}")
+    try:
+        target_port = target.port or default_port
+    except ValueError:
+        return False
+    # Behind a TLS proxy the server sees http while the browser says https: compare host:port.
+    return (
+        bool(parts.hostname)
+        and parts.hostname == target.hostname
+        and (origin_port == target_port or parts.scheme != scheme)
+    )
 
 
 class BodyTooLarge(Exception):

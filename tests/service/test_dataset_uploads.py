@@ -121,7 +121,7 @@ NAN_X[1, 1, 0] = np.nan
         ("j.npz", npz_bytes(X=np.zeros((4, 3, 1)), y=np.zeros(5)), "X has 4 samples but y has 5"),
         ("k.npz", npz_bytes(X=NAN_X, y=np.zeros(4)), "X has 1 NaN/inf values"),
         ("l.npz", npz_bytes(X=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int)), "at least 2 classes"),
-        ("m.txt", b"value\n1\n", "format must be csv, npz or text"),
+        ("m.dat", b"value\n1\n", "format must be one of csv, npz, text, npy, vocab"),
     ],
 )
 def test_broken_upload_is_422_with_the_reason(client, filename, content, reason):
@@ -187,7 +187,6 @@ def test_study_on_an_uploaded_dataset_trains_and_holds_it(client, settings):
     ("data", "reason"),
     [
         ({"name": "sine", "params": {"n_series": 20, "length": 20}, "window": 40}, "window"),
-        ({"name": "csv", "path": "/nonexistent/series.csv", "target": "value"}, "file not found"),
         ({"name": "csv", "dataset": "short", "target": "value", "window": 45}, "window"),
     ],
 )

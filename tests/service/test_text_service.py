@@ -102,7 +102,7 @@ def test_text_hyperparameters_reach_the_configs_and_the_data():
     )
     study = optuna.create_study(direction="maximize", sampler=search.build_sampler(spec, seed_offset=0))
     study.enqueue_trial({"embed_dim": 8, "max_length": 8, "lr": 5e-3, "bidirectional": True})
-    cache = DataCache()
+    cache = DataCache(data_roots=[REVIEWS.parent])
     objective = Objective(spec, device="cpu", data_cache=cache)
     study.optimize(objective, n_trials=2)
     for trial in study.trials:
@@ -136,7 +136,7 @@ def upload(client, content: bytes, filename: str, **fields):
             b"text,label\ncaf\xe9,pos\n",
             "latin.csv",
             {"format": "text"},
-            "not UTF-8: byte b'\\xe9' at offset 14 (line 2)",
+            "not UTF-8 text: an invalid byte on line 2 (column 4)",  # the byte itself is not quoted
         ),
         (b'{"text": "a", "label": 1}\n[1, 2]\n', "x.jsonl", {}, "line 2 is not a JSON object"),
         (b'{"text": "a", "label": 1}\n{"text": \n', "x.jsonl", {}, "line 2 is not JSON"),

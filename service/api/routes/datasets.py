@@ -1,4 +1,5 @@
-"""/v1/datasets: upload a CSV time series or an .npz file, list, read and delete them."""
+"""/v1/datasets: upload a data file (CSV time series, .npz arrays, labelled text) or an embedding
+matrix (.npy) and its vocabulary (.txt), list, read and delete them."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ UPLOAD_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "a .csv or .npz file"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a .csv, .npz, .jsonl, .npy (embedding matrix) or .txt (its vocabulary) file",
+                        },
                         "name": {
                             "type": "string",
                             "description": "default: the file name, lower-cased, without extension",
@@ -79,7 +84,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
         400: {"model": Problem, "description": "a malformed multipart body"},
         409: {"model": Problem, "description": "the name is taken"},
         413: {"model": Problem, "description": "larger than RNNTUNE_MAX_UPLOAD_MB"},
-        422: {"model": Problem, "description": "not a usable CSV / .npz file: the reason"},
+        422: {"model": Problem, "description": "not a usable file: the reason"},
     },
 )
 async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> dict:
@@ -106,7 +111,14 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
         name = fields["name"] if isinstance(fields["name"], str) and fields["name"] else datasets.default_name(filename)
         delimiter = fields["delimiter"] if isinstance(fields["delimiter"], str) and fields["delimiter"] else ","
         row = await run_in_threadpool(
-            datasets.create, session, name=name, filename=filename, fmt=fmt, content=content, delimiter=delimiter
+            datasets.create,
+            session,
+            name=name,
+            filename=filename,
+            fmt=fmt,
+            content=content,
+            delimiter=delimiter,
+            limits=settings.file_limits,
         )
     except datasets.InvalidDataset as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{filename}: {exc}") from None

@@ -18,7 +18,7 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
-from rnntune.service.spec import SpecError, StudySpec, grid_size, parse_spec
+from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec
 from rnntune.service.tables import STUDY_STATES
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -45,39 +45,10 @@ def _unprocessable(errors: list[tuple[str, str]]) -> HTTPException:
 def _decode(body: bytes, content_type: str) -> Any:
     try:
         if content_type.split(";")[0].strip() in YAML_TYPES:
-            return yaml.safe_load(body)
+            return load_yaml(body)  # no anchors/aliases: no alias bombs
         return json.loads(body)
     except (ValueError, yaml.YAMLError) as exc:
         raise _unprocessable([("", f"the body is not valid JSON/YAML: {exc}")]) from None
-
-
-def _over_limits(spec: StudySpec, settings) -> list[tuple[str, str]]:
-    """This server's per-study limits (RNNTUNE_MAX_*): each breach names the limit."""
-    errors = []
-    if spec.budget.n_trials > settings.max_trials_per_study:
-        errors.append(
-            (
-                "budget.n_trials",
-                f"{spec.budget.n_trials} exceeds this server's limit RNNTUNE_MAX_TRIALS_PER_STUDY={settings.max_trials_per_study}",
-            )
-        )
-    if spec.budget.max_epochs > settings.max_epochs_per_trial:
-        errors.append(
-            (
-                "budget.max_epochs",
-                f"{spec.budget.max_epochs} exceeds this server's limit RNNTUNE_MAX_EPOCHS_PER_TRIAL={settings.max_epochs_per_trial}",
-            )
-        )
-    if spec.sampler.name == "grid":
-        size = grid_size(spec)
-        if size > settings.max_grid_size:
-            errors.append(
-                (
-                    "search_space",
-                    f"the grid has {size} points, over this server's limit RNNTUNE_MAX_GRID_SIZE={settings.max_grid_size}",
-                )
-            )
-    return errors
 
 
 @router.post(
@@ -96,13 +67,13 @@ async def create_study(
 ) -> dict:
     """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
     data = _decode(await request.body(), request.headers.get("content-type", "application/json"))
-    try:
-        spec = parse_spec(data)
+    try:  # the server's limits are checked before anything (a grid, a sampler) is built
+        spec = await run_in_threadpool(parse_spec, data, settings.limits)
     except SpecError as exc:
         raise _unprocessable(exc.errors) from None
-    limit_errors = _over_limits(spec, settings)
-    if limit_errors:
-        raise _unprocessable(limit_errors)
+    path_errors = check_paths(spec, settings.roots)  # only files under RNNTUNE_DATA_ROOTS
+    if path_errors:
+        raise _unprocessable(path_errors)
     data_errors = await run_in_threadpool(datasets.check_spec, session, spec)  # data.dataset exists and fits
     if data_errors:
         raise _unprocessable(data_errors)
