@@ -21,6 +21,7 @@ import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.models.data import DataError, SequenceData, load_dataset
+from rnntune.models.files import FileLimits
 from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
 from rnntune.service import optuna_compat
@@ -59,11 +60,13 @@ class DataCache:
         sessions: sessionmaker[Session] | None = None,
         cache_dir: str | os.PathLike | None = None,
         data_roots: Sequence[str] = (),
+        file_limits: FileLimits | None = None,
     ):
         self.size = size
         self.sessions = sessions
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rnntune-datasets"
         self.data_roots = resolve_roots(data_roots)
+        self.file_limits = file_limits
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
     def get(self, spec: StudySpec, window: int | None, max_length: int | None = None) -> SequenceData:
@@ -91,7 +94,14 @@ class DataCache:
                 params[key] = self._allowed(where, ref) if is_path(ref) else self.dataset_file(ref, field=where)
         try:
             data = load_dataset(
-                d.name, params, window=window, horizon=d.horizon, target=target, inputs=d.inputs, path=path
+                d.name,
+                params,
+                window=window,
+                horizon=d.horizon,
+                target=target,
+                inputs=d.inputs,
+                path=path,
+                file_limits=self.file_limits,
             )
         except (DataError, OSError) as exc:
             raise StudyDataError(f"data: {exc}") from exc

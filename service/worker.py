@@ -76,7 +76,10 @@ class Worker:
         self._specs: dict[int, StudySpec] = {}
         self._next_housekeeping = 0.0
         self.data_cache = DataCache(
-            sessions=self.sessions, cache_dir=settings.data_dir / "datasets", data_roots=settings.roots
+            sessions=self.sessions,
+            cache_dir=settings.data_dir / "datasets",
+            data_roots=settings.roots,
+            file_limits=settings.file_limits,
         )
 
     # --- lifecycle -----------------------------------------------------------------------

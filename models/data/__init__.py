@@ -42,6 +42,7 @@ from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _load_csv, _load_npz
 from rnntune.models.data.splits import Params, _check_int, _Request
 from rnntune.models.data.text import TEXT_DEFAULTS, _load_text, read_text_rows
+from rnntune.models.files import FileLimits
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -66,12 +67,14 @@ def load_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
+    file_limits: FileLimits | None = None,
 ) -> SequenceData:
     """Load a built-in data set by name (see BUILTIN_DATASETS); raise DataError when broken.
 
     params are the data set's own parameters (e.g. {"n_series": 500} for sine); unknown keys
     are an error. window/horizon apply to forecasting data sets, target/inputs to csv and path
     to csv/npz (which also accept {"path": ...} in params). seed drives the split.
+    file_limits caps what a user's .npz / .npy may hold; their headers are checked before loading.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(_LOADERS)}.")
@@ -108,6 +111,7 @@ def load_dataset(
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
         seed=int(seed),
+        file_limits=file_limits or FileLimits(),
     )
     return _LOADERS[name](dict(params), request)
 

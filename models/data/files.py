@@ -1,4 +1,7 @@
-"""The user's numeric files: a time-series CSV (forecasting) and an .npz of X and y."""
+"""The user's numeric files: a time-series CSV (forecasting) and an .npz of X and y.
+
+Errors name the column, the row and the reason, never a cell's contents: the file may be one
+its user may name but not read (RNNTUNE_DATA_ROOTS)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 
 import numpy as np
 
+from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
     Params,
@@ -47,8 +51,12 @@ def _load_csv(params: Params, request: _Request) -> SequenceData:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle, delimiter=p["delimiter"]))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"csv: cannot read {path!r}: {error}.") from error
+    except UnicodeDecodeError:
+        raise DataError(f"csv: {path!r} is not UTF-8 text.") from None
+    except OSError as error:
+        raise DataError(f"csv: cannot read {path!r}: {error.strerror or type(error).__name__}.") from None
+    except csv.Error:
+        raise DataError(f"csv: {path!r} cannot be parsed as CSV.") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"csv: {path!r} is empty.")
@@ -71,9 +79,7 @@ def _load_csv(params: Params, request: _Request) -> SequenceData:
             try:
                 values[i] = float(cell)
             except ValueError:
-                raise DataError(
-                    f"csv: column {column!r} is not numeric: row {i + 2} of {path!r} holds {cell!r}."
-                ) from None
+                raise DataError(f"csv: column {column!r} is not numeric: row {i + 2} of {path!r}.") from None
         n_bad = int((~np.isfinite(values)).sum())
         if n_bad:
             first = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
@@ -98,10 +104,14 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
         raise DataError(f"npz: scale must be true or false, but got scale={p['scale']!r}.")
     path = _file_path(p, request)
     try:
+        files.check_npz(path, request.file_limits)  # sizes from the headers, before any value is loaded
+    except files.FileCheckError as error:
+        raise DataError(f"npz: cannot read {path!r}: {error}.") from None
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except Exception as error:  # a corrupt or non-npz file: zipfile/pickle/OS errors alike
-        raise DataError(f"npz: cannot read {path!r} as .npz: {error}.") from error
+        raise DataError(f"npz: cannot read {path!r} as .npz ({type(error).__name__}).") from None
     x = arrays.get("X", arrays.get("x"))
     y = arrays.get("y", arrays.get("Y"))
     if x is None or y is None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from rnntune.models.data.container import DataError, Scaler, SequenceData
+from rnntune.models.files import FileLimits
 
 # A data set's own parameters as given (load_dataset's params, a spec's data.params): JSON values
 # that each loader checks by name and type before use.
@@ -26,6 +27,7 @@ class _Request:
     val_fraction: float
     test_fraction: float
     seed: int
+    file_limits: FileLimits = FileLimits()  # what a user's .npz / .npy may hold (checked before loading)
 
 
 def _check_int(name: str, key: str, value: Any, low: int | None) -> None:

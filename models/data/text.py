@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _file_path
 from rnntune.models.data.splits import Params, _check_int, _random_split, _reject, _Request, _take_params
@@ -44,8 +45,8 @@ def read_text_rows(
     except UnicodeDecodeError as exc:
         line_number = content[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"{where} is not UTF-8 text: byte {content[exc.start : exc.start + 1]!r} at offset "
-            f"{exc.start} (line {line_number}); save the file as UTF-8."
+            f"{where} is not UTF-8 text: an invalid byte at offset {exc.start} (line {line_number}); "
+            "save the file as UTF-8."
         ) from None
     body = body.removeprefix("\ufeff")
     if fmt is None:
@@ -73,7 +74,7 @@ def read_text_rows(
             if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
                 raise DataError(
                     f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
-                    f"integer, but got {label!r}."
+                    f"integer, but got a {type(label).__name__}."
                 )
             texts.append(text)
             labels.append(str(label))
@@ -156,6 +157,13 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
     if p["embeddings"] is not None:
         if p["embeddings_vocab"] is None:
             raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
+        try:  # headers first: the matrix's size is known before it is loaded
+            files.check_npy(p["embeddings"], request.file_limits)
+            with open(p["embeddings_vocab"], "rb") as handle:
+                files.check_vocab(handle, request.file_limits)
+        except (OSError, files.FileCheckError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise DataError(f"text: cannot use the embeddings: {reason}.") from None
         try:
             vectors = np.load(p["embeddings"], allow_pickle=False)
             with open(p["embeddings_vocab"], encoding="utf-8") as handle:
@@ -163,8 +171,10 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
                 vectors_vocab.pop()
             embeddings, coverage = embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
-        except (OSError, ValueError, UnicodeDecodeError) as error:
-            raise DataError(f"text: cannot use the embeddings {p['embeddings']!r}: {error}.") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise DataError(f"text: cannot use the embeddings ({type(error).__name__}).") from None
+        except ValueError as error:  # embedding_matrix: the matrix and its vocabulary disagree
+            raise DataError(f"text: cannot use the embeddings: {error}.") from None
     n_tokens = np.array([len(t) for t in tokens])
     text_info: TextInfo = {
         "tokenizer": {"pattern": TOKEN_PATTERN, "lowercase": p["lowercase"]},

@@ -35,7 +35,7 @@ def test_non_utf8_bytes_are_rejected_with_the_offset(tmp_path):
         tokenize(b"bad\xff")
     path = tmp_path / "latin1.csv"
     path.write_bytes("text,label\ngood,pos\nna\u00efve,neg\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"not UTF-8 text: byte b'\\xef' at offset 22 \(line 3\)"):
+    with pytest.raises(DataError, match=r"not UTF-8 text: an invalid byte at offset 22 \(line 3\)"):
         load_dataset("text", path=path)
 
 
