@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -204,7 +205,8 @@ def public(row: DatasetRow) -> dict[str, Any]:
         "sha256": row.sha256,
         "size": row.size,
         "info": row.info,
-        "created_at": row.created_at,
+        # Stored as naive UTC (as Optuna's times are); published with its zone, an RFC 3339 date-time.
+        "created_at": row.created_at.replace(tzinfo=UTC) if row.created_at.tzinfo is None else row.created_at,
     }
 
 

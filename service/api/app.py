@@ -94,9 +94,9 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
             )
         },
     )
-    if settings.tokens:
-        app.add_middleware(TokenAuth, tokens=settings.tokens)  # nothing runs unauthenticated
     app.add_middleware(BrowserGuard)  # cross-site writes, form bodies, TRACE & co.
+    if settings.tokens:
+        app.add_middleware(TokenAuth, tokens=settings.tokens)  # nothing else runs unauthenticated
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, bind_host))
     return app
 
@@ -151,6 +151,14 @@ def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:
                     if method in ("post", "put", "patch"):
                         op["responses"].setdefault(
                             "413", {"description": "request body over the limit", "content": problem}
+                        )
+                    if method in ("post", "put", "patch", "delete"):
+                        op["responses"].setdefault(
+                            "403", {"description": "a cross-site request (Origin / Sec-Fetch-Site)", "content": problem}
+                        )
+                        op["responses"].setdefault(
+                            "415",
+                            {"description": "a body that is not JSON or YAML (multipart: uploads)", "content": problem},
                         )
                     if secured and path not in ("/healthz", "/readyz"):
                         op["responses"].setdefault(
