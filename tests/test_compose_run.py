@@ -1,6 +1,6 @@
 """The compose deployment, run as written, without a container engine.
 
-`docker-compose config` renders docker-compose.yml with .env.example; this test starts exactly
+`docker-compose config` renders docker-compose.yml with .env.example (its secrets filled in); this test starts exactly
 the `command`s of its `api`, `dashboard` and (three) `worker` services with their rendered
 environment. Only two things change: the database URL points at a fresh database on the local
 PostgreSQL (compose's `postgres` service), and the published ports are free local ones. It then
@@ -25,11 +25,21 @@ from tests.test_e2e import free_port, stop, study_spec
 pytestmark = pytest.mark.slow
 
 
-def rendered_services() -> dict:
+def rendered_services(tmp_path) -> dict:
+    """The services as compose renders them from .env.example with its two secrets filled in
+    (compose refuses the file as shipped)."""
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (v1) renders the compose file: scripts/test.sh installs it"
+    env = (REPO / ".env.example").read_text()
+    env = env.replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=compose-run-password\n")
+    env = env.replace("RNNTUNE_API_TOKENS=\n", "RNNTUNE_API_TOKENS=compose-run-token-0123456789\n")
+    (tmp_path / "compose.env").write_text(env)
     out = subprocess.run(
-        [exe, "--env-file", ".env.example", "config"], cwd=REPO, capture_output=True, text=True, check=True
+        [exe, "--env-file", str(tmp_path / "compose.env"), "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return yaml.safe_load(out)["services"]
 
@@ -45,7 +55,7 @@ def start(service: dict, db_url: str, port: int | None = None, internal_port: in
 
 
 def test_compose_processes_serve_a_study(pg_url, tmp_path):
-    services = rendered_services()
+    services = rendered_services(tmp_path)
     token = services["api"]["environment"]["RNNTUNE_API_TOKENS"].split(",")[0]
     api_port, dash_port = free_port(), free_port()
     api = start(services["api"], pg_url, api_port)
