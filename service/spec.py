@@ -63,6 +63,62 @@ DATA_PARAMS: dict[str, tuple[str, ...]] = {
     "npz": ("path", "scale"),
     "text": TEXT_PARAMS,
 }
+# What each option holds: ("int", low) | ("number", low) | ("bool",) | ("char",) (one character)
+# | ("name",) (a non-empty string) | ("ref",) (an upload's name or id, or a path) | ("choice", ...).
+# None is accepted where the loader's default is None.
+DATA_PARAM_KINDS: dict[str, tuple] = {
+    "n_series": ("int", 3),
+    "n_samples": ("int", 3),
+    "length": ("int", 2),
+    "seed": ("int", None),
+    "noise": ("number", 0),
+    "frequency": ("choice", "monthly", "weekly"),
+    "path": ("name",),
+    "target": ("name",),
+    "delimiter": ("char",),
+    "scale": ("bool",),
+    "format": ("choice", None, "csv", "jsonl"),
+    "text_column": ("name",),
+    "label_column": ("name",),
+    "lowercase": ("bool",),
+    "min_freq": ("int", 1),
+    "max_size": ("int", 1),
+    "max_length": ("int", 1),
+    "embeddings": ("ref",),
+    "embeddings_vocab": ("ref",),
+}
+NULLABLE_PARAMS = ("max_size", "max_length", "embeddings", "embeddings_vocab", "format")
+
+
+def _check_data_param(key: str, value: Any) -> None:
+    """Raise ValueError("params.<key>: ...") when ``value`` is not what the loader takes."""
+    kind, *args = DATA_PARAM_KINDS[key]
+    if value is None and key in NULLABLE_PARAMS:
+        return
+    where = f"params.{key}"
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or (args[0] is not None and value < args[0]):
+            low = "" if args[0] is None else f" >= {args[0]}"
+            raise ValueError(f"{where}: must be an integer{low}, but got {value!r}")
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= args[0]:
+            raise ValueError(f"{where}: must be a number >= {args[0]}, but got {value!r}")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: must be true or false, but got {value!r}")
+    elif kind == "char":
+        if not isinstance(value, str) or len(value) != 1:
+            raise ValueError(f"{where}: must be one character, but got {value!r}")
+    elif kind == "name":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{where}: must be a non-empty string, but got {value!r}")
+    elif kind == "ref":
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+            raise ValueError(f"{where}: must name an uploaded file (name or id) or a path, but got {value!r}")
+    elif value not in args:
+        raise ValueError(f"{where}: must be one of {[a for a in args if a is not None]}, but got {value!r}")
+
+
 # Width of each built-in data set's input (features per step); file data sets vary.
 BUILTIN_FEATURES = {"sine": 1, "adding": 2, "sunspots": 1, "co2": 1, "digits": 8}
 
@@ -245,6 +301,7 @@ class DataSpec(BaseModel):
                 raise ValueError(
                     f"params.{key}: unknown option of data set {self.name!r}; known: {', '.join(known) or 'none'}"
                 )
+            _check_data_param(key, self.params[key])
         if self.dataset is not None:
             if self.name not in FILE_DATASETS:
                 raise ValueError(

@@ -87,6 +87,23 @@ def test_a_data_params_typo_is_422_naming_the_key(client):
     assert "known: n_series, length, noise, seed" in error["msg"]
 
 
+@pytest.mark.parametrize(
+    ("data", "field", "reason"),
+    [
+        ({"name": "sine", "params": {"noise": "loud"}}, "noise", "must be a number >= 0"),
+        ({"name": "sine", "params": {"length": 1.5}}, "length", "must be an integer >= 2"),
+        ({"name": "co2", "params": {"frequency": "daily"}}, "frequency", "must be one of ['monthly', 'weekly']"),
+        ({"name": "npz", "dataset": "x", "params": {"scale": "yes"}}, "scale", "must be true or false"),
+        ({"name": "text", "dataset": "x", "params": {"delimiter": "::"}}, "delimiter", "must be one character"),
+    ],
+)
+def test_a_data_params_value_of_the_wrong_kind_is_422_naming_it(client, data, field, reason):
+    r = client.post("/v1/studies", json=spec(data=data))
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "data", "params", field] and reason in error["msg"], error
+
+
 def test_a_grid_over_the_limit_is_refused_before_it_is_built(client, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the grid sampler was built")
