@@ -195,11 +195,12 @@ def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()
     if np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "b":
         if len(y.shape) != 1:
             raise FileCheckError(f"integer labels y must be (N,), but have shape {list(y.shape)}")
-        if int(ys.low) < 0:
-            raise FileCheckError(f"class labels must be >= 0, but y has {int(ys.low)}")
-        if int(ys.high) + 1 < 2:
+        low, high = int(ys.low or 0), int(ys.high or 0)  # y has N >= 1 values: both are set
+        if low < 0:
+            raise FileCheckError(f"class labels must be >= 0, but y has {low}")
+        if high + 1 < 2:
             raise FileCheckError("classification needs at least 2 classes, but y has 1")
-        info.update(task="classification", n_classes=int(ys.high) + 1)
+        info.update(task="classification", n_classes=high + 1)
     elif np.issubdtype(y.dtype, np.floating):
         if ys.n_nonfinite:
             raise FileCheckError(f"y has {ys.n_nonfinite} NaN/inf values")
