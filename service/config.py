@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     @field_validator("data_roots")
     @classmethod
     def _roots_exist(cls, value: str) -> str:
-        resolve_roots(value)  # a missing directory fails at start, not per spec
+        resolve_roots(value)  # a relative root fails at start, not per spec
         return value
 
     @field_validator("api_tokens")
