@@ -486,10 +486,13 @@ def _dataset_line(d: dict) -> str:
 
 @datasets_app.command("upload")
 def datasets_upload(
-    path: Annotated[Path, typer.Argument(help="a .csv, .jsonl or .npz file")],
+    path: Annotated[
+        Path, typer.Argument(help="a .csv, .jsonl, .npz, .npy (embedding matrix) or .txt (its vocabulary)")
+    ],
     name: Annotated[str | None, typer.Option(help="default: the file name without extension")] = None,
     format: Annotated[
-        str | None, typer.Option("--format", help="csv, npz or text (labelled text); default: the extension")
+        str | None,
+        typer.Option("--format", help="csv, npz, text (labelled text), npy or vocab; default: the extension"),
     ] = None,
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter")] = ",",
     api_url: ApiOpt = None,
