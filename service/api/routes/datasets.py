@@ -4,6 +4,7 @@ matrix (.npy) and its vocabulary (.txt), list, read and delete them."""
 from __future__ import annotations
 
 import hashlib
+import io
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -65,14 +66,14 @@ def _too_large(limit: int) -> HTTPException:
 
 async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
     """The file's bytes and sha256, refusing more than ``limit`` bytes."""
-    digest, parts, size = hashlib.sha256(), [], 0
+    digest, buffer, size = hashlib.sha256(), io.BytesIO(), 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         digest.update(chunk)
-        parts.append(chunk)
-    return b"".join(parts), digest.hexdigest()
+        buffer.write(chunk)
+    return buffer.getvalue(), digest.hexdigest()  # one copy of the file in memory, not two
 
 
 @router.post(
