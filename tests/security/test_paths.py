@@ -106,6 +106,44 @@ def test_data_errors_never_quote_a_cell(root):
     assert SECRET not in message
 
 
+def test_embeddings_are_uploads_named_in_the_spec(client, pg_url, tmp_path):
+    """Embeddings need no path: a matrix (.npy) and its vocabulary (.txt) are uploaded like data."""
+    import io
+
+    import numpy as np
+
+    matrix = io.BytesIO()
+    np.save(matrix, np.ones((3, 4), dtype=np.float32))
+    for name, filename, content in (
+        ("vec", "vec.npy", matrix.getvalue()),
+        ("vec-vocab", "vec.txt", b"good\nbad\nfine\n"),
+        ("reviews", "reviews.csv", b"text,label\n" + b"good film,pos\nbad film,neg\n" * 10),
+    ):
+        fields = {"name": name} | ({"format": "text"} if name == "reviews" else {})
+        r = client.post("/v1/datasets", files={"file": (filename, content)}, data=fields)
+        assert r.status_code == 201, r.text
+    assert client.get("/v1/datasets/vec").json()["info"] == {"shape": [3, 4], "dtype": "float32"}
+    data = {"name": "text", "dataset": "reviews", "params": {"embeddings": "vec", "embeddings_vocab": "vec-vocab"}}
+    r = client.post("/v1/studies", json=study("embedded", data, metric="val_accuracy"))
+    assert r.status_code == 201, r.text
+    swapped = {**data, "params": {"embeddings": "vec-vocab", "embeddings_vocab": "vec"}}
+    r = client.post("/v1/studies", json=study("swapped", swapped, metric="val_accuracy"))
+    assert r.status_code == 422 and "needs a npy file" in r.text, r.text
+    alone = {**data, "params": {"embeddings": "vec"}}
+    r = client.post("/v1/studies", json=study("alone", alone, metric="val_accuracy"))
+    assert r.status_code == 422 and "go together" in r.text, r.text
+    assert client.delete("/v1/datasets/vec").status_code == 409  # the study holds its matrix too
+
+    # A worker fetches both uploads and builds the embedding layer's matrix from them.
+    from rnntune.service.db import make_engine, session_factory
+
+    spec = parse_spec(client.get("/v1/studies/embedded").json()["spec"])
+    cache = DataCache(sessions=session_factory(make_engine(Settings(database_url=pg_url))), cache_dir=tmp_path)
+    loaded = cache.get(spec, None)
+    assert loaded.embeddings is not None and loaded.embeddings.shape[1] == 4
+    assert loaded.meta["embeddings_coverage"] > 0  # "good" and "bad" are in the matrix's vocabulary
+
+
 def test_roots_must_be_absolute():
     with pytest.raises(ValueError, match="absolute"):
         Settings(data_roots="/srv/data:relative/dir")
