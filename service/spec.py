@@ -525,11 +525,6 @@ def _check_text(spec: StudySpec) -> None:
         raise ValueError(f"{where}: window does not apply to text; truncate with max_length")
     params = spec.data.params
     has_matrix = params.get("embeddings") is not None
-    if has_matrix != (params.get("embeddings_vocab") is not None):
-        missing = "embeddings_vocab" if has_matrix else "embeddings"
-        raise ValueError(
-            f"data.params.{missing}: embeddings and embeddings_vocab go together (a matrix and its tokens)"
-        )
     if has_matrix and "embed_dim" in searched:
         raise ValueError(
             "search_space.embed_dim: with data.params.embeddings the width is the matrix's; do not search it"
@@ -539,6 +534,11 @@ def _check_text(spec: StudySpec) -> None:
         where = "search_space.freeze_embeddings" if "freeze_embeddings" in searched else "model"
         raise ValueError(
             f"{where}: freeze_embeddings needs a pre-trained matrix (data.params.embeddings and embeddings_vocab)"
+        )
+    if has_matrix != (params.get("embeddings_vocab") is not None):
+        missing = "embeddings_vocab" if has_matrix else "embeddings"
+        raise ValueError(
+            f"data.params.{missing}: embeddings and embeddings_vocab go together (a matrix and its tokens)"
         )
 
 
