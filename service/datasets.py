@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import StudySpec, is_path
+from rnntune.service.spec import Limits, StudySpec, check_limits, is_path
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
@@ -213,8 +213,9 @@ def public(row: DatasetRow) -> dict[str, Any]:
 # --- a spec that names a data set ------------------------------------------------------------
 
 
-def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
-    """(field, reason) for each way the spec's uploaded files do not fit the stored ones."""
+def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) -> list[tuple[str, str]]:
+    """(field, reason) for each way the spec's uploaded files do not fit the stored ones, and,
+    given the server's ``limits``, an .npz whose width and length take the spec past them."""
     errors = _check_embeddings(session, spec)
     d = spec.data
     if d.dataset is None:
@@ -255,6 +256,13 @@ def check_spec(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
             )
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
+    if row.format == "npz" and limits is not None and not errors:
+        _, n_steps, n_features = row.info["X"]
+        try:
+            check_limits(spec, limits, n_features=n_features, window=n_steps)
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            errors.append((field, f"{reason} (dataset {row.name!r}: {n_steps} steps of {n_features} features)"))
     return errors
 
 

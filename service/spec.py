@@ -765,12 +765,13 @@ def _window_upper(spec: StudySpec) -> int | None:
     return {"sunspots": 24, "co2": 52, "csv": 24}.get(d.name)  # the loaders' defaults (at most); npz: its T
 
 
-def model_params_upper(spec: StudySpec) -> int:
-    """Parameters of the largest model the spec can build (every size at its upper bound)."""
+def model_params_upper(spec: StudySpec, n_features: int | None = None) -> int:
+    """Parameters of the largest model the spec can build (every size at its upper bound);
+    ``n_features``: the input width when known from the file (an uploaded .npz)."""
     hidden, layers = int(_upper(spec, "hidden_size")), int(_upper(spec, "num_layers"))
     directions = 2 if _upper(spec, "bidirectional") else 1
     gates = _GATES[_upper(spec, "cell")]
-    n, width = 0, _n_features(spec)
+    n, width = 0, n_features or _n_features(spec)
     for _ in range(layers):  # per layer and direction: gates x (W_ih, W_hh, two biases)
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
@@ -793,8 +794,11 @@ def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] 
     return f"data.params.{count_key}", count * length * (1 + min(window or length, length))
 
 
-def check_limits(spec: StudySpec, limits: Limits) -> None:
-    """Raise ValueError ("field: value ... limit RNNTUNE_MAX_...") for the first breach."""
+def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = None, window: int | None = None) -> None:
+    """Raise ValueError ("field: value ... limit RNNTUNE_MAX_...") for the first breach.
+
+    ``n_features`` / ``window``: an uploaded file's own input width and length, where the spec
+    alone cannot tell them (``datasets.check_spec`` passes an .npz's)."""
     if spec.budget.n_trials > limits.max_trials_per_study:
         raise ValueError(
             f"budget.n_trials: {spec.budget.n_trials} exceeds this server's limit "
@@ -808,17 +812,18 @@ def check_limits(spec: StudySpec, limits: Limits) -> None:
     for section in ("sampler", "pruner"):
         for key, value in getattr(spec, section).options.items():
             _check_option(f"{section}.{key}", value, limits.max_search_option)
-    n_params = model_params_upper(spec)
+    n_params = model_params_upper(spec, n_features)
     if n_params > limits.max_model_params:
         where = next((f"search_space.{k}" for k in ("hidden_size", "num_layers") if k in spec.search_space), "model")
         raise ValueError(
             f"{where}: the largest model this spec can build has {n_params} parameters, over this server's "
             f"limit RNNTUNE_MAX_MODEL_PARAMS={limits.max_model_params}"
         )
-    window = _window_upper(spec)
+    window = window or _window_upper(spec)
     if window is not None:
         batch = int(_upper(spec, "batch_size"))
-        width = max(_n_features(spec), int(_upper(spec, "hidden_size")) * (2 if _upper(spec, "bidirectional") else 1))
+        hidden = int(_upper(spec, "hidden_size")) * (2 if _upper(spec, "bidirectional") else 1)
+        width = max(n_features or _n_features(spec), hidden)
         n = batch * int(window) * width
         if n > limits.max_batch_elements:
             where = "search_space.batch_size" if "batch_size" in spec.search_space else "training.batch_size"

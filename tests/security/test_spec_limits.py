@@ -104,6 +104,27 @@ def test_a_data_params_value_of_the_wrong_kind_is_422_naming_it(client, data, fi
     assert error["loc"] == ["body", "data", "params", field] and reason in error["msg"], error
 
 
+def test_an_uploaded_npz_counts_with_its_own_length_and_width(client):
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, X=rng.standard_normal((4, 500, 100)).astype(np.float32), y=np.array([0, 1, 0, 1]))
+    r = client.post("/v1/datasets", files={"file": ("wide.npz", buffer.getvalue())})
+    assert r.status_code == 201, r.text
+    body = spec(data={"name": "npz", "dataset": "wide"}, training={"batch_size": 4096})
+    r = client.post("/v1/studies", json=body)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "training", "batch_size"], error
+    assert "batch 4096 x window 500 x width 100" in error["msg"] and "RNNTUNE_MAX_BATCH_ELEMENTS" in error["msg"]
+    assert "500 steps of 100 features" in error["msg"]
+    body["training"] = {"batch_size": 64}
+    assert client.post("/v1/studies", json=body).status_code == 201
+
+
 def test_a_grid_over_the_limit_is_refused_before_it_is_built(client, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the grid sampler was built")

@@ -74,7 +74,8 @@ async def create_study(
     path_errors = check_paths(spec, settings.roots)  # only files under RNNTUNE_DATA_ROOTS
     if path_errors:
         raise _unprocessable(path_errors)
-    data_errors = await run_in_threadpool(datasets.check_spec, session, spec)  # data.dataset exists and fits
+    # data.dataset exists and fits; an .npz's own width and length within the limits
+    data_errors = await run_in_threadpool(datasets.check_spec, session, spec, settings.limits)
     if data_errors:
         raise _unprocessable(data_errors)
     try:
