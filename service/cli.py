@@ -452,7 +452,7 @@ def export(
     ] = None,
     api_url: ApiOpt = None,
 ) -> None:
-    """Download a finished study's best model: `from models import load_model; load_model(FILE).predict(x)`."""
+    """Download a finished study's best model: `from rnntune import load_model; load_model(FILE).predict(x)`."""
     with _client(api_url) as client:
         r = _request(client, "GET", f"/v1/studies/{name}/best/model")
         if r.status_code == 404:

@@ -274,7 +274,9 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 
 class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description=f"a built-in data set ({', '.join(DATASETS)})")
+    name: str = Field(
+        description=f"a built-in data set ({', '.join(DATASETS)})", json_schema_extra={"enum": list(DATASETS)}
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="data-set options (sizes, seed, ...)")
     window: int | None = Field(default=None, ge=1, description="forecasting: input steps")
     horizon: int = Field(default=1, ge=1, description="forecasting: steps ahead")
@@ -320,7 +322,7 @@ class SamplerSpec(BaseModel):
     """``name`` and ``seed``; any other key is passed to the Optuna sampler's constructor."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = "tpe"
+    name: str = Field(default="tpe", json_schema_extra={"enum": list(SAMPLERS)})
     seed: int | None = None
 
     @field_validator("name")
@@ -339,7 +341,7 @@ class PrunerSpec(BaseModel):
     """``name``; any other key is passed to the Optuna pruner's constructor."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = "median"
+    name: str = Field(default="median", json_schema_extra={"enum": list(PRUNERS)})
 
     @field_validator("name")
     @classmethod
@@ -372,16 +374,49 @@ class BudgetSpec(BaseModel):
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
+def _hp_schema(hp: _Hp) -> dict[str, Any]:
+    """One hyperparameter's domain as JSON Schema (what the validators above enforce)."""
+    if hp.kind == "bool":
+        return {"type": "boolean"}
+    if hp.kind == "str":
+        return {"type": "string", "enum": list(hp.choices or ())}
+    cast = int if hp.kind == "int" else float
+    out: dict[str, Any] = {"type": "integer" if hp.kind == "int" else "number", "minimum": cast(hp.low)}
+    out["exclusiveMaximum" if hp.high_open else "maximum"] = cast(hp.high)
+    if hp.default is None:
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _fixed_schema(schema: dict[str, Any], group: str) -> None:
+    """The OpenAPI schema of ``model`` / ``training``: each known hyperparameter's type and bounds,
+    so clients (and schemathesis) generate values the API accepts."""
+    schema["properties"] = {name: _hp_schema(hp) for name, hp in HYPERPARAMETERS.items() if hp.group == group}
+
+
 class StudySpec(BaseModel):
     """A study: what to train, what to search, how, and for how long."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="unique; lower-case letters, digits and '-', at most 64")
+    name: str = Field(
+        description="unique; lower-case letters, digits and '-', at most 64",
+        json_schema_extra={"pattern": NAME_RE.pattern},
+    )
     direction: Literal["minimize", "maximize"] | None = Field(default=None, description="default: the metric's")
-    metric: str = Field(default="val_loss", description=f"one of {', '.join(METRICS)}")
+    metric: str = Field(
+        default="val_loss", description=f"one of {', '.join(METRICS)}", json_schema_extra={"enum": list(METRICS)}
+    )
     data: DataSpec
-    model: dict[str, Any] = Field(default_factory=dict, description="fixed model hyperparameters")
-    training: dict[str, Any] = Field(default_factory=dict, description="fixed training hyperparameters")
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fixed model hyperparameters",
+        json_schema_extra=lambda s: _fixed_schema(s, "model"),
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fixed training hyperparameters",
+        json_schema_extra=lambda s: _fixed_schema(s, "training"),
+    )
     search_space: dict[str, Param] = Field(default_factory=dict)
     initial_trials: list[dict[str, Any]] = Field(default_factory=list, description="run first, as given")
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)

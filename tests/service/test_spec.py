@@ -169,3 +169,44 @@ def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
         cwd=REPO,
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": ""},
+        {"name": "Upper_Case"},
+        {"data": {"name": "no-such-data"}},
+        {"sampler": {"name": "annealing"}},
+        {"pruner": {"name": "nope"}},
+        {"metric": "val_nope"},
+        {"model": {"cell": "transformer"}},
+        {"model": {"hidden_size": 0}},
+        {"model": {"dropout": 1.0}},
+        {"training": {"optimizer": "lbfgs"}},
+        {"training": {"lr": 100.0}},
+    ],
+)
+def test_openapi_schema_rejects_what_the_api_rejects(changes):
+    """The published schema carries the name pattern, the enums and the numeric bounds, so a client
+    (or schemathesis) that obeys it does not generate specs the API refuses."""
+    import jsonschema
+
+    schema = StudySpec.model_json_schema()
+    jsonschema.Draft202012Validator(schema).validate(BASE)  # the base spec is valid under the schema
+    bad = {**copy.deepcopy(BASE), **changes}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(bad)
+    with pytest.raises(SpecError):
+        parse_spec(bad)
+
+
+def test_openapi_document_carries_the_spec_constraints():
+    from rnntune.service.api.app import create_app
+    from rnntune.service.config import Settings
+
+    doc = create_app(Settings(database_url="sqlite://")).openapi()
+    spec = doc["components"]["schemas"]["StudySpec"]
+    assert spec["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9-]{0,63}$"
+    assert "sine" in doc["components"]["schemas"]["DataSpec"]["properties"]["name"]["enum"]
+    assert spec["properties"]["model"]["properties"]["cell"]["enum"] == ["rnn", "lstm", "gru"]
