@@ -10,14 +10,16 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command 
 fi
 
 # kubectl renders deploy/kubernetes (tests/deploy/test_kubernetes.py); a real PgBouncer fronts
-# the test database in tests/deploy/test_pgbouncer.py. Debian's packages, installed the same way.
+# the test database in tests/deploy/test_pgbouncer.py; faketime runs a worker with its clock off by
+# hours (tests/lifecycle: leases use the database's clock). Debian's packages, installed the same way.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   if [ "${#missing[@]}" -gt 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
-      || echo "warning: could not install ${missing[*]}; the Kubernetes / PgBouncer tests will fail" >&2
+      || echo "warning: could not install ${missing[*]}; the Kubernetes / PgBouncer / clock-skew tests will fail" >&2
   fi
 fi
 

@@ -103,7 +103,7 @@ def worker(
     database_url: DbOpt = None,
 ) -> None:
     """Run a worker: claim queued trials, train them, report every epoch."""
-    from rnntune.service.worker import Worker
+    from rnntune.service.worker import SUPERVISOR_ENV, Worker, watch_supervisor
 
     _logging()
     if workers_per_gpu != 1 and not per_gpu:
@@ -119,6 +119,9 @@ def worker(
         exit_when_idle=exit_when_idle,
     )
     w.install_signal_handlers()
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and supervisor.isdigit():
+        watch_supervisor(w, int(supervisor))
     raise typer.Exit(w.run())
 
 
@@ -213,10 +216,17 @@ def serve(
         f"  submit     rnntune submit studies/sine-lstm.yaml --wait\n",
         err=True,
     )
+    # uvicorn handles SIGTERM itself, then raises it again once the API is down: exit through
+    # the finally below (which stops the workers) instead of dying by the default handler.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(application, host=host, port=port, log_level="info", **_uvicorn_logging())
     finally:
         _stop_workers(procs)
+
+
+def _exit_cleanly(signum, _frame):
+    raise SystemExit(0)
 
 
 def _submit_demo(application) -> None:
@@ -236,9 +246,12 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
     import torch  # here, not at import: client commands stay fast
 
     n_gpus = torch.cuda.device_count()
+    from rnntune.service.worker import SUPERVISOR_ENV
+
     # A worker gets the database URL and nothing else secret: no API tokens.
     env = {k: v for k, v in os.environ.items() if k not in ("RNNTUNE_API_TOKENS", "RNNTUNE_API_TOKEN")}
     env["RNNTUNE_DATABASE_URL"] = settings.database_url
+    env[SUPERVISOR_ENV] = str(os.getpid())  # each worker watches this process and stops when it dies
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "rnntune.service.cli", "worker", *(extra or [])]

@@ -25,6 +25,8 @@ from rnntune.models.files import FileLimits
 from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
 from rnntune.service import optuna_compat
+from rnntune.service.db import TRANSIENT_ERRORS
+from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.search import suggest
 from rnntune.service.spec import StudySpec, is_path, resolve_path, resolve_roots
 
@@ -38,6 +40,15 @@ class Interrupted(Exception):
 
 class StudyDataError(Exception):
     """The study's data cannot be loaded: the study fails at once instead of trial after trial."""
+
+
+class SearchError(Exception):
+    """The sampler or the pruner raised: ``part`` says which (a trial attribute and the reason's
+    prefix, so that a misconfigured search says so in the study's ``reason``)."""
+
+    def __init__(self, part: str, message: str):
+        super().__init__(message)
+        self.part = part
 
 
 class DataCache:
@@ -166,8 +177,6 @@ class DataCache:
 
 def _retry_db(fn, *args, attempts: int = 8):
     """Call an Optuna storage method, riding out a dropped connection or a database restart."""
-    from rnntune.service.db import TRANSIENT_ERRORS
-
     delay = 0.5
     for attempt in range(1, attempts + 1):
         try:
@@ -236,7 +245,12 @@ def metric_value(spec: StudySpec, result: EpochResult) -> float:
 
 
 class Objective:
-    """Callable for ``study.optimize``; remembers the trial it ran for the worker."""
+    """Callable for ``study.optimize``; :meth:`run` runs one trial and says how it ended.
+
+    Every way out of a trial maps onto one :class:`~rnntune.service.outcome.TrialOutcome`, and
+    the trial's Optuna attributes say the same: a counted failure carries ``fail_reason``
+    (error / diverged / sampler / pruner / data) and ``error``, an interrupted trial
+    ``interrupted``."""
 
     def __init__(
         self,
@@ -247,55 +261,84 @@ class Objective:
         stop: threading.Event | None = None,
         on_trial_start=None,
         still_ours=None,
+        interruption=None,
     ):
         self.spec = spec
         self.device = device
         self.data_cache = data_cache
         self.stop = stop or threading.Event()
-        self.on_trial_start = on_trial_start
+        self.on_trial_start = on_trial_start  # (trial) -> None; raises Interrupted if the ticket is lost
         self.still_ours = still_ours  # () -> bool: checked before a trial may finish
-        self.trial_number: int | None = None
+        self.interruption = interruption or (lambda: Interruption.STOPPED)  # () -> why ``stop`` was set
+        self.trial_number: int | None = None  # the last trial's, once it started
         self.trial_id: int | None = None
         self.params: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        # How the last trial ended, as Optuna records it: ("COMPLETE", value) or ("PRUNED", None);
-        # None when it failed. Saves the worker a read of the finished trial back.
-        self.outcome: tuple[str, float | None] | None = None
+        self._outcome: TrialOutcome | None = None
         self.model_config: ModelConfig | None = None  # the last trial's, for inspection
         self.train_config: TrainConfig | None = None
+
+    def run(self, study: optuna.Study) -> TrialOutcome:
+        """One trial through ``study.optimize`` (so Optuna's heartbeat thread runs while it
+        trains) and its outcome. Errors of Optuna's own bookkeeping around the trial (``ask``,
+        ``tell``) propagate: the worker knows what they mean for the ticket."""
+        self._outcome = None
+        self.trial_number = self.trial_id = self.params = None
+        study.optimize(self, n_trials=1, catch=(Exception,))
+        if self._outcome is None:  # cannot happen: every path through __call__ sets one
+            return TrialOutcome.failed("the objective recorded no outcome", self.trial_id, self.trial_number)
+        return self._outcome
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trial_number = trial.number
         self.trial_id = optuna_compat.trial_id(trial)
-        self.outcome = self.error = None
-        if self.on_trial_start is not None:
-            self.on_trial_start(trial)
-        spec = self.spec
-        hp = suggest(trial, spec)
+        ids = (self.trial_id, trial.number)
+        try:
+            if self.on_trial_start is not None:
+                self.on_trial_start(trial)
+        except Interrupted as exc:
+            self._interrupted(trial, exc, ids)
+            raise
+        try:
+            hp = suggest(trial, self.spec)
+        except Exception as exc:  # the sampler (or a search-space option it rejects)
+            self._fail(trial, "sampler", f"sampler: {type(exc).__name__}: {exc}", ids)
+            raise
         self.params = trial.params
         try:
             value = self._train(trial, hp)
         except optuna.TrialPruned:
-            self.outcome = ("PRUNED", None)
+            self._outcome = TrialOutcome.pruned(*ids)
             raise
         except (Interrupted, TrainingStopped) as exc:
-            exc = exc if isinstance(exc, Interrupted) else Interrupted(str(exc))
-            _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
-            self.error = exc
+            self._interrupted(trial, exc, ids)
+            raise
+        except StudyDataError as exc:
+            self._fail(trial, "data", str(exc), ids, kind=Outcome.DATA_ERROR)
             raise
         except DivergedError as exc:
-            trial.set_user_attr("fail_reason", "diverged")
-            trial.set_user_attr("error", f"DivergedError: {exc}")
-            self.error = exc
+            self._fail(trial, "diverged", f"DivergedError: {exc}", ids, kind=Outcome.DIVERGED)
+            raise
+        except SearchError as exc:
+            self._fail(trial, exc.part, str(exc), ids)
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", "error")
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            self.error = exc
+            self._fail(trial, "error", f"{type(exc).__name__}: {exc}", ids)
             raise
-        if isinstance(value, (int, float)) and math.isfinite(value):  # what Optuna's tell accepts
-            self.outcome = ("COMPLETE", float(value))
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):  # what Optuna's tell accepts
+            self._fail(trial, "error", f"the objective returned {value!r}", ids)
+            return value
+        self._outcome = TrialOutcome.complete(*ids, float(value))
         return value
+
+    def _fail(self, trial, fail_reason: str, error: str, ids, *, kind: Outcome = Outcome.FAILED) -> None:
+        _retry_db(trial.set_user_attr, "fail_reason", fail_reason)
+        _retry_db(trial.set_user_attr, "error", error)
+        self._outcome = TrialOutcome(kind, *ids, reason=error)
+
+    def _interrupted(self, trial, exc: BaseException, ids) -> None:
+        why = self.interruption()
+        _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
+        self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
         spec = self.spec
@@ -311,7 +354,13 @@ class Objective:
             _retry_db(trial.report, value, result.epoch)
             if self.stop.is_set():
                 raise Interrupted(f"stopped at epoch {result.epoch}")
-            if _retry_db(trial.should_prune):
+            try:
+                prune = _retry_db(trial.should_prune)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:  # the pruner, not the model
+                raise SearchError("pruner", f"pruner: {type(exc).__name__}: {exc}") from exc
+            if prune:
                 trial.set_user_attr("epochs", result.epoch)
                 trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} ({spec.metric}={value:.6g})")

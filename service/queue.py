@@ -2,9 +2,14 @@
 
 A study's budget is ``n_trials`` tickets. A worker claims one ticket (one short statement:
 ``FOR UPDATE SKIP LOCKED`` picks it, the same ``UPDATE`` leases it, committed before training),
-renews the lease while it trains, and marks it done when its Optuna trial finished (complete or
-pruned). A ticket whose lease ran out goes back to the queue; a failed trial hands its ticket back
-too, so a study always ends with exactly ``n_trials`` finished trials.
+records the Optuna trial it starts on the ticket, renews the lease while it trains, and hands
+the run's :class:`~rnntune.service.outcome.TrialOutcome` to :func:`settle`, which applies the
+whole end-of-ticket rule in one transaction. A ticket whose lease ran out goes back to the
+queue unless its trial already finished; a failed trial hands its ticket back too, so a study
+always ends with exactly ``n_trials`` finished trials (docs/architecture.md, "Ticket lifecycle").
+
+Every time here (leases, heartbeats, timeouts, ``lost``) is the database's clock, never a
+worker's: :func:`db_now`.
 """
 
 from __future__ import annotations
@@ -12,31 +17,71 @@ from __future__ import annotations
 import socket
 from collections.abc import Container
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from optuna.storages._rdb import models as om
+from sqlalchemy import DateTime, bindparam, case, delete, func, or_, select, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import results
-from rnntune.service.tables import StudyRow, TicketRow, WorkerRow, utcnow
+from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
-ACTIVE = ("queued", "running")
-OPEN = ("queued", "leased")
+ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
+HELD = (TicketState.LEASED, TicketState.RUNNING)  # a worker has it
+OPEN = (TicketState.QUEUED, *HELD)
+FINALIZE = "finalize"
+WORKERS_KEPT_DAYS = 7  # a starting worker drops the rows of workers silent this long
 
-# The per-trial path (claim, complete) runs prebuilt Core statements with bound parameters:
+
+class db_now(FunctionElement):
+    """The database's current UTC time as a naive timestamp (like our columns), plus
+    ``seconds`` (a number, a bind parameter or a column) when given. PostgreSQL: the
+    transaction's ``now()``; SQLite: ``'now'`` to the microsecond's format."""
+
+    type = DateTime()
+    inherit_cache = True
+    name = "db_now"
+
+
+@compiles(db_now)
+def _db_now_pg(element, compiler, **kw) -> str:
+    now = "timezone('utc', now())"
+    args = list(element.clauses)
+    if not args:
+        return now
+    return f"({now} + make_interval(secs => {compiler.process(args[0], **kw)}))"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element, compiler, **kw) -> str:
+    fmt = "'%Y-%m-%d %H:%M:%f'"
+    args = list(element.clauses)
+    if not args:
+        return f"(strftime({fmt}, 'now') || '000')"
+    return f"(strftime({fmt}, 'now', {compiler.process(args[0], **kw)} || ' seconds') || '000')"
+
+
+# The per-trial path (claim, start, settle) runs prebuilt Core statements with bound parameters:
 # building ORM expressions anew on every call cost more than the statements themselves.
 _S, _T = StudyRow.__table__, TicketRow.__table__
+_TRIALS = om.TrialModel.__table__
 _CLAIMABLE = (
     select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel)
-    .where(_S.c.state.in_(ACTIVE), select(_T.c.id).where(_T.c.study_id == _S.c.id, _T.c.state == "queued").exists())
+    .where(
+        _S.c.state.in_(ACTIVE),
+        or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now()),  # budget.timeout_s, in the claim itself
+        select(_T.c.id).where(_T.c.study_id == _S.c.id, _T.c.state == TicketState.QUEUED).exists(),
+    )
     .order_by(_S.c.priority.desc(), _S.c.created_at, _S.c.id)
 )
 # A study's first queued ticket, through the partial index on queued tickets; one that another
 # worker is claiming right now is skipped, not waited for.
 _PICK = (
     select(_T.c.id)
-    .where(_T.c.study_id == bindparam("study"), _T.c.state == "queued")
+    .where(_T.c.study_id == bindparam("study"), _T.c.state == TicketState.QUEUED)
     .order_by(_T.c.seq)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -44,40 +89,79 @@ _PICK = (
 )
 _LEASE = (
     update(_T)
-    .where(_T.c.id == _PICK, _T.c.state == "queued")
+    .where(_T.c.id == _PICK, _T.c.state == TicketState.QUEUED)
     .values(
-        state="leased",
+        state=TicketState.LEASED,
         worker_id=bindparam("worker"),
-        lease_expires_at=bindparam("expires"),
+        lease_expires_at=db_now(bindparam("lease_s")),
         attempts=_T.c.attempts + 1,
-        started_at=bindparam("now"),
+        started_at=db_now(),
     )
-    .returning(_T.c.id, _T.c.seq, _T.c.attempts, _T.c.kind)
+    .returning(_T.c.id, _T.c.seq, _T.c.attempts, _T.c.kind, _T.c.trial_id, _T.c.trial_number)
 )
 _START_STUDY = (
     update(_S)
-    .where(_S.c.id == bindparam("study"), _S.c.state == "queued")
-    .values(state="running", started_at=bindparam("now"))
+    .where(_S.c.id == bindparam("study"), _S.c.state == StudyState.QUEUED)
+    .values(state=StudyState.RUNNING, started_at=db_now(), deadline_at=db_now(_S.c.timeout_s))
 )
 _SPEC = select(_S.c.spec).where(_S.c.id == bindparam("study"))
-_LOCK_STUDY = select(_S.c.id).where(_S.c.id == bindparam("study")).with_for_update()
+_MINE = (_T.c.id == bindparam("ticket"), _T.c.worker_id == bindparam("worker"), _T.c.state.in_(HELD))
+_START_TRIAL = (
+    update(_T)
+    .where(*_MINE)
+    .values(state=TicketState.RUNNING, trial_id=bindparam("trial_id"), trial_number=bindparam("number"))
+)
+_RENEW = update(_T).where(*_MINE).values(lease_expires_at=db_now(bindparam("lease_s")))
+# settle: the study row (locked: lock order everywhere is study row, then tickets), the ticket if
+# this worker still holds it, and the state of the Optuna trial it last recorded.
+_LOCK_STUDY = (
+    select(_S.c.id, _S.c.state, _S.c.n_failed, _S.c.max_failed, _S.c.deadline_at <= db_now())
+    .where(_S.c.id == bindparam("study"))
+    .with_for_update()
+)
+_HELD_TICKET = (
+    select(_T.c.trial_id, _TRIALS.c.state, _TRIALS.c.number)
+    .outerjoin(_TRIALS, _TRIALS.c.trial_id == _T.c.trial_id)
+    .where(*_MINE)
+    .with_for_update(of=_T)
+)
 _DONE = (
     update(_T)
-    .where(_T.c.id == bindparam("ticket"), _T.c.worker_id == bindparam("worker"), _T.c.state == "leased")
+    .where(*_MINE)
     .values(
-        state="done",
+        state=TicketState.DONE,
         outcome=bindparam("result"),
+        trial_id=bindparam("trial_id"),
         trial_number=bindparam("number"),
         lease_expires_at=None,
-        finished_at=bindparam("now"),
+        finished_at=db_now(),
     )
 )
+_BACK = (  # to the queue (a fresh trial, or the same parameters), or spent when the study ended
+    update(_T)
+    .where(*_MINE)
+    .values(
+        state=bindparam("state"),
+        worker_id=None,
+        lease_expires_at=None,
+        trial_id=None,
+        trial_number=None,
+        last_error=bindparam("error"),
+        finished_at=case((bindparam("state") == TicketState.CANCELLED, db_now()), else_=None),
+    )
+)
+_COUNT_FAILURE = update(_S).where(_S.c.id == bindparam("study")).values(n_failed=_S.c.n_failed + 1)
 # EXISTS stops at the first open ticket (index on study, state) instead of counting them all.
 _STILL_OPEN = select(
     select(_T.c.id)
     .where(_T.c.study_id == bindparam("study"), _T.c.state.in_(OPEN), _T.c.kind == bindparam("kind"))
     .exists()
 )
+
+
+class LifecycleError(RuntimeError):
+    """A settle statement changed another number of rows than the lifecycle allows: the
+    transaction is rolled back rather than committed half-applied."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +173,23 @@ class Claim:
     study_name: str
     spec: dict[str, Any] | None  # None: the caller said it has it (``known_specs``)
     kind: str = "trial"  # "finalize": retrain the best trial and store the model
+    # The Optuna trial an earlier holder of this ticket started and did not settle (its worker
+    # died): the new holder looks at it before starting another.
+    trial_id: int | None = None
+    trial_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What :func:`settle` did. ``held`` False: the ticket was no longer this worker's (its
+    lease expired, or an earlier attempt of this very settle committed and lost its
+    acknowledgement), so nothing changed. ``spent``: no trial ticket of the study is open any
+    more. ``study``: the study's state after the settle."""
+
+    held: bool
+    ticket: TicketState | None = None
+    spent: bool = False
+    study: StudyState | None = None
 
 
 # --- studies ---------------------------------------------------------------------------------
@@ -115,72 +216,80 @@ def add_study(session: Session, *, name: str, optuna_study_id: int, spec: dict, 
     return row
 
 
-def finish_study(session: Session, study_id: int, state: str, reason: str | None = None) -> None:
-    """End a study: no ticket of it will be claimed again. Leased tickets notice at renewal."""
-    now = utcnow()
+def finish_study(session: Session, study_id: int, state: StudyState, reason: str | None = None) -> None:
+    """End a study: no ticket of it will be claimed again. Held tickets notice at renewal."""
     session.execute(
         update(StudyRow)
-        .where(StudyRow.id == study_id, StudyRow.state.in_((*ACTIVE, "paused")))
-        .values(state=state, reason=reason, finished_at=now)
+        .where(StudyRow.id == study_id, StudyRow.state.in_((*ACTIVE, StudyState.PAUSED)))
+        .values(state=state, reason=reason, finished_at=db_now())
     )
     session.execute(
         update(TicketRow)
-        .where(TicketRow.study_id == study_id, TicketRow.state == "queued")
-        .values(state="cancelled", finished_at=now)
+        .where(TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED)
+        .values(state=TicketState.CANCELLED, finished_at=db_now())
     )
-
-
-def note_study(session: Session, study_id: int, reason: str) -> None:
-    """Record why a study ended the way it did (kept with its state)."""
-    session.execute(update(StudyRow).where(StudyRow.id == study_id).values(reason=reason))
-    session.commit()
 
 
 def _maybe_done(session: Session, study_id: int) -> bool:
     """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
     configuration, test it, store the model); when that is spent too, the study is done.
-    Returns whether every trial ticket is spent."""
+    Returns whether every trial ticket is spent. The caller holds the study row's lock."""
 
     def still_open(kind: str) -> bool:
         return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
 
     if still_open("trial"):
         return False
-    if still_open("finalize"):
+    if still_open(FINALIZE):
         return True
-    study = session.get(StudyRow, study_id, with_for_update=True)
+    study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)
     if study.state not in ACTIVE:
         return True
     has_final = session.scalar(
-        select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == "finalize")
+        select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == FINALIZE)
     )
     if not has_final and results.n_complete(session, study.optuna_study_id) > 0:
-        session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind="finalize"))
+        session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind=FINALIZE))
+        session.flush()
         return True
-    study.state, study.finished_at = "done", utcnow()
+    session.execute(update(StudyRow).where(StudyRow.id == study_id).values(state=StudyState.DONE, finished_at=db_now()))
     return True
 
 
+def _timeout_reason(timeout_s: float) -> str:
+    return f"budget.timeout_s={timeout_s:g} reached"
+
+
 def _expire_timeouts(session: Session) -> None:
-    """``budget.timeout_s`` after its start, a study starts no new trial; running ones finish,
-    then it is finalized like any other."""
-    now = utcnow()
+    """``budget.timeout_s`` after its start (``deadline_at``, database time) a study starts no
+    new trial (the claim itself checks the deadline); here its queued trial tickets are
+    cancelled, and once its running ones settle it is finalized like any other."""
     rows = session.execute(
-        select(StudyRow.id, StudyRow.started_at, StudyRow.timeout_s).where(
-            StudyRow.state == "running", StudyRow.timeout_s.is_not(None), StudyRow.reason.is_(None)
+        select(StudyRow.id, StudyRow.timeout_s).where(
+            StudyRow.state == StudyState.RUNNING,
+            StudyRow.deadline_at <= db_now(),
+            select(TicketRow.id)
+            .where(TicketRow.study_id == StudyRow.id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+            .exists(),
         )
     ).all()
-    for study_id, started_at, timeout_s in rows:
-        if started_at is not None and now >= started_at + timedelta(seconds=timeout_s):
-            session.execute(
-                update(TicketRow)
-                .where(TicketRow.study_id == study_id, TicketRow.state == "queued", TicketRow.kind == "trial")
-                .values(state="cancelled", finished_at=now)
-            )
-            session.execute(
-                update(StudyRow).where(StudyRow.id == study_id).values(reason=f"budget.timeout_s={timeout_s:g} reached")
-            )
-            _maybe_done(session, study_id)
+    for study_id, timeout_s in rows:
+        _lock_study(session, study_id)
+        _cancel_queued_trials(session, study_id, timeout_s)
+        _maybe_done(session, study_id)
+
+
+def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> None:
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+        .values(state=TicketState.CANCELLED, finished_at=db_now())
+    )
+    session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id, StudyRow.reason.is_(None))
+        .values(reason=_timeout_reason(timeout_s))
+    )
 
 
 # --- tickets ---------------------------------------------------------------------------------
@@ -188,7 +297,8 @@ def _expire_timeouts(session: Session) -> None:
 
 def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, str, str]]:
     """(id, name, state) of the active studies with a queued ticket that this worker may run
-    now (its labels, the study's ``max_parallel``), in claim order: priority, then age."""
+    now (its labels, the study's ``max_parallel``, its deadline), in claim order: priority,
+    then age."""
     studies = [row for row in session.connection().execute(_CLAIMABLE) if set(row.labels or ()) <= labels]
     limited = sorted(row.id for row in studies if row.max_parallel is not None)
     running: dict[int, int] = {}
@@ -199,7 +309,7 @@ def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, st
         running = dict(
             session.execute(
                 select(TicketRow.study_id, func.count())
-                .where(TicketRow.study_id.in_(limited), TicketRow.state == "leased")
+                .where(TicketRow.study_id.in_(limited), TicketRow.state.in_(HELD))
                 .group_by(TicketRow.study_id)
             ).all()
         )
@@ -221,28 +331,148 @@ def claim(
 ) -> Claim | None:
     """Lease the next queued ticket (priority, then age, then sequence) and commit at once.
 
-    ``housekeeping`` first requeues expired leases and ends timed-out studies; a busy worker
+    ``housekeeping`` first settles expired leases and ends timed-out studies; a busy worker
     does it every few seconds rather than on every claim (leases last a minute or more).
     The claim's spec is left out (None) for the study ids in ``known_specs``: a study's spec
     never changes, and a worker keeps the ones it has."""
     if housekeeping:
         requeue_expired(session)
         _expire_timeouts(session)
-    now = utcnow()
     conn = session.connection()
     for study_id, name, state in _claimable_studies(session, labels):
-        row = conn.execute(
-            _LEASE, {"study": study_id, "worker": worker_id, "expires": now + timedelta(seconds=lease_s), "now": now}
-        ).first()
+        row = conn.execute(_LEASE, {"study": study_id, "worker": worker_id, "lease_s": lease_s}).first()
         if row is None:
             continue
-        if state == "queued":
-            conn.execute(_START_STUDY, {"study": study_id, "now": now})
+        if state == StudyState.QUEUED:
+            conn.execute(_START_STUDY, {"study": study_id})
         spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
         session.commit()
-        return Claim(row.id, row.seq, row.attempts, study_id, name, spec, row.kind)
+        return Claim(row.id, row.seq, row.attempts, study_id, name, spec, row.kind, row.trial_id, row.trial_number)
     session.commit()
     return None
+
+
+def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int, trial_number: int) -> bool:
+    """The ticket's Optuna trial started: record it on the ticket (now ``running``) before any
+    training, so that whoever looks at the ticket later can ask Optuna how that trial ended.
+    Returns False when the ticket is no longer this worker's: the trial must not run."""
+    result = session.connection().execute(
+        _START_TRIAL, {"ticket": claim.ticket_id, "worker": worker_id, "trial_id": trial_id, "number": trial_number}
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome) -> Settled:
+    """Apply the end-of-ticket rule for ``outcome`` in one transaction and commit it.
+
+    - The study row is locked, then the ticket, which must still be this worker's; if it is
+      not, nothing changes (``held`` False): so a settle retried after its commit's
+      acknowledgement was lost changes nothing twice, and ``n_failed`` rises once.
+    - The ticket's recorded Optuna trial is consulted: a COMPLETE or PRUNED trial spends the
+      ticket whatever the outcome says (e.g. ``tell`` committed, then its acknowledgement was
+      lost and the worker saw an error).
+    - complete / pruned: ticket done; the last trial ticket queues the finalize ticket.
+    - failed / diverged: ticket queued for a fresh trial; ``n_failed`` + 1, and reaching
+      ``max_failed_trials`` fails the study with the failure's reason.
+    - interrupted: paused / stopped / storage -> queued (the same parameters run again: the
+      worker enqueued them); cancelled -> ticket cancelled; lost -> normally no longer held
+      (nothing changes); if it is held after all, queued like an interruption by storage.
+    - data error: a counted failure that fails the study at once, with its reason; the
+      ticket is cancelled.
+    - A ticket going back to the queue of a study that ended, or is past its ``timeout_s``, is
+      cancelled instead. Every statement's row count is checked."""
+    conn = session.connection()
+    study = conn.execute(_LOCK_STUDY, {"study": claim.study_id}).first()
+    if study is None:  # the study was deleted under us
+        session.rollback()
+        return Settled(held=False)
+    mine = {"ticket": claim.ticket_id, "worker": worker_id}
+    held = conn.execute(_HELD_TICKET, mine).first()
+    if held is None:
+        session.rollback()
+        return Settled(held=False, study=StudyState(study.state))
+    state = StudyState(study.state)
+    trial_state = held.state.name if held.state is not None else None
+    if trial_state in ("COMPLETE", "PRUNED"):  # finished in Optuna: the ticket is spent, whatever we saw
+        outcome = TrialOutcome(Outcome(trial_state.lower()), held.trial_id, held.number)
+
+    if outcome.finished:
+        _expect(
+            conn.execute(
+                _DONE,
+                {
+                    **mine,
+                    "result": outcome.optuna_state,
+                    "trial_id": outcome.trial_id,
+                    "number": outcome.trial_number,
+                },
+            ),
+            "ticket done",
+        )
+        spent = _maybe_done(session, claim.study_id)
+        session.commit()
+        return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id))
+
+    if outcome.kind == Outcome.DATA_ERROR:
+        _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")
+        finish_study(session, claim.study_id, StudyState.FAILED, outcome.reason)
+        _expect(conn.execute(_BACK, {**mine, "state": TicketState.CANCELLED, "error": outcome.reason}), "ticket")
+        session.commit()
+        return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
+
+    ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
+    timed_out = bool(study[4]) and claim.kind == "trial"
+    back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
+    _expect(conn.execute(_BACK, {**mine, "state": back, "error": outcome.reason}), "ticket back")
+    if outcome.counts_as_failure:
+        _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")
+        n_failed = study.n_failed + 1
+        if n_failed >= study.max_failed and state in (*ACTIVE, StudyState.PAUSED):
+            reason = f"{n_failed} trials failed (max_failed_trials={study.max_failed}); last: {outcome.reason}"
+            finish_study(session, claim.study_id, StudyState.FAILED, reason)
+            session.commit()
+            return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
+    spent = False
+    if back == TicketState.CANCELLED and state not in ENDED:
+        if timed_out:
+            timeout_s = session.scalar(select(StudyRow.timeout_s).where(StudyRow.id == claim.study_id))
+            _cancel_queued_trials(session, claim.study_id, timeout_s)
+        spent = _maybe_done(session, claim.study_id)
+    session.commit()
+    return Settled(True, back, spent, _study_state(session, claim.study_id))
+
+
+def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: str | None, final: bool) -> Settled:
+    """The finalize ticket's end: done (``error`` None, or a last failure that is ``final``:
+    the study still ends done, with the error as its reason) or back to the queue."""
+    conn = session.connection()
+    study = conn.execute(_LOCK_STUDY, {"study": claim.study_id}).first()
+    mine = {"ticket": claim.ticket_id, "worker": worker_id}
+    if study is None or conn.execute(_HELD_TICKET, mine).first() is None:
+        session.rollback()
+        return Settled(held=False)
+    if error is not None and not final:
+        _expect(conn.execute(_BACK, {**mine, "state": TicketState.QUEUED, "error": error}), "finalize back")
+        session.commit()
+        return Settled(True, TicketState.QUEUED, True, StudyState(study.state))
+    result = "FAIL" if error is not None else "COMPLETE"
+    _expect(conn.execute(_DONE, {**mine, "result": result, "trial_id": None, "number": None}), "finalize done")
+    if error is not None:
+        conn.execute(update(_S).where(_S.c.id == claim.study_id).values(reason=error))
+    _maybe_done(session, claim.study_id)
+    session.commit()
+    return Settled(True, TicketState.DONE, True, _study_state(session, claim.study_id))
+
+
+def _study_state(session: Session, study_id: int) -> StudyState | None:
+    state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id))
+    return None if state is None else StudyState(state)
+
+
+def _expect(result, what: str, n: int = 1) -> None:
+    if result.rowcount != n:
+        raise LifecycleError(f"settle: {what}: {result.rowcount} rows changed, expected {n}")
 
 
 def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> str:
@@ -252,11 +482,7 @@ def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -
     state = session.scalar(
         select(StudyRow.state).join(TicketRow, TicketRow.study_id == StudyRow.id).where(TicketRow.id == ticket_id)
     )
-    result = session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-    )
+    result = session.connection().execute(_RENEW, {"ticket": ticket_id, "worker": worker_id, "lease_s": lease_s})
     session.commit()
     if result.rowcount != 1:
         return "lost"
@@ -270,86 +496,61 @@ def holds(session: Session, ticket_id: int, worker_id: str) -> str:
         .join(StudyRow, StudyRow.id == TicketRow.study_id)
         .where(TicketRow.id == ticket_id)
     ).first()
-    if row is None or row[0] != worker_id or row[1] != "leased":
+    if row is None or row[0] != worker_id or row[1] not in HELD:
         return "lost"
     return "ok" if row[2] in ACTIVE else row[2]
-
-
-def complete(session: Session, claim: Claim, worker_id: str, outcome: str, *, trial_number: int | None = None) -> bool:
-    """The ticket's trial finished (COMPLETE or PRUNED): the ticket is spent. Returns whether
-    that was the study's last open trial ticket."""
-    _lock_study(session, claim.study_id)
-    session.connection().execute(
-        _DONE,
-        {"ticket": claim.ticket_id, "worker": worker_id, "result": outcome, "number": trial_number, "now": utcnow()},
-    )
-    spent = _maybe_done(session, claim.study_id)
-    session.commit()
-    return spent
-
-
-def release(session: Session, claim: Claim, worker_id: str, *, error: str | None, failed: bool) -> str | None:
-    """Hand a ticket back to the queue (its trial failed, or the worker is shutting down).
-
-    With ``failed`` the study's failure count rises; reaching ``max_failed_trials`` fails the
-    study. Returns the study's new terminal state, if any."""
-    study_state = session.scalar(select(StudyRow.state).where(StudyRow.id == claim.study_id).with_for_update())
-    back = "queued" if study_state in (*ACTIVE, "paused") else "cancelled"  # an ended study takes nothing back
-    session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id, TicketRow.state == "leased")
-        .values(state=back, worker_id=None, lease_expires_at=None, trial_number=None, last_error=error)
-    )
-    ended = None
-    if failed:
-        study = session.get(StudyRow, claim.study_id, with_for_update=True)
-        study.n_failed += 1
-        if study.n_failed >= study.max_failed and study.state in ACTIVE:
-            finish_study(
-                session,
-                study.id,
-                "failed",
-                f"{study.n_failed} trials failed (max_failed_trials={study.max_failed}); last: {error}",
-            )
-            ended = "failed"
-    session.commit()
-    return ended
-
-
-def drop(session: Session, claim: Claim, worker_id: str) -> None:
-    """The study ended while this ticket ran (cancelled / failed): spend the ticket."""
-    session.execute(
-        update(TicketRow)
-        .where(TicketRow.id == claim.ticket_id, TicketRow.worker_id == worker_id)
-        .values(state="cancelled", lease_expires_at=None, finished_at=utcnow())
-    )
-    session.commit()
 
 
 def _lock_study(session: Session, study_id: int) -> None:
     """Serialise the end-of-ticket bookkeeping of one study. Without it two workers finishing
     the last two tickets at once each see the other's ticket still open, and neither moves the
     study on (no finalize ticket, never done). Lock order everywhere: study row, then tickets."""
-    session.connection().execute(_LOCK_STUDY, {"study": study_id})
+    session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
 
 
 def requeue_expired(session: Session) -> int:
-    """Put back tickets whose lease ran out (their worker died or lost the database); those of
-    studies that ended meanwhile are cancelled instead."""
-    now = utcnow()
-    expired = (TicketRow.state == "leased", TicketRow.lease_expires_at < now)
-    ended = select(StudyRow.id).where(StudyRow.state.in_(("done", "cancelled", "failed")))
-    session.execute(
-        update(TicketRow)
-        .where(*expired, TicketRow.study_id.in_(ended))
-        .values(state="cancelled", lease_expires_at=None, finished_at=now)
-    )
-    result = session.execute(
-        update(TicketRow)
+    """Settle the tickets whose lease ran out (their worker died, or lost the database for a
+    lease period), consulting each one's Optuna trial: a COMPLETE or PRUNED trial spends its
+    ticket (the worker died between Optuna's ``tell`` and its settle); any other goes back to
+    the queue, keeping the trial's id so that its next holder can retry or fail it; those of
+    studies that ended meanwhile are cancelled. Returns how many went back to the queue."""
+    expired = (TicketRow.state.in_(HELD), TicketRow.lease_expires_at < db_now())
+    rows = session.execute(
+        select(TicketRow.id, TicketRow.study_id, _TRIALS.c.state)
+        .outerjoin(_TRIALS, _TRIALS.c.trial_id == TicketRow.trial_id)
         .where(*expired)
-        .values(state="queued", worker_id=None, lease_expires_at=None, trial_number=None, last_error="lease expired")
-    )
-    return result.rowcount
+        .order_by(TicketRow.study_id, TicketRow.id)
+    ).all()
+    n_back = 0
+    for study_id in sorted({r.study_id for r in rows}):
+        _lock_study(session, study_id)  # lock order: study row, then tickets
+        state = _study_state(session, study_id)
+        tickets = [r for r in rows if r.study_id == study_id]
+        finished = {
+            r.id: r.state.name for r in tickets if r.state is not None and r.state.name in ("COMPLETE", "PRUNED")
+        }
+        for ticket_id, result in finished.items():
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.id == ticket_id, *expired)
+                .values(state=TicketState.DONE, outcome=result, lease_expires_at=None, finished_at=db_now())
+            )
+        others = [r.id for r in tickets if r.id not in finished]
+        if others and state in ENDED:
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.id.in_(others), *expired)
+                .values(state=TicketState.CANCELLED, lease_expires_at=None, finished_at=db_now())
+            )
+        elif others:
+            n_back += session.execute(
+                update(TicketRow)
+                .where(TicketRow.id.in_(others), *expired)
+                .values(state=TicketState.QUEUED, worker_id=None, lease_expires_at=None, last_error="lease expired")
+            ).rowcount
+        if finished and state not in ENDED:
+            _maybe_done(session, study_id)
+    return n_back
 
 
 def requeue_expired_now(session: Session) -> int:
@@ -368,9 +569,9 @@ class BadTransition(Exception):
 def cancel_study(session: Session, study_id: int) -> None:
     """No new trial starts; running ones stop at their next epoch boundary."""
     state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id).with_for_update())
-    if state not in (*ACTIVE, "paused"):
+    if state not in (*ACTIVE, StudyState.PAUSED):
         raise BadTransition(f"cannot cancel a study that is {state}")
-    finish_study(session, study_id, "cancelled", "cancelled by request")
+    finish_study(session, study_id, StudyState.CANCELLED, "cancelled by request")
     session.commit()
 
 
@@ -380,15 +581,16 @@ def pause_study(session: Session, study_id: int) -> None:
     study = session.get(StudyRow, study_id, with_for_update=True)
     if study.state not in ACTIVE:
         raise BadTransition(f"cannot pause a study that is {study.state}")
-    study.state = "paused"
+    study.state = StudyState.PAUSED
     session.commit()
 
 
 def resume_study(session: Session, study_id: int) -> None:
     study = session.get(StudyRow, study_id, with_for_update=True)
-    if study.state != "paused":
+    if study.state != StudyState.PAUSED:
         raise BadTransition(f"cannot resume a study that is {study.state}")
-    study.state = "running" if study.started_at else "queued"
+    study.state = StudyState.RUNNING if study.started_at else StudyState.QUEUED
+    session.flush()
     _maybe_done(session, study_id)
     session.commit()
 
@@ -396,25 +598,31 @@ def resume_study(session: Session, study_id: int) -> None:
 # --- workers ---------------------------------------------------------------------------------
 
 
-WORKERS_KEPT_DAYS = 7  # a starting worker drops the rows of workers silent this long
-
-
 def register_worker(session: Session, worker_id: str, *, device: str, labels: set[str], pid: int) -> None:
-    cutoff = utcnow() - timedelta(days=WORKERS_KEPT_DAYS)
-    session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < cutoff))
-    session.add(WorkerRow(id=worker_id, host=socket.gethostname(), pid=pid, device=device, labels=sorted(labels)))
+    session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < db_now(-WORKERS_KEPT_DAYS * 86400.0)))
+    session.add(
+        WorkerRow(
+            id=worker_id,
+            host=socket.gethostname(),
+            pid=pid,
+            device=device,
+            labels=sorted(labels),
+            started_at=db_now(),
+            last_heartbeat=db_now(),
+        )
+    )
     session.commit()
 
 
 def worker_heartbeat(session: Session, worker_id: str, ticket_id: int | None, trial_number: int | None = None) -> None:
     """The worker is alive, and runs ``ticket_id`` (None: idle), Optuna trial ``trial_number``
-    once the ticket has one. Written by the heartbeat thread, off the claim/complete path; the
+    once the ticket has one. Written by the heartbeat thread, off the claim/settle path; the
     exact holder of a ticket is its ``worker_id``."""
     session.execute(
         update(WorkerRow)
         .where(WorkerRow.id == worker_id)
         .values(
-            last_heartbeat=utcnow(),
+            last_heartbeat=db_now(),
             state="busy" if ticket_id is not None else "idle",
             ticket_id=ticket_id,
             trial_number=trial_number if ticket_id is not None else None,
@@ -427,7 +635,7 @@ def deregister_worker(session: Session, worker_id: str) -> None:
     session.execute(
         update(WorkerRow)
         .where(WorkerRow.id == worker_id)
-        .values(state="stopped", ticket_id=None, trial_number=None, last_heartbeat=utcnow())
+        .values(state="stopped", ticket_id=None, trial_number=None, last_heartbeat=db_now())
     )
     session.commit()
 
@@ -436,8 +644,9 @@ def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool
     """Worker rows, newest first, each with the study of the ticket it runs (an idle or stopped
     worker's row holds no ticket). A worker that did not deregister and has not beaten for
     ``lost_after_s`` (its lease: by then its ticket is anyone's) is reported ``lost``, with the
-    ticket it last held. A starting worker drops rows silent for a week."""
-    now = utcnow()
+    ticket it last held; ages are measured on the database's clock. A starting worker drops rows
+    silent for a week."""
+    now = session.scalar(select(db_now()))
     query = (
         select(WorkerRow, StudyRow.name)
         .outerjoin(TicketRow, TicketRow.id == WorkerRow.ticket_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rnntune.service import optuna_compat, queue, results
@@ -15,6 +16,8 @@ from rnntune.service.spec import StudySpec
 from rnntune.service.tables import StudyRow
 
 SPEC_ATTR = "rnntune_spec"
+SPEC_HASH_ATTR = "rnntune_spec_hash"  # stored first: what an adopter compares
+ADOPT_WAIT_S = 2  # how long a creator waits for a concurrent creator's row before adopting
 
 
 class StudyConflict(Exception):
@@ -47,7 +50,10 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
 
     Idempotent: the same spec under an existing name returns that study (``created`` False);
     another spec under that name raises :class:`StudyConflict`. Optuna's unique study name is
-    the lock between concurrent creators."""
+    the lock between concurrent creators, our unique name the lock between adopters.
+
+    Crash-safe: an Optuna study of that name without our row (its creator died between the two)
+    is adopted when it has run no trial and its stored spec hash, if any, is this spec's."""
     digest = spec_hash(spec)
     existing = get_study(session, spec.name)
     if existing is not None:
@@ -55,29 +61,56 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
     spec_json = spec.model_dump(mode="json")
     try:
         study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction)
+        created = True
     except optuna.exceptions.DuplicatedStudyError:
-        # Another request is creating it right now: wait for its row (a few seconds at most).
-        for _ in range(100):
+        # Another request may be creating it right now: its row follows within moments.
+        for _ in range(ADOPT_WAIT_S * 20):
             session.rollback()
             existing = get_study(session, spec.name)
             if existing is not None:
                 return _same_or_conflict(existing, digest), False
             time.sleep(0.05)
-        raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune") from None
+        study = _adoptable(storage, spec, digest)
+        created = False
     try:
-        study.set_user_attr(SPEC_ATTR, spec_json)
-        study.set_metric_names([spec.metric])  # the dashboard labels the value by it, not "Objective 0"
+        if study.user_attrs.get(SPEC_HASH_ATTR) is None:
+            study.set_user_attr(SPEC_HASH_ATTR, digest)
+            study.set_user_attr(SPEC_ATTR, spec_json)
+            study.set_metric_names([spec.metric])  # the dashboard labels the value by it, not "Objective 0"
+        queued = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
         for params in spec.initial_trials:
-            study.enqueue_trial(params, user_attrs={"initial": True})
+            if params not in queued:  # an adopted study may hold some of them already
+                study.enqueue_trial(params, user_attrs={"initial": True})
         row = queue.add_study(
             session, name=spec.name, optuna_study_id=optuna_compat.study_id(study), spec=spec_json, spec_hash=digest
         )
         session.commit()
+    except IntegrityError:
+        # A concurrent adopter registered it first: that row is the study.
+        session.rollback()
+        existing = get_study(session, spec.name)
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, digest), False
     except BaseException:
         session.rollback()
-        optuna.delete_study(study_name=spec.name, storage=storage)
+        if created:
+            optuna.delete_study(study_name=spec.name, storage=storage)
         raise
     return row, True
+
+
+def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: str) -> optuna.Study:
+    """The Optuna study named ``spec.name`` that has no row of ours, if rnntune may take it
+    over: no trial beyond its queued initial ones, and no other spec's hash stored on it."""
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    stored = study.user_attrs.get(SPEC_HASH_ATTR)
+    if stored is not None and stored != digest:
+        raise StudyConflict(f"a study named {spec.name!r} was being created with a different spec")
+    ran = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+    if ran or study.direction.name.lower() != spec.direction:
+        raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune")
+    return study
 
 
 def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:

@@ -10,12 +10,43 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-STUDY_STATES = ("queued", "running", "paused", "done", "cancelled", "failed")
-TICKET_STATES = ("queued", "leased", "done", "cancelled")
+
+class StudyState(StrEnum):
+    """A study's state, as stored in ``rnntune_studies.state`` (docs/architecture.md, lifecycle)."""
+
+    QUEUED = "queued"  # submitted, no ticket claimed yet
+    RUNNING = "running"
+    PAUSED = "paused"  # no new trial starts; interrupted ones wait with their parameters
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # max_failed_trials reached, or its data cannot be loaded
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED
+
+
+class TicketState(StrEnum):
+    """A ticket's state, as stored in ``rnntune_tickets.state``::
+
+    queued --claim--> leased --trial starts--> running --settle--> done / queued / cancelled
+    """
+
+    QUEUED = "queued"
+    LEASED = "leased"  # claimed; its trial has not started yet
+    RUNNING = "running"  # its Optuna trial started (``trial_id`` is set)
+    DONE = "done"  # its trial finished (COMPLETE / PRUNED), or the finalize step ran
+    CANCELLED = "cancelled"  # its study ended before the ticket was spent
+
+
+ENDED = (StudyState.DONE, StudyState.CANCELLED, StudyState.FAILED)
+STUDY_STATES = tuple(s.value for s in StudyState)
+TICKET_STATES = tuple(s.value for s in TicketState)
 
 
 def utcnow() -> datetime:
@@ -43,7 +74,9 @@ class StudyRow(Base):
     max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
     max_failed: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
-    n_failed: Mapped[int] = mapped_column(Integer, default=0)  # trials failed by an error in training
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
+    # started_at + timeout_s, set (database time) when the study starts: no claim after it
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
@@ -60,6 +93,9 @@ class TicketRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # The Optuna trial this ticket runs, stored when it starts: settle and housekeeping read its
+    # state, so a trial that finished is never run again under its ticket.
+    trial_id: Mapped[int | None] = mapped_column(Integer, default=None)
     trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # COMPLETE / PRUNED
     last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -8,10 +8,12 @@ worker at the next epoch boundary; the interrupted trial is re-queued with the s
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -24,12 +26,17 @@ from rnntune.service import logs, queue
 from rnntune.service.config import Settings
 from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
+from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.search import build_pruner, build_sampler
 from rnntune.service.spec import StudySpec
+from rnntune.service.tables import ENDED, StudyState
 
 log = logging.getLogger("rnntune.worker")
 T = TypeVar("T")
 HOUSEKEEPING_S = 2.0  # how often a worker's claim also requeues expired leases and ends timeouts
+MAX_BACKOFF_S = 60.0  # the longest wait after failures outside training in a row
+# renew's answer -> why the running trial stops (a study that ended spends the ticket)
+_STATUS_INTERRUPTION = {"lost": Interruption.LOST, "paused": Interruption.PAUSED}
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -66,7 +73,8 @@ class Worker:
         self._trial_number: int | None = None  # the running ticket's Optuna trial, once it has one
         self._claim_lock = threading.Lock()
         self._beat_stop = threading.Event()
-        self._interrupt_reason = "shutdown"
+        self._interrupt_reason = Interruption.STOPPED
+        self._backoff_s = 0.0  # the wait before the next claim after failures outside training
         self.n_trials_run = 0
 
         self.engine = make_engine(settings)
@@ -121,20 +129,7 @@ class Worker:
                 if self.max_trials is not None and self.n_trials_run >= self.max_trials:
                     break
                 try:
-                    housekeeping = time.monotonic() >= self._next_housekeeping
-                    claim = self._with_session(
-                        lambda s, housekeeping=housekeeping: queue.claim(
-                            s,
-                            self.id,
-                            labels=self.labels,
-                            lease_s=self.settings.lease_s,
-                            housekeeping=housekeeping,
-                            known_specs=self._specs,
-                        )
-                    )
-                    if housekeeping:
-                        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-                        self._db(self.data_cache.prune)  # remove copies of deleted data sets
+                    claim = self._claim_next()
                     if claim is None:
                         if self.exit_when_idle:
                             break
@@ -142,10 +137,11 @@ class Worker:
                         continue
                     logs.bind(study=claim.study_name, ticket=claim.ticket_id)
                     try:
-                        self._run_ticket(claim)
+                        outcome = self._run_ticket(claim)
                     finally:
                         logs.bind(study=None, ticket=None, trial=None)
                     self.n_trials_run += 1
+                    self._back_off(outcome)
                 except TRANSIENT_ERRORS as exc:
                     # The database stayed away through every retry: whatever we held comes back
                     # to the queue when its lease expires. Keep the worker; try again later.
@@ -163,67 +159,168 @@ class Worker:
             logs.bind(worker=None)
         return 0
 
-    # --- one ticket ----------------------------------------------------------------------
-    def _run_ticket(self, claim: queue.Claim) -> None:
-        if claim.kind == "finalize":
-            return self._run_finalize(claim)
-        spec = self._spec(claim)
-        self._hold(claim)
-        log.info("worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts)
-        objective = self.objective_factory(
-            spec,
-            device=self.device,
-            data_cache=self.data_cache,
-            stop=self._interrupt,
-            still_ours=lambda: self._check_lease(claim, renew=False),
-            on_trial_start=self._trial_started,
+    def _claim_next(self) -> queue.Claim | None:
+        housekeeping = time.monotonic() >= self._next_housekeeping
+        claim = self._with_session(
+            lambda s: queue.claim(
+                s,
+                self.id,
+                labels=self.labels,
+                lease_s=self.settings.lease_s,
+                housekeeping=housekeeping,
+                known_specs=self._specs,
+            )
         )
+        if housekeeping:
+            self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+            self._db(self.data_cache.prune)  # remove copies of deleted data sets
+        return claim
+
+    def _back_off(self, outcome: TrialOutcome) -> None:
+        """After a failure outside training (the trial never ran: no trial id), wait before the
+        next claim, twice as long each time in a row (up to a minute), so that a study whose
+        every ticket breaks the same way is counted failure by failure, not claimed in a loop."""
+        if outcome.counts_as_failure and outcome.trial_id is None:
+            self._backoff_s = min(max(self._backoff_s * 2, self.settings.poll_interval_s), MAX_BACKOFF_S)
+            log.info("worker %s: backing off %.1fs before the next claim", self.id, self._backoff_s)
+            self.stopping.wait(self._backoff_s)
+        else:
+            self._backoff_s = 0.0
+
+    # --- one ticket: claim -> run -> settle ------------------------------------------------
+    def _run_ticket(self, claim: queue.Claim) -> TrialOutcome:
+        """Run the claimed ticket and settle it. The lease is renewed (heartbeat thread) from
+        the claim until the settle has committed, however long the settle's retries take."""
+        self._hold(claim)
         try:
-            study = self._study(claim, spec)
-            study.optimize(objective, n_trials=1, catch=(Exception,))
-        except Exception as exc:
-            log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
-            self._recover_trial(claim, objective)
-            broke = f"{type(exc).__name__}: {exc}"
-            self._settle(lambda s: queue.release(s, claim, self.id, error=broke, failed=False))
-            return
+            if claim.kind == queue.FINALIZE:
+                self._run_finalize(claim)
+                return TrialOutcome(Outcome.COMPLETE)
+            log.info(
+                "worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts
+            )
+            outcome = self._run_trial(claim)
+            settled = self._settle(claim, outcome)
         finally:
             self._hold(None)
+        self._log_outcome(claim, outcome, settled)
+        if settled.spent and settled.study not in ENDED:
+            self._retire_unrun_retries(claim)
+        return outcome
 
-        number = objective.trial_number
-        if objective.outcome is not None:  # the trial finished: COMPLETE or PRUNED
-            state, value = objective.outcome
-            spent = self._settle(lambda s: queue.complete(s, claim, self.id, state, trial_number=number))
-            log.info("worker %s: trial %d %s value=%s", self.id, number, state, value)
-            if spent:
-                self._retire_unrun_retries(study)
-            return
-        error = objective.error
-        if isinstance(error, StudyDataError):
-            log.error("worker %s: study %s failed: %s", self.id, claim.study_name, error)
-            self._settle(
-                lambda s: (queue.finish_study(s, claim.study_id, "failed", str(error)), queue.drop(s, claim, self.id))
+    def _run_trial(self, claim: queue.Claim) -> TrialOutcome:
+        """Everything between claim and settle, mapped onto one outcome. Only the storage's
+        transient errors leave here (the claim's lease brings the ticket back)."""
+        objective: Objective | None = None
+        try:
+            spec = self._spec(claim)
+            study = self._study(claim, spec)
+            if claim.trial_id is not None:
+                adopted = self._adopt_lost_trial(claim, study)
+                if adopted is not None:
+                    return adopted
+            objective = self.objective_factory(
+                spec,
+                device=self.device,
+                data_cache=self.data_cache,
+                stop=self._interrupt,
+                still_ours=lambda: self._check_lease(claim, renew=False),
+                on_trial_start=lambda trial: self._trial_started(claim, trial),
+                interruption=self._interruption,
             )
-            return
-        if isinstance(error, Interrupted):
-            reason = "shutdown" if self.stopping.is_set() else self._interrupt_reason
-            log.info("worker %s: trial %s stopped (%s)", self.id, number, reason)
-            if reason in ("shutdown", "paused") and objective.params is not None:
-                # The same parameters run again on the next claim (after a resume, for a pause).
-                study.enqueue_trial(objective.params, user_attrs={"retry_of": number})
-                self._settle(lambda s: queue.release(s, claim, self.id, error=f"interrupted: {reason}", failed=False))
-            elif reason != "lost":  # the study ended (cancelled, failed): the ticket is spent
-                self._settle(lambda s: queue.drop(s, claim, self.id))
-            # lost: the lease expired and the ticket is queued again; nothing of it is ours
-            return
-        message = f"{type(error).__name__}: {error}" if error else "trial failed"
-        log.warning("worker %s: trial %s failed: %s", self.id, number, message)
-        self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=True))
+            outcome = objective.run(study)
+        except TRANSIENT_ERRORS as exc:
+            # The database failed under Optuna's own bookkeeping (``tell`` during a restart,
+            # or a commit whose acknowledgement was lost): settle consults the trial, and a
+            # trial left RUNNING is failed and queued again with its parameters.
+            log.warning("worker %s: storage failed around the trial (%s)", self.id, type(exc).__name__)
+            trial_id = objective.trial_id if objective is not None else None
+            number = objective.trial_number if objective is not None else None
+            self._recover_trial(claim, trial_id)
+            return TrialOutcome.interrupted(Interruption.STORAGE, trial_id, number)
+        except Exception as exc:
+            # Outside training (the study's Optuna study is gone, the sampler cannot be built,
+            # Optuna's ask/tell rejected something): a counted failure, and the worker backs off.
+            log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
+            trial_id = objective.trial_id if objective is not None else None
+            number = objective.trial_number if objective is not None else None
+            if trial_id is not None:
+                self._recover_trial(claim, trial_id, retry=False)
+            return TrialOutcome.failed(f"outside training: {type(exc).__name__}: {exc}", trial_id, number)
+        if outcome.kind == Outcome.INTERRUPTED and outcome.interruption.retries_params and outcome.params:
+            # The same parameters run again on the ticket's next claim (after a resume, for a pause).
+            self._db(study.enqueue_trial, outcome.params, {"retry_of": outcome.trial_number})
+        return outcome
+
+    def _adopt_lost_trial(self, claim: queue.Claim, study: optuna.Study) -> TrialOutcome | None:
+        """This ticket's previous holder started trial ``claim.trial_id`` and did not settle it
+        (its lease expired). Decide what that trial means before running another:
+
+        - COMPLETE / PRUNED: the ticket is spent (the worker died between ``tell`` and settle);
+        - FAIL with a ``fail_reason``: a counted failure that was never settled;
+        - RUNNING, or failed as stale by Optuna's heartbeat: the worker died in it. Death
+          number N of this trial's line (its ``retry_history`` + 1): up to ``max_retries`` + 1
+          deaths the trial is retried with the same parameters (Optuna's retry callback queues
+          the copy, which this ticket's ``optimize`` then runs); the next death fails it for
+          good, as a counted failure "worker lost N times on this trial".
+        Returns the outcome to settle, or None: run a trial under this ticket."""
+        TS = optuna.trial.TrialState
+        trial = self._db(self.storage.get_trial, claim.trial_id)
+        ids = (trial._trial_id, trial.number)
+        if trial.state == TS.COMPLETE:
+            return TrialOutcome.complete(*ids, trial.value)
+        if trial.state == TS.PRUNED:
+            return TrialOutcome.pruned(*ids)
+        if trial.state == TS.FAIL and "fail_reason" in trial.user_attrs:
+            return TrialOutcome.failed(trial.user_attrs.get("error") or trial.user_attrs["fail_reason"], *ids)
+        if trial.state == TS.FAIL and "interrupted" in trial.user_attrs:
+            return None
+        deaths = len(trial.system_attrs.get("retry_history", [])) + 1
+        capped = deaths > self.settings.max_retries
+        reason = f"worker lost {deaths} times on this trial; last: lease expired"
+        if trial.state == TS.RUNNING:
+            if capped:
+                self._db(self.storage.set_trial_user_attr, trial._trial_id, "fail_reason", "worker lost")
+                self._db(self.storage.set_trial_user_attr, trial._trial_id, "error", reason)
+            if self._db(self.storage.set_trial_state_values, trial._trial_id, TS.FAIL):
+                # as Optuna's heartbeat would have: queue a copy, unless its line is at the cap
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retries)
+                self._db(retry, study, self.storage.get_trial(trial._trial_id))
+        if capped:
+            log.warning("worker %s: trial %d failed: %s", self.id, trial.number, reason)
+            return TrialOutcome.failed(reason, *ids)
+        log.info("worker %s: trial %d was lost (death %d); retrying its parameters", self.id, trial.number, deaths)
+        return None
+
+    def _settle(self, claim: queue.Claim, outcome: TrialOutcome) -> queue.Settled:
+        """Settle the ticket; keep trying (with backoff) while the database is away, renewing
+        the lease meanwhile. When shutting down, give up after ~4 s: the lease and the trial's
+        link on the ticket recover the rest."""
+
+        def settle(session) -> queue.Settled:
+            settled = queue.settle(session, claim, self.id, outcome)
+            with self._claim_lock:  # committed: the heartbeat stops renewing it
+                self._claim = None
+            return settled
+
+        return self._with_session(settle, attempts=4 if self.stopping.is_set() else 30)
+
+    def _log_outcome(self, claim: queue.Claim, outcome: TrialOutcome, settled: queue.Settled) -> None:
+        number = outcome.trial_number
+        if not settled.held:
+            log.info("worker %s: ticket %d was no longer ours; nothing settled", self.id, claim.ticket_id)
+        elif outcome.finished:
+            log.info("worker %s: trial %s %s value=%s", self.id, number, outcome.kind, outcome.value)
+        elif outcome.kind == Outcome.INTERRUPTED:
+            log.info("worker %s: trial %s stopped (%s)", self.id, number, outcome.interruption)
+        else:
+            log.warning("worker %s: trial %s %s: %s", self.id, number, outcome.kind, outcome.reason)
+        if settled.study in (StudyState.FAILED,) and not outcome.finished:
+            log.error("worker %s: study %s failed", self.id, claim.study_name)
 
     def _run_finalize(self, claim: queue.Claim) -> None:
         """Retrain the best configuration, evaluate it once on the test split, store the model."""
         spec = self._spec(claim)
-        self._hold(claim)
         log.info("worker %s: finalizing study %s (attempt %d)", self.id, claim.study_name, claim.attempts)
         try:
             from rnntune.service.finalize import finalize_study
@@ -238,34 +335,34 @@ class Worker:
                 data_cache=self.data_cache,
                 stop=self._interrupt,
             )
-        except Exception as exc:
+        except Exception as exc:  # the storage's transient errors too: the next attempt runs it again
             log.exception("worker %s: finalizing %s failed", self.id, claim.study_name)
             message = f"finalize failed: {type(exc).__name__}: {exc}"
-            if claim.attempts > self.settings.max_retries or isinstance(exc, StudyDataError):
-                self._settle(
-                    lambda s: (queue.complete(s, claim, self.id, "FAIL"), queue.note_study(s, claim.study_id, message))
-                )
-            else:
-                self._settle(lambda s: queue.release(s, claim, self.id, error=message, failed=False))
+            final = claim.attempts > self.settings.max_retries or isinstance(exc, StudyDataError)
+            self._with_session(
+                lambda s: queue.settle_finalize(s, claim, self.id, error=message, final=final),
+                attempts=4 if self.stopping.is_set() else 30,
+            )
             return
-        finally:
-            self._hold(None)
-        self._settle(lambda s: queue.complete(s, claim, self.id, "COMPLETE"))
+        self._with_session(
+            lambda s: queue.settle_finalize(s, claim, self.id, error=None, final=True),
+            attempts=4 if self.stopping.is_set() else 30,
+        )
         log.info("worker %s: study %s finalized", self.id, claim.study_name)
 
-    def _recover_trial(self, claim: queue.Claim, objective: Objective) -> None:
-        """The database failed under Optuna's own bookkeeping (e.g. ``tell`` during a restart):
-        fail the trial it left RUNNING and queue its parameters again, instead of waiting for
-        the heartbeat's grace period (and leaving the retry without a ticket)."""
-        if objective.trial_id is None:
+    def _recover_trial(self, claim: queue.Claim, trial_id: int | None, *, retry: bool = True) -> None:
+        """Optuna's bookkeeping failed around trial ``trial_id``: fail the trial it left RUNNING
+        (and, with ``retry``, queue its parameters again), instead of waiting for the
+        heartbeat's grace period."""
+        if trial_id is None:
             return
         TS = optuna.trial.TrialState
 
         def fail_and_requeue() -> None:
-            trial = self.storage.get_trial(objective.trial_id)
+            trial = self.storage.get_trial(trial_id)
             if trial.state != TS.RUNNING:
                 return
-            if self.storage.set_trial_state_values(objective.trial_id, TS.FAIL) and trial.params:
+            if self.storage.set_trial_state_values(trial_id, TS.FAIL) and trial.params and retry:
                 study = self._studies.get(claim.study_name) or optuna.load_study(
                     study_name=claim.study_name, storage=self.storage
                 )
@@ -274,13 +371,16 @@ class Worker:
         try:
             self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
         except Exception:
-            log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, objective.trial_number)
+            log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, trial_id)
 
-    def _retire_unrun_retries(self, study: optuna.Study) -> None:
+    def _retire_unrun_retries(self, claim: queue.Claim) -> None:
         """The study's last trial ticket is spent: a retry copy still WAITING (a dead worker's
         trial, failed by its heartbeat after another ticket had already started a fresh trial)
         will never get a ticket. Fail it, saying why, rather than leave it waiting forever."""
         TS = optuna.trial.TrialState
+        study = self._studies.get(claim.study_name)
+        if study is None:
+            return
         try:
             for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
                 self.storage.set_trial_user_attr(
@@ -299,12 +399,26 @@ class Worker:
             self._trial_number = None
             if claim is not None and not self.stopping.is_set():
                 self._interrupt.clear()
-                self._interrupt_reason = "shutdown"
+                self._interrupt_reason = Interruption.STOPPED
 
-    def _trial_started(self, trial: optuna.Trial) -> None:
+    def _interruption(self) -> Interruption:
+        """Why the running trial was told to stop."""
+        with self._claim_lock:
+            return Interruption.STOPPED if self.stopping.is_set() else self._interrupt_reason
+
+    def _trial_started(self, claim: queue.Claim, trial: optuna.Trial) -> None:
+        """The trial exists: record it on the ticket before it trains (a trial that finishes is
+        then never run again under this ticket), or stop here if the ticket is no longer ours."""
         logs.bind(trial=trial.number)
         with self._claim_lock:
             self._trial_number = trial.number  # the heartbeat shows it in rnntune_workers
+        ours = self._with_session(
+            lambda s: queue.start_trial(s, claim, self.id, trial_id=trial._trial_id, trial_number=trial.number)
+        )
+        if not ours:
+            with self._claim_lock:
+                self._interrupt_reason = Interruption.LOST
+            raise Interrupted("the ticket was no longer this worker's when its trial started")
 
     def _spec(self, claim: queue.Claim) -> StudySpec:
         """A study's spec, validated once per worker (it was validated at submission; a study's
@@ -359,21 +473,16 @@ class Worker:
             check = lambda s: queue.holds(s, claim.ticket_id, self.id)  # noqa: E731
         status = self._with_session(check) if retry else _in_session(self.sessions, check)
         if status != "ok":
-            with self._claim_lock:
+            with self._claim_lock:  # (a claim that was settled meanwhile is no longer held)
                 if self._claim is claim and not self._interrupt.is_set():
                     log.info("worker %s: ticket %d: %s; stopping its trial", self.id, claim.ticket_id, status)
-                    self._interrupt_reason = status
+                    self._interrupt_reason = _STATUS_INTERRUPTION.get(status, Interruption.CANCELLED)
                     self._interrupt.set()
         return status == "ok"
 
     # --- database helpers ----------------------------------------------------------------
     def _with_session(self, fn: Callable, attempts: int = 8) -> T:
         return self._db(lambda: _in_session(self.sessions, fn), attempts=attempts)
-
-    def _settle(self, fn: Callable[..., T]) -> T:
-        """Record a ticket's end; keep trying (with backoff) while the database is away. When
-        shutting down, give up after ~4 s: the lease and the trial's heartbeat recover the rest."""
-        return self._with_session(fn, attempts=4 if self.stopping.is_set() else 30)
 
     def _db(self, fn: Callable[..., T], *args, attempts: int = 8) -> T:
         delay = 0.5
@@ -394,3 +503,47 @@ class Worker:
 def _in_session(sessions, fn):
     with sessions() as session:
         return fn(session)
+
+
+# --- supervision: a worker started by ``serve`` / ``worker --per-gpu`` never outlives it ------
+
+SUPERVISOR_ENV = "RNNTUNE_SUPERVISOR_PID"  # set by the supervisor for the workers it starts
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``prctl``
+    PR_SET_PDEATHSIG, through ctypes). False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def watch_supervisor(worker: Worker, supervisor_pid: int, period_s: float = 1.0) -> None:
+    """Stop ``worker`` gracefully (as SIGTERM would) when the process that started it dies,
+    even by SIGKILL: the parent-death signal on Linux, and everywhere a thread that notices
+    the parent pid change (the process is re-parented) within ``period_s``."""
+    parent_death_signal(signal.SIGTERM)
+
+    def orphaned() -> bool:
+        return os.getppid() != supervisor_pid
+
+    def stop() -> None:
+        log.warning("worker %s: its supervisor (pid %d) is gone; stopping", worker.id, supervisor_pid)
+        worker.stop()
+
+    if orphaned():  # it died before the signal was armed
+        stop()
+        return
+
+    def watch() -> None:
+        while not worker.stopping.wait(period_s):
+            if orphaned():
+                stop()
+                return
+
+    threading.Thread(target=watch, name="rnntune-supervisor-watch", daemon=True).start()

@@ -71,12 +71,20 @@ class Env:
         env = {"RNNTUNE_DATABASE_URL": self.url, **FAST_ENV, **kwargs.pop("env", {})}
         return rnntune("worker", "--threads", "1", *args, env=env, **kwargs)
 
-    def faulty_worker(self) -> subprocess.Popen:
-        """A worker whose every training run raises (tests/fault_worker.py)."""
+    def faulty_worker(
+        self, faults: str = "", *args: str, training: str | None = "raise", **env: str
+    ) -> subprocess.Popen:
+        """A real worker with faults injected (tests/fault_worker.py): ``faults`` is its
+        ``RNNTUNE_FAULTS``; by default its every training run raises."""
         import sys
 
-        env = {**os.environ, "RNNTUNE_DATABASE_URL": self.url, **FAST_ENV, "PYTHONPATH": str(REPO)}
-        return subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_worker.py")], env=env)
+        extra = {"RNNTUNE_FAULTS": faults, **({"RNNTUNE_FAULT_TRAINING": training} if training else {})}
+        full = {**os.environ, "RNNTUNE_DATABASE_URL": self.url, **FAST_ENV, "PYTHONPATH": str(REPO), **extra, **env}
+        return subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_worker.py"), *args], env=full)
+
+    def study_row(self, name: str) -> dict:
+        with self.engine.connect() as c:
+            return dict(c.execute(sa.text("SELECT * FROM rnntune_studies WHERE name=:n"), {"n": name}).one()._mapping)
 
     def study_state(self, name: str) -> tuple[str, str | None]:
         with self.engine.connect() as c:
@@ -163,3 +171,51 @@ def timed(fn, *args):
     t0 = time.monotonic()
     out = fn(*args)
     return out, time.monotonic() - t0
+
+
+def counted_failures(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The FAIL trials that a study's ``n_failed`` must count: neither retried (a copy carries
+    its parameters on), nor interrupted (stopped by a pause, a shutdown or a cancel), nor a
+    retry copy that the spent budget never ran."""
+    retried = {t.system_attrs.get("failed_trial") for t in trials} | {t.user_attrs.get("retry_of") for t in trials}
+    retried |= {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [
+        t
+        for t in trials
+        if t.state == TS.FAIL
+        and t.number not in retried
+        and "interrupted" not in t.user_attrs
+        and "not_run" not in t.user_attrs
+    ]
+
+
+def check_lifecycle(env: Env, name: str, *, max_retries: int = 2) -> None:
+    """The lifecycle's invariants for a study whose workers are all gone: exactly ``n_trials``
+    finished (when it is done, not timed out), no ticket settled twice, nothing RUNNING or leased, the deaths
+    of every trial within the retry cap, ``n_failed`` equal to the failed trials, every retry
+    with its original parameters."""
+    study = env.study_row(name)
+    trials = env.trials(name)
+    by_number = {t.number: t for t in trials}
+    states = [t.state.name for t in trials]
+    tickets = [t for t in env.tickets(name) if t["kind"] == "trial"]
+    assert TS.RUNNING not in {t.state for t in trials}, states
+    assert TS.WAITING not in {t.state for t in trials} or study["state"] not in ("done",), states
+    assert not [t for t in env.tickets(name) if t["state"] in ("leased", "running")], "a ticket is still held"
+    finished = [t for t in trials if t.state in FINISHED]
+    if study["state"] == "done" and not study["reason"]:  # not cut short by budget.timeout_s
+        assert len(finished) == study["n_trials"], (study["n_trials"], states)
+        assert all(t["state"] == "done" for t in tickets), [t["state"] for t in tickets]
+    else:
+        assert len(finished) <= study["n_trials"], (study["n_trials"], states)
+    # no ticket settled twice: each finished trial is one done ticket's, and each done ticket one trial's
+    done_numbers = [t["trial_number"] for t in tickets if t["state"] == "done"]
+    assert len(done_numbers) == len(set(done_numbers)), done_numbers
+    assert sorted(done_numbers) == sorted(t.number for t in finished), (done_numbers, states)
+    for t in trials:
+        assert len(t.system_attrs.get("retry_history", [])) <= max_retries, f"trial {t.number} retried too often"
+        original = t.system_attrs.get("failed_trial", t.user_attrs.get("retry_of"))
+        if original is not None and by_number[original].params:  # (one that died before drawing any draws anew)
+            assert t.params == by_number[original].params, f"retry {t.number} of {original} changed parameters"
+    failed = counted_failures(trials)
+    assert study["n_failed"] == len(failed), (study["n_failed"], [t.number for t in failed], states)

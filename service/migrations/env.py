@@ -2,18 +2,17 @@
 
 Our history lives in ``rnntune_alembic_version``, and only ``rnntune_*`` tables are compared or
 touched, so Optuna's tables and Optuna's own alembic history (``alembic_version``) never are.
-On PostgreSQL an advisory lock serialises processes that start together (API + workers).
+On PostgreSQL the caller (``migrate.upgrade``) holds a transaction-level advisory lock that
+serialises processes starting together (API + workers); taking it again here is a no-op then,
+and covers a bare ``alembic`` command run against this environment.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import text
 
-from rnntune.service.migrate import VERSION_TABLE
+from rnntune.service.migrate import VERSION_TABLE, lock
 from rnntune.service.tables import Base
-
-LOCK_KEY = 0x726E6E74  # "rnnt"
 
 
 def include_object(obj, name, type_, reflected, compare_to):
@@ -24,8 +23,7 @@ def include_object(obj, name, type_, reflected, compare_to):
 
 def run_migrations_online() -> None:
     connection = context.config.attributes["connection"]
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+    lock(connection)
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

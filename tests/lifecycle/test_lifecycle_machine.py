@@ -1,0 +1,99 @@
+"""A stateful property test of the ticket lifecycle on real PostgreSQL: hypothesis drives real
+worker processes through random fault points (tests/fault_worker.py: a death, a lost storage
+acknowledgement, a failed training run at any step from claim to finalize), a few at a time,
+and checks the lifecycle's invariants after every step and, once clean workers have finished
+the study, all of them (tests/queue_helpers.check_lifecycle).
+
+Bounded: three examples of up to two steps, one-epoch trials on a few tiny series.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.queue_helpers import FINISHED, Env, check_lifecycle, spec, stop
+
+pytestmark = pytest.mark.slow
+FAULT_EXIT = 17  # tests/fault_worker.EXIT_CODE
+STEPS = ("claim", "start", "report", "tell", "settle", "finalize")
+# hypothesis starts from the first: a death right after Optuna's tell, the budget overrun of old
+FAULTS = [f"{step}:{when}:{action}" for action in ("exit", "raise") for step in STEPS for when in ("after", "before")]
+FAULTS = [*sorted(FAULTS, key=lambda f: not f.startswith("tell:after")), ""]
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    env: Env  # set by the test: one database for every example
+
+    def __init__(self):
+        super().__init__()
+        self.name = f"prop-{uuid.uuid4().hex[:8]}"
+        self.env.create(
+            spec(self.name, n_trials=3, max_epochs=2, n_series=6, hidden=2, budget={"max_failed_trials": 50})
+        )
+        self.n_workers = 0
+
+    @rule(
+        faults=st.lists(st.sampled_from(FAULTS), min_size=1, max_size=2),
+        failing=st.booleans(),
+    )
+    def workers_run(self, faults: list[str], failing: bool) -> None:
+        """One or two workers at once, each with a fault (or none), each running at most two
+        tickets; with ``failing`` the first one's training raises."""
+        procs = [
+            self.env.faulty_worker(
+                fault, "--exit-when-idle", "--max-trials", "2", training="raise" if failing and i == 0 else None
+            )
+            for i, fault in enumerate(faults)
+        ]
+        self.n_workers += len(procs)
+        for p in procs:
+            try:
+                code = p.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                code = stop(p)[0]
+            assert code in (0, FAULT_EXIT), f"a worker crashed (exit {code})"
+
+    @invariant()
+    def budget_never_overrun(self) -> None:
+        trials = self.env.trials(self.name)
+        finished = sorted(t.number for t in trials if t.state in FINISHED)
+        assert len(finished) <= 3, [t.state.name for t in trials]
+        done = [t["trial_number"] for t in self.env.tickets(self.name) if t["state"] == "done" and t["kind"] == "trial"]
+        assert len(done) == len(set(done)) and set(done) <= set(finished), (done, finished)
+
+    def teardown(self) -> None:
+        """Clean workers finish what the faulty ones left; then every invariant holds."""
+        clean = self.env.worker()
+        try:
+            self.env.wait_state(self.name, ("done", "failed"), 120)
+        finally:
+            assert stop(clean) == [0]
+        check_lifecycle(self.env, self.name)
+
+
+def test_lifecycle_invariants_under_random_faults():
+    url = create_pg_database()
+    LifecycleMachine.env = Env(url)
+    try:
+        run_state_machine_as_test(
+            LifecycleMachine,
+            settings=settings(
+                max_examples=int(os.environ.get("RNNTUNE_PROP_EXAMPLES", "3")),
+                stateful_step_count=2,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+                print_blob=True,
+            ),
+        )
+    finally:
+        LifecycleMachine.env.close()
+        drop_pg_database(url)
