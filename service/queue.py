@@ -412,7 +412,7 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         )
         spent = _maybe_done(session, claim.study_id)
         session.commit()
-        return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id))
+        return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id) if spent else state)
 
     if outcome.kind == Outcome.DATA_ERROR:
         _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -80,13 +79,12 @@ def test_worker_deaths_are_capped_and_counted(env):
     name = env.create(spec("deaths", n_trials=1, max_epochs=3, n_series=6, hidden=2, budget={"max_failed_trials": 1}))
     exits = []
     for _ in range(5):
+        w = env.faulty_worker("report:after:exit", training=None, RNNTUNE_MAX_RETRIES="2")
+        ended = lambda w=w: w.poll() is not None or env.study_state(name)[0] == "failed"  # noqa: E731
+        wait_for(ended, 60, 0.3, "the worker to die or the study to fail")
+        exits.append(w.returncode if w.poll() is not None else stop(w)[0])
         if env.study_state(name)[0] == "failed":
             break
-        w = env.faulty_worker("report:after:exit", training=None, RNNTUNE_MAX_RETRIES="2")
-        try:
-            exits.append(w.wait(timeout=60))
-        except subprocess.TimeoutExpired:  # it ran no trial to die in: the study failed meanwhile
-            exits.append(stop(w)[0])
     env.wait_state(name, ("failed",), 30)
     state, reason = env.study_state(name)
     assert "worker lost 3 times on this trial; last: lease expired" in reason, reason
