@@ -238,6 +238,11 @@ class Worker:
             number = objective.trial_number if objective is not None else None
             self._recover_trial(claim, trial_id)
             return TrialOutcome.interrupted(Interruption.STORAGE, trial_id, number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Our trial was failed under us as stale (its heartbeat starved past the grace
+            # period) and its copy queued: the copy carries it on, nothing to count here.
+            log.warning("worker %s: trial %s was failed as stale while it ran", self.id, objective.trial_number)
+            return TrialOutcome.interrupted(Interruption.STORAGE, objective.trial_id, objective.trial_number)
         except Exception as exc:
             # Outside training (the study's Optuna study is gone, the sampler cannot be built,
             # Optuna's ask/tell rejected something): a counted failure, and the worker backs off.

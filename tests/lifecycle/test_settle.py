@@ -1,0 +1,125 @@
+"""``queue.settle`` and the expired-lease sweep in-process, on PostgreSQL and SQLite: the rule of
+docs/architecture.md's lifecycle table, applied once however often it is retried, and on the
+database's clock."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+
+from rnntune.service import queue
+from rnntune.service.outcome import Interruption, TrialOutcome
+from rnntune.service.tables import StudyRow, TicketRow, TicketState
+from tests.queue_helpers import Env, spec
+
+
+@pytest.fixture(scope="module")
+def module_env(db_url):
+    e = Env(db_url)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def env(module_env):
+    """The module's database, with the studies of earlier tests ended (claims take any study)."""
+    with module_env.sessions() as s:
+        for (study_id,) in s.query(StudyRow.id).filter(StudyRow.state.in_(("queued", "running"))).all():
+            queue.cancel_study(s, study_id)
+    return module_env
+
+
+def _claim(env: Env, worker: str, lease_s: float = 30) -> queue.Claim:
+    with env.sessions() as s:
+        out = queue.claim(s, worker, labels=set(), lease_s=lease_s)
+    assert out is not None
+    return out
+
+
+def _start(env: Env, claim: queue.Claim, worker: str, *, value: float | None) -> optuna.trial.FrozenTrial:
+    """Start an Optuna trial under the ticket; ``value`` given: Optuna records it COMPLETE."""
+    study = optuna.load_study(study_name=claim.study_name, storage=env.storage)
+    trial = study.ask()
+    with env.sessions() as s:
+        assert queue.start_trial(s, claim, worker, trial_id=trial._trial_id, trial_number=trial.number)
+    if value is not None:
+        study.tell(trial, value)
+    return env.storage.get_trial(trial._trial_id)
+
+
+def _ticket(env: Env, ticket_id: int) -> TicketRow:
+    with env.sessions() as s:
+        return s.get(TicketRow, ticket_id)
+
+
+def _study(env: Env, name: str) -> StudyRow:
+    with env.sessions() as s:
+        return s.query(StudyRow).filter_by(name=name).one()
+
+
+def test_a_retried_failed_settle_counts_once(env):
+    name = env.create(spec("twice", n_trials=2, max_epochs=1))
+    claim = _claim(env, "w-1")
+    trial = _start(env, claim, "w-1", value=None)
+    failed = TrialOutcome.failed("RuntimeError: boom", trial._trial_id, trial.number)
+    with env.sessions() as s:
+        first = queue.settle(s, claim, "w-1", failed)
+    with env.sessions() as s:  # the first commit's acknowledgement was lost: the worker retries
+        second = queue.settle(s, claim, "w-1", failed)
+    assert first.held and first.ticket == TicketState.QUEUED
+    assert not second.held
+    assert _study(env, name).n_failed == 1
+    row = _ticket(env, claim.ticket_id)
+    assert row.state == TicketState.QUEUED and row.trial_id is None and row.last_error == "RuntimeError: boom"
+
+
+def test_settle_spends_a_ticket_whose_trial_finished_whatever_the_worker_saw(env):
+    name = env.create(spec("told", n_trials=1, max_epochs=1))
+    claim = _claim(env, "w-1")
+    trial = _start(env, claim, "w-1", value=0.5)  # tell committed; the worker saw an error
+    with env.sessions() as s:
+        settled = queue.settle(s, claim, "w-1", TrialOutcome.interrupted(Interruption.STORAGE, trial._trial_id))
+    assert settled.held and settled.ticket == TicketState.DONE and settled.spent
+    row = _ticket(env, claim.ticket_id)
+    assert (row.state, row.outcome, row.trial_number) == ("done", "COMPLETE", trial.number)
+    assert _study(env, name).n_failed == 0
+
+
+def test_expired_lease_of_a_finished_trial_is_done_not_requeued(env):
+    name = env.create(spec("expired", n_trials=2, max_epochs=1))
+    claim = _claim(env, "w-dead", lease_s=0.5)
+    trial = _start(env, claim, "w-dead", value=0.25)  # then the worker died before its settle
+    other = _claim(env, "w-dead", lease_s=0.5)
+    _start(env, other, "w-dead", value=None)  # died mid-trial
+    time.sleep(1.2)
+    with env.sessions() as s:
+        assert queue.requeue_expired_now(s) == 1
+    done, back = _ticket(env, claim.ticket_id), _ticket(env, other.ticket_id)
+    assert (done.state, done.outcome, done.trial_number) == ("done", "COMPLETE", trial.number)
+    assert (back.state, back.last_error) == ("queued", "lease expired")
+    assert back.trial_id is not None, "the next holder must find the lost trial"
+    again = _claim(env, "w-2")
+    assert again.ticket_id == other.ticket_id and again.trial_id == back.trial_id
+    assert _study(env, name).state == "running"
+
+
+def test_settle_of_a_ticket_held_by_another_worker_changes_nothing(env):
+    name = env.create(spec("foreign", n_trials=1, max_epochs=1))
+    claim = _claim(env, "w-1")
+    with env.sessions() as s:
+        settled = queue.settle(s, claim, "w-other", TrialOutcome.failed("x"))
+    assert not settled.held
+    assert _ticket(env, claim.ticket_id).state == TicketState.LEASED and _study(env, name).n_failed == 0
+
+
+def test_data_error_fails_the_study_at_once_and_counts(env):
+    name = env.create(spec("nodata", n_trials=3, max_epochs=1))
+    claim = _claim(env, "w-1")
+    with env.sessions() as s:
+        settled = queue.settle(s, claim, "w-1", TrialOutcome.data_error("data: file not found"))
+    assert settled.study == "failed"
+    row = _study(env, name)
+    assert (row.state, row.reason, row.n_failed) == ("failed", "data: file not found", 1)
+    assert {t["state"] for t in env.tickets(name)} == {"cancelled"}
