@@ -19,13 +19,12 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from optuna.storages._rdb import models as om
 from sqlalchemy import DateTime, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from rnntune.service import results
+from rnntune.service import optuna_compat, results
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
@@ -67,7 +66,7 @@ def _db_now_sqlite(element, compiler, **kw) -> str:
 # The per-trial path (claim, start, settle) runs prebuilt Core statements with bound parameters:
 # building ORM expressions anew on every call cost more than the statements themselves.
 _S, _T = StudyRow.__table__, TicketRow.__table__
-_TRIALS = om.TrialModel.__table__
+_TRIALS = optuna_compat.trials_t
 _CLAIMABLE = (
     select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel)
     .where(

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import optuna
 
-from rnntune.service import logs, queue
+from rnntune.service import logs, optuna_compat, queue
 from rnntune.service.config import Settings
 from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
@@ -273,7 +273,7 @@ class Worker:
         Returns the outcome to settle, or None: run a trial under this ticket."""
         TS = optuna.trial.TrialState
         trial = self._db(self.storage.get_trial, claim.trial_id)
-        ids = (trial._trial_id, trial.number)
+        ids = (optuna_compat.trial_id(trial), trial.number)
         if trial.state == TS.COMPLETE:
             return TrialOutcome.complete(*ids, trial.value)
         if trial.state == TS.PRUNED:
@@ -285,14 +285,15 @@ class Worker:
         deaths = len(trial.system_attrs.get("retry_history", [])) + 1
         capped = deaths > self.settings.max_retries
         reason = f"worker lost {deaths} times on this trial; last: lease expired"
+        tid = optuna_compat.trial_id(trial)
         if trial.state == TS.RUNNING:
             if capped:
-                self._db(self.storage.set_trial_user_attr, trial._trial_id, "fail_reason", "worker lost")
-                self._db(self.storage.set_trial_user_attr, trial._trial_id, "error", reason)
-            if self._db(self.storage.set_trial_state_values, trial._trial_id, TS.FAIL):
+                self._db(self.storage.set_trial_user_attr, tid, "fail_reason", "worker lost")
+                self._db(self.storage.set_trial_user_attr, tid, "error", reason)
+            if self._db(self.storage.set_trial_state_values, tid, TS.FAIL):
                 # as Optuna's heartbeat would have: queue a copy, unless its line is at the cap
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retries)
-                self._db(retry, study, self.storage.get_trial(trial._trial_id))
+                self._db(retry, study, self.storage.get_trial(tid))
         if capped:
             log.warning("worker %s: trial %d failed: %s", self.id, trial.number, reason)
             return TrialOutcome.failed(reason, *ids)
@@ -391,9 +392,9 @@ class Worker:
         try:
             for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
                 self.storage.set_trial_user_attr(
-                    t._trial_id, "not_run", "the budget was spent before this retry could run"
+                    optuna_compat.trial_id(t), "not_run", "the budget was spent before this retry could run"
                 )
-                self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
+                self.storage.set_trial_state_values(optuna_compat.trial_id(t), TS.FAIL)
                 log.info("worker %s: trial %d not run: the study's budget is spent", self.id, t.number)
         except TRANSIENT_ERRORS:
             log.warning("worker %s: could not retire waiting retries of %s", self.id, study.study_name)
@@ -420,7 +421,9 @@ class Worker:
         with self._claim_lock:
             self._trial_number = trial.number  # the heartbeat shows it in rnntune_workers
         ours = self._with_session(
-            lambda s: queue.start_trial(s, claim, self.id, trial_id=trial._trial_id, trial_number=trial.number)
+            lambda s: queue.start_trial(
+                s, claim, self.id, trial_id=optuna_compat.trial_id(trial), trial_number=trial.number
+            )
         )
         if not ours:
             with self._claim_lock:
