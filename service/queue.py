@@ -19,7 +19,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import DateTime, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -111,18 +111,25 @@ _START_TRIAL = (
     .values(state=TicketState.RUNNING, trial_id=bindparam("trial_id"), trial_number=bindparam("number"))
 )
 _RENEW = update(_T).where(*_MINE).values(lease_expires_at=db_now(bindparam("lease_s")))
-# settle: the study row (locked: lock order everywhere is study row, then tickets), the ticket if
-# this worker still holds it, and the state of the Optuna trial it last recorded.
-_LOCK_STUDY = (
-    select(_S.c.id, _S.c.state, _S.c.n_failed, _S.c.max_failed, _S.c.deadline_at <= db_now())
+# settle, in one statement: the study row (locked: lock order everywhere is study row, then
+# tickets; the expired-lease sweep takes it first too, so the ticket cannot change under us), the
+# ticket if this worker still holds it, and the state of the Optuna trial it last recorded.
+_SETTLE_READ = (
+    select(
+        _S.c.state,
+        _S.c.n_failed,
+        _S.c.max_failed,
+        (_S.c.deadline_at <= db_now()).label("timed_out"),
+        _T.c.id.label("ticket"),
+        _T.c.trial_id,
+        _TRIALS.c.state.label("trial_state"),
+        _TRIALS.c.number,
+    )
+    .select_from(
+        _S.outerjoin(_T, and_(_T.c.study_id == _S.c.id, *_MINE)).outerjoin(_TRIALS, _TRIALS.c.trial_id == _T.c.trial_id)
+    )
     .where(_S.c.id == bindparam("study"))
-    .with_for_update()
-)
-_HELD_TICKET = (
-    select(_T.c.trial_id, _TRIALS.c.state, _TRIALS.c.number)
-    .outerjoin(_TRIALS, _TRIALS.c.trial_id == _T.c.trial_id)
-    .where(*_MINE)
-    .with_for_update(of=_T)
+    .with_for_update(of=_S)
 )
 _DONE = (
     update(_T)
@@ -355,11 +362,10 @@ def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int
     """The ticket's Optuna trial started: record it on the ticket (now ``running``) before any
     training, so that whoever looks at the ticket later can ask Optuna how that trial ended.
     Returns False when the ticket is no longer this worker's: the trial must not run."""
-    result = session.connection().execute(
-        _START_TRIAL, {"ticket": claim.ticket_id, "worker": worker_id, "trial_id": trial_id, "number": trial_number}
-    )
-    session.commit()
-    return result.rowcount == 1
+    params = {"ticket": claim.ticket_id, "worker": worker_id, "trial_id": trial_id, "number": trial_number}
+    # One statement, autocommitted: no BEGIN / COMMIT round trips on the per-trial path.
+    with session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(_START_TRIAL, params).rowcount == 1
 
 
 def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome) -> Settled:
@@ -382,19 +388,15 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
     - A ticket going back to the queue of a study that ended, or is past its ``timeout_s``, is
       cancelled instead. Every statement's row count is checked."""
     conn = session.connection()
-    study = conn.execute(_LOCK_STUDY, {"study": claim.study_id}).first()
-    if study is None:  # the study was deleted under us
-        session.rollback()
-        return Settled(held=False)
     mine = {"ticket": claim.ticket_id, "worker": worker_id}
-    held = conn.execute(_HELD_TICKET, mine).first()
-    if held is None:
+    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    if study is None or study.ticket is None:  # the study was deleted, or the ticket is not ours
         session.rollback()
-        return Settled(held=False, study=StudyState(study.state))
+        return Settled(held=False, study=None if study is None else StudyState(study.state))
     state = StudyState(study.state)
-    trial_state = held.state.name if held.state is not None else None
+    trial_state = study.trial_state.name if study.trial_state is not None else None
     if trial_state in ("COMPLETE", "PRUNED"):  # finished in Optuna: the ticket is spent, whatever we saw
-        outcome = TrialOutcome(Outcome(trial_state.lower()), held.trial_id, held.number)
+        outcome = TrialOutcome(Outcome(trial_state.lower()), study.trial_id, study.number)
 
     if outcome.finished:
         _expect(
@@ -421,7 +423,7 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
 
     ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
-    timed_out = bool(study[4]) and claim.kind == "trial"
+    timed_out = bool(study.timed_out) and claim.kind == "trial"
     back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
     _expect(conn.execute(_BACK, {**mine, "state": back, "error": outcome.reason}), "ticket back")
     if outcome.counts_as_failure:
@@ -446,9 +448,9 @@ def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: st
     """The finalize ticket's end: done (``error`` None, or a last failure that is ``final``:
     the study still ends done, with the error as its reason) or back to the queue."""
     conn = session.connection()
-    study = conn.execute(_LOCK_STUDY, {"study": claim.study_id}).first()
     mine = {"ticket": claim.ticket_id, "worker": worker_id}
-    if study is None or conn.execute(_HELD_TICKET, mine).first() is None:
+    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    if study is None or study.ticket is None:
         session.rollback()
         return Settled(held=False)
     if error is not None and not final:

@@ -181,7 +181,7 @@ def test_a_worker_with_a_skewed_clock_keeps_its_tickets_and_takes_nobody_elses(e
     expire early (behind), and it does not take the live leases of others (ahead)."""
     assert os.path.exists(FAKETIME_LIB), "the clock-skew test needs faketime (scripts/test.sh installs it)"
     name = env.create(
-        spec("skew-ahead" if offset[0] == "+" else "skew-behind", n_trials=6, max_epochs=3, n_series=200, hidden=8)
+        spec("skew-ahead" if offset[0] == "+" else "skew-behind", n_trials=4, max_epochs=2, n_series=200, hidden=8)
     )
     skewed_env = {"FAKETIME": offset, "DONT_FAKE_MONOTONIC": "1"}
     skewed = env.worker(env={**skewed_env, "LD_PRELOAD": FAKETIME_LIB})
@@ -193,7 +193,7 @@ def test_a_worker_with_a_skewed_clock_keeps_its_tickets_and_takes_nobody_elses(e
     tickets = [t for t in env.tickets(name) if t["kind"] == "trial"]
     assert all(t["attempts"] == 1 for t in tickets), [(t["seq"], t["attempts"], t["last_error"]) for t in tickets]
     assert not [t for t in tickets if t["last_error"]], [t["last_error"] for t in tickets]
-    env.assert_exact_budget(name, 6)
+    env.assert_exact_budget(name, 4)
     check_lifecycle(env, name)
 
 
