@@ -19,7 +19,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import Boolean, DateTime, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -29,9 +29,9 @@ from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
+FINALIZE = "finalize"
 HELD = (TicketState.LEASED, TicketState.RUNNING)  # a worker has it
 OPEN = (TicketState.QUEUED, *HELD)
-FINALIZE = "finalize"
 WORKERS_KEPT_DAYS = 7  # a starting worker drops the rows of workers silent this long
 
 
@@ -67,12 +67,20 @@ def _db_now_sqlite(element, compiler, **kw) -> str:
 # building ORM expressions anew on every call cost more than the statements themselves.
 _S, _T = StudyRow.__table__, TicketRow.__table__
 _TRIALS = optuna_compat.trials_t
+# budget.timeout_s, in the claim itself: past its deadline a study offers no trial ticket (its
+# finalize ticket still runs).
+_TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
 _CLAIMABLE = (
-    select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel)
+    select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel, _TRIALS_OPEN.label("trials_open"))
     .where(
         _S.c.state.in_(ACTIVE),
-        or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now()),  # budget.timeout_s, in the claim itself
-        select(_T.c.id).where(_T.c.study_id == _S.c.id, _T.c.state == TicketState.QUEUED).exists(),
+        select(_T.c.id)
+        .where(
+            _T.c.study_id == _S.c.id,
+            _T.c.state == TicketState.QUEUED,
+            or_(_T.c.kind == FINALIZE, _TRIALS_OPEN),
+        )
+        .exists(),
     )
     .order_by(_S.c.priority.desc(), _S.c.created_at, _S.c.id)
 )
@@ -80,7 +88,11 @@ _CLAIMABLE = (
 # worker is claiming right now is skipped, not waited for.
 _PICK = (
     select(_T.c.id)
-    .where(_T.c.study_id == bindparam("study"), _T.c.state == TicketState.QUEUED)
+    .where(
+        _T.c.study_id == bindparam("study"),
+        _T.c.state == TicketState.QUEUED,
+        or_(_T.c.kind == FINALIZE, bindparam("trials_open", type_=Boolean)),
+    )
     .order_by(_T.c.seq)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -301,10 +313,10 @@ def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> 
 # --- tickets ---------------------------------------------------------------------------------
 
 
-def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, str, str]]:
-    """(id, name, state) of the active studies with a queued ticket that this worker may run
-    now (its labels, the study's ``max_parallel``, its deadline), in claim order: priority,
-    then age."""
+def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, str, str, bool]]:
+    """(id, name, state, trials_open) of the active studies with a queued ticket that this
+    worker may run now (its labels, the study's ``max_parallel``, its deadline), in claim order:
+    priority, then age. ``trials_open`` False: past its deadline, only its finalize ticket."""
     studies = [row for row in session.connection().execute(_CLAIMABLE) if set(row.labels or ()) <= labels]
     limited = sorted(row.id for row in studies if row.max_parallel is not None)
     running: dict[int, int] = {}
@@ -320,7 +332,7 @@ def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, st
             ).all()
         )
     return [
-        (row.id, row.name, row.state)
+        (row.id, row.name, row.state, bool(row.trials_open))
         for row in studies
         if row.max_parallel is None or running.get(row.id, 0) < row.max_parallel
     ]
@@ -345,8 +357,9 @@ def claim(
         requeue_expired(session)
         _expire_timeouts(session)
     conn = session.connection()
-    for study_id, name, state in _claimable_studies(session, labels):
-        row = conn.execute(_LEASE, {"study": study_id, "worker": worker_id, "lease_s": lease_s}).first()
+    for study_id, name, state, trials_open in _claimable_studies(session, labels):
+        lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
+        row = conn.execute(_LEASE, lease).first()
         if row is None:
             continue
         if state == StudyState.QUEUED:

@@ -8,9 +8,10 @@ tests/deploy/test_queue_depth.py checks that it counts exactly the tickets that 
 calls take:
 
 - the study is ``queued`` or ``running`` (not paused, done, cancelled or failed);
-- the ticket is queued, or leased with its lease run out (claim's housekeeping requeues it);
-- a study past ``budget.timeout_s`` offers no trial ticket (claim's housekeeping cancels them),
-  only its finalize ticket;
+- the ticket is queued, or held (leased / running) with its lease run out (claim's
+  housekeeping requeues it, or marks it done when its trial finished: counted here all the same);
+- a study past its ``deadline_at`` (``budget.timeout_s`` after its start) offers no trial
+  ticket, only its finalize ticket;
 - ``budget.max_parallel`` caps a study at that many leases held at once;
 - a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels).
 
@@ -28,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 # One row per active study with open tickets: (study_id, study, labels, n_claimable, n_held).
-# {now} and {deadline} are the only dialect-specific pieces (PostgreSQL and SQLite below).
+# {now} is the only dialect-specific piece (PostgreSQL and SQLite below).
 _CLAIMABLE_BY_STUDY = """
 SELECT s.id AS study_id, s.name AS study, s.labels AS labels,
        CASE WHEN s.max_parallel IS NULL OR t.n_free <= s.max_parallel - t.n_held THEN t.n_free
@@ -39,26 +40,20 @@ FROM rnntune_studies s
 JOIN (
     SELECT k.study_id,
            SUM(CASE WHEN (k.state = 'queued' OR k.lease_expires_at < {now})
-                     AND (k.kind <> 'trial' OR NOT (ts.state = 'running' AND ts.timeout_s IS NOT NULL
-                          AND ts.reason IS NULL AND ts.started_at IS NOT NULL AND {now} >= {deadline}))
+                     AND (k.kind <> 'trial' OR ts.deadline_at IS NULL OR {now} < ts.deadline_at)
                     THEN 1 ELSE 0 END) AS n_free,
-           SUM(CASE WHEN k.state = 'leased' AND k.lease_expires_at >= {now} THEN 1 ELSE 0 END) AS n_held
+           SUM(CASE WHEN k.state IN ('leased', 'running') AND k.lease_expires_at >= {now} THEN 1 ELSE 0 END)
+               AS n_held
     FROM rnntune_tickets k JOIN rnntune_studies ts ON ts.id = k.study_id
-    WHERE k.state IN ('queued', 'leased')
+    WHERE k.state IN ('queued', 'leased', 'running')
     GROUP BY k.study_id
 ) t ON t.study_id = s.id
 WHERE s.state IN ('queued', 'running')
 """.strip()
 
 _DIALECT = {
-    "postgresql": {
-        "now": "(now() AT TIME ZONE 'UTC')",
-        "deadline": "ts.started_at + ts.timeout_s * interval '1 second'",
-    },
-    "sqlite": {
-        "now": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-        "deadline": "strftime('%Y-%m-%d %H:%M:%f', ts.started_at, '+' || ts.timeout_s || ' seconds')",
-    },
+    "postgresql": {"now": "(now() AT TIME ZONE 'UTC')"},
+    "sqlite": {"now": "strftime('%Y-%m-%d %H:%M:%f', 'now')"},
 }
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 

@@ -61,7 +61,11 @@ def mixed(env):
             s.execute(
                 sa.update(StudyRow)
                 .where(StudyRow.id == ids[key])
-                .values(state="running", started_at=utcnow() - 2 * hour)
+                .values(
+                    state="running",
+                    started_at=utcnow() - 2 * hour,
+                    deadline_at=utcnow() - 2 * hour + timedelta(seconds=60),  # what the claim checks
+                )
             )
         # ... but a finalize ticket is.
         s.execute(sa.update(TicketRow).where(TicketRow.study_id == ids["finalize"]).values(state="done"))

@@ -123,3 +123,17 @@ def test_data_error_fails_the_study_at_once_and_counts(env):
     row = _study(env, name)
     assert (row.state, row.reason, row.n_failed) == ("failed", "data: file not found", 1)
     assert {t["state"] for t in env.tickets(name)} == {"cancelled"}
+
+
+def test_a_timed_out_study_is_still_finalized(env):
+    """Past ``timeout_s`` no trial ticket is claimable, but the finalize ticket of a study with a
+    completed trial is: the study ends done with its model, not stuck running."""
+    name = env.create(spec("late", n_trials=3, max_epochs=1, budget={"timeout_s": 1}))
+    claim = _claim(env, "w-1")
+    trial = _start(env, claim, "w-1", value=0.5)
+    with env.sessions() as s:
+        queue.settle(s, claim, "w-1", TrialOutcome.complete(trial._trial_id, trial.number, 0.5))
+    time.sleep(1.3)
+    final = _claim(env, "w-1")
+    assert final.kind == "finalize" and final.study_name == name
+    assert [t["state"] for t in env.tickets(name) if t["kind"] == "trial"] == ["done", "cancelled", "cancelled"]
