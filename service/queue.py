@@ -503,6 +503,18 @@ def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -
     return "ok" if state in ACTIVE else state
 
 
+def holds(session: Session, ticket_id: int, worker_id: str) -> str:
+    """Read-only ``renew``: "ok" while this worker holds the ticket of an active study."""
+    row = session.execute(
+        select(TicketRow.worker_id, TicketRow.state, StudyRow.state)
+        .join(StudyRow, StudyRow.id == TicketRow.study_id)
+        .where(TicketRow.id == ticket_id)
+    ).first()
+    if row is None or row[0] != worker_id or row[1] not in HELD:
+        return "lost"
+    return "ok" if row[2] in ACTIVE else row[2]
+
+
 def _lock_study(session: Session, study_id: int) -> None:
     """Serialise the end-of-ticket bookkeeping of one study. Without it two workers finishing
     the last two tickets at once each see the other's ticket still open, and neither moves the

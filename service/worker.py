@@ -224,9 +224,9 @@ class Worker:
                 device=self.device,
                 data_cache=self.data_cache,
                 stop=self._interrupt,
-                # No lease check before a trial may finish: the ticket stores its trial, so a
-                # worker that took the ticket over fails this trial first (our tell then fails)
-                # or finds it finished and spends the ticket.
+                # before a trial may finish: still this worker's ticket, of a study not paused
+                # or ended meanwhile (the heartbeat may not have noticed yet)
+                still_ours=lambda: self._check_lease(claim, renew=False),
                 on_trial_start=lambda trial: self._trial_started(claim, trial),
                 interruption=self._interruption,
             )
@@ -474,10 +474,13 @@ class Worker:
             except TRANSIENT_ERRORS as exc:
                 log.warning("worker %s: heartbeat failed (%s); retrying", self.id, type(exc).__name__)
 
-    def _check_lease(self, claim: queue.Claim, *, retry: bool = True) -> bool:
-        """Renew the ticket's lease; when it is lost or the study stopped, record why and
-        interrupt the trial."""
-        check = lambda s: queue.renew(s, claim.ticket_id, self.id, lease_s=self.settings.lease_s)  # noqa: E731
+    def _check_lease(self, claim: queue.Claim, *, renew: bool = True, retry: bool = True) -> bool:
+        """Renew (or, read-only, check) the ticket's lease; when it is lost or the study stopped,
+        record why and interrupt the trial."""
+        if renew:
+            check = lambda s: queue.renew(s, claim.ticket_id, self.id, lease_s=self.settings.lease_s)  # noqa: E731
+        else:
+            check = lambda s: queue.holds(s, claim.ticket_id, self.id)  # noqa: E731
         status = self._with_session(check) if retry else _in_session(self.sessions, check)
         if status != "ok":
             with self._claim_lock:  # (a claim that was settled meanwhile is no longer held)
