@@ -334,6 +334,7 @@ class Worker:
             from rnntune.service.finalize import finalize_study
 
             study = self._study(claim, spec)
+            self._retire_unrun_retries(claim)  # (the worker that spent the last ticket may have died)
             finalize_study(
                 spec=spec,
                 study=study,
@@ -382,20 +383,28 @@ class Worker:
             log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, trial_id)
 
     def _retire_unrun_retries(self, claim: queue.Claim) -> None:
-        """The study's last trial ticket is spent: a retry copy still WAITING (a dead worker's
-        trial, failed by its heartbeat after another ticket had already started a fresh trial)
-        will never get a ticket. Fail it, saying why, rather than leave it waiting forever."""
+        """The study's last trial ticket is spent, so no ticket will run another trial of it.
+        A retry copy still WAITING (a dead worker's trial, failed by its heartbeat after another
+        ticket had already started a fresh trial) will never get one, and a trial still RUNNING
+        belongs to no ticket (its worker died between Optuna's ``ask`` and recording it on the
+        ticket, before any training). Fail them, saying why, rather than leave them for ever."""
         TS = optuna.trial.TrialState
         study = self._studies.get(claim.study_name)
         if study is None:
             return
         try:
-            for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
-                self.storage.set_trial_user_attr(
-                    optuna_compat.trial_id(t), "not_run", "the budget was spent before this retry could run"
+            for t in study.get_trials(deepcopy=False, states=(TS.WAITING, TS.RUNNING)):
+                why = (
+                    "the budget was spent before this retry could run"
+                    if t.state == TS.WAITING
+                    else "its worker died before the trial was recorded on a ticket"
                 )
-                self.storage.set_trial_state_values(optuna_compat.trial_id(t), TS.FAIL)
-                log.info("worker %s: trial %d not run: the study's budget is spent", self.id, t.number)
+                try:
+                    self.storage.set_trial_user_attr(optuna_compat.trial_id(t), "not_run", why)
+                    self.storage.set_trial_state_values(optuna_compat.trial_id(t), TS.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # it finished meanwhile
+                log.info("worker %s: trial %d not run: %s", self.id, t.number, why)
         except TRANSIENT_ERRORS:
             log.warning("worker %s: could not retire waiting retries of %s", self.id, study.study_name)
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, wait_for
 from tests.queue_helpers import FINISHED, Env, check_lifecycle, spec, stop
 
 pytestmark = pytest.mark.slow
@@ -74,6 +74,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         clean = self.env.worker()
         try:
             self.env.wait_state(self.name, ("done", "failed"), 120)
+            # up (its signal handlers installed) before it is stopped: the study may have been
+            # done before it started
+            wait_for(lambda: self.env.workers(pid=clean.pid), 60, 0.2, "the clean worker to be up")
         finally:
             assert stop(clean) == [0]
         check_lifecycle(self.env, self.name)
