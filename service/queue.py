@@ -457,6 +457,17 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
     return Settled(True, back, spent, _study_state(session, claim.study_id))
 
 
+def finalizing(session: Session, study_ids: list[int]) -> set[int]:
+    """Of these running studies, those whose trials are all spent and whose model is being made
+    (a finalize ticket exists and is not done): the API shows them as ``finalizing``."""
+    if not study_ids:
+        return set()
+    q = select(TicketRow.study_id).where(
+        TicketRow.study_id.in_(study_ids), TicketRow.kind == FINALIZE, TicketRow.state != TicketState.DONE
+    )
+    return set(session.scalars(q))
+
+
 def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: str | None, final: bool) -> Settled:
     """The finalize ticket's end: done (``error`` None, or a last failure that is ``final``:
     the study still ends done, with the error as its reason) or back to the queue."""

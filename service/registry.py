@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service import optuna_compat, queue, results
 from rnntune.service.spec import StudySpec
-from rnntune.service.tables import StudyRow
+from rnntune.service.tables import STUDY_STATES, StudyRow, StudyState
 
 SPEC_ATTR = "rnntune_spec"
 SPEC_HASH_ATTR = "rnntune_spec_hash"  # stored first: what an adopter compares
@@ -32,11 +32,25 @@ def get_study(session: Session, name: str) -> StudyRow | None:
     return session.scalar(select(StudyRow).where(StudyRow.name == name))
 
 
+# Shown, not stored: a running study whose trials are all spent while its best model is trained
+# again and stored (the finalize ticket). The queue keeps it ``running``.
+FINALIZING = "finalizing"
+PUBLIC_STATES = (*STUDY_STATES, FINALIZING)
+
+
 def list_studies(session: Session, *, state: str | None = None) -> list[StudyRow]:
     q = select(StudyRow).order_by(StudyRow.created_at.desc(), StudyRow.id.desc())
     if state is not None:
-        q = q.where(StudyRow.state == state)
-    return list(session.scalars(q))
+        q = q.where(StudyRow.state == (StudyState.RUNNING if state == FINALIZING else state))
+    rows = list(session.scalars(q))
+    if state in (FINALIZING, StudyState.RUNNING):
+        shown = _finalizing(session, rows)
+        rows = [r for r in rows if (r.id in shown) == (state == FINALIZING)]
+    return rows
+
+
+def _finalizing(session: Session, rows: list[StudyRow]) -> set[int]:
+    return queue.finalizing(session, [r.id for r in rows if r.state == StudyState.RUNNING])
 
 
 def _same_or_conflict(row: StudyRow, digest: str) -> StudyRow:
@@ -117,6 +131,7 @@ def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:
     """Counts per trial state and the best value for each study: two grouped queries in all."""
     ids = [r.optuna_study_id for r in rows]
     counts = results.trial_counts(session, ids)
+    finalizing = _finalizing(session, rows)
     best = results.best_values(session, {r.optuna_study_id: r.spec["direction"] for r in rows})
     out = []
     for r in rows:
@@ -124,7 +139,7 @@ def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": r.name,
-                "state": r.state,
+                "state": FINALIZING if r.id in finalizing else r.state,
                 "reason": r.reason,
                 "direction": r.spec["direction"],
                 "metric": r.spec["metric"],

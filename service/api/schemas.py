@@ -18,7 +18,9 @@ class TrialCounts(BaseModel):
 
 class StudySummary(BaseModel):
     name: str
-    state: str = Field(description="queued, running, done, cancelled or failed")
+    state: str = Field(
+        description="queued, running, finalizing (storing the best model), paused, done, cancelled or failed"
+    )
     reason: str | None = Field(description="why a study ended early (failed, cancelled, timeout)")
     direction: str
     metric: str

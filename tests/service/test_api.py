@@ -154,3 +154,18 @@ def test_openapi_documents_the_spec(client):
     assert body["application/json"]["schema"]["$ref"] == "#/components/schemas/StudySpec"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_study_whose_trials_are_spent_shows_finalizing_until_its_model_is_stored(client, settings):
+    """Between its last trial and its stored model a study is ``finalizing``, not ``running``."""
+    spec = {**copy.deepcopy(SPEC), "name": "api-finalizing", "priority": 20}
+    spec["budget"] = {"n_trials": 2, "max_epochs": 2}
+    assert client.post("/v1/studies", json=spec).status_code == 201
+    Worker(settings, threads=1, device="cpu", max_trials=2).run()  # the two trials, not the finalize ticket
+    assert client.get("/v1/studies/api-finalizing").json()["state"] == "finalizing"
+    listed = [s["name"] for s in client.get("/v1/studies", params={"state": "finalizing"}).json()["items"]]
+    assert listed == ["api-finalizing"]
+    running = [s["name"] for s in client.get("/v1/studies", params={"state": "running"}).json()["items"]]
+    assert "api-finalizing" not in running
+    Worker(settings, threads=1, device="cpu", exit_when_idle=True).run()  # the finalize ticket
+    assert client.get("/v1/studies/api-finalizing").json()["state"] == "done"

@@ -19,10 +19,9 @@ from rnntune.service.api.schemas import (
     ValidationProblem,
 )
 from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec
-from rnntune.service.tables import STUDY_STATES
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
-StudyState = Literal[STUDY_STATES]  # type: ignore[valid-type]
+StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]
 TrialState = Literal[results.TRIAL_STATES]  # type: ignore[valid-type]
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
