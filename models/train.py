@@ -71,6 +71,38 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
 
 
 @torch.no_grad()
+def inference_latency_ms(model: nn.Module, x: Tensor, lengths: Tensor | None = None, *, repeats: int = 30) -> float:
+    """Batch-1 inference time in milliseconds on the model's device: the median of ``repeats``
+    timed forward passes of ``x[:1]`` (after three untimed warm-up passes), synchronising the
+    device around each so that a GPU's queued work is counted."""
+    if not _is_int(repeats) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, but got {repeats=}.")
+    device = next(model.parameters()).device
+    one = torch.as_tensor(x[:1], device=device)  # (1, T, F) or (1, T) token ids
+    args = () if lengths is None else (torch.as_tensor(lengths[:1], dtype=torch.int64).cpu(),)
+    if args:
+        one = one[:, : int(args[0].max())]
+    on_gpu = device.type == "cuda"
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    for i in range(repeats + 3):
+        sync()
+        started = time.perf_counter()
+        model(one, *args)
+        sync()
+        if i >= 3:
+            times.append(time.perf_counter() - started)
+    model.train(was_training)
+    return 1000.0 * float(np.median(times))
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     x: Tensor,

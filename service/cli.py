@@ -461,11 +461,28 @@ def workers(
 def export(
     name: Annotated[str, typer.Argument(help="the study")],
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="where to write (default: NAME-best.pt)")
+        Path | None, typer.Option("-o", "--output", help="where to write (default: NAME-best.pt, NAME-trial-N.pt)")
+    ] = None,
+    trial: Annotated[
+        int | None,
+        typer.Option(
+            "--trial",
+            help="retrain this complete trial here, as the finalize step does (e.g. one on the study's Pareto "
+            "front: GET /v1/studies/NAME/pareto), instead of downloading the stored best model",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="--trial: where to retrain (auto, cpu, cuda, cuda:N)")] = "auto",
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url", envvar="RNNTUNE_DATABASE_URL", help="--trial on an uploaded data set: where to read it"
+        ),
     ] = None,
     api_url: ApiOpt = None,
 ) -> None:
     """Download a finished study's best model: `from rnntune import load_model; load_model(FILE).predict(x)`."""
+    if trial is not None:
+        return _export_trial(name, trial, output, device, database_url, api_url)
     with _client(api_url) as client:
         r = _request(client, "GET", f"/v1/studies/{name}/best/model")
         if r.status_code == 404:
@@ -481,6 +498,59 @@ def export(
         f"wrote {path} ({len(r.content):,} bytes, sha256 {r.headers.get('x-checksum-sha256', '?')[:12]}): trial #{best['trial_number']}"
     )
     typer.echo(f"  {best['metric']} {best['value']:.6g}; test: {shown or '-'}")
+
+
+def _export_trial(
+    name: str, number: int, output: Path | None, device: str, database_url: str | None, api_url: str | None
+) -> None:
+    """Retrain trial ``number`` of study ``name`` on this machine with the finalize step's own code
+    (same config and seed, train split, up to its best epoch), test it once, write the model file."""
+    with _client(api_url) as client:
+        r = _request(client, "GET", f"/v1/studies/{name}")
+        if r.status_code == 404:
+            _fail(f"no study named {name!r}")
+        spec_json = r.json()["spec"]
+        page = _request(client, "GET", f"/v1/studies/{name}/trials", params={"after": number - 1, "limit": 1}).json()
+    found = [t for t in page["items"] if t["number"] == number]
+    if not found:
+        _fail(f"--trial: study {name!r} has no trial {number}", code=2)
+    t = found[0]
+    if t["state"] != "COMPLETE":
+        _fail(f"--trial: trial {number} is {t['state']}; only a complete trial can be retrained", code=2)
+
+    import threading
+
+    from rnntune.service.finalize import TrialRecord, build_model
+    from rnntune.service.objective import DataCache, StudyDataError
+    from rnntune.service.spec import StudySpec
+    from rnntune.service.worker import pick_device
+
+    _logging("WARNING")
+    spec = StudySpec.model_validate(spec_json)
+    sessions = None
+    if spec.data.dataset is not None and database_url:
+        from rnntune.service.db import make_engine, session_factory
+
+        sessions = session_factory(make_engine(_settings(database_url)))
+    record = TrialRecord(t["number"], t["params"], t["value"], t["user_attrs"])
+    try:
+        built = build_model(
+            spec, record, device=pick_device(device), data_cache=DataCache(sessions=sessions), stop=threading.Event()
+        )
+    except StudyDataError as exc:
+        hint = " (an uploaded data set: pass --database-url)" if spec.data.dataset and sessions is None else ""
+        _fail(f"{exc}{hint}")
+    path = output or Path(f"{name}-trial-{number}.pt")
+    path.write_bytes(built.content)
+    import hashlib
+
+    shown = ", ".join(f"{k} {v:.6g}" for k, v in (built.test or {}).items() if isinstance(v, (int, float)))
+    objectives = t["user_attrs"].get("objectives") or {spec.metric: t["value"]}
+    typer.echo(
+        f"wrote {path} ({len(built.content):,} bytes, sha256 {hashlib.sha256(built.content).hexdigest()[:12]}): "
+        f"trial #{number} retrained on {built.device}"
+    )
+    typer.echo(f"  {', '.join(f'{k} {v:.6g}' for k, v in objectives.items())}; test: {shown or '-'}")
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Uploaded data sets (a spec names one as data.dataset).")

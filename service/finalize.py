@@ -68,6 +68,46 @@ TEST_ATTR = "rnntune_test_metrics"
 MODEL_ATTR = "rnntune_best_model"
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """What re-creating a trial needs of it: an Optuna trial, or one read back from the API."""
+
+    number: int
+    params: dict[str, Any]
+    value: float | None  # the (first) objective's value
+    user_attrs: dict[str, Any]
+
+
+@dataclasses.dataclass
+class BuiltModel:
+    """A re-created trial's model file and what was measured of it."""
+
+    content: bytes
+    metrics: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    config: dict[str, Any]
+    device: str
+    test: dict[str, float] | None
+
+
+def best_trial(study: optuna.Study, spec: StudySpec) -> TrialRecord:
+    """The trial whose model a finished study stores. Several objectives: the best on the first
+    (ties: better on the next ones, then the earliest), which is always on the Pareto front."""
+    if not spec.multi_objective:
+        best = study.best_trial  # ValueError when no trial is complete
+        return TrialRecord(best.number, best.params, best.value, best.user_attrs)
+    sign = [-1.0 if d == "maximize" else 1.0 for d in spec.directions()]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.values is not None and all(math.isfinite(v) for v in t.values)
+    ]
+    if not complete:
+        raise ValueError("no trial is complete")
+    best = min(complete, key=lambda t: ([s * v for s, v in zip(sign, t.values, strict=True)], t.number))
+    return TrialRecord(best.number, best.params, best.values[0], best.user_attrs)
+
+
 def finalize_study(
     *,
     spec: StudySpec,
@@ -82,6 +122,44 @@ def finalize_study(
 
     Raises on failure (no complete trial, broken data, training error); the worker retries or
     records the reason. ``stop`` is honoured at epoch boundaries (raises ``Interrupted``)."""
+    from rnntune.service.objective import Interrupted
+
+    started = time.monotonic()
+    best = best_trial(study, spec)
+    built = build_model(spec, best, device=device, data_cache=data_cache, stop=stop)
+    if stop.is_set():
+        raise Interrupted("finalize stopped before the model was stored")
+    row = ModelRow(
+        study_id=study_id,
+        trial_number=best.number,
+        params=best.params,
+        hyperparameters=built.hyperparameters,
+        metrics=built.metrics,
+        config=built.config,
+        device=built.device,
+        seconds=round(time.monotonic() - started, 3),
+        sha256=hashlib.sha256(built.content).hexdigest(),
+        size=len(built.content),
+        content=built.content,
+    )
+    with sessions() as session:
+        store(session, row)
+    study.set_user_attr(TEST_ATTR, _json_safe(built.test))
+    study.set_user_attr(
+        MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
+    )
+    log.info(
+        "study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, built.metrics["val"], built.test
+    )
+
+
+def build_model(
+    spec: StudySpec, trial: TrialRecord, *, device: str, data_cache: DataCache, stop: threading.Event
+) -> BuiltModel:
+    """Re-create ``trial``'s model as the module docstring says (same config and seed, train
+    split, up to its best epoch), evaluate it once on val and once on test, and write the model
+    file. The finalize step runs it for the best trial; ``rnntune export --trial N`` for another
+    (a Pareto-optimal trial of a study with several objectives)."""
     import numpy as np
     import torch
 
@@ -90,12 +168,10 @@ def finalize_study(
     from rnntune.models.train import EpochResult, evaluate, fit
     from rnntune.service.objective import Interrupted, build_configs
 
-    started = time.monotonic()
-    best = study.best_trial  # ValueError when no trial is complete
-    hp = hyperparameters(spec, best.params)
+    hp = hyperparameters(spec, trial.params)
     data = data_cache.get(spec, hp["window"], hp.get("max_length"))
     model_config, train_config = build_configs(spec, hp, data, device=device)
-    best_epoch = best.user_attrs.get("best_epoch")
+    best_epoch = trial.user_attrs.get("best_epoch")
 
     def on_epoch_end(result: EpochResult) -> bool:
         if stop.is_set():
@@ -106,7 +182,7 @@ def finalize_study(
     if best_epoch is not None and result.best_epoch != best_epoch:
         log.warning(
             "study %s: the re-created trial %d peaked at epoch %d, the original at %d",
-            spec.name, best.number, result.best_epoch, best_epoch,
+            spec.name, trial.number, result.best_epoch, best_epoch,
         )  # fmt: skip
     model = SequenceModel(model_config).to(result.device)
     model.load_state_dict(result.state_dict)
@@ -124,16 +200,16 @@ def finalize_study(
     reproduced = _metric(spec, val)
     metrics = {
         "metric": spec.metric,
-        "trial_value": best.value,
-        "trial_val_metrics": best.user_attrs.get("val_metrics"),  # as the trial reported them
+        "trial_value": trial.value,
+        "trial_val_metrics": trial.user_attrs.get("val_metrics"),  # as the trial reported them
         "val": val,  # of the stored weights (the same model, so the same numbers up to float noise)
         "test": test,
         "val_reproduced": {
-            "trial": best.value,
+            "trial": trial.value,
             "model": reproduced,
-            "abs_diff": abs(reproduced - best.value) if best.value is not None else None,
+            "abs_diff": abs(reproduced - trial.value) if trial.value is not None else None,
         },
-        "naive_val_loss": best.user_attrs.get("naive_val_loss"),
+        "naive_val_loss": trial.user_attrs.get("naive_val_loss"),
         "n_train": len(data.x_train),
         "n_val": len(data.x_val),
         "n_test": len(data.x_test),
@@ -146,16 +222,24 @@ def finalize_study(
         data_meta["n_classes"] = data.n_classes
     meta = {
         "study": spec.name,
-        "trial_number": best.number,
+        "trial_number": trial.number,
         "metric": spec.metric,
         "direction": spec.direction,
-        "params": best.params,
+        "params": trial.params,
         "hyperparameters": hp,
         "data": spec.data.model_dump(mode="json"),
         "data_meta": data_meta,
         "val_metrics": val,
         "test_metrics": test,
         "procedure": PROCEDURE,
+        **(
+            {
+                "objectives": dict(zip(spec.objective_names(), spec.directions(), strict=True)),
+                "trial_objectives": trial.user_attrs.get("objectives"),
+            }
+            if spec.multi_objective
+            else {}
+        ),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rnntune_version": __version__,
     }
@@ -169,29 +253,14 @@ def finalize_study(
         meta=meta,
         text=data.text,
     )
-    content = buffer.getvalue()
-    if stop.is_set():
-        raise Interrupted("finalize stopped before the model was stored")
-    row = ModelRow(
-        study_id=study_id,
-        trial_number=best.number,
-        params=best.params,
-        hyperparameters=hp,
+    return BuiltModel(
+        content=buffer.getvalue(),
         metrics=_json_safe(metrics),
+        hyperparameters=hp,
         config={"model": _asdict(model_config), "train": _asdict(train_config), "procedure": PROCEDURE},
         device=result.device,
-        seconds=round(time.monotonic() - started, 3),
-        sha256=hashlib.sha256(content).hexdigest(),
-        size=len(content),
-        content=content,
+        test=test,
     )
-    with sessions() as session:
-        store(session, row)
-    study.set_user_attr(TEST_ATTR, _json_safe(test))
-    study.set_user_attr(
-        MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
-    )
-    log.info("study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, val, test)
 
 
 def _metric(spec: StudySpec, metrics: dict[str, float]) -> float:

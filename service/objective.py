@@ -6,6 +6,7 @@ epoch; we report the metric there and raise ``TrialPruned`` when the pruner says
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -24,7 +25,7 @@ from rnntune.models.data import DataError, SequenceData, load_dataset
 from rnntune.models.files import FileLimits
 from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
-from rnntune.service import optuna_compat
+from rnntune.service import optuna_compat, pareto
 from rnntune.service.db import TRANSIENT_ERRORS
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.search import suggest
@@ -324,10 +325,11 @@ class Objective:
         except Exception as exc:
             self._fail(trial, "error", f"{type(exc).__name__}: {exc}", ids)
             raise
-        if not (isinstance(value, (int, float)) and math.isfinite(value)):  # what Optuna's tell accepts
+        values = value if isinstance(value, tuple) else (value,)  # several objectives: a tuple
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):  # what Optuna's tell accepts
             self._fail(trial, "error", f"the objective returned {value!r}", ids)
             return value
-        self._outcome = TrialOutcome.complete(*ids, float(value))
+        self._outcome = TrialOutcome.complete(*ids, float(values[0]))  # the first objective's
         return value
 
     def _fail(self, trial, fail_reason: str, error: str, ids, *, kind: Outcome = Outcome.FAILED) -> None:
@@ -340,22 +342,28 @@ class Objective:
         _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
-    def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
+    def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float | tuple[float, ...]:
         spec = self.spec
         data = self.data_cache.get(spec, hp["window"], hp.get("max_length"))
         model_config, train_config = build_configs(spec, hp, data, device=self.device)
         self.model_config, self.train_config = model_config, train_config
         started = time.monotonic()
+        report, should_prune = trial.report, trial.should_prune
+        if spec.multi_objective:  # Optuna neither records nor prunes those per epoch: see service/pareto.py
+            report, should_prune = (
+                functools.partial(pareto.report, trial),
+                functools.partial(pareto.should_prune, trial),
+            )
 
         def on_epoch_end(result: EpochResult) -> bool:
             value = metric_value(spec, result)
             if not math.isfinite(value):
                 raise DivergedError(f"{spec.metric} is {value} at epoch {result.epoch}")
-            _retry_db(trial.report, value, result.epoch)
+            _retry_db(report, value, result.epoch)
             if self.stop.is_set():
                 raise Interrupted(f"stopped at epoch {result.epoch}")
             try:
-                prune = _retry_db(trial.should_prune)
+                prune = _retry_db(should_prune)
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:  # the pruner, not the model
@@ -383,4 +391,36 @@ class Objective:
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
         if spec.metric == "val_loss":  # the bar to beat: a model that learned nothing
             trial.set_user_attr("naive_val_loss", round(data.naive_val_loss(), 6))
-        return metric_value(spec, best)
+        if not spec.multi_objective:
+            return metric_value(spec, best)
+        values = objective_values(spec, best, model_config, result, data)
+        trial.set_user_attr("objectives", dict(zip(spec.objective_names(), values, strict=True)))
+        return values
+
+
+def objective_values(
+    spec: StudySpec, best: EpochResult, model_config: ModelConfig, result: FitResult, data: SequenceData
+) -> tuple[float, ...]:
+    """A trial's value for each of ``spec.objectives``: the val metrics at its best epoch, the
+    model's parameter count, and its batch-1 inference time on the device it trained on."""
+    import torch
+
+    from rnntune.models.recurrent import SequenceModel
+    from rnntune.models.train import inference_latency_ms
+
+    model = SequenceModel(model_config).to(result.device)
+    model.load_state_dict(result.state_dict)
+    out = []
+    for name in spec.objective_names():
+        if name == "n_params":
+            out.append(float(sum(p.numel() for p in model.parameters())))
+        elif name == "latency_ms":
+            x = data.x_val if len(data.x_val) else data.x_train
+            lengths = data.lengths_val if len(data.x_val) else data.lengths_train
+            with torch.no_grad():
+                out.append(inference_latency_ms(model, x, lengths))
+        elif name == "val_loss":
+            out.append(float(best.val_loss))
+        else:
+            out.append(float(best.val_metrics[METRIC_KEYS[name]]))
+    return tuple(out)

@@ -1,9 +1,10 @@
 """Every use of Optuna's private internals, in one place.
 
-rnntune leans on three things Optuna does not promise: its table objects (the status endpoints
+rnntune leans on a few things Optuna does not promise: its table objects (the status endpoints
 aggregate trials in SQL so that they stay fast at 10,000 trials), the storage ids of a study and a
-trial (our rows point at them), and the stale-trial query the storage runs before every trial (a
-worker runs it less often). The names below are what Optuna 5 calls them (``optuna>=5,<6`` in
+trial (our rows point at them), the stale-trial query the storage runs before every trial (a
+worker runs it less often), and, for studies with several objectives (service/pareto.py), a
+study's storage object and Optuna's Pareto-front test. The names below are what Optuna 5 calls them (``optuna>=5,<6`` in
 pyproject.toml); ``tests/service/test_optuna_compat.py`` checks each against the installed Optuna
 and fails naming the piece when a release moves one. Nothing else in rnntune touches a private
 Optuna name.
@@ -11,8 +12,10 @@ Optuna name.
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 from optuna.storages._rdb import models as _models
+from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import FrozenTrial
 
 # Optuna's SQLAlchemy models of its own tables (``optuna.storages._rdb.models``).
@@ -22,6 +25,7 @@ TrialValueModel = _models.TrialValueModel
 TrialParamModel = _models.TrialParamModel
 TrialIntermediateValueModel = _models.TrialIntermediateValueModel
 TrialUserAttributeModel = _models.TrialUserAttributeModel
+TrialSystemAttributeModel = _models.TrialSystemAttributeModel
 
 # Their tables, for SQL Core queries.
 studies_t = StudyModel.__table__
@@ -30,6 +34,7 @@ values_t = TrialValueModel.__table__
 params_t = TrialParamModel.__table__
 inter_t = TrialIntermediateValueModel.__table__
 uattrs_t = TrialUserAttributeModel.__table__
+sattrs_t = TrialSystemAttributeModel.__table__
 
 # ``trial_values.value_type`` of a finite value (the enum is stored by name; inf/-inf are the others).
 FINITE = TrialValueModel.TrialValueType.FINITE.name
@@ -43,6 +48,17 @@ def study_id(study: optuna.Study) -> int:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The trial's row id in Optuna's ``trials`` table (what the storage's trial methods take)."""
     return trial._trial_id
+
+
+def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage object a study reads and writes through (a trial's ``trial.study``'s too)."""
+    return study._storage
+
+
+def is_pareto_front(loss_values: np.ndarray) -> np.ndarray:
+    """For each row of ``loss_values`` (trials x objectives, every objective to minimise): is it
+    on the Pareto front? Optuna's own test (``optuna.study._multi_objective``)."""
+    return _is_pareto_front(loss_values, assume_unique_lexsorted=False)
 
 
 class StaleCheckStorage(optuna.storages.RDBStorage):

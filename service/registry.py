@@ -74,7 +74,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         return _same_or_conflict(existing, digest), False
     spec_json = spec.model_dump(mode="json")
     try:
-        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction)
+        study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions())
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         # Another request may be creating it right now: its row follows within moments.
@@ -90,7 +90,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         if study.user_attrs.get(SPEC_HASH_ATTR) is None:
             study.set_user_attr(SPEC_HASH_ATTR, digest)
             study.set_user_attr(SPEC_ATTR, spec_json)
-            study.set_metric_names([spec.metric])  # the dashboard labels the value by it, not "Objective 0"
+            study.set_metric_names(spec.objective_names())  # the dashboard labels values by them, not "Objective 0"
         queued = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
         for params in spec.initial_trials:
             if params not in queued:  # an adopted study may hold some of them already

@@ -16,7 +16,7 @@ from optuna.distributions import json_to_distribution
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from rnntune.service.optuna_compat import FINITE, inter_t, params_t, trials_t, uattrs_t, values_t
+from rnntune.service.optuna_compat import FINITE, inter_t, params_t, sattrs_t, trials_t, uattrs_t, values_t
 
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
@@ -120,7 +120,8 @@ def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[s
                 "state": _state(r.state),
                 "params": params.get(r.trial_id, {}),
                 "value": _finite(r.value),
-                "epochs": epochs.get(r.trial_id, 0),
+                # several objectives keep their per-epoch values elsewhere (service/pareto.py)
+                "epochs": epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get("epochs", 0),
                 "duration_s": round((end - start).total_seconds(), 3) if start and end else None,
                 "datetime_start": start,
                 "datetime_complete": end,
@@ -161,5 +162,40 @@ def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any
             .where(inter_t.c.trial_id == trial["trial_id"])
             .order_by(inter_t.c.step)
         )
-    ]
+    ] or _first_objective_curve(session, trial["trial_id"])
     return trial
+
+
+def _first_objective_curve(session: Session, trial_id: int) -> list[dict[str, Any]]:
+    """Several objectives: the first one's per-epoch values (service/pareto.py's CURVE_ATTR)."""
+    from rnntune.service.pareto import CURVE_ATTR
+
+    value_json = session.scalar(
+        select(sattrs_t.c.value_json).where(sattrs_t.c.trial_id == trial_id, sattrs_t.c.key == CURVE_ATTR)
+    )
+    if value_json is None:
+        return []
+    curve = json.loads(value_json)
+    return [{"epoch": int(step), "value": _finite(curve[step])} for step in sorted(curve, key=int)]
+
+
+def complete_values(session: Session, study_id: int) -> list[tuple[int, list[float | None]]]:
+    """(trial number, [value of each objective]) of every COMPLETE trial, by number: one query."""
+    rows = session.execute(
+        select(trials_t.c.number, values_t.c.objective, values_t.c.value)
+        .join(values_t, values_t.c.trial_id == trials_t.c.trial_id)
+        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
+        .order_by(trials_t.c.number, values_t.c.objective)
+    )
+    out: dict[int, list[float | None]] = {}
+    for number, _objective, value in rows:
+        out.setdefault(number, []).append(_finite(value))
+    return list(out.items())
+
+
+def trials_by_number(session: Session, study_id: int, numbers: list[int]) -> list[dict[str, Any]]:
+    """The trials with these numbers (params, first value, epochs, attributes), by number."""
+    if not numbers:
+        return []
+    where = and_(trials_t.c.study_id == study_id, trials_t.c.number.in_(numbers))
+    return _trials(session, where, order=[trials_t.c.number], limit=None)

@@ -122,6 +122,10 @@ def _check_data_param(key: str, value: Any) -> None:
 # Width of each built-in data set's input (features per step); file data sets vary.
 BUILTIN_FEATURES = {"sine": 1, "adding": 2, "sunspots": 1, "co2": 1, "digits": 8}
 
+# What ``objectives`` may list: the val metrics (reported every epoch) and two costs of the trained
+# model, measured once at the end: its parameter count and its batch-1 inference time.
+OBJECTIVES = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
+
 
 class _Hp(BaseModel):
     kind: Literal["int", "float", "bool", "str"]
@@ -406,6 +410,11 @@ class StudySpec(BaseModel):
     metric: str = Field(
         default="val_loss", description=f"one of {', '.join(METRICS)}", json_schema_extra={"enum": list(METRICS)}
     )
+    objectives: list[str] | None = Field(
+        default=None,
+        description=f"several objectives (a multi-objective study, searched for its Pareto front): two or more of "
+        f"{', '.join(OBJECTIVES)}; the first is a val metric, the one pruned on and the study's metric",
+    )
     data: DataSpec
     model: dict[str, Any] = Field(
         default_factory=dict,
@@ -440,6 +449,25 @@ class StudySpec(BaseModel):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         return metric
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, objectives: list[str] | None) -> list[str] | None:
+        if objectives is None:
+            return None
+        for name in objectives:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+        if len(set(objectives)) != len(objectives):
+            raise ValueError(f"objectives must be distinct, but got {objectives}")
+        if len(objectives) < 2:
+            raise ValueError(f"objectives needs two or more (one objective is the metric), but got {objectives}")
+        if objectives[0] not in METRICS:
+            raise ValueError(
+                f"the first objective is pruned on every epoch, so it must be a val metric ({', '.join(METRICS)}), "
+                f"but got {objectives[0]!r}"
+            )
+        return objectives
 
     @field_validator("model", "training")
     @classmethod
@@ -480,17 +508,30 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> StudySpec:
         limits = (info.context or {}).get("limits")
+        if self.objectives is not None:
+            if "metric" in self.model_fields_set and self.metric != self.objectives[0]:
+                raise ValueError(
+                    f"objectives: the first objective is the study's metric, but got metric={self.metric!r} "
+                    f"and objectives[0]={self.objectives[0]!r}"
+                )
+            self.metric = self.objectives[0]
+            if self.sampler.name == "cmaes":
+                raise ValueError(
+                    "objectives: the cmaes sampler optimises one objective; use tpe, gp, genetic or random"
+                )
         expected = METRICS[self.metric]
         if self.direction is None:
             self.direction = expected
         elif self.direction != expected:
             raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
-        if self.metric in ("val_accuracy", "val_f1") and self.data.name not in CLASSIFICATION_DATASETS:
-            raise ValueError(
-                f"metric: {self.metric} needs a classification data set, but got data.name={self.data.name!r}"
-            )
-        if self.data.name in ("digits", "text") and self.metric == "val_mae":
-            raise ValueError(f"metric: val_mae needs a regression data set, but data.name={self.data.name!r}")
+        where = "objectives" if self.objectives else "metric"
+        for name in self.objective_names():
+            if name in ("val_accuracy", "val_f1") and self.data.name not in CLASSIFICATION_DATASETS:
+                raise ValueError(
+                    f"{where}: {name} needs a classification data set, but got data.name={self.data.name!r}"
+                )
+            if self.data.name in ("digits", "text") and name == "val_mae":
+                raise ValueError(f"{where}: val_mae needs a regression data set, but data.name={self.data.name!r}")
         _check_text(self)
         for name in self.search_space:
             group = HYPERPARAMETERS[name].group
@@ -531,6 +572,18 @@ class StudySpec(BaseModel):
         return self
 
     # --- helpers used by the API and the worker -----------------------------------------
+    def objective_names(self) -> list[str]:
+        """What each trial returns, in order: ``objectives``, or the one ``metric``."""
+        return list(self.objectives) if self.objectives else [self.metric]
+
+    def directions(self) -> list[str]:
+        """The Optuna study's direction per objective."""
+        return [OBJECTIVES[name] for name in self.objective_names()]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective_names()) > 1
+
     def fixed_params(self) -> dict[str, Any]:
         """Every hyperparameter's value when not searched: the spec's fixed value or the default."""
         values = {name: hp.default for name, hp in HYPERPARAMETERS.items()}

@@ -275,7 +275,7 @@ class Worker:
         trial = self._db(self.storage.get_trial, claim.trial_id)
         ids = (optuna_compat.trial_id(trial), trial.number)
         if trial.state == TS.COMPLETE:
-            return TrialOutcome.complete(*ids, trial.value)
+            return TrialOutcome.complete(*ids, trial.values[0])  # several objectives: the first
         if trial.state == TS.PRUNED:
             return TrialOutcome.pruned(*ids)
         if trial.state == TS.FAIL and "fail_reason" in trial.user_attrs:

@@ -148,7 +148,10 @@ class BestPublic(BaseModel):
     metric: str
     direction: str
     trial_number: int
-    value: float | None = Field(description="the best trial's objective value")
+    value: float | None = Field(description="the best trial's objective value (several objectives: the first's)")
+    objectives: dict[str, float] | None = Field(
+        default=None, description="several objectives: the best trial's value of each (GET .../pareto: the front)"
+    )
     params: dict[str, Any] = Field(description="the searched parameters of the best trial")
     hyperparameters: dict[str, Any] = Field(description="every hyperparameter, searched, fixed or default")
     val_metrics: dict[str, Any] | None = Field(description="on the val split (of the stored model once there is one)")
@@ -156,6 +159,29 @@ class BestPublic(BaseModel):
         description="on the test split, measured once; null until the model is stored"
     )
     model: ModelPublic | None = Field(description="null until the study's budget is spent and the model is stored")
+
+
+class ObjectivePublic(BaseModel):
+    name: str = Field(description="a val metric, n_params or latency_ms")
+    direction: str
+
+
+class ParetoTrial(BaseModel):
+    number: int
+    values: dict[str, float | None] = Field(description="objective -> the trial's value")
+    params: dict[str, Any] = Field(description="the searched parameters")
+    epochs: int = Field(description="epochs trained")
+
+
+class ParetoPublic(BaseModel):
+    study: str
+    state: str
+    objectives: list[ObjectivePublic] = Field(description="in the spec's order; the first is the one pruned on")
+    n_complete: int = Field(description="complete trials compared")
+    trials: list[ParetoTrial] = Field(
+        description="the complete trials no other complete trial matches or beats on every objective and beats "
+        "on one, by number (one objective: the best trials); `rnntune export NAME --trial N` retrains any of them"
+    )
 
 
 class ParamImportance(BaseModel):

@@ -21,6 +21,7 @@ COLUMNS = {
     "params_t": {"param_id", "trial_id", "param_name", "param_value", "distribution_json"},
     "inter_t": {"trial_id", "step", "intermediate_value", "intermediate_value_type"},
     "uattrs_t": {"trial_id", "key", "value_json"},
+    "sattrs_t": {"trial_id", "key", "value_json"},  # several objectives: the first one's curve
 }
 
 
@@ -78,3 +79,15 @@ def test_fail_stale_trials_asks_our_stale_trial_hook(sqlite_url):
     optuna.storages.fail_stale_trials(study)
     assert asked == [optuna_compat.study_id(study)], "Optuna no longer asks _get_stale_trial_ids"
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_study_storage_and_pareto_front_are_optunas():
+    """service/pareto.py reads a study's storage and Optuna's own Pareto-front test."""
+    import numpy as np
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    trial = study.ask()
+    optuna_compat.storage(study).set_trial_system_attr(optuna_compat.trial_id(trial), "k", 1)
+    assert study.trials[0].system_attrs == {"k": 1}
+    front = optuna_compat.is_pareto_front(np.array([[1.0, 2.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0]]))
+    assert front.tolist() == [True, True, False, True]

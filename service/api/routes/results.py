@@ -1,4 +1,4 @@
-"""/v1/studies/{name}/best, /best/model, /importances, /trials.csv: what a study found."""
+"""/v1/studies/{name}/best, /best/model, /pareto, /importances, /trials.csv: what a study found."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from rnntune.service import importance, model_store, results
+from rnntune.service import importance, model_store, pareto, results
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
-from rnntune.service.api.schemas import BestPublic, ImportancesPublic, Problem
+from rnntune.service.api.schemas import BestPublic, ImportancesPublic, ParetoPublic, Problem
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import StudySpec
 
@@ -43,6 +43,7 @@ def get_best(name: str, session: SessionDep) -> dict:
         "value": best["value"],
         "params": best["params"],
         "hyperparameters": hyperparameters(spec, best["params"]),
+        "objectives": best["user_attrs"].get("objectives"),
         "val_metrics": best["user_attrs"].get("val_metrics"),
         "test_metrics": None,
         "model": None,
@@ -61,6 +62,33 @@ def get_best(name: str, session: SessionDep) -> dict:
         if model.trial_number != best["number"]:  # a tie, or a trial finished after finalize
             out["value"] = model.metrics.get("trial_value")
     return out
+
+
+@router.get("/{name}/pareto", response_model=ParetoPublic, responses={404: {"model": Problem}})
+def get_pareto(name: str, session: SessionDep) -> dict:
+    """The Pareto front: each complete trial that no other beats on every objective, with its values and params."""
+    row = study_or_404(session, name)
+    spec = StudySpec.model_validate(row.spec)
+    names, directions = spec.objective_names(), spec.directions()
+    complete = results.complete_values(session, row.optuna_study_id)
+    on_front = pareto.front_mask([values for _, values in complete], directions)
+    values = {number: v for (number, v), on in zip(complete, on_front, strict=True) if on}
+    trials = results.trials_by_number(session, row.optuna_study_id, list(values))
+    return {
+        "study": row.name,
+        "state": row.state,
+        "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions, strict=True)],
+        "n_complete": len(complete),
+        "trials": [
+            {
+                "number": t["number"],
+                "values": dict(zip(names, values[t["number"]], strict=True)),
+                "params": t["params"],
+                "epochs": t["epochs"],
+            }
+            for t in trials
+        ],
+    }
 
 
 @router.get(

@@ -1,0 +1,122 @@
+"""Several objectives: pruning on the first objective, and the Pareto front.
+
+A spec's ``objectives: [val_loss, n_params]`` makes an Optuna multi-objective study (one direction
+per objective). Optuna cannot prune those: ``Trial.report`` and ``Trial.should_prune`` raise
+``NotImplementedError`` for multi-objective studies, and its samplers assume single-objective
+studies whenever a trial has intermediate values (TPE scores a pruned trial's last intermediate
+value with ``study.direction``, which a multi-objective study refuses).
+
+So rnntune prunes on the **first objective** (a val metric, reported every epoch) with the spec's
+own pruner, unchanged:
+
+- each epoch's value of the first objective goes to the trial's system attribute
+  :data:`CURVE_ATTR` (``{epoch: value}``), not to Optuna's intermediate values, which would break
+  the samplers as above;
+- :func:`should_prune` asks the spec's pruner (median, percentile, successive halving, hyperband:
+  Optuna's own classes) about the trial through :class:`FirstObjectiveStorage`, a view of the
+  study's storage as a single-objective study: the first direction only, and each trial's
+  :data:`CURVE_ATTR` as its intermediate values. The pruner applies its own rule to those
+  values (the median pruner: this trial's best value so far against the median, at the same
+  epoch, of the completed trials' first-objective values), exactly as it would in a
+  single-objective study of the first objective. What a pruner writes (successive halving's rung
+  values) goes to the real storage.
+
+A pruned trial keeps no objective values (it never measured the others), so it is never on the
+front. The front itself (:func:`front_mask`) is Optuna's non-dominated sort over the COMPLETE
+trials' values, each objective turned to "minimise".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+
+from rnntune.service import optuna_compat
+
+CURVE_ATTR = "rnntune_first_objective"  # per-epoch values of the first objective: {"1": v, "2": v, ...}
+
+
+class FirstObjectiveStorage(BaseStorage):
+    """A multi-objective study's storage, seen as the single-objective study of its first objective.
+
+    Reads are the real storage's, with the first direction only and each trial's per-epoch
+    first-objective values (:data:`CURVE_ATTR`) as its intermediate values; writes go to the
+    real storage."""
+
+    def __init__(self, storage: BaseStorage, direction: StudyDirection):
+        self._storage = storage
+        self._direction = direction
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return [self._direction]
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        return first_objective_trial(self._storage.get_trial(trial_id))
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
+        return [first_objective_trial(t) for t in self._storage.get_all_trials(study_id, deepcopy=False, states=states)]
+
+
+def _delegate(name: str):
+    def method(self, *args, **kwargs):
+        return getattr(self._storage, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+# BaseStorage's abstract methods go to the real storage, except the three reads overridden above
+# (its concrete methods read through those).
+for _name in sorted(BaseStorage.__abstractmethods__):
+    if _name not in FirstObjectiveStorage.__dict__:
+        setattr(FirstObjectiveStorage, _name, _delegate(_name))
+FirstObjectiveStorage.__abstractmethods__ = frozenset()
+
+
+def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """A shallow copy of ``trial`` as the first objective's trial: its values cut to the first,
+    its per-epoch first-objective values as intermediate values."""
+    out = copy.copy(trial)
+    out.intermediate_values = {int(step): value for step, value in trial.system_attrs.get(CURVE_ATTR, {}).items()}
+    if trial.values is not None:
+        out.values = trial.values[:1]
+    return out
+
+
+def report(trial: optuna.Trial, value: float, step: int) -> None:
+    """Record the first objective's value at ``step`` (``Trial.report`` for multi-objective)."""
+    storage, trial_id = optuna_compat.storage(trial.study), optuna_compat.trial_id(trial)
+    curve = dict(storage.get_trial(trial_id).system_attrs.get(CURVE_ATTR, {}))
+    if str(step) in curve:  # as Trial.report: the first value reported for a step stays
+        return
+    curve[str(step)] = float(value)
+    storage.set_trial_system_attr(trial_id, CURVE_ATTR, curve)
+
+
+def should_prune(trial: optuna.Trial) -> bool:
+    """The study's pruner on the first objective's values (``Trial.should_prune`` for
+    multi-objective): the pruner sees a single-objective study, through
+    :class:`FirstObjectiveStorage`."""
+    study = trial.study
+    storage = FirstObjectiveStorage(optuna_compat.storage(study), study.directions[0])
+    view = optuna.Study(study_name=study.study_name, storage=storage, sampler=study.sampler, pruner=study.pruner)
+    return study.pruner.prune(view, storage.get_trial(optuna_compat.trial_id(trial)))
+
+
+def front_mask(values: list[list[float]], directions: list[str]) -> list[bool]:
+    """Which rows of ``values`` (one per trial, one column per objective) are non-dominated.
+    Rows with a missing or non-finite value are never on the front."""
+    if not values:
+        return []
+    ok = np.array([len(v) == len(directions) and all(x is not None and math.isfinite(x) for x in v) for v in values])
+    mask = np.zeros(len(values), dtype=bool)
+    if ok.any():
+        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+        loss = np.array([v for v, good in zip(values, ok, strict=True) if good], dtype=float) * sign
+        mask[ok] = optuna_compat.is_pareto_front(loss)
+    return mask.tolist()
