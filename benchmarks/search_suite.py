@@ -1,0 +1,380 @@
+"""The evidence suite for the spec's defaults: search strategies x built-in tasks x seeds, side by side.
+
+Built like ``benchmarks/search_efficiency.py``: every strategy runs the service's own code path
+(``rnntune.service.spec`` -> ``rnntune.service.search.build_sampler/build_pruner`` ->
+``rnntune.service.objective.Objective`` -> ``rnntune.models.train.fit``) on Optuna in-memory
+storage, and seed s drives both the sampler and the training seed of every trial. The model a
+user takes home is what the service's finalize step makes of the search's best trial
+(``rnntune.service.finalize.best_trial`` + ``build_model``: the best trial re-created, tested once).
+
+Tasks (``--tasks``), each with a tutorial grid and the same ranges for the other strategies:
+
+    sunspots  yearly sunspots, window 24, GRU: hidden {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x
+              batch {32, 64, 128}, 30 epochs a trial (benchmarks/search_efficiency.py's grid)
+    text      the sentiment reviews (studies/data), embedding -> RNN, Adam: embed {64, 128, 256} x
+              hidden {64, 128, 256} x layers {1, 2, 3} x lr {1e-3, 5e-4, 1e-4} x batch {32, 64, 128},
+              5 epochs a trial (studies/classic/rnn-text-grid.yaml, the IMDb-style tutorial grid)
+    digits    8x8 digits as 8 rows of 8, RNN: hidden {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x
+              batch {32, 64, 128}, 20 epochs a trial
+
+Strategies (``--strategies``), named SAMPLER or SAMPLER+PRUNER with the spec's names and Optuna's
+default options (what a spec that names them gets); no pruner means no pruning:
+
+    grid                       the task's grid, every point, no pruning: the bar
+    random                     random search
+    tpe+median                 today's spec default
+    tpe+hyperband              hyperband with max_resource = the epochs a trial
+    random+successive_halving
+    gp                         Optuna's Gaussian-process sampler
+    cmaes                      CMA-ES (categorical axes fall back to independent sampling)
+
+Every strategy but grid runs trials until it has trained as many epochs as the grid
+(``--budget`` scales that). An epoch is one pass over the training data; a pruned trial costs the
+epochs it ran. Reported per task and strategy, the median over seeds of:
+
+    test @full    the take-home model's test loss (MSE in scaled units; cross-entropy) at the full budget
+    test @1/3     the same for the best trial found within a third of the grid's epochs
+    best val      the search's best val loss (the number a search reports)
+    gap           test @full - that model's val loss: how much the winner's val score flattered it
+    to grid best  epochs until a complete trial first scores <= the grid's best val loss
+                  (">N" when more than half the seeds did not within the budget), and in how many seeds
+
+Scale: ``--axis-values K`` keeps K evenly spread values of each grid axis (3 is every value;
+K=2 makes the text grid 32 points instead of 243); ``--epochs`` overrides the epochs a trial;
+both take N for every task or TASK=N,TASK=N. ``--jobs`` runs seeds in parallel processes.
+
+    nice -n 10 .venv/bin/python benchmarks/search_suite.py                       # 3 tasks x 3 seeds, full grids
+    nice -n 10 .venv/bin/python benchmarks/search_suite.py --seeds 10 --jobs 2   # the evidence run
+    nice -n 10 .venv/bin/python benchmarks/search_suite.py --epochs sunspots=10,digits=5 --axis-values text=2
+    .venv/bin/python benchmarks/search_suite.py --tasks sunspots --seeds 1 --axis-values 2 --epochs 1 \\
+        --strategies random,tpe+median                                           # CI's tiny version
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import multiprocessing
+import statistics
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+import optuna  # noqa: E402
+
+from rnntune.service.finalize import TrialRecord, best_trial, build_model  # noqa: E402
+from rnntune.service.objective import DataCache, Objective  # noqa: E402
+from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
+from rnntune.service.spec import PRUNERS, SAMPLERS, parse_spec  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Task:
+    data: dict
+    grid: dict[str, list]
+    space: dict[str, dict]  # the grid's ranges, for every strategy but grid
+    epochs: int
+    model: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+
+TASKS = {
+    "sunspots": Task(
+        data={"name": "sunspots", "window": 24},
+        model={"cell": "gru"},
+        grid={"hidden_size": [32, 64, 128], "lr": [1e-2, 1e-3, 1e-4], "batch_size": [32, 64, 128]},
+        space={
+            "hidden_size": {"type": "int", "low": 32, "high": 128, "log": True},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        },
+        epochs=30,
+    ),
+    "text": Task(
+        data={
+            "name": "text",
+            "path": str(REPO / "studies" / "data" / "sentiment-reviews.csv"),
+            "params": {"text_column": "text", "label_column": "label", "lowercase": True, "min_freq": 1},
+        },
+        model={"cell": "rnn"},
+        training={"optimizer": "adam"},
+        grid={
+            "embed_dim": [64, 128, 256],
+            "hidden_size": [64, 128, 256],
+            "num_layers": [1, 2, 3],
+            "lr": [1e-3, 5e-4, 1e-4],
+            "batch_size": [32, 64, 128],
+        },
+        space={
+            "embed_dim": {"type": "int", "low": 64, "high": 256, "log": True},
+            "hidden_size": {"type": "int", "low": 64, "high": 256, "log": True},
+            "num_layers": {"type": "int", "low": 1, "high": 3},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+            "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        },
+        epochs=5,
+    ),
+    "digits": Task(
+        data={"name": "digits"},
+        model={"cell": "rnn"},
+        grid={"hidden_size": [32, 64, 128], "lr": [1e-2, 1e-3, 1e-4], "batch_size": [32, 64, 128]},
+        space={
+            "hidden_size": {"type": "int", "low": 32, "high": 128, "log": True},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        },
+        epochs=20,
+    ),
+}
+STRATEGIES = ("grid", "random", "tpe+median", "tpe+hyperband", "random+successive_halving", "gp", "cmaes")
+
+
+def strategy_name(text: str) -> str:
+    """``--strategies``' items: SAMPLER or SAMPLER+PRUNER, by the spec's names."""
+    sampler, _, pruner = text.partition("+")
+    if sampler not in SAMPLERS or (pruner and pruner not in PRUNERS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SAMPLER[+PRUNER] with a sampler of {', '.join(SAMPLERS)} "
+            f"and a pruner of {', '.join(PRUNERS)}"
+        )
+    if sampler == "grid" and pruner:
+        raise argparse.ArgumentTypeError(f"{text!r}: grid runs every point, without pruning")
+    return text
+
+
+def thin(values: list, k: int | None) -> list:
+    """``k`` evenly spread values of a grid axis, its ends included (all of them when k is None)."""
+    if k is None or k >= len(values):
+        return list(values)
+    if k == 1:
+        return [values[len(values) // 2]]
+    return [values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)]
+
+
+def per_task(text: str) -> dict[str, int]:
+    """``--epochs`` / ``--axis-values``: N for every task, or TASK=N,TASK=N (others: the default)."""
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().rpartition("=")
+        if (sep and name not in TASKS) or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected N or TASK=N (N >= 1) with a task of {', '.join(TASKS)}"
+            )
+        for task in [name] if sep else TASKS:
+            out[task] = int(value)
+    return out
+
+
+def task_grid(task_name: str, args: argparse.Namespace) -> dict[str, list]:
+    k = args.axis_values.get(task_name)
+    return {name: thin(values, k) for name, values in TASKS[task_name].grid.items()}
+
+
+def task_epochs(task_name: str, args: argparse.Namespace) -> int:
+    return args.epochs.get(task_name, TASKS[task_name].epochs)
+
+
+def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
+    task = TASKS[task_name]
+    sampler, _, pruner = strategy.partition("+")
+    spec = {
+        "name": f"suite-{task_name}",
+        "data": task.data,
+        "model": task.model,
+        "training": task.training,
+        "seed": seed,
+        "budget": {"n_trials": n_trials, "max_epochs": task_epochs(task_name, args)},
+        "sampler": {"name": sampler, "seed": seed},
+        "pruner": {"name": pruner or "none"},
+    }
+    if sampler == "cmaes":  # categorical axes are sampled independently, as it would warn every trial
+        spec["sampler"]["warn_independent_sampling"] = False
+    if sampler == "grid":
+        spec["search_space"] = {k: {"type": "categorical", "choices": v} for k, v in task_grid(task_name, args).items()}
+    else:
+        spec["search_space"] = task.space
+    return parse_spec(spec)
+
+
+def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoch_budget: int, cache: DataCache):
+    """One search: the grid's points, or trials until ``epoch_budget`` epochs are spent. Then the
+    take-home model of its best trial at the full budget and within a third of it."""
+    n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
+    n_trials = n_grid if strategy == "grid" else 100_000
+    spec = make_spec(task_name, strategy, seed, args, n_trials)
+    study = optuna.create_study(
+        direction=spec.direction, sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec)
+    )
+    objective = Objective(spec, device="cpu", data_cache=cache)
+    epochs, best, trajectory = 0, math.inf, []  # after each trial: (epochs so far, best val so far, trial)
+    started = time.perf_counter()
+    while True:
+        study.optimize(objective, n_trials=1)
+        trial = study.trials[-1]
+        epochs += len(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = min(best, trial.value)
+        trajectory.append((epochs, best, trial))
+        if strategy == "grid" and len(study.trials) == n_grid:
+            break
+        if strategy != "grid" and epochs >= epoch_budget:
+            break
+    search_s = time.perf_counter() - started
+    full = _take_home(spec, best_trial(study, spec), cache)
+    early = _best_within(trajectory, epoch_budget / 3)
+    third = _take_home(spec, early, cache) if early is not None else None
+    return {
+        "trajectory": [(e, b) for e, b, _ in trajectory],
+        "epochs": epochs,
+        "trials": len(trajectory),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for _, _, t in trajectory),
+        "best_val": best,
+        "test": full["test"],
+        "gap": full["test"] - full["val"],
+        "test_third": third["test"] if third else math.inf,
+        "seconds": search_s,
+    }
+
+
+def _best_within(trajectory, budget: float) -> TrialRecord | None:
+    """The best complete trial among those that finished within ``budget`` epochs."""
+    best = None
+    for epochs, _, trial in trajectory:
+        if epochs > budget:
+            break
+        if trial.state == optuna.trial.TrialState.COMPLETE and (best is None or trial.value < best.value):
+            best = trial
+    if best is None:
+        return None
+    return TrialRecord(best.number, best.params, best.value, best.user_attrs)
+
+
+def _take_home(spec, trial: TrialRecord, cache: DataCache) -> dict[str, float]:
+    built = build_model(spec, trial, device="cpu", data_cache=cache, stop=threading.Event())
+    return {"test": built.test["loss"], "val": built.metrics["val"]["loss"]}
+
+
+def epochs_to_reach(trajectory, target: float) -> int | None:
+    for epochs, best in trajectory:
+        if best <= target:
+            return epochs
+    return None
+
+
+def run_seed(task_name: str, seed: int, args: argparse.Namespace) -> dict[str, dict]:
+    """Every strategy on one task at one seed: grid first (its best val is the bar)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    cache = DataCache()
+    n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
+    budget = round(n_grid * task_epochs(task_name, args) * args.budget)
+    grid = run(task_name, "grid", seed, args, budget, cache)
+    outs = {}
+    for strategy in args.strategies:
+        out = grid if strategy == "grid" else run(task_name, strategy, seed, args, budget, cache)
+        # the grid knows its best only once every point has run
+        out["reach"] = grid["epochs"] if strategy == "grid" else epochs_to_reach(out["trajectory"], grid["best_val"])
+        out["budget"] = budget
+        outs[strategy] = out
+    return outs
+
+
+def _median(values) -> float:
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="comma-separated SAMPLER[+PRUNER] (grid is always run: it is the bar)",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--axis-values", type=per_task, default={}, help="keep N values per grid axis: N, or TASK=N,TASK=N"
+    )
+    parser.add_argument(
+        "--epochs", type=per_task, default={}, help="epochs a trial (default: the task's): N, or TASK=N,TASK=N"
+    )
+    parser.add_argument("--budget", type=float, default=1.0, help="epochs per search, as a multiple of the grid's")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for t in tasks:
+        if t not in TASKS:
+            parser.error(f"--tasks: unknown task {t!r}; known: {', '.join(TASKS)}")
+    try:
+        strategies = [strategy_name(s.strip()) for s in args.strategies.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--strategies: {exc}")
+    args.strategies = ["grid", *[s for s in strategies if s != "grid"]]
+
+    import torch
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    print(
+        f"search suite: seeds {seeds[0]}..{seeds[-1]}; tasks "
+        + ", ".join(
+            f"{t} ({math.prod(len(v) for v in task_grid(t, args).values())}-point grid x {task_epochs(t, args)} epochs)"
+            for t in tasks
+        )
+        + "; "
+        f"budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
+    )
+    results: dict[str, dict[str, list[dict]]] = {}
+    jobs = [(t, s) for s in seeds for t in tasks]  # seed by seed: an interrupted run has whole seeds
+    if args.jobs == 1:
+        outs = (run_seed(t, s, args) for t, s in jobs)
+    else:  # a seed's numbers do not depend on which process ran it
+        pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        outs = pool.map(run_seed, [t for t, _ in jobs], [s for _, s in jobs], [args] * len(jobs))
+    print(
+        f"\n{'task':<9} {'seed':>4} {'strategy':<26} {'trials':>6} {'pruned':>6} {'epochs':>6} "
+        f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'time':>6}"
+    )
+    for (task_name, seed), by_strategy in zip(jobs, outs, strict=True):
+        for strategy, out in by_strategy.items():
+            results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
+            reach = out["reach"] if out["reach"] is not None else "-"
+            print(
+                f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
+                f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} {out['seconds']:>5.0f}s",
+                flush=True,
+            )
+    print(f"\nmedian over {args.seeds} seeds; each search spends the grid's epochs x {args.budget:g}")
+    for task_name, by_strategy in results.items():
+        budget = by_strategy["grid"][0]["budget"]
+        print(f"\n{task_name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
+        print(
+            f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} "
+            f"{'to grid best':>12} {'reached':>8}"
+        )
+        for strategy, outs in by_strategy.items():
+            reach = _median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
+            shown = f"{reach:.0f}" if math.isfinite(reach) else f">{budget}"
+            third = _median([o["test_third"] for o in outs])
+            print(
+                f"{strategy:<26} {_median([o['test'] for o in outs]):>10.4f} "
+                f"{third:>10.4f} {_median([o['best_val'] for o in outs]):>9.4f} "
+                f"{_median([o['gap'] for o in outs]):>+8.4f} {shown:>12} "
+                f"{sum(o['reach'] is not None for o in outs):>4}/{len(outs):<3}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""benchmarks/search_suite.py: a tiny version of the evidence suite runs in CI."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def load_suite():
+    if "search_suite" not in sys.modules:  # benchmarks/ is scripts, not a package
+        spec = importlib.util.spec_from_file_location("search_suite", REPO / "benchmarks" / "search_suite.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["search_suite"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["search_suite"]
+
+
+def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
+    suite = load_suite()
+    suite.main(
+        [
+            "--tasks",
+            "sunspots",
+            "--seeds",
+            "1",
+            "--axis-values",
+            "2",
+            "--epochs",
+            "1",
+            "--strategies",
+            "random,tpe+median",
+        ]
+    )
+    out = capsys.readouterr().out
+    summary = out.split("sunspots (grid: 8 trials, 8 epochs)")[1].splitlines()
+    assert summary[1].split() == [
+        "strategy",
+        "test",
+        "@full",
+        "test",
+        "@1/3",
+        "best",
+        "val",
+        "gap",
+        "to",
+        "grid",
+        "best",
+        "reached",
+    ]
+    rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
+    assert list(rows) == ["grid", "random", "tpe+median"]
+    for row in rows.values():
+        test_full, test_third, best_val, gap = (float(v) for v in row[1:5])
+        assert all(math.isfinite(v) and v > 0 for v in (test_full, test_third, best_val)), row
+        assert abs(gap) < 10, row
+    assert rows["grid"][5] == "8"  # the grid knows its best after all its epochs
+
+
+def test_options_are_checked():
+    suite = load_suite()
+    assert suite.thin([1, 2, 3], 2) == [1, 3] and suite.thin([1, 2, 3], 1) == [2] and suite.thin([1, 2], None) == [1, 2]
+    assert suite.per_task("sunspots=4,2") == {"sunspots": 2, "text": 2, "digits": 2}
+    assert suite.per_task("text=2") == {"text": 2}
+    for bad in (
+        ["--strategies", "tpe+nope"],
+        ["--strategies", "grid+median"],
+        ["--tasks", "mnist"],
+        ["--epochs", "x=1"],
+    ):
+        with pytest.raises(SystemExit):
+            suite.main(bad)
