@@ -56,6 +56,7 @@ import argparse
 import concurrent.futures
 import math
 import multiprocessing
+import signal
 import statistics
 import sys
 import threading
@@ -294,6 +295,21 @@ def _median(values) -> float:
     return statistics.median(values)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_rows(results: dict, task_name: str, seed: int, by_strategy: dict[str, dict]) -> None:
+    for strategy, out in by_strategy.items():
+        results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
+        reach = out["reach"] if out["reach"] is not None else "-"
+        print(
+            f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
+            f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} {out['seconds']:>5.0f}s",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
@@ -347,16 +363,19 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{'task':<9} {'seed':>4} {'strategy':<26} {'trials':>6} {'pruned':>6} {'epochs':>6} "
         f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'time':>6}"
     )
-    for (task_name, seed), by_strategy in zip(jobs, outs, strict=True):
-        for strategy, out in by_strategy.items():
-            results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
-            reach = out["reach"] if out["reach"] is not None else "-"
-            print(
-                f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
-                f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} {out['seconds']:>5.0f}s",
-                flush=True,
-            )
-    print(f"\nmedian over {args.seeds} seeds; each search spends the grid's epochs x {args.budget:g}")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # TERM or Ctrl-C: summarise what finished
+    try:
+        for (task_name, seed), by_strategy in zip(jobs, outs, strict=False):
+            _print_rows(results, task_name, seed, by_strategy)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the summary covers the searches that finished", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not results:
+        return
+
+    n_seeds = max(len(outs) for by_strategy in results.values() for outs in by_strategy.values())
+    print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {args.budget:g}")
     for task_name, by_strategy in results.items():
         budget = by_strategy["grid"][0]["budget"]
         print(f"\n{task_name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
