@@ -596,7 +596,10 @@ class StudySpec(BaseModel):
         return values
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data.get("objectives") is None:  # a single-objective spec hashes as it did before `objectives`
+            data.pop("objectives", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def _check_text(spec: StudySpec) -> None:

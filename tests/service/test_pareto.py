@@ -72,6 +72,15 @@ def test_objectives_set_metric_directions_and_stay_optional():
     assert parse_spec(spec.model_dump(mode="json")).objective_names() == ["val_loss", "latency_ms", "val_mae"]
 
 
+def test_single_objective_spec_hashes_as_before_objectives_existed():
+    """Re-submitting a study's spec after an upgrade finds the same study, not a 409."""
+    from rnntune.service.registry import spec_hash
+
+    single = parse_spec({k: v for k, v in spec_dict().items() if k != "objectives"})
+    assert "objectives" not in single.canonical_json()
+    assert spec_hash(single) != spec_hash(parse_spec(spec_dict()))
+
+
 def test_api_answers_422_naming_objectives(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'v.db'}")
     with TestClient(create_app(settings, dashboard=False)) as client:
