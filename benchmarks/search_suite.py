@@ -277,7 +277,7 @@ def run_seed(task_name: str, seed: int, args: argparse.Namespace) -> dict[str, d
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    cache = DataCache()
+    cache = DataCache(data_roots=[str(REPO / "studies" / "data")])  # the text task's file
     n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
     budget = round(n_grid * task_epochs(task_name, args) * args.budget)
     grid = run(task_name, "grid", seed, args, budget, cache)

@@ -527,16 +527,16 @@ def _export_trial(
 
     _logging("WARNING")
     spec = StudySpec.model_validate(spec_json)
+    settings = _settings(database_url)  # RNNTUNE_DATA_ROOTS: where a spec's data.path may be read here
     sessions = None
     if spec.data.dataset is not None and database_url:
         from rnntune.service.db import make_engine, session_factory
 
-        sessions = session_factory(make_engine(_settings(database_url)))
+        sessions = session_factory(make_engine(settings))
+    cache = DataCache(sessions=sessions, data_roots=settings.roots, file_limits=settings.file_limits)
     record = TrialRecord(t["number"], t["params"], t["value"], t["user_attrs"])
     try:
-        built = build_model(
-            spec, record, device=pick_device(device), data_cache=DataCache(sessions=sessions), stop=threading.Event()
-        )
+        built = build_model(spec, record, device=pick_device(device), data_cache=cache, stop=threading.Event())
     except StudyDataError as exc:
         hint = " (an uploaded data set: pass --database-url)" if spec.data.dataset and sessions is None else ""
         _fail(f"{exc}{hint}")
