@@ -10,6 +10,11 @@ torch.load(path, weights_only=True) (no pickled classes, nothing executed on loa
 
 A text model's file carries its tokenizer settings, vocabulary and label names, so that
 ``load_model(path).predict(["a raw review", ...])`` returns label names.
+
+A model plugin's file (an installed ``rnntune.models`` entry point built the module) records
+``"plugin": {"name", "distribution", "version", "config"}`` instead of code: ``load_model``
+re-creates the module through the entry point of that name, installed where it loads, and says
+which distribution to install when it is not.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import IO, Any, SupportsFloat, overload
 
 import numpy as np
 import torch
+from torch import nn
 
 from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data.container import Scaler
@@ -33,6 +39,24 @@ from rnntune.models.train import pick_device
 
 FORMAT = "rnntune.model"
 VERSION = 1
+PLUGIN_GROUP = "rnntune.models"
+
+
+def build_plugin_model(plugin: dict[str, Any]) -> nn.Module:
+    """Re-create a model plugin's module from a model file's ``plugin`` record."""
+    from importlib import metadata
+
+    name = plugin["name"]
+    found = list(metadata.entry_points(group=PLUGIN_GROUP, name=name))
+    if not found:
+        dist, version = plugin.get("distribution"), plugin.get("version")
+        hint = f"; install {dist}=={version}" if dist else ""
+        raise ValueError(f"this model file needs the model plugin {name!r} ({PLUGIN_GROUP}), not installed here{hint}")
+    model = found[0].load()(dict(plugin["config"]))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model plugin {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
 
 Texts = Sequence[str | bytes]  # a text model's input: raw strings (or UTF-8 bytes)
 
@@ -46,12 +70,15 @@ def save_model(
     scaler: Scaler | None = None,
     meta: dict[str, Any] | None = None,
     text: TextInfo | None = None,
+    plugin: dict[str, Any] | None = None,
 ) -> None:
-    """Write one checkpoint file (atomically when path is a file name; or to a binary stream)."""
+    """Write one checkpoint file (atomically when path is a file name; or to a binary stream).
+    ``plugin``: the model plugin that built the module (name, distribution, version, config)."""
     if not isinstance(model_config, ModelConfig):
         raise TypeError(f"model_config must be a ModelConfig, got {type(model_config).__name__}.")
     state = {key: value.detach().to("cpu") for key, value in state_dict.items()}
-    SequenceModel(model_config).load_state_dict(state)  # fail now, not when a user loads it
+    module = build_plugin_model(plugin) if plugin is not None else SequenceModel(model_config)
+    module.load_state_dict(state)  # fail now, not when a user loads it
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -62,6 +89,8 @@ def save_model(
         "meta": _plain(meta or {}, "meta"),
         "text": _plain(text, "text"),
     }
+    if plugin is not None:
+        payload["plugin"] = _plain(plugin, "plugin")
     if not isinstance(path, (str, os.PathLike)):  # a binary stream
         torch.save(payload, path)
         return
@@ -87,7 +116,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: SequenceModel,
+        model: nn.Module,
         config: ModelConfig,
         scaler: Scaler | None,
         meta: dict[str, Any],
@@ -199,7 +228,7 @@ def load_model(path: str | os.PathLike[str] | IO[bytes], device: str | torch.dev
             f"{path!r} has model file version {payload.get('version')!r}; this code reads version {VERSION}."
         )
     config = ModelConfig(**payload["model_config"])
-    model = SequenceModel(config)
+    model = build_plugin_model(payload["plugin"]) if payload.get("plugin") else SequenceModel(config)
     model.load_state_dict(payload["state_dict"])
     model.to(pick_device(device)).eval()
     train_config = payload.get("train_config")

@@ -171,11 +171,14 @@ def fit(
     data: SequenceData,
     on_epoch_end: Callable[[EpochResult], bool | None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    model_factory: Callable[[ModelConfig], nn.Module] | None = None,
 ) -> FitResult:
     """Train a fresh SequenceModel; the same configs and seed give the same curve on one device.
 
     ``should_stop`` is polled before every batch; when it answers True, fit raises
-    :class:`TrainingStopped` (a worker asked to shut down stops within one batch)."""
+    :class:`TrainingStopped` (a worker asked to shut down stops within one batch).
+    ``model_factory`` builds another module with SequenceModel's contract instead (a user's
+    model plugin): (B, T, F) or token ids + lengths in, (B, output_size) out."""
     _check_compatible(model_config, data)
     tc = train_config
     device = pick_device(tc.device)
@@ -184,10 +187,11 @@ def fit(
     generator = torch.Generator(device=device)  # the epochs' shuffles
     generator.manual_seed(tc.seed)
 
-    model = SequenceModel(model_config).to(device)
-    if data.embeddings is not None and model_config.is_text:  # a user's matrix, in vocab order
-        with torch.no_grad():
-            model.embedding.weight.copy_(torch.as_tensor(data.embeddings))
+    model = (model_factory or SequenceModel)(model_config).to(device)
+    embedding = getattr(model, "embedding", None)  # a model plugin may have none
+    if data.embeddings is not None and model_config.is_text and isinstance(embedding, nn.Embedding):
+        with torch.no_grad():  # a user's matrix, in vocab order
+            embedding.weight.copy_(torch.as_tensor(data.embeddings))
     optimizer = _make_optimizer(model, tc)
     scheduler = _make_scheduler(optimizer, tc)
     loss_fn = F.mse_loss if model_config.task == "regression" else F.cross_entropy

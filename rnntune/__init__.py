@@ -25,12 +25,18 @@ _LAZY = {
     "load_model": "rnntune.models.checkpoint",
     "save_model": "rnntune.models.checkpoint",
     "Predictor": "rnntune.models.checkpoint",
+    # your own training code (command trials, objective plugins): torch- and optuna-free
+    "report": "rnntune.reporting",
+    "final": "rnntune.reporting",
+    "params": "rnntune.reporting",
+    "TrialPruned": "rnntune.reporting",
 }
 
 if TYPE_CHECKING:
     from rnntune.models.checkpoint import Predictor, load_model, save_model
+    from rnntune.reporting import TrialPruned, final, params, report
 
-__all__ = ["Predictor", "__version__", "load_model", "save_model"]
+__all__ = ["Predictor", "TrialPruned", "__version__", "final", "load_model", "params", "report", "save_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,10 +11,12 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 STAMP=.venv/.rnntune-installed
-WANT="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+WANT="$(cat pyproject.toml examples/plugin/pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${RNNTUNE_TORCH_VERSION:-2.13.0}"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  # the example plugins (studies/custom-*.yaml and their tests need them installed)
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e examples/plugin
   echo "$WANT" > "$STAMP"
 fi

@@ -57,7 +57,7 @@ def run_study(spec: dict, workdir: Path) -> dict:
 
     settings = Settings(database_url=f"sqlite:///{workdir / 'rnntune.db'}", data_dir=workdir, poll_interval_s=0.2)
     with TestClient(create_app(settings, dashboard=False)) as client:
-        dataset = spec["data"].get("dataset")
+        dataset = (spec.get("data") or {}).get("dataset")
         if dataset is not None:
             path, fmt = DATA_FILES[dataset]
             fields = {"name": dataset} | ({"format": fmt} if fmt else {})
@@ -66,7 +66,9 @@ def run_study(spec: dict, workdir: Path) -> dict:
         r = client.post("/v1/studies", json=spec)
         assert r.status_code == 201, r.text
         started = time.monotonic()
-        Worker(settings, exit_when_idle=True, threads=1, device="cpu").run()
+        # command-trial.yaml runs examples/command/train.py: this worker's operator allows that folder
+        commands = [str(REPO / "examples" / "command")]
+        Worker(settings, exit_when_idle=True, threads=1, device="cpu", command_dirs=commands).run()
         seconds = time.monotonic() - started
         study = client.get(f"/v1/studies/{spec['name']}").json()
         best = client.get(f"/v1/studies/{spec['name']}/best")

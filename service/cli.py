@@ -100,6 +100,13 @@ def worker(
         int,
         typer.Option(min=1, help="with --per-gpu: worker processes per GPU (small models that leave a GPU idle)"),
     ] = 1,
+    allow_commands: Annotated[
+        list[Path],
+        typer.Option(
+            "--allow-commands",
+            help="run command trials whose script lies in this directory (repeatable; adds to RNNTUNE_COMMAND_DIRS)",
+        ),
+    ] = [],  # noqa: B006
     database_url: DbOpt = None,
 ) -> None:
     """Run a worker: claim queued trials, train them, report every epoch."""
@@ -108,8 +115,12 @@ def worker(
     _logging()
     if workers_per_gpu != 1 and not per_gpu:
         _fail("--workers-per-gpu: needs --per-gpu", code=2)
+    for d in allow_commands:
+        if not d.is_dir():
+            _fail(f"--allow-commands: {d} is not a directory", 2)
     if per_gpu:
-        raise typer.Exit(_supervise_gpu_workers(_settings(database_url), label, workers_per_gpu))
+        extra = [a for d in allow_commands for a in ("--allow-commands", str(d))]
+        raise typer.Exit(_supervise_gpu_workers(_settings(database_url), label, workers_per_gpu, extra))
     w = Worker(
         _settings(database_url),
         labels=set(label),
@@ -117,6 +128,7 @@ def worker(
         threads=threads,
         max_trials=max_trials,
         exit_when_idle=exit_when_idle,
+        command_dirs=[str(d) for d in allow_commands],
     )
     w.install_signal_handlers()
     supervisor = os.environ.get(SUPERVISOR_ENV)
@@ -263,15 +275,18 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
     return procs
 
 
-def _supervise_gpu_workers(settings: Settings, labels: list[str], per_gpu: int = 1) -> int:
+def _supervise_gpu_workers(
+    settings: Settings, labels: list[str], per_gpu: int = 1, extra: list[str] | None = None
+) -> int:
     """``per_gpu`` ``rnntune worker --device cuda:i`` processes per GPU (``_start_workers`` deals
-    the devices round-robin); SIGTERM/SIGINT are passed on to them."""
+    the devices round-robin), each with ``extra`` arguments; SIGTERM/SIGINT are passed on to them."""
     import torch
 
     n = torch.cuda.device_count()
     if n == 0:
         _fail("--per-gpu: no CUDA device is visible", code=2)
-    procs = _start_workers(settings, n * per_gpu, extra=[a for label in labels for a in ("--label", label)])
+    labels_args = [a for label in labels for a in ("--label", label)]
+    procs = _start_workers(settings, n * per_gpu, extra=labels_args + (extra or []))
     stopping = []
 
     def forward(signum, _frame):
@@ -440,6 +455,8 @@ def _worker_line(w: dict) -> str:
         trial = f", trial {w['trial_number']}" if w["trial_number"] is not None else ""
         doing = f" on {w['study']} (ticket {w['ticket_id']}{trial})"
     labels = f" labels {','.join(w['labels'])}" if w["labels"] else ""
+    labels += "".join(f"; plugin {p['name']} ({p['group']}, {p['distribution']} {p['version']})" for p in w["plugins"])
+    labels += "; runs commands" if w["commands"] else ""
     return f"{w['id']}: {w['state']}{doing}; {w['device']}{labels}; last heartbeat {w['heartbeat_age_s']:.0f} s ago"
 
 

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=2, ge=0, description="retries of a trial whose worker died")
     torch_threads: int | None = Field(default=None, ge=1, description="None: cores / local workers")
 
+    # Command trials (objective.command): code execution, so off unless the operator allows it.
+    command_dirs: str | None = Field(
+        default=None,
+        description="directories (os.pathsep- or comma-separated) whose scripts a worker may run as command "
+        "trials; unset: it runs none (rnntune worker --allow-commands DIR adds to it)",
+    )
+    max_command_timeout_s: float = Field(
+        default=86400.0, gt=0, description="largest objective.timeout_s accepted, and the limit when a spec sets none"
+    )
+    command_grace_s: float = Field(default=10.0, gt=0, description="SIGTERM to SIGKILL for a stopped command child")
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:

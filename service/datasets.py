@@ -218,7 +218,7 @@ def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) 
     given the server's ``limits``, an .npz whose width and length take the spec past them."""
     errors = _check_embeddings(session, spec)
     d = spec.data
-    if d.dataset is None:
+    if d is None or d.dataset is None:  # no data (an objective plugin or command), or not uploaded
         return errors
     row = find(session, d.dataset)
     if row is None:

@@ -166,11 +166,12 @@ def build_model(
     from rnntune.models.checkpoint import save_model
     from rnntune.models.recurrent import SequenceModel
     from rnntune.models.train import EpochResult, evaluate, fit
-    from rnntune.service.objective import Interrupted, build_configs
+    from rnntune.service.objective import Interrupted, PluginModel, build_configs
 
     hp = hyperparameters(spec, trial.params)
     data = data_cache.get(spec, hp["window"], hp.get("max_length"))
     model_config, train_config = build_configs(spec, hp, data, device=device)
+    factory = PluginModel(spec.model["plugin"], spec, hp) if spec.model.get("plugin") else None
     best_epoch = trial.user_attrs.get("best_epoch")
 
     def on_epoch_end(result: EpochResult) -> bool:
@@ -178,13 +179,15 @@ def build_model(
             raise Interrupted(f"finalize stopped at epoch {result.epoch}")
         return best_epoch is not None and result.epoch >= best_epoch
 
-    result = fit(model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=stop.is_set)
+    result = fit(
+        model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=stop.is_set, model_factory=factory
+    )
     if best_epoch is not None and result.best_epoch != best_epoch:
         log.warning(
             "study %s: the re-created trial %d peaked at epoch %d, the original at %d",
             spec.name, trial.number, result.best_epoch, best_epoch,
         )  # fmt: skip
-    model = SequenceModel(model_config).to(result.device)
+    model = (factory or SequenceModel)(model_config).to(result.device)
     model.load_state_dict(result.state_dict)
     model.eval()
 
@@ -252,6 +255,7 @@ def build_model(
         scaler=data.scaler,
         meta=meta,
         text=data.text,
+        plugin=factory.record() if factory is not None else None,
     )
     return BuiltModel(
         content=buffer.getvalue(),

@@ -25,11 +25,13 @@ from rnntune.models.data import DataError, SequenceData, load_dataset
 from rnntune.models.files import FileLimits
 from rnntune.models.recurrent import ModelConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainConfig, TrainingStopped, fit
-from rnntune.service import optuna_compat, pareto
+from rnntune.reporting import TrialPruned
+from rnntune.service import command, optuna_compat, pareto, plugins
 from rnntune.service.db import TRANSIENT_ERRORS
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.plugins import PluginError
 from rnntune.service.search import suggest
-from rnntune.service.spec import StudySpec, is_path, resolve_path, resolve_roots
+from rnntune.service.spec import HYPERPARAMETERS, StudySpec, is_path, resolve_path, resolve_roots
 
 METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}
 DEFAULT_EMBED_DIM = 64  # text: when embed_dim is neither fixed, searched nor set by a matrix
@@ -99,6 +101,10 @@ class DataCache:
             path = self.dataset_file(d.dataset)
         elif path is not None:
             path = self._allowed(field, path)
+        if d.name == "plugin":
+            data = _plugin_data(d.plugin, params)
+            self._items[key] = data
+            return data
         for key in ("embeddings", "embeddings_vocab"):
             ref = params.get(key)
             if ref is not None:
@@ -174,6 +180,89 @@ class DataCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(local)
+
+
+def _plugin_data(name: str, params: dict[str, Any]) -> SequenceData:
+    """A data-set plugin's SequenceData; any failure fails the study (StudyDataError)."""
+    try:
+        loader, _ = plugins.load("dataset", name)
+        data = loader(dict(params))
+    except Exception as exc:
+        raise StudyDataError(f"data: plugin {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, SequenceData):
+        raise StudyDataError(f"data: plugin {name!r} returned a {type(data).__name__}, not rnntune.models.SequenceData")
+    return data
+
+
+class PluginModel:
+    """A model plugin as ``fit``'s ``model_factory``: the plugin's config from the trial's
+    hyperparameters, the module checked against SequenceModel's contract, and the record a model
+    file keeps (entry-point name, distribution, version, config) to re-create it."""
+
+    def __init__(self, name: str, spec: StudySpec, hp: dict[str, Any]):
+        self.name = name
+        self.fn, self.info = plugins.load("model", name)
+        model_hp = {k: v for k, v in spec.model.items() if k != "plugin"}
+        for key, value in hp.items():  # built-in model parameters and the plugin's own
+            hp_def = HYPERPARAMETERS.get(key)
+            if hp_def is None or hp_def.group == "model":
+                model_hp.setdefault(key, value)
+        self.hp = model_hp
+        self.config: dict[str, Any] | None = None
+
+    def __call__(self, model_config: ModelConfig):
+        import torch
+
+        config = {
+            **self.hp,
+            "input_size": model_config.input_size,
+            "output_size": model_config.output_size,
+            "task": model_config.task,
+            "vocab_size": model_config.vocab_size,
+            "embed_dim": model_config.embed_dim,
+            "padding_idx": model_config.padding_idx,
+        }
+        try:
+            model = self.fn(dict(config))
+        except Exception as exc:
+            raise PluginError(f"model plugin {self.name!r} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise PluginError(f"model plugin {self.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        self.config = config
+        return model
+
+    def check(self, model_config: ModelConfig, data: SequenceData) -> None:
+        """One forward pass on two training samples: (2, output_size) out, or the study fails."""
+        import torch
+
+        model = self(model_config).eval()
+        x = torch.as_tensor(data.x_train[:2])
+        try:
+            with torch.no_grad():
+                if data.lengths_train is not None:
+                    out = model(x, torch.as_tensor(data.lengths_train[:2]))
+                else:
+                    out = model(x)
+        except Exception as exc:
+            raise PluginError(
+                f"model plugin {self.name!r} failed on a batch of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        want = (len(x), model_config.output_size)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if shape != want:
+            raise PluginError(
+                f"model plugin {self.name!r} returned {shape} for a batch of shape {tuple(x.shape)}; "
+                f"the contract is (batch, output_size) = {want}"
+            )
+
+    def record(self) -> dict[str, Any]:
+        """What a model file keeps to re-create the module (see ``rnntune.models.checkpoint``)."""
+        return {
+            "name": self.name,
+            "distribution": self.info.distribution,
+            "version": self.info.version,
+            "config": self.config,
+        }
 
 
 def _retry_db(fn, *args, attempts: int = 8):
@@ -263,8 +352,10 @@ class Objective:
         on_trial_start=None,
         still_ours=None,
         interruption=None,
+        commands: command.CommandOptions | None = None,
     ):
         self.spec = spec
+        self.commands = commands or command.CommandOptions()  # what the operator allowed
         self.device = device
         self.data_cache = data_cache
         self.stop = stop or threading.Event()
@@ -306,14 +397,17 @@ class Objective:
             raise
         self.params = trial.params
         try:
-            value = self._train(trial, hp)
+            value = self._train(trial, hp) if self.spec.objective is None else self._own(trial, hp)
         except optuna.TrialPruned:
             self._outcome = TrialOutcome.pruned(*ids)
             raise
+        except TrialPruned as exc:  # an objective plugin let rnntune's signal propagate
+            self._outcome = TrialOutcome.pruned(*ids)
+            raise optuna.TrialPruned(str(exc)) from None
         except (Interrupted, TrainingStopped) as exc:
             self._interrupted(trial, exc, ids)
             raise
-        except StudyDataError as exc:
+        except (StudyDataError, PluginError) as exc:  # every trial would fail the same way
             self._fail(trial, "data", str(exc), ids, kind=Outcome.DATA_ERROR)
             raise
         except DivergedError as exc:
@@ -342,10 +436,71 @@ class Objective:
         _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
+    def _report(self, trial: optuna.Trial, step: int, value: float, started: float) -> bool:
+        """Record one step of the user's own training; answer whether the pruner stops it."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise DivergedError(f"{self.spec.metric} is {value} at step {step}")
+        _retry_db(trial.report, value, int(step))
+        if self.stop.is_set():
+            raise Interrupted(f"stopped at step {step}")
+        if _retry_db(trial.should_prune):
+            trial.set_user_attr("epochs", int(step))
+            trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+            return True
+        return False
+
+    def _own(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
+        """The user's own training: an objective plugin called in-process, or a command child."""
+        spec, started = self.spec, time.monotonic()
+        if spec.objective.plugin is not None:
+            name = spec.objective.plugin
+            fn, _ = plugins.load("objective", name)
+
+            def report(step: int, value: float) -> None:
+                if self._report(trial, step, value, started):
+                    raise TrialPruned(f"pruned at step {step} ({spec.metric}={float(value):.6g})")
+
+            value = plugins.objective_value(fn(dict(hp), report), name)
+        else:
+            value = self._command(trial, hp, started)
+        if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
+            raise Interrupted("the ticket's lease was lost before the trial could finish")
+        trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+        return value
+
+    def _command(self, trial: optuna.Trial, hp: dict[str, Any], started: float) -> float:
+        spec, opts = self.spec, self.commands
+        argv = spec.objective.command
+        script = command.resolve_script(command.script_of(argv), list(opts.dirs))
+        if script is None:
+            raise command.CommandFailed("the script is not in this worker's allowed command directories")
+        try:
+            result = command.run(
+                command.build_argv(argv, hp, script),
+                hp,
+                cwd=script.parent,
+                device=self.device or "cpu",
+                on_report=lambda step, value: self._report(trial, step, value, started),
+                stop=self.stop,
+                timeout_s=spec.objective.timeout_s or opts.timeout_s,
+                grace_s=opts.grace_s,
+            )
+        except command.CommandStopped as exc:
+            raise Interrupted(str(exc)) from None
+        trial.set_user_attr("epochs", result.steps)
+        if result.state == "PRUNED":
+            raise optuna.TrialPruned(f"pruned at step {result.steps}; the command was stopped")
+        return result.value
+
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float | tuple[float, ...]:
         spec = self.spec
         data = self.data_cache.get(spec, hp["window"], hp.get("max_length"))
         model_config, train_config = build_configs(spec, hp, data, device=self.device)
+        factory = None
+        if spec.model.get("plugin"):
+            factory = PluginModel(spec.model["plugin"], spec, hp)
+            factory.check(model_config, data)
         self.model_config, self.train_config = model_config, train_config
         started = time.monotonic()
         report, should_prune = trial.report, trial.should_prune
@@ -375,7 +530,12 @@ class Objective:
             return False
 
         result: FitResult = fit(
-            model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=self.stop.is_set
+            model_config,
+            train_config,
+            data,
+            on_epoch_end=on_epoch_end,
+            should_stop=self.stop.is_set,
+            model_factory=factory,
         )
         if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
             # Our lease was lost (another worker has this ticket) or we must stop: finishing

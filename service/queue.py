@@ -15,7 +15,7 @@ worker's: :func:`db_now`.
 from __future__ import annotations
 
 import socket
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from rnntune.service import optuna_compat, results
+from rnntune.service import optuna_compat, plugins, results
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
@@ -71,7 +71,9 @@ _TRIALS = optuna_compat.trials_t
 # finalize ticket still runs).
 _TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
 _CLAIMABLE = (
-    select(_S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel, _TRIALS_OPEN.label("trials_open"))
+    select(
+        _S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel, _S.c.requires, _TRIALS_OPEN.label("trials_open")
+    )
     .where(
         _S.c.state.in_(ACTIVE),
         select(_T.c.id)
@@ -227,6 +229,7 @@ def add_study(session: Session, *, name: str, optuna_study_id: int, spec: dict, 
         max_parallel=budget.get("max_parallel"),
         max_failed=budget["max_failed_trials"],
         timeout_s=budget.get("timeout_s"),
+        requires=plugins.requirements(spec),
     )
     session.add(row)
     session.flush()
@@ -266,7 +269,8 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     has_final = session.scalar(
         select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == FINALIZE)
     )
-    if not has_final and results.n_complete(session, study.optuna_study_id) > 0:
+    own_training = bool(study.spec.get("objective"))  # an objective plugin or command: no model to store
+    if not has_final and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
         session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind=FINALIZE))
         session.flush()
         return True
@@ -313,11 +317,18 @@ def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> 
 # --- tickets ---------------------------------------------------------------------------------
 
 
-def _claimable_studies(session: Session, labels: set[str]) -> list[tuple[int, str, str, bool]]:
+def _claimable_studies(
+    session: Session, labels: set[str], can_run: Callable[[dict], bool] | None = None
+) -> list[tuple[int, str, str, bool]]:
     """(id, name, state, trials_open) of the active studies with a queued ticket that this
     worker may run now (its labels, the study's ``max_parallel``, its deadline), in claim order:
     priority, then age. ``trials_open`` False: past its deadline, only its finalize ticket."""
-    studies = [row for row in session.connection().execute(_CLAIMABLE) if set(row.labels or ()) <= labels]
+    # ``can_run(requires)``: whether this worker has the plugins / command directory a study needs
+    studies = [
+        row
+        for row in session.connection().execute(_CLAIMABLE)
+        if set(row.labels or ()) <= labels and (not row.requires or (can_run is not None and can_run(row.requires)))
+    ]
     limited = sorted(row.id for row in studies if row.max_parallel is not None)
     running: dict[int, int] = {}
     if limited:
@@ -346,6 +357,7 @@ def claim(
     lease_s: float,
     housekeeping: bool = True,
     known_specs: Container[int] = (),
+    can_run: Callable[[dict], bool] | None = None,
 ) -> Claim | None:
     """Lease the next queued ticket (priority, then age, then sequence) and commit at once.
 
@@ -357,7 +369,7 @@ def claim(
         requeue_expired(session)
         _expire_timeouts(session)
     conn = session.connection()
-    for study_id, name, state, trials_open in _claimable_studies(session, labels):
+    for study_id, name, state, trials_open in _claimable_studies(session, labels, can_run):
         lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
         row = conn.execute(_LEASE, lease).first()
         if row is None:
@@ -623,7 +635,11 @@ def resume_study(session: Session, study_id: int) -> None:
 # --- workers ---------------------------------------------------------------------------------
 
 
-def register_worker(session: Session, worker_id: str, *, device: str, labels: set[str], pid: int) -> None:
+def register_worker(
+    session: Session, worker_id: str, *, device: str, labels: set[str], pid: int, capabilities: dict | None = None
+) -> None:
+    """``capabilities``: the plugins installed where the worker runs and whether it runs
+    command trials (``plugins.capabilities``)."""
     session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < db_now(-WORKERS_KEPT_DAYS * 86400.0)))
     session.add(
         WorkerRow(
@@ -632,6 +648,7 @@ def register_worker(session: Session, worker_id: str, *, device: str, labels: se
             pid=pid,
             device=device,
             labels=sorted(labels),
+            capabilities=capabilities,
             started_at=db_now(),
             last_heartbeat=db_now(),
         )
@@ -691,6 +708,8 @@ def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool
                 "pid": row.pid,
                 "device": row.device,
                 "labels": list(row.labels or []),
+                "plugins": list((row.capabilities or {}).get("plugins", [])),
+                "commands": bool((row.capabilities or {}).get("commands")),
                 "state": state,
                 "study": study,
                 "ticket_id": row.ticket_id,
@@ -701,3 +720,24 @@ def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool
             }
         )
     return out
+
+
+def live_capabilities(session: Session, *, lost_after_s: float) -> list[dict]:
+    """The capabilities of every live worker (not stopped, beaten within ``lost_after_s``)."""
+    rows = session.scalars(
+        select(WorkerRow.capabilities).where(
+            WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= db_now(-lost_after_s)
+        )
+    )
+    return [caps or {} for caps in rows]
+
+
+def unrunnable_reason(requires: dict | None, live: list[dict]) -> str | None:
+    """Why no live worker can run a study with these requirements (None: some worker can)."""
+    if not requires:
+        return None
+    lacking = [plugins.missing(requires, caps) for caps in live]
+    if any(not m for m in lacking):
+        return None
+    needs = sorted({m for ms in lacking for m in ms}) if lacking else plugins.missing(requires, {})
+    return f"waiting: no live worker can run it (needs {', '.join(needs)})"

@@ -127,9 +127,21 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     return study
 
 
-def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:
-    """Counts per trial state and the best value for each study: two grouped queries in all."""
+def _data_name(spec: dict) -> str:
+    """What a study trains on: a data set's name, or (no data) its objective plugin or command."""
+    if spec.get("data"):
+        return spec["data"]["name"]
+    objective = spec.get("objective") or {}
+    return f"objective plugin {objective['plugin']}" if objective.get("plugin") else "command"
+
+
+def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 90.0) -> list[dict[str, Any]]:
+    """Counts per trial state and the best value for each study: two grouped queries in all.
+    An active study that needs plugins or commands no live worker has says so in ``reason``."""
     ids = [r.optuna_study_id for r in rows]
+    live = None
+    if any(r.requires and r.state in queue.ACTIVE and r.reason is None for r in rows):
+        live = queue.live_capabilities(session, lost_after_s=lost_after_s)
     counts = results.trial_counts(session, ids)
     finalizing = _finalizing(session, rows)
     best = results.best_values(session, {r.optuna_study_id: r.spec["direction"] for r in rows})
@@ -140,10 +152,13 @@ def summaries(session: Session, rows: list[StudyRow]) -> list[dict[str, Any]]:
             {
                 "name": r.name,
                 "state": FINALIZING if r.id in finalizing else r.state,
-                "reason": r.reason,
+                "reason": r.reason
+                or (
+                    queue.unrunnable_reason(r.requires, live) if live is not None and r.state in queue.ACTIVE else None
+                ),
                 "direction": r.spec["direction"],
                 "metric": r.spec["metric"],
-                "data": r.spec["data"]["name"],
+                "data": _data_name(r.spec),
                 "n_trials": r.n_trials,
                 "finished": c["COMPLETE"] + c["PRUNED"],
                 "counts": {

@@ -37,6 +37,7 @@ from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+PLUGIN_DATASET = "plugin"  # data.name: plugin, data.plugin: an installed loader (it says the task)
 METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
 # Each data set's own options (``data.params``): an unknown key is a 422 at submit, not a failed
 # study in a worker. Checked against ``rnntune.models.data`` by tests/security/test_spec_limits.py.
@@ -279,7 +280,8 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(
-        description=f"a built-in data set ({', '.join(DATASETS)})", json_schema_extra={"enum": list(DATASETS)}
+        description=f"a built-in data set ({', '.join(DATASETS)}), or plugin",
+        json_schema_extra={"enum": [*DATASETS, PLUGIN_DATASET]},
     )
     params: dict[str, Any] = Field(default_factory=dict, description="data-set options (sizes, seed, ...)")
     window: int | None = Field(default=None, ge=1, description="forecasting: input steps")
@@ -291,18 +293,22 @@ class DataSpec(BaseModel):
         default=None,
         description="csv / npz: an uploaded data set (POST /v1/datasets), by name or id; name is its format",
     )
+    plugin: str | None = Field(
+        default=None, description="name: plugin: an installed rnntune.datasets entry point, by its name"
+    )
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in DATASETS:
-            raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+        if name not in DATASETS and name != PLUGIN_DATASET:
+            raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}, {PLUGIN_DATASET}")
         return name
 
     @model_validator(mode="after")
     def _files(self) -> DataSpec:
-        known = DATA_PARAMS[self.name]
-        for key in self.params:
+        _check_data_plugin(self)
+        known = DATA_PARAMS.get(self.name)  # None: a plugin's params are its own
+        for key in self.params if known is not None else ():
             if key not in known:
                 raise ValueError(
                     f"params.{key}: unknown option of data set {self.name!r}; known: {', '.join(known) or 'none'}"
@@ -319,6 +325,41 @@ class DataSpec(BaseModel):
             raise ValueError(f"data set {self.name!r} needs a path or an uploaded dataset")
         if self.name == "csv" and not (self.target or self.params.get("target")):
             raise ValueError("data set 'csv' needs a target column")
+        return self
+
+
+def _check_data_plugin(d: DataSpec) -> None:
+    from rnntune.service.plugins import check_name
+
+    if (d.name == "plugin") != (d.plugin is not None):
+        raise ValueError("plugin: give data.plugin (an installed data-set plugin) exactly when data.name is 'plugin'")
+    if d.plugin is not None:
+        try:
+            check_name(d.plugin)
+        except ValueError as exc:
+            raise ValueError(f"plugin: {exc}") from None
+
+
+class ObjectiveSpec(BaseModel):
+    """The user's own training: an installed objective plugin, or a command (a script)."""
+
+    model_config = ConfigDict(extra="forbid")
+    plugin: str | None = Field(default=None, description="an installed rnntune.objectives entry point, by its name")
+    command: list[str] | None = Field(
+        default=None, description="program and arguments, no shell; {name} is replaced by the trial's value"
+    )
+    timeout_s: float | None = Field(default=None, gt=0, description="command: per-trial time limit")
+
+    @model_validator(mode="after")
+    def _one(self) -> ObjectiveSpec:
+        from rnntune.service.plugins import check_name
+
+        if (self.plugin is None) == (self.command is None):
+            raise ValueError("give exactly one of objective.plugin and objective.command")
+        if self.plugin is not None:
+            check_name(self.plugin)
+            if self.timeout_s is not None:
+                raise ValueError("timeout_s applies to objective.command only")
         return self
 
 
@@ -396,6 +437,10 @@ def _fixed_schema(schema: dict[str, Any], group: str) -> None:
     """The OpenAPI schema of ``model`` / ``training``: each known hyperparameter's type and bounds,
     so clients (and schemathesis) generate values the API accepts."""
     schema["properties"] = {name: _hp_schema(hp) for name, hp in HYPERPARAMETERS.items() if hp.group == group}
+    if group == "model":  # or an installed model plugin, by its entry-point name
+        from rnntune.service.plugins import NAME_RE as PLUGIN_NAME_RE
+
+        schema["properties"]["plugin"] = {"type": "string", "pattern": PLUGIN_NAME_RE.pattern}
 
 
 class StudySpec(BaseModel):
@@ -408,17 +453,19 @@ class StudySpec(BaseModel):
     )
     direction: Literal["minimize", "maximize"] | None = Field(default=None, description="default: the metric's")
     metric: str = Field(
-        default="val_loss", description=f"one of {', '.join(METRICS)}", json_schema_extra={"enum": list(METRICS)}
+        default="val_loss",
+        description=f"one of {', '.join(METRICS)} (an objective plugin or command: its own metric's name)",
     )
     objectives: list[str] | None = Field(
         default=None,
         description=f"several objectives (a multi-objective study, searched for its Pareto front): two or more of "
         f"{', '.join(OBJECTIVES)}; the first is a val metric, the one pruned on and the study's metric",
     )
-    data: DataSpec
+    objective: ObjectiveSpec | None = Field(default=None, description="your own training: a plugin or a command")
+    data: DataSpec | None = Field(default=None, description="required unless objective is given")
     model: dict[str, Any] = Field(
         default_factory=dict,
-        description="fixed model hyperparameters",
+        description="fixed model hyperparameters; {plugin: NAME, ...}: an installed model plugin and its own values",
         json_schema_extra=lambda s: _fixed_schema(s, "model"),
     )
     training: dict[str, Any] = Field(
@@ -446,7 +493,7 @@ class StudySpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _metric(cls, metric: str) -> str:
-        if metric not in METRICS:
+        if metric not in METRICS and not CUSTOM_METRIC_RE.match(metric):
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         return metric
 
@@ -472,6 +519,8 @@ class StudySpec(BaseModel):
     @field_validator("model", "training")
     @classmethod
     def _fixed(cls, values: dict[str, Any], info) -> dict[str, Any]:
+        if info.field_name == "model" and "plugin" in values:
+            return _plugin_model(values)
         out = {}
         for key, value in values.items():
             hp = HYPERPARAMETERS.get(key)
@@ -483,8 +532,11 @@ class StudySpec(BaseModel):
 
     @field_validator("search_space")
     @classmethod
-    def _space(cls, space: dict[str, Param]) -> dict[str, Param]:
+    def _space(cls, space: dict[str, Param], info) -> dict[str, Param]:
+        custom = _custom_names(info.data)  # a plugin's or command's own parameters
         for name, param in space.items():
+            if custom is not None and custom(name):
+                continue
             if name not in HYPERPARAMETERS:
                 raise ValueError(f"unknown parameter {name!r}; known: {', '.join(HYPERPARAMETERS)}")
             try:
@@ -508,6 +560,15 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> StudySpec:
         limits = (info.context or {}).get("limits")
+        if self.objective is not None:
+            if self.objectives is not None:
+                raise ValueError(
+                    "objectives: several objectives need rnntune's own training (n_params, latency_ms); "
+                    "an objective plugin or command returns one value"
+                )
+            _check_objective(self)
+        elif self.data is None:
+            raise ValueError("data: required (only a study with an objective plugin or command has no data)")
         if self.objectives is not None:
             if "metric" in self.model_fields_set and self.metric != self.objectives[0]:
                 raise ValueError(
@@ -519,14 +580,26 @@ class StudySpec(BaseModel):
                 raise ValueError(
                     "objectives: the cmaes sampler optimises one objective; use tpe, gp, genetic or random"
                 )
-        expected = METRICS[self.metric]
+        expected = METRICS.get(self.metric)
+        if expected is None and self.objective is None:
+            raise ValueError(f"metric: unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
         if self.direction is None:
+            if expected is None:
+                raise ValueError(f"direction: required for your own metric {self.metric!r} (minimize or maximize)")
             self.direction = expected
-        elif self.direction != expected:
+        elif expected is not None and self.objective is None and self.direction != expected:
             raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
+        if self.objective is not None:
+            return self._rest(limits)
+        self._builtin()
+        return self._rest(limits)
+
+    def _builtin(self) -> None:
+        """Checks that apply to rnntune's own training (a built-in or plugin model)."""
+        classifies = self.data.name in CLASSIFICATION_DATASETS or self.data.name == PLUGIN_DATASET
         where = "objectives" if self.objectives else "metric"
         for name in self.objective_names():
-            if name in ("val_accuracy", "val_f1") and self.data.name not in CLASSIFICATION_DATASETS:
+            if name in ("val_accuracy", "val_f1") and not classifies:
                 raise ValueError(
                     f"{where}: {name} needs a classification data set, but got data.name={self.data.name!r}"
                 )
@@ -534,6 +607,8 @@ class StudySpec(BaseModel):
                 raise ValueError(f"{where}: val_mae needs a regression data set, but data.name={self.data.name!r}")
         _check_text(self)
         for name in self.search_space:
+            if name not in HYPERPARAMETERS:
+                continue  # a model plugin's own parameter
             group = HYPERPARAMETERS[name].group
             fixed = self.model if group == "model" else self.training if group == "training" else {}
             if name in fixed:
@@ -542,6 +617,8 @@ class StudySpec(BaseModel):
                 raise ValueError("search_space.window: also fixed in data.window; keep one")
             if name == "max_length" and self.data.params.get("max_length") is not None:
                 raise ValueError("search_space.max_length: also fixed in data.params.max_length; keep one")
+
+    def _rest(self, limits: Limits | None) -> StudySpec:
         for i, params in enumerate(self.initial_trials):
             for key, value in params.items():
                 if key not in self.search_space:
@@ -585,9 +662,12 @@ class StudySpec(BaseModel):
         return len(self.objective_names()) > 1
 
     def fixed_params(self) -> dict[str, Any]:
-        """Every hyperparameter's value when not searched: the spec's fixed value or the default."""
+        """Every hyperparameter's value when not searched: the spec's fixed value or the default.
+        An objective plugin or command gets only the searched ones (``search.suggest``)."""
+        if self.objective is not None:
+            return {}
         values = {name: hp.default for name, hp in HYPERPARAMETERS.items()}
-        values.update(self.model)
+        values.update({k: v for k, v in self.model.items() if k != "plugin"})
         values.update(self.training)
         if self.data.window is not None:
             values["window"] = self.data.window
@@ -600,6 +680,57 @@ class StudySpec(BaseModel):
         if data.get("objectives") is None:  # a single-objective spec hashes as it did before `objectives`
             data.pop("objectives", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+CUSTOM_METRIC_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an objective plugin's or command's value
+CUSTOM_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _plugin_model(values: dict[str, Any]) -> dict[str, Any]:
+    """``model: {plugin: NAME, ...}``: the other keys are the plugin's fixed parameters."""
+    from rnntune.service.plugins import check_name
+
+    try:
+        check_name(values["plugin"])
+    except ValueError as exc:
+        raise ValueError(f"plugin: {exc}") from None
+    for key, value in values.items():
+        if not CUSTOM_PARAM_RE.match(key):
+            raise ValueError(f"{key!r}: a model plugin's parameter is a plain identifier")
+        if key != "plugin" and not isinstance(value, (bool, int, float, str, type(None))):
+            raise ValueError(f"{key}: a model plugin's fixed parameter is a number, string or boolean")
+    return dict(values)
+
+
+def _custom_names(fields: dict[str, Any]):
+    """For search_space validation: a predicate for the names that belong to a plugin or a
+    command rather than to rnntune (None: built-in training, every name must be known)."""
+    if fields.get("objective") is not None:
+        return lambda name: True  # the user's code: every parameter is its own
+    if "plugin" in (fields.get("model") or {}):
+        # a model plugin: rnntune still trains (training and data parameters keep their
+        # domains); the model's parameters, known names or new ones, are the plugin's
+        return lambda name: name not in HYPERPARAMETERS or HYPERPARAMETERS[name].group == "model"
+    return None
+
+
+def _check_objective(spec: StudySpec) -> None:
+    """An objective plugin or command: no built-in model, training or data."""
+    for field in ("model", "training"):
+        if getattr(spec, field):
+            raise ValueError(f"{field}: an objective plugin or command trains itself; put its values in search_space")
+    if spec.data is not None:
+        raise ValueError("data: an objective plugin or command loads its own data")
+    for name in spec.search_space:
+        if not CUSTOM_PARAM_RE.match(name):
+            raise ValueError(f"search_space.{name}: a parameter name is a plain identifier")
+    if spec.objective.command is not None:
+        from rnntune.service.command import check_command
+
+        try:
+            check_command(spec.objective.command, spec.search_space)
+        except ValueError as exc:
+            raise ValueError(f"objective.{exc}") from None
 
 
 def _check_text(spec: StudySpec) -> None:
@@ -903,6 +1034,8 @@ def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = No
     for section in ("sampler", "pruner"):
         for key, value in getattr(spec, section).options.items():
             _check_option(f"{section}.{key}", value, limits.max_search_option)
+    if spec.objective is not None:
+        return  # the user's own training: no model or data of rnntune's to size
     n_params = model_params_upper(spec, n_features)
     if n_params > limits.max_model_params:
         where = next((f"search_space.{k}" for k in ("hidden_size", "num_layers") if k in spec.search_space), "model")
@@ -979,6 +1112,8 @@ def is_path(value: Any) -> bool:
 def named_paths(spec: StudySpec) -> list[tuple[str, Any]]:
     """(field, value) of every file path the spec names."""
     d = spec.data
+    if d is None:  # an objective plugin or command: its script is checked by command.spec_errors
+        return []
     out = [("data.path", d.path)] if d.path is not None else []
     if d.params.get("path") is not None:
         out.append(("data.params.path", d.params["path"]))

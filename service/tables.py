@@ -75,6 +75,8 @@ class StudyRow(Base):
     max_failed: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
+    # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (plugins.requirements)
+    requires: Mapped[dict | None] = mapped_column(JSON, default=None)
     # started_at + timeout_s, set (database time) when the study starts: no claim after it
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -124,6 +126,8 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(32))
     labels: Mapped[list] = mapped_column(JSON, default=list)
+    # {"plugins": [{"group", "name", "distribution", "version"}, ...], "commands": bool}
+    capabilities: Mapped[dict | None] = mapped_column(JSON, default=None)
     # idle / busy / stopped, the ticket it runs and that ticket's Optuna trial (once it has one):
     # refreshed by the worker's heartbeat (<= 5 s old)
     state: Mapped[str] = mapped_column(String(16), default="idle")

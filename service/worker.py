@@ -22,7 +22,8 @@ from typing import TypeVar
 
 import optuna
 
-from rnntune.service import logs, optuna_compat, queue
+from rnntune.service import logs, optuna_compat, plugins, queue
+from rnntune.service.command import CommandOptions
 from rnntune.service.config import Settings
 from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
@@ -58,6 +59,7 @@ class Worker:
         max_trials: int | None = None,
         exit_when_idle: bool = False,
         objective_factory: Callable[..., Objective] = Objective,
+        command_dirs: list[str] | tuple[str, ...] = (),
     ):
         self.settings = settings
         self.labels = set(labels or ())
@@ -89,6 +91,16 @@ class Worker:
             data_roots=settings.roots,
             file_limits=settings.file_limits,
         )
+        # Plugins installed here and command directories the operator allowed: the worker
+        # registers them and claims only the studies they cover.
+        self.commands = CommandOptions.from_settings(settings, command_dirs)
+        self.capabilities = plugins.capabilities(commands=bool(self.commands.dirs))
+
+    def can_run(self, requires: dict) -> bool:
+        """Whether this worker has what a study needs (its plugins; its script, in an allowed directory)."""
+        if plugins.missing(requires, self.capabilities):
+            return False
+        return not requires.get("command") or self.commands.can_run(requires["command"])
 
     # --- lifecycle -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -112,15 +124,19 @@ class Worker:
             torch.set_num_threads(self.threads or 1)
         self._db(init_db, self.engine)
         self._with_session(
-            lambda s: queue.register_worker(s, self.id, device=self.device, labels=self.labels, pid=os.getpid())
+            lambda s: queue.register_worker(
+                s, self.id, device=self.device, labels=self.labels, pid=os.getpid(), capabilities=self.capabilities
+            )
         )
         logs.bind(worker=self.id)  # every log line of this process carries the worker id
         log.info(
-            "worker %s up: device=%s threads=%s labels=%s",
+            "worker %s up: device=%s threads=%s labels=%s plugins=%s command dirs=%s",
             self.id,
             self.device,
             torch.get_num_threads(),
             sorted(self.labels),
+            [f"{p['group']}:{p['name']}" for p in self.capabilities["plugins"]],
+            [str(d) for d in self.commands.dirs],
         )
         beat = threading.Thread(target=self._heartbeat_loop, name="rnntune-heartbeat", daemon=True)
         beat.start()
@@ -169,6 +185,7 @@ class Worker:
                 lease_s=self.settings.lease_s,
                 housekeeping=housekeeping,
                 known_specs=self._specs,
+                can_run=self.can_run,
             )
         )
         if housekeeping:
@@ -229,6 +246,7 @@ class Worker:
                 still_ours=lambda: self._check_lease(claim, renew=False),
                 on_trial_start=lambda trial: self._trial_started(claim, trial),
                 interruption=self._interruption,
+                commands=self.commands,
             )
             outcome = objective.run(study)
         except TRANSIENT_ERRORS as exc:

@@ -44,5 +44,8 @@ def test_example_runs_shrunk(path: Path, tmp_path):
     study, best = out["study"], out["best"]
     assert study["state"] == "done", study
     assert study["finished"] == 3 and study["counts"]["failed"] == 0
+    if spec.get("objective"):  # the user's own training (plugin or command): no model to store
+        assert best is not None and best["model"] is None and best["value"] > 0, best
+        return
     assert best is not None and best["model"] is not None, best
     assert best["test_metrics"]["loss"] >= 0 and best["val_metrics"] is not None

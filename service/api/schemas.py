@@ -105,12 +105,31 @@ class DatasetList(BaseModel):
 # --- workers (routes/workers.py) ----------------------------------------------------------------
 
 
+class PluginPublic(BaseModel):
+    group: str = Field(description="rnntune.models, rnntune.datasets or rnntune.objectives")
+    name: str = Field(description="the entry-point name a spec uses (model.plugin, data.plugin, objective.plugin)")
+    distribution: str | None
+    version: str | None
+
+
+class PluginAvailable(PluginPublic):
+    workers: int = Field(description="live workers that have it")
+
+
+class PluginList(BaseModel):
+    items: list[PluginAvailable]
+    command_workers: int = Field(description="live workers that run command trials (--allow-commands)")
+    workers: int = Field(description="live workers")
+
+
 class WorkerPublic(BaseModel):
     id: str = Field(description="host-pid-random, as in the worker's log lines")
     host: str
     pid: int
     device: str = Field(description="cpu, cuda or cuda:N")
     labels: list[str] = Field(description="it claims only studies whose labels it has (none: any)")
+    plugins: list[PluginPublic] = Field(default=[], description="the plugins installed where it runs")
+    commands: bool = Field(default=False, description="whether its operator allowed command trials")
     state: str = Field(
         description="idle, busy, stopped (deregistered), or lost: no heartbeat for a lease period "
         "(killed or cut off; its ticket has been or will be requeued)"

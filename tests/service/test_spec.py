@@ -179,7 +179,6 @@ def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
         {"data": {"name": "no-such-data"}},
         {"sampler": {"name": "annealing"}},
         {"pruner": {"name": "nope"}},
-        {"metric": "val_nope"},
         {"model": {"cell": "transformer"}},
         {"model": {"hidden_size": 0}},
         {"model": {"dropout": 1.0}},

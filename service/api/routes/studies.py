@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import datasets, queue, registry, results
+from rnntune.service import command, datasets, queue, registry, results
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
     Problem,
@@ -70,7 +70,8 @@ async def create_study(
         spec = await run_in_threadpool(parse_spec, data, settings.limits)
     except SpecError as exc:
         raise _unprocessable(exc.errors) from None
-    path_errors = check_paths(spec, settings.roots)  # only files under RNNTUNE_DATA_ROOTS
+    # only files under RNNTUNE_DATA_ROOTS; an absolute script only under RNNTUNE_COMMAND_DIRS
+    path_errors = check_paths(spec, settings.roots) + command.spec_errors(spec, settings)
     if path_errors:
         raise _unprocessable(path_errors)
     # data.dataset exists and fits; an .npz's own width and length within the limits
@@ -87,22 +88,26 @@ async def create_study(
 
 
 @router.get("", response_model=StudyList)
-def list_studies(session: SessionDep, state: Annotated[StudyState | None, Query()] = None) -> dict:
+def list_studies(
+    session: SessionDep, settings: SettingsDep, state: Annotated[StudyState | None, Query()] = None
+) -> dict:
     """List studies with their state, trial counts and best value."""
-    return {"items": registry.summaries(session, registry.list_studies(session, state=state))}
+    return {
+        "items": registry.summaries(session, registry.list_studies(session, state=state), lost_after_s=settings.lease_s)
+    }
 
 
-def _detail(session, row) -> dict:
-    out = registry.summaries(session, [row])[0]
+def _detail(session, row, lost_after_s: float = 90.0) -> dict:
+    out = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
     out["spec"] = row.spec
     out["best_trial"] = results.best_trial(session, row.optuna_study_id, row.spec["direction"])
     return out
 
 
 @router.get("/{name}", response_model=StudyPublic, responses={404: {"model": Problem}})
-def get_study(name: str, session: SessionDep) -> dict:
+def get_study(name: str, session: SessionDep, settings: SettingsDep) -> dict:
     """A study: its spec, counts, and best trial with its per-epoch curve."""
-    return _detail(session, study_or_404(session, name))
+    return _detail(session, study_or_404(session, name), settings.lease_s)
 
 
 @router.get("/{name}/trials", response_model=TrialsPage, responses={404: {"model": Problem}})

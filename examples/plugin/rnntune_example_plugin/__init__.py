@@ -1,0 +1,1 @@
+"""Example rnntune plugins (see pyproject.toml for their entry points)."""
