@@ -385,7 +385,7 @@ def _progress_line(s: dict) -> str:
     return (
         f"{s['name']}: {s['state']:<9} {s['finished']}/{s['n_trials']} finished "
         f"(complete {c['complete']}, pruned {c['pruned']}, failed {c['failed']}, running {c['running']})  "
-        f"best {s['metric']} {best}"
+        f"best {s['metric']} {best}" + (f"  ({s['reason']})" if (s.get("reason") or "").startswith("waiting") else "")
     )
 
 

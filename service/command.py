@@ -177,13 +177,19 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def cuda_visible(device: str) -> str | None:
-    """``CUDA_VISIBLE_DEVICES`` for the child: "cuda:1" -> "1", "cpu" -> "" (no GPU), "cuda" -> unchanged."""
+def cuda_visible(device: str, inherited: str | None = None) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for the child: the worker's device, in the ids the worker itself
+    sees (``inherited``: its own ``CUDA_VISIBLE_DEVICES``; "cuda:1" under "4,5" is "5"); "cpu" ->
+    "" (no GPU); "cuda" -> unchanged (None)."""
     if device == "cpu":
         return ""
-    if device.startswith("cuda:"):
-        return device.split(":", 1)[1]
-    return None
+    if not device.startswith("cuda:"):
+        return None
+    index = device.split(":", 1)[1]
+    ids = [v.strip() for v in (inherited or "").split(",") if v.strip()]
+    if ids and index.isdigit() and int(index) < len(ids):
+        return ids[int(index)]
+    return index
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,7 @@ def run(
         REPLY_FD_ENV: str(reply_r),
         "PYTHONUNBUFFERED": "1",
     }
-    visible = cuda_visible(device)
+    visible = cuda_visible(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     try:

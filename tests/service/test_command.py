@@ -163,6 +163,13 @@ def test_a_command_that_could_run_anything_but_a_script_is_refused(argv, why):
         command.check_command(argv, ["lr"])
 
 
+def test_the_worker_s_device_reaches_the_child_in_the_worker_s_own_ids():
+    assert command.cuda_visible("cpu") == ""  # a CPU worker's child sees no GPU
+    assert command.cuda_visible("cuda:1") == "1"
+    assert command.cuda_visible("cuda:1", "4,5") == "5"  # cuda:1 of a worker that sees GPUs 4 and 5
+    assert command.cuda_visible("cuda", "4,5") is None  # unchanged: the child sees what the worker sees
+
+
 def test_the_child_runs_the_worker_s_interpreter(tmp_path):
     script = tmp_path / "t.py"
     assert command.build_argv(["python3", "t.py", "-x", "{a}"], {"a": True}, script) == [
