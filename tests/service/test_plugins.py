@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from rnntune.service import plugins, queue
 from rnntune.service.api.app import create_app
+from rnntune.service.cli import _worker_line
 from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 from tests.conftest import REPO
@@ -125,6 +126,8 @@ def test_a_worker_claims_only_what_it_can_run(client, settings, installed, allow
     ]
     workers = {w["id"]: w for w in client.get("/v1/workers").json()["items"]}
     assert workers["bare-1"]["plugins"] == [] and any(p["name"] == "tiny-gru" for p in workers["full-1"]["plugins"])
+    line = _worker_line(workers["full-1"])  # what `rnntune workers` prints
+    assert f"plugin tiny-gru (rnntune.models, {DIST} {VERSION})" in line and "runs commands" not in line
     # the claim filter: a worker without a command directory never takes a command study
     worker = Worker(settings, device="cpu", threads=1, command_dirs=[])
     worker.commands = type(worker.commands)()  # no directory at all
