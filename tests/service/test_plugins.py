@@ -210,3 +210,50 @@ def test_import_rnntune_and_report_stay_torch_free():
         "assert 'torch' not in sys.modules and 'optuna' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+SLOW_CHILD = """
+import os, sys, time
+from rnntune import report
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.pid"), "w") as f:
+    f.write(str(os.getpid()))
+for step in range(1, 1000):
+    time.sleep(0.2)
+    report(step, 1.0 / step)
+"""
+
+
+def test_cancelling_a_command_study_stops_its_child(client, settings, allowed):
+    import os
+    import threading
+    import time
+
+    _cancel_all(client)
+    (allowed / "slow.py").write_text(SLOW_CHILD)
+    fast = settings.model_copy(update={"lease_s": 8, "grace_period_s": 2, "heartbeat_interval_s": 1})
+    spec = _objective("cancel-me", {"command": ["python", "slow.py"]})
+    assert client.post("/v1/studies", json=spec).status_code == 201
+    worker = Worker(fast, device="cpu", threads=1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        pid_file = allowed / "child.pid"
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pid = int(pid_file.read_text())
+        assert client.post("/v1/studies/cancel-me/cancel").status_code == 200
+        deadline = time.monotonic() + 20  # the heartbeat (every 2 s) notices, the child gets SIGTERM
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the cancelled study's child is still running")
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    assert client.get("/v1/studies/cancel-me").json()["state"] == "cancelled"
