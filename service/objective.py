@@ -183,15 +183,36 @@ class DataCache:
 
 
 def _plugin_data(name: str, params: dict[str, Any]) -> SequenceData:
-    """A data-set plugin's SequenceData; any failure fails the study (StudyDataError)."""
+    """A data-set plugin's SequenceData, or arrays and a task (``{"x", "y", "task"}``, split here
+    70/15/15 at random, seeded by ``params["seed"]``); any failure fails the study (StudyDataError)."""
     try:
         loader, _ = plugins.load("dataset", name)
         data = loader(dict(params))
+        if isinstance(data, dict) and "x" in data and "y" in data:
+            data = _split_arrays(name, data, int(params.get("seed", 0)))
     except Exception as exc:
         raise StudyDataError(f"data: plugin {name!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(data, SequenceData):
-        raise StudyDataError(f"data: plugin {name!r} returned a {type(data).__name__}, not rnntune.models.SequenceData")
+        raise StudyDataError(
+            f"data: plugin {name!r} returned a {type(data).__name__}, not rnntune.models.SequenceData "
+            "or a dict of x, y and task"
+        )
     return data
+
+
+def _split_arrays(name: str, arrays: dict[str, Any], seed: int) -> SequenceData:
+    """x (N, T, F), y (N,) or (N, K), task (default regression) -> train / val / test at random."""
+    import numpy as np
+
+    x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    task = arrays.get("task", "regression")
+    if task == "regression" and y.ndim == 1:
+        y = y[:, None]
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_train, n_val = int(0.7 * len(x)), max(1, int(0.15 * len(x)))
+    parts = np.split(order, [n_train, n_train + n_val])
+    splits = [a[idx] for idx in parts for a in (x, y)]
+    return SequenceData(name, task, *splits, meta={"source": f"plugin {name}"})
 
 
 class PluginModel:

@@ -51,6 +51,12 @@ def tiny_sines(params):
     return SequenceData("tiny-sines", "regression", x[:40], y[:40], x[40:50], y[40:50], x[50:], y[50:])
 
 
+def sine_arrays(params):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 6, 2))
+    return {"x": x, "y": x[:, -1, 0], "task": "regression"}
+
+
 def raising_data(params):
     raise RuntimeError("no data today")
 
@@ -74,6 +80,7 @@ wrong-shape = rnntune_test_plugins:wrong_shape
 
 [rnntune.datasets]
 tiny-sines = rnntune_test_plugins:tiny_sines
+sine-arrays = rnntune_test_plugins:sine_arrays
 raising-data = rnntune_test_plugins:raising_data
 
 [rnntune.objectives]

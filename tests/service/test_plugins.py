@@ -257,3 +257,11 @@ def test_cancelling_a_command_study_stops_its_child(client, settings, allowed):
         worker.stop()
         thread.join(timeout=30)
     assert client.get("/v1/studies/cancel-me").json()["state"] == "cancelled"
+
+
+def test_a_data_plugin_may_return_arrays_and_a_task(installed):
+    from rnntune.service.objective import _plugin_data
+
+    data = _plugin_data("sine-arrays", {"seed": 1})
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (35, 7, 8)
+    assert data.task == "regression" and data.output_size == 1 and data.input_size == 2
