@@ -12,6 +12,8 @@ Optuna name.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import optuna
 from optuna.storages._rdb import models as _models
@@ -53,6 +55,14 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
 def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage object a study reads and writes through (a trial's ``trial.study``'s too)."""
     return study._storage
+
+
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``Study.set_metric_names`` is marked experimental (since Optuna 3.2, still in 5.0): call it
+    without the warning on every study created."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 def is_pareto_front(loss_values: np.ndarray) -> np.ndarray:

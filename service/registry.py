@@ -90,7 +90,9 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         if study.user_attrs.get(SPEC_HASH_ATTR) is None:
             study.set_user_attr(SPEC_HASH_ATTR, digest)
             study.set_user_attr(SPEC_ATTR, spec_json)
-            study.set_metric_names(spec.objective_names())  # the dashboard labels values by them, not "Objective 0"
+            optuna_compat.set_metric_names(
+                study, spec.objective_names()
+            )  # the dashboard labels values by them, not "Objective 0"
         queued = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
         for params in spec.initial_trials:
             if params not in queued:  # an adopted study may hold some of them already
