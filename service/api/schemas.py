@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# Every stored time is naive UTC (Optuna's convention, and the database's now() in UTC): published
+# with its offset, so it is the RFC 3339 date-time the OpenAPI schema promises.
+UTCDateTime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class TrialCounts(BaseModel):
@@ -29,9 +38,9 @@ class StudySummary(BaseModel):
     finished: int
     counts: TrialCounts
     best_value: float | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None
+    finished_at: UTCDateTime | None
 
 
 class StudyList(BaseModel):
@@ -45,8 +54,8 @@ class TrialPublic(BaseModel):
     value: float | None
     epochs: int = Field(description="epochs trained (intermediate values reported)")
     duration_s: float | None
-    datetime_start: datetime | None
-    datetime_complete: datetime | None
+    datetime_start: UTCDateTime | None
+    datetime_complete: UTCDateTime | None
     user_attrs: dict[str, Any]
 
 
@@ -95,7 +104,7 @@ class DatasetPublic(BaseModel):
     info: dict[str, Any] = Field(
         description="csv: rows, columns, numeric_columns, other_columns; npz: X, y shapes, task"
     )
-    created_at: datetime
+    created_at: UTCDateTime
 
 
 class DatasetList(BaseModel):
@@ -137,8 +146,8 @@ class WorkerPublic(BaseModel):
     study: str | None = Field(description="the study of the ticket it runs (busy or lost)")
     ticket_id: int | None
     trial_number: int | None = Field(description="the Optuna trial it runs, once the ticket has one")
-    started_at: datetime
-    last_heartbeat: datetime
+    started_at: UTCDateTime
+    last_heartbeat: UTCDateTime
     heartbeat_age_s: float
 
 
@@ -157,7 +166,7 @@ class ModelPublic(BaseModel):
     seconds: float = Field(description="time to re-train, test and store")
     sha256: str
     size: int
-    created_at: datetime
+    created_at: UTCDateTime
     download: str = Field(description="GET this path for the model file (rnntune.load_model reads it)")
 
 

@@ -169,3 +169,12 @@ def test_a_study_whose_trials_are_spent_shows_finalizing_until_its_model_is_stor
     assert "api-finalizing" not in running
     Worker(settings, threads=1, device="cpu", exit_when_idle=True).run()  # the finalize ticket
     assert client.get("/v1/studies/api-finalizing").json()["state"] == "done"
+
+
+def test_times_are_published_as_rfc3339_with_their_offset(trained, client):
+    """Stored times are naive UTC; the API publishes them with the offset its schema's date-time promises."""
+    from datetime import datetime
+
+    body = client.get(f"/v1/studies/{SPEC['name']}").json()
+    for key in ("created_at", "started_at", "finished_at"):
+        assert datetime.fromisoformat(body[key]).utcoffset() is not None, (key, body[key])
