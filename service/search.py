@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from rnntune.service.spec import CategoricalParam, FloatParam, IntParam, grid_axes
+from rnntune.service.space import CategoricalParam, FloatParam, IntParam, grid_axes
 
 if TYPE_CHECKING:
     from rnntune.service.spec import StudySpec
@@ -27,7 +27,7 @@ def build_sampler(spec: StudySpec, *, seed_offset: int) -> optuna.samplers.BaseS
         if s.name == "random":
             return optuna.samplers.RandomSampler(seed=seed, **opts)
         if s.name == "grid":
-            return optuna.samplers.GridSampler(grid_axes(spec), seed=seed, **opts)
+            return optuna.samplers.GridSampler(grid_axes(spec.search_space), seed=seed, **opts)
         if s.name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **opts)
         if s.name == "gp":

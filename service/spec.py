@@ -10,13 +10,12 @@ schedulers and data sets are the models' own, from the torch-free ``rnntune.mode
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -30,6 +29,15 @@ from pydantic import (
 )
 
 from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE_DATASETS, OPTIMIZERS, SCHEDULERS
+from rnntune.service import space
+from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part of the spec's API)
+    MAX_GRID_POINTS,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    Param,
+    Scalar,
+)
 
 # ---------------------------------------------------------------------------------------------
 # What can be tuned. Each hyperparameter has a kind, a domain and a default used when it is
@@ -185,92 +193,6 @@ def _check_value(name: str, value: Any) -> Any:
         bracket = ")" if hp.high_open else "]"
         raise ValueError(f"{name} must be in [{hp.low:g}, {hp.high:g}{bracket}, but got {value!r}")
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Search-space entries.
-
-Scalar = bool | int | float | str
-
-
-class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    when: dict[str, Scalar | list[Scalar]] | None = Field(
-        default=None, description="suggest only when another parameter has one of these values"
-    )
-
-    def when_values(self) -> dict[str, list]:
-        return {k: v if isinstance(v, list) else [v] for k, v in (self.when or {}).items()}
-
-
-class FloatParam(_Param):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _range(self) -> FloatParam:
-        _check_range(self.low, self.high, self.log, self.step)
-        return self
-
-    def grid_len(self) -> int:
-        if self.step is None:
-            raise ValueError("grid search needs discrete values: give this float a step, or make it categorical")
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-
-    def grid(self) -> list:
-        return [round(self.low + i * self.step, 12) for i in range(self.grid_len())]
-
-
-class IntParam(_Param):
-    type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(default=1, ge=1)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> IntParam:
-        _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
-        return self
-
-    def grid_len(self) -> int:
-        return len(range(self.low, self.high + 1, self.step))
-
-    def grid(self) -> list:
-        return list(range(self.low, self.high + 1, self.step))
-
-
-class CategoricalParam(_Param):
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
-
-    @field_validator("choices")
-    @classmethod
-    def _unique(cls, choices: list) -> list:
-        if len({json.dumps(c) for c in choices}) != len(choices):
-            raise ValueError(f"choices must be distinct, but got {choices}")
-        return choices
-
-    def grid_len(self) -> int:
-        return len(self.choices)
-
-    def grid(self) -> list:
-        return list(self.choices)
-
-
-def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
-    if low > high:
-        raise ValueError(f"low must be <= high, but got low={low!r} > high={high!r}")
-    if log and low <= 0:
-        raise ValueError(f"log scale needs low > 0, but got low={low!r}")
-    if log and step is not None:
-        raise ValueError("step and log cannot be used together")
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -786,36 +708,9 @@ def _check_choice(where: str, param: Param, value: Any) -> None:
         raise ValueError(f"{where}: {value!r} is outside [{param.low}, {param.high}]")
 
 
-MAX_GRID_POINTS = 1_000_000  # beyond this a grid is a mistake, whatever the server's limit
-
-
-def _grid_params(spec: StudySpec):
-    for name, param in spec.search_space.items():
-        if param.when:
-            raise ValueError(f"search_space.{name}: grid search cannot use conditional parameters (when)")
-        yield name, param
-    if not spec.search_space:
-        raise ValueError("search_space: grid search needs at least one parameter")
-
-
 def grid_size(spec: StudySpec) -> int:
-    """Points of a grid search, counted without building the grid (raises ValueError naming a
-    parameter that has no grid)."""
-    size = 1
-    for name, param in _grid_params(spec):
-        try:
-            size *= param.grid_len()
-        except ValueError as exc:
-            raise ValueError(f"search_space.{name}: {exc}") from None
-    return size
-
-
-def grid_axes(spec: StudySpec) -> dict[str, list]:
-    """Each searched parameter's grid values."""
-    size = grid_size(spec)
-    if size > MAX_GRID_POINTS:
-        raise ValueError(f"search_space: the grid has {size} points, more than {MAX_GRID_POINTS}")
-    return {name: param.grid() for name, param in _grid_params(spec)}
+    """Points of the spec's grid search, counted without building it (:func:`space.grid_size`)."""
+    return space.grid_size(spec.search_space)
 
 
 def _check_options(spec: StudySpec) -> None:
