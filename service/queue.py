@@ -26,6 +26,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import optuna_compat, plugins, results
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.spec import stored_spec
 from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
@@ -269,7 +270,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     has_final = session.scalar(
         select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == FINALIZE)
     )
-    own_training = bool(study.spec.get("objective"))  # an objective plugin or command: no model to store
+    own_training = stored_spec(study).objective is not None  # an objective plugin or command: no model to store
     if not has_final and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
         session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind=FINALIZE))
         session.flush()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rnntune.service import optuna_compat, queue, results
-from rnntune.service.spec import StudySpec
+from rnntune.service.spec import StudySpec, stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, StudyState
 
 SPEC_ATTR = "rnntune_spec"
@@ -129,12 +129,11 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     return study
 
 
-def _data_name(spec: dict) -> str:
+def _data_name(spec: StudySpec) -> str:
     """What a study trains on: a data set's name, or (no data) its objective plugin or command."""
-    if spec.get("data"):
-        return spec["data"]["name"]
-    objective = spec.get("objective") or {}
-    return f"objective plugin {objective['plugin']}" if objective.get("plugin") else "command"
+    if spec.data is not None:
+        return spec.data.name
+    return f"objective plugin {spec.objective.plugin}" if spec.objective.plugin else "command"
 
 
 def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 90.0) -> list[dict[str, Any]]:
@@ -146,7 +145,7 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
         live = queue.live_capabilities(session, lost_after_s=lost_after_s)
     counts = results.trial_counts(session, ids)
     finalizing = _finalizing(session, rows)
-    best = results.best_values(session, {r.optuna_study_id: r.spec["direction"] for r in rows})
+    best = results.best_values(session, {r.optuna_study_id: stored_spec(r).direction for r in rows})
     out = []
     for r in rows:
         c = counts[r.optuna_study_id]
@@ -158,9 +157,9 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
                 or (
                     queue.unrunnable_reason(r.requires, live) if live is not None and r.state in queue.ACTIVE else None
                 ),
-                "direction": r.spec["direction"],
-                "metric": r.spec["metric"],
-                "data": _data_name(r.spec),
+                "direction": stored_spec(r).direction,
+                "metric": stored_spec(r).metric,
+                "data": _data_name(stored_spec(r)),
                 "n_trials": r.n_trials,
                 "finished": c["COMPLETE"] + c["PRUNED"],
                 "counts": {

@@ -178,3 +178,18 @@ def test_times_are_published_as_rfc3339_with_their_offset(trained, client):
     body = client.get(f"/v1/studies/{SPEC['name']}").json()
     for key in ("created_at", "started_at", "finished_at"):
         assert datetime.fromisoformat(body[key]).utcoffset() is not None, (key, body[key])
+
+
+def test_gets_parse_a_stored_spec_once_not_per_request(trained, client, monkeypatch):
+    """A study's stored spec is parsed once per process (validation builds a sampler): reads
+    through the API use the typed spec, never re-validate the dict per request."""
+    from rnntune.service import search
+
+    built = []
+    real = search.build_sampler
+    monkeypatch.setattr(search, "build_sampler", lambda *a, **k: built.append(1) or real(*a, **k))
+    for _ in range(5):
+        for path in ("", "/best", "/trials.csv"):
+            assert client.get(f"/v1/studies/{SPEC['name']}{path}").status_code == 200
+        assert client.get("/v1/studies").status_code == 200
+    assert len(built) <= 1, f"the spec was validated {len(built)} times for 20 GETs"

@@ -15,7 +15,7 @@ from rnntune.service import importance, model_store, pareto, results
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import BestPublic, ImportancesPublic, ParetoPublic, Problem
 from rnntune.service.search import hyperparameters
-from rnntune.service.spec import StudySpec
+from rnntune.service.spec import stored_spec
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 
@@ -27,7 +27,7 @@ CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
 def get_best(name: str, session: SessionDep) -> dict:
     """The best trial's parameters with its val metrics and, once the model is stored, test metrics."""
     row = study_or_404(session, name)
-    spec = StudySpec.model_validate(row.spec)
+    spec = stored_spec(row)
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
     if best is None:
         raise HTTPException(
@@ -68,7 +68,7 @@ def get_best(name: str, session: SessionDep) -> dict:
 def get_pareto(name: str, session: SessionDep) -> dict:
     """The Pareto front: each complete trial that no other beats on every objective, with its values and params."""
     row = study_or_404(session, name)
-    spec = StudySpec.model_validate(row.spec)
+    spec = stored_spec(row)
     names, directions = spec.objective_names(), spec.directions()
     complete = results.complete_values(session, row.optuna_study_id)
     on_front = pareto.front_mask([values for _, values in complete], directions)
@@ -126,7 +126,7 @@ def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict
     """Hyperparameter importances (PED-ANOVA, conditional parameters included); empty with a reason when too few trials."""
     row = study_or_404(session, name)
     study = optuna.load_study(study_name=row.name, storage=storage)
-    return {"study": row.name, **importance.param_importances(study, StudySpec.model_validate(row.spec))}
+    return {"study": row.name, **importance.param_importances(study, stored_spec(row))}
 
 
 @router.get(
@@ -137,7 +137,7 @@ def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict
 def trials_csv(name: str, request: Request, session: SessionDep) -> StreamingResponse:
     """Every trial as CSV: number, state, value, epochs, times, one column per searched parameter."""
     row = study_or_404(session, name)
-    param_names = list(row.spec.get("search_space", {}))
+    param_names = list(stored_spec(row).search_space)
     return StreamingResponse(
         _csv_rows(request.app.state.sessions, row.optuna_study_id, param_names),
         media_type="text/csv",

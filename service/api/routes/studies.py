@@ -18,7 +18,7 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
-from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec
+from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec, stored_spec
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]
@@ -100,7 +100,7 @@ def list_studies(
 def _detail(session, row, lost_after_s: float = 90.0) -> dict:
     out = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
     out["spec"] = row.spec
-    out["best_trial"] = results.best_trial(session, row.optuna_study_id, row.spec["direction"])
+    out["best_trial"] = results.best_trial(session, row.optuna_study_id, stored_spec(row).direction)
     return out
 
 
