@@ -13,7 +13,11 @@ calls take:
 - a study past its ``deadline_at`` (``budget.timeout_s`` after its start) offers no trial
   ticket, only its finalize ticket;
 - ``budget.max_parallel`` caps a study at that many leases held at once;
-- a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels).
+- a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels);
+- KEDA's query also leaves out the studies its worker pods could not run: those whose stored
+  ``requires`` names a plugin the image lacks, or a command objective when the pods don't run
+  ``--allow-commands`` (a worker never claims such a study; scaling pods up for it would only
+  leave them idle until their cooldown).
 
 Times are naive UTC in the tables; the statement compares them with the database's clock.
 """
@@ -28,10 +32,11 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-# One row per active study with open tickets: (study_id, study, labels, n_claimable, n_held).
+# One row per active study with open tickets: (study_id, study, labels, requires, n_claimable,
+# n_held).
 # {now} is the only dialect-specific piece (PostgreSQL and SQLite below).
 _CLAIMABLE_BY_STUDY = """
-SELECT s.id AS study_id, s.name AS study, s.labels AS labels,
+SELECT s.id AS study_id, s.name AS study, s.labels AS labels, s.requires AS requires,
        CASE WHEN s.max_parallel IS NULL OR t.n_free <= s.max_parallel - t.n_held THEN t.n_free
             WHEN s.max_parallel > t.n_held THEN s.max_parallel - t.n_held
             ELSE 0 END AS n_claimable,
@@ -56,6 +61,8 @@ _DIALECT = {
     "sqlite": {"now": "strftime('%Y-%m-%d %H:%M:%f', 'now')"},
 }
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# "entry-point group:name", as service.plugins.requirements stores them.
+PLUGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}:[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def claimable_by_study_sql(dialect: str = "postgresql") -> str:
@@ -76,22 +83,42 @@ def _label_filter(labels: Iterable[str]) -> str:
     )
 
 
-def claimable_sql(labels: Iterable[str] = ()) -> str:
-    """PostgreSQL: the tickets a worker started with these ``--label`` options could claim now
-    (studies whose labels are all among them)."""
+def _requires_filter(plugins: Iterable[str], commands: bool) -> str:
+    """The studies a worker with these plugins (and command trials or not) can run: no
+    ``requires`` (stored as SQL NULL or JSON null), or its plugins among ``plugins`` and no
+    command unless ``commands`` (service.plugins.missing, in SQL)."""
+    plugins = sorted(set(plugins))
+    bad = [p for p in plugins if not PLUGIN.fullmatch(p)]
+    if bad:
+        raise ValueError(f"plugins must be 'group:name' matching {PLUGIN.pattern}, but got {bad}")
+    req = "q.requires::jsonb"
     return (
-        f"SELECT COALESCE(SUM(q.n_claimable), 0) FROM ({claimable_by_study_sql()}) AS q\nWHERE {_label_filter(labels)}"
+        f"(q.requires IS NULL OR json_typeof(q.requires) <> 'object' OR ("
+        f"COALESCE({req} -> 'plugins', '[]'::jsonb) <@ '{json.dumps(plugins)}'::jsonb"
+        + ("" if commands else f" AND ({req} ->> 'command') IS NULL")
+        + "))"
     )
 
 
-def keda_query(labels: Iterable[str] = ()) -> str:
+def claimable_sql(labels: Iterable[str] = (), *, plugins: Iterable[str] = (), commands: bool = False) -> str:
+    """PostgreSQL: the tickets a worker started with these ``--label`` options could claim now
+    (studies whose labels are all among them and whose plugins / command trials it has)."""
+    return (
+        f"SELECT COALESCE(SUM(q.n_claimable), 0) FROM ({claimable_by_study_sql()}) AS q\n"
+        f"WHERE {_label_filter(labels)}\n  AND {_requires_filter(plugins, commands)}"
+    )
+
+
+def keda_query(labels: Iterable[str] = (), *, plugins: Iterable[str] = (), commands: bool = False) -> str:
     """KEDA's PostgreSQL trigger: the claimable tickets plus those leased right now, for workers
-    with ``labels``. The leased ones are in the sum so that workers busy with a trial are not
-    scaled away: on the claimable count alone, every claim would lower the replica count the
-    HPA wants while the claiming pod is still training. All done: 0, and KEDA scales to zero."""
+    with ``labels``, the ``plugins`` their image has installed ("group:name") and, with
+    ``commands``, ``--allow-commands``. The leased ones are in the sum so that workers busy with
+    a trial are not scaled away: on the claimable count alone, every claim would lower the
+    replica count the HPA wants while the claiming pod is still training. All done: 0, and KEDA
+    scales to zero."""
     return (
         f"SELECT COALESCE(SUM(q.n_claimable + q.n_held), 0) FROM ({claimable_by_study_sql()}) AS q\n"
-        f"WHERE {_label_filter(labels)}"
+        f"WHERE {_label_filter(labels)}\n  AND {_requires_filter(plugins, commands)}"
     )
 
 
@@ -101,20 +128,35 @@ def claimable_by_study(session: Session) -> dict[int, int]:
     return {row.study_id: int(row.n_claimable) for row in session.execute(text(sql)) if row.n_claimable}
 
 
-def n_claimable(session: Session, labels: Iterable[str] = ()) -> int:
-    """PostgreSQL: tickets a worker with ``labels`` could claim now."""
-    return int(session.execute(text(claimable_sql(labels))).scalar_one())
+def n_claimable(
+    session: Session, labels: Iterable[str] = (), *, plugins: Iterable[str] = (), commands: bool = False
+) -> int:
+    """PostgreSQL: tickets a worker with ``labels`` (and ``plugins``, ``commands``) could claim now."""
+    return int(session.execute(text(claimable_sql(labels, plugins=plugins, commands=commands))).scalar_one())
 
 
-def n_demand(session: Session, labels: Iterable[str] = ()) -> int:
+def n_demand(
+    session: Session, labels: Iterable[str] = (), *, plugins: Iterable[str] = (), commands: bool = False
+) -> int:
     """PostgreSQL: what KEDA reads (:func:`keda_query`)."""
-    return int(session.execute(text(keda_query(labels))).scalar_one())
+    return int(session.execute(text(keda_query(labels, plugins=plugins, commands=commands))).scalar_one())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Print the KEDA PostgreSQL trigger's query for workers with these labels.")
     ap.add_argument("--label", action="append", default=[], help="a worker label (repeat for several)")
-    print(keda_query(ap.parse_args().label))
+    ap.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        help="a plugin the worker image has installed, as 'entry-point group:name' (repeat for several)",
+    )
+    ap.add_argument("--commands", action="store_true", help="the workers run with --allow-commands")
+    args = ap.parse_args()
+    try:
+        print(keda_query(args.label, plugins=args.plugin, commands=args.commands))
+    except ValueError as exc:
+        ap.error(str(exc))
 
 
 if __name__ == "__main__":

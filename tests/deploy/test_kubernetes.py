@@ -90,9 +90,13 @@ def test_a_broken_object_fails_validation():
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
-def _worker_labels(objects: list[dict]) -> list[str]:
+def _worker_args(objects: list[dict]) -> list[str]:
     (worker,) = [c for c in containers(one(objects, "Deployment", "rnntune-worker")) if c["name"] == "worker"]
-    args = worker["command"]
+    return worker["command"] + worker.get("args", [])
+
+
+def _worker_labels(objects: list[dict]) -> list[str]:
+    args = _worker_args(objects)
     return [args[i + 1] for i, a in enumerate(args) if a == "--label"]
 
 
@@ -116,7 +120,9 @@ def test_keda_scaled_object_matches_keda_and_the_queue(rendered):
     meta = trigger["metadata"]
     assert set(meta) <= KEDA_PG_METADATA and all(isinstance(v, str) for v in meta.values())
     assert float(meta["targetQueryValue"]) > 0 and float(meta["activationTargetQueryValue"]) == 0
-    assert meta["query"] == queue_depth.keda_query(_worker_labels(objects))
+    # The image installs no plugins; pods run command trials only with --allow-commands.
+    commands = "--allow-commands" in _worker_args(objects)
+    assert meta["query"] == queue_depth.keda_query(_worker_labels(objects), commands=commands)
     # The connection comes from a TriggerAuthentication that reads an existing Secret key.
     auth = one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["apiVersion"] == "keda.sh/v1alpha1"

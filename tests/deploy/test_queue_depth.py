@@ -1,6 +1,7 @@
 """The queue-depth SQL (KEDA's trigger query and the rnntune_queue_depth metric) counts exactly the
 tickets that real ``queue.claim`` calls take, on PostgreSQL holding queued, leased, expired,
-paused, capped, timed-out and labelled tickets. If claim's conditions change, this fails."""
+paused, capped, timed-out and labelled tickets, and studies that need a plugin or command trials.
+If claim's conditions change, this fails."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from rnntune.service import queue, queue_depth, registry
+from rnntune.service import plugins, queue, queue_depth, registry
 from rnntune.service.metrics import registry_for
 from rnntune.service.tables import StudyRow, TicketRow, utcnow
 from tests.queue_helpers import Env, spec
@@ -101,20 +102,30 @@ def _held(env: Env, labels: tuple[str, ...]) -> int:
     return sum(set(row.labels or ()) <= set(labels) for row in rows)
 
 
-def _claims(env: Env, labels: tuple[str, ...]) -> int:
-    """How many tickets real ``queue.claim`` calls by workers with ``labels`` take, inside a
-    transaction rolled back afterwards (claim's commits become savepoints). KEDA's number stays
-    the same meanwhile: a claimed ticket moves from claimable to held."""
+def _claims(env: Env, labels: tuple[str, ...], plugin_keys: tuple[str, ...] = (), commands: bool = False) -> int:
+    """How many tickets real ``queue.claim`` calls by workers with ``labels`` (and these plugins
+    installed, and command trials allowed or not) take, inside a transaction rolled back
+    afterwards (claim's commits become savepoints). KEDA's number stays the same meanwhile: a
+    claimed ticket moves from claimable to held."""
+    caps = {
+        "plugins": [dict(zip(("group", "name"), key.split(":"), strict=True)) for key in plugin_keys],
+        "commands": commands,
+    }
+
+    def can_run(requires: dict) -> bool:
+        return not plugins.missing(requires, caps)
+
+    have = {"plugins": plugin_keys, "commands": commands}
     with env.engine.connect() as conn:
         outer = conn.begin()
         session = Session(bind=conn, join_transaction_mode="create_savepoint")
-        demand = queue_depth.n_demand(session, labels)
+        demand = queue_depth.n_demand(session, labels, **have)
         n = 0
-        while queue.claim(session, f"w-{n}", labels=set(labels), lease_s=600) is not None:
+        while queue.claim(session, f"w-{n}", labels=set(labels), lease_s=600, can_run=can_run) is not None:
             n += 1
-            assert queue_depth.n_demand(session, labels) == demand, "a claim changed what KEDA sees"
+            assert queue_depth.n_demand(session, labels, **have) == demand, "a claim changed what KEDA sees"
         assert n < 100, "claim never ran dry"
-        after = queue_depth.n_claimable(session, labels)
+        after = queue_depth.n_claimable(session, labels, **have)
         session.close()
         outer.rollback()
     assert after == 0, f"after {n} claims the queue depth is still {after}"
@@ -144,7 +155,8 @@ def test_expected_counts(env, mixed):
 def test_metric_reports_the_same_per_study(env, mixed):
     text = generate_latest(registry_for(env.sessions)).decode()
     (family,) = [f for f in text_string_to_metric_families(text) if f.name == "rnntune_queue_depth"]
-    per_study = {s.labels["study"]: s.value for s in family.samples}
+    # (the studies of the test below, if it ran first, are not this fixture's)
+    per_study = {s.labels["study"]: s.value for s in family.samples if s.labels["study"].startswith("qd-")}
     assert per_study["qd-plain"] == 3 and per_study["qd-capped"] == 1 and per_study["qd-expired"] == 2
     assert per_study["qd-paused"] == per_study["qd-timeout"] == per_study["qd-cancelled"] == 0
     assert per_study["qd-gpu-big"] == 2 and per_study["qd-finalize"] == 1
@@ -155,3 +167,47 @@ def test_metric_reports_the_same_per_study(env, mixed):
 def test_keda_query_refuses_labels_that_would_break_the_sql():
     with pytest.raises(ValueError, match="labels must match"):
         queue_depth.keda_query(["gpu'; DROP TABLE rnntune_tickets; --"])
+
+
+PLUGIN = "rnntune.models:gru-attention"
+
+
+@pytest.fixture(scope="module")
+def needy(env, mixed):
+    """Studies only some workers can run (their stored ``requires``, as plugins.requirements
+    writes it): a model plugin, a command objective, both. Labelled ``needs`` so that the label
+    sets above never see them."""
+    requires = {
+        "qr-plugin": {"plugins": [PLUGIN]},
+        "qr-command": {"command": "train.py"},
+        "qr-both": {"plugins": [PLUGIN], "command": "train.py"},
+    }
+    for name in requires:
+        env.create(spec(name, n_trials=2, labels=["needs"]))
+    with env.sessions() as s:
+        for name, req in requires.items():
+            s.execute(sa.update(StudyRow).where(StudyRow.name == name).values(requires=req))
+        s.commit()
+
+
+@pytest.mark.parametrize(
+    ("plugin_keys", "commands"),
+    [((), False), ((PLUGIN,), False), ((), True), ((PLUGIN,), True), (("rnntune.models:other",), True)],
+    ids=["built-ins", "plugin", "commands", "plugin+commands", "other-plugin+commands"],
+)
+def test_keda_leaves_out_studies_the_pods_cannot_run(env, needy, plugin_keys, commands):
+    """KEDA scaling pods for a study they would never claim leaves them idle until cooldown:
+    the query counts only what a worker with those plugins (and --allow-commands) claims."""
+    labels = ("needs",)
+    has_plugin = PLUGIN in plugin_keys
+    with env.sessions() as s:
+        depth = queue_depth.n_claimable(s, labels, plugins=plugin_keys, commands=commands)
+        plain = queue_depth.n_claimable(s, ())
+    # the unlabelled studies of the fixture above, plus 2 tickets for each study it can run
+    assert depth == plain + 2 * (has_plugin + commands + (has_plugin and commands))
+    assert depth == _claims(env, labels, plugin_keys, commands)
+
+
+def test_keda_query_refuses_plugins_that_would_break_the_sql():
+    with pytest.raises(ValueError, match="plugins must be 'group:name'"):
+        queue_depth.keda_query(plugins=["rnntune.models:x'; DROP TABLE rnntune_tickets; --"])
