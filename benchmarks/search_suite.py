@@ -27,6 +27,9 @@ default options (what a spec that names them gets); no pruner means no pruning:
     random+successive_halving
     gp                         Optuna's Gaussian-process sampler
     cmaes                      CMA-ES (categorical axes fall back to independent sampling)
+    STRATEGY@N, STRATEGY@Ncl   N workers in parallel, simulated in lockstep (N trials asked before
+                               any is told), without and with TPE's constant liar: e.g.
+                               tpe+median@2, tpe+median@2cl
 
 Every strategy but grid runs trials until it has trained as many epochs as the grid
 (``--budget`` scales that). An epoch is one pass over the training data; a pruned trial costs the
@@ -138,16 +141,31 @@ TASKS = {
 STRATEGIES = ("grid", "random", "tpe+median", "tpe+hyperband", "random+successive_halving", "gp", "cmaes")
 
 
+def parallel(strategy: str) -> tuple[str, int, bool]:
+    """``SAMPLER[+PRUNER][@N[cl]]`` -> (SAMPLER[+PRUNER], workers, constant liar)."""
+    base, _, par = strategy.partition("@")
+    if not par:
+        return base, 1, False
+    liar = par.endswith("cl")
+    return base, int(par.removesuffix("cl")), liar
+
+
 def strategy_name(text: str) -> str:
-    """``--strategies``' items: SAMPLER or SAMPLER+PRUNER, by the spec's names."""
-    sampler, _, pruner = text.partition("+")
+    """``--strategies``' items: SAMPLER or SAMPLER+PRUNER, by the spec's names, with ``@N`` for N
+    workers in parallel and ``@Ncl`` for TPE's constant liar with them."""
+    base, _, par = text.partition("@")
+    if par and not (par.removesuffix("cl").isdigit() and int(par.removesuffix("cl")) >= 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected @N or @Ncl with N >= 2 workers")
+    if par.endswith("cl") and not base.startswith("tpe"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the constant liar (@Ncl) is TPE's option")
+    sampler, _, pruner = base.partition("+")
     if sampler not in SAMPLERS or (pruner and pruner not in PRUNERS):
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected SAMPLER[+PRUNER] with a sampler of {', '.join(SAMPLERS)} "
             f"and a pruner of {', '.join(PRUNERS)}"
         )
-    if sampler == "grid" and pruner:
-        raise argparse.ArgumentTypeError(f"{text!r}: grid runs every point, without pruning")
+    if sampler == "grid" and (pruner or par):
+        raise argparse.ArgumentTypeError(f"{text!r}: grid runs every point, without pruning, in one worker")
     return text
 
 
@@ -185,7 +203,8 @@ def task_epochs(task_name: str, args: argparse.Namespace) -> int:
 
 def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
     task = TASKS[task_name]
-    sampler, _, pruner = strategy.partition("+")
+    base, _, liar = parallel(strategy)
+    sampler, _, pruner = base.partition("+")
     spec = {
         "name": f"suite-{task_name}",
         "data": task.data,
@@ -196,6 +215,8 @@ def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace
         "sampler": {"name": sampler, "seed": seed},
         "pruner": {"name": pruner or "none"},
     }
+    if liar:
+        spec["sampler"]["constant_liar"] = True
     if sampler == "cmaes":  # categorical axes are sampled independently, as it would warn every trial
         spec["sampler"]["warn_independent_sampling"] = False
     if sampler == "grid":
@@ -215,19 +236,20 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
         direction=spec.direction, sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec)
     )
     objective = Objective(spec, device="cpu", data_cache=cache)
+    _, workers, _ = parallel(strategy)
     epochs, best, trajectory = 0, math.inf, []  # after each trial: (epochs so far, best val so far, trial)
     started = time.perf_counter()
-    while True:
-        study.optimize(objective, n_trials=1)
-        trial = study.trials[-1]
-        epochs += len(trial.intermediate_values)
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            best = min(best, trial.value)
-        trajectory.append((epochs, best, trial))
-        if strategy == "grid" and len(study.trials) == n_grid:
-            break
-        if strategy != "grid" and epochs >= epoch_budget:
-            break
+    done = False
+    while not done:
+        for trial in _step(study, objective, workers):
+            epochs += len(trial.intermediate_values)
+            if trial.state == optuna.trial.TrialState.COMPLETE:
+                best = min(best, trial.value)
+            trajectory.append((epochs, best, trial))
+            if strategy == "grid" and len(study.trials) == n_grid:
+                done = True
+            if strategy != "grid" and epochs >= epoch_budget:
+                done = True
     search_s = time.perf_counter() - started
     full = _take_home(spec, best_trial(study, spec), cache)
     early = _best_within(trajectory, epoch_budget / 3)
@@ -243,6 +265,28 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
         "test_third": third["test"] if third else math.inf,
         "seconds": search_s,
     }
+
+
+def _step(study: optuna.Study, objective: Objective, workers: int) -> list[optuna.trial.FrozenTrial]:
+    """One trial (one worker), or ``workers`` trials in lockstep: all asked before any is told, as
+    N workers that start together see each other's trials RUNNING (where TPE's constant liar
+    acts). A simulation of N workers, deterministic for a seed: the trials train one after the
+    other here, so the pruner of a later one sees its batch-mates' whole curves (in a real
+    parallel run, only their epochs so far)."""
+    if workers == 1:
+        study.optimize(objective, n_trials=1)
+        return [study.trials[-1]]
+    asked = [study.ask() for _ in range(workers)]
+    for trial in asked:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    return [study.trials[t.number] for t in asked]
 
 
 def _best_within(trajectory, budget: float) -> TrialRecord | None:

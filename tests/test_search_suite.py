@@ -33,7 +33,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
             "--epochs",
             "1",
             "--strategies",
-            "random,tpe+median",
+            "random,tpe+median,tpe+median@2,tpe+median@2cl",
         ]
     )
     out = capsys.readouterr().out
@@ -53,7 +53,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         "reached",
     ]
     rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
-    assert list(rows) == ["grid", "random", "tpe+median"]
+    assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl"]
     for row in rows.values():
         test_full, test_third, best_val, gap = (float(v) for v in row[1:5])
         assert all(math.isfinite(v) and v > 0 for v in (test_full, test_third, best_val)), row
@@ -69,8 +69,31 @@ def test_options_are_checked():
     for bad in (
         ["--strategies", "tpe+nope"],
         ["--strategies", "grid+median"],
+        ["--strategies", "random@2cl"],
+        ["--strategies", "tpe@1"],
+        ["--strategies", "grid@2"],
         ["--tasks", "mnist"],
         ["--epochs", "x=1"],
     ):
         with pytest.raises(SystemExit):
             suite.main(bad)
+
+
+def test_two_workers_in_lockstep_see_each_other_running():
+    """@2: both trials of a step are asked before either is told, so the second is sampled with
+    the first RUNNING; with the constant liar TPE treats that running point as a bad result."""
+    import optuna
+
+    suite = load_suite()
+    assert suite.parallel("tpe+median@2cl") == ("tpe+median", 2, True)
+    assert suite.parallel("random") == ("random", 1, False)
+    study = optuna.create_study()
+    seen = []
+
+    def objective(trial):
+        seen.append([t.state for t in trial.study.get_trials(deepcopy=False)])
+        return trial.suggest_float("x", 0, 1)
+
+    trials = suite._step(study, objective, 2)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert seen[0] == [optuna.trial.TrialState.RUNNING] * 2, "the second was asked before the first ran"
