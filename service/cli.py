@@ -202,7 +202,14 @@ def dashboard(
 def serve(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    workers: Annotated[int, typer.Option(min=0, help="local workers (one per GPU, else per core)")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            show_default="one per GPU, else one per usable core (at most 8 on SQLite), one torch thread each",
+            help="local workers",
+        ),
+    ] = None,
     demo: Annotated[bool, typer.Option(help=f"submit {DEMO_SPEC.name} when there is no study yet")] = False,
     insecure: InsecureOpt = False,
     database_url: DbOpt = None,
@@ -252,12 +259,40 @@ def _submit_demo(application) -> None:
         typer.echo(f"demo: submitted study {row.name!r} ({row.n_trials} trials)", err=True)
 
 
-def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -> list[subprocess.Popen]:
+# ``serve``'s default on CPU: one single-threaded worker per usable core, which runs the demo study
+# about twice as fast on 2 cores as one worker with both cores' threads (benchmarks/serve_workers.py;
+# the README has the figures). SQLite takes one writer at a time, so more than this many local
+# workers would only queue on its lock.
+SQLITE_MAX_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(settings: Settings, n_gpus: int) -> int:
+    """``serve``'s local workers when ``--workers`` is not given: one per GPU, else one per
+    usable core (each with one torch thread), at most SQLITE_MAX_WORKERS on SQLite."""
+    if n_gpus:
+        return n_gpus
+    cores = usable_cores()
+    return min(cores, SQLITE_MAX_WORKERS) if settings.is_sqlite else cores
+
+
+def _start_workers(settings: Settings, n: int | None, extra: list[str] | None = None) -> list[subprocess.Popen]:
+    """``n`` local worker processes (None: :func:`default_workers`), dealt round-robin over the
+    GPUs, else on the CPU with the usable cores' threads shared out between them."""
     if n == 0:
         return []
     import torch  # here, not at import: client commands stay fast
 
     n_gpus = torch.cuda.device_count()
+    if n is None:
+        n = default_workers(settings, n_gpus)
     from rnntune.service.worker import SUPERVISOR_ENV
 
     # A worker gets the database URL and nothing else secret: no API tokens.
@@ -270,7 +305,7 @@ def _start_workers(settings: Settings, n: int, extra: list[str] | None = None) -
         if n_gpus:
             cmd += ["--device", f"cuda:{i % n_gpus}"]
         else:
-            cmd += ["--device", "cpu", "--threads", str(max(1, (os.cpu_count() or 1) // n))]
+            cmd += ["--device", "cpu", "--threads", str(max(1, usable_cores() // n))]
         procs.append(subprocess.Popen(cmd, env=env))
     return procs
 

@@ -1,0 +1,128 @@
+"""``rnntune serve --demo``: one local worker against serve's default, side by side.
+
+Each run is a fresh ``rnntune serve --demo`` (the demo study, studies/sine-lstm.yaml: TPE + median
+pruning, 20 trials of up to 12 epochs) on its own SQLite database in a temporary folder, as a new
+user starts it. A run's time is the study's own, from its start (first claim) to its end (every
+trial settled and the best model stored: state ``done``), read from the API; its best value is
+``/best``'s. The runs alternate (one worker, the default, one worker, ...) so that drifting load
+hits both alike; reported: every run, the medians, their ratio, and how far the default's median
+best value is from one worker's. The target (issue 16): the default at least 1.8x faster with a
+best value within 10%.
+
+    python benchmarks/serve_workers.py                  # 3 runs each (~3 minutes on 2 cores)
+    python benchmarks/serve_workers.py --repeats 5 --other "--workers 4"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "sine-lstm"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def run_once(args: list[str], timeout_s: float) -> dict:
+    """One fresh ``serve --demo`` with ``args``; the study's seconds, best value and workers."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="rnntune-serve-bench-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RNNTUNE_")}
+        env["RNNTUNE_DATABASE_URL"] = f"sqlite:///{tmp}/rnntune.db"
+        cmd = [sys.executable, "-m", "rnntune.service.cli", "serve", "--demo", "--port", str(port), *args]
+        log = open(Path(tmp) / "serve.log", "w")  # noqa: SIM115 (closed below, after the process)
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}/v1/studies/{STUDY}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            study = None
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"serve exited with {proc.returncode}: {(Path(tmp) / 'serve.log').read_text()[-2000:]}"
+                    )
+                try:
+                    study = _get(base)
+                except OSError:
+                    continue
+                if study["state"] in ("done", "failed", "cancelled"):
+                    break
+            else:
+                raise RuntimeError(f"the demo study did not finish within {timeout_s} s")
+            if study["state"] != "done":
+                raise RuntimeError(f"the demo study ended {study['state']}: {study.get('reason')}")
+            best = _get(base + "/best")
+            started = datetime.fromisoformat(study["started_at"])
+            finished = datetime.fromisoformat(study["finished_at"])
+            workers = len(_get(f"http://127.0.0.1:{port}/v1/workers?include_stopped=true")["items"])
+            return {"seconds": (finished - started).total_seconds(), "best": best["value"], "workers": workers}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
+    ap.add_argument("--baseline", default="--workers 1", help="serve arguments of the baseline")
+    ap.add_argument("--other", default="", help="serve arguments of the other side (default: serve's defaults)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds a run may take")
+    a = ap.parse_args()
+    sides = {"baseline": shlex.split(a.baseline), "other": shlex.split(a.other)}
+    label = {"baseline": f"serve --demo {a.baseline}".strip(), "other": f"serve --demo {a.other}".strip()}
+    print(f"# benchmarks/serve_workers.py on {os.cpu_count()} cores: the demo study ({STUDY}), SQLite")
+    runs: dict[str, list[dict]] = {"baseline": [], "other": []}
+    for i in range(a.repeats):
+        for side in ("baseline", "other") if i % 2 == 0 else ("other", "baseline"):
+            out = run_once(sides[side], a.timeout)
+            runs[side].append(out)
+            print(
+                f"run {i + 1}: {label[side]}: {out['seconds']:.1f} s, best {out['best']:.5f}, {out['workers']} workers",
+                flush=True,
+            )
+    med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
+    best = {side: statistics.median(r["best"] for r in rs) for side, rs in runs.items()}
+    print("\n| serve | workers | seconds (runs) | median s | best value (runs) | median best |")
+    print("|---|---|---|---|---|---|")
+    for side, rs in runs.items():
+        seconds = " / ".join(f"{r['seconds']:.1f}" for r in rs)
+        values = " / ".join(f"{r['best']:.5f}" for r in rs)
+        print(f"| `{label[side]}` | {rs[0]['workers']} | {seconds} | {med[side]:.1f} | {values} | {best[side]:.5f} |")
+    speedup = med["baseline"] / med["other"]
+    diff = best["other"] / best["baseline"] - 1
+    print(
+        f"\nspeed-up (median seconds, baseline / other): {speedup:.2f}x (target >= 1.8x); "
+        f"best value, other vs baseline: {diff:+.1%} (target within 10%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
