@@ -36,6 +36,8 @@ BUILTIN_DATASETS: dict[str, str] = {
 DATASETS = tuple(BUILTIN_DATASETS)
 FILE_DATASETS = ("csv", "npz", "text")  # read from a file: a path (or an uploaded data set)
 CLASSIFICATION_DATASETS = ("digits", "npz", "text")  # the ones that can be classification
+# forecasting: rolling-origin folds over time steps (sine: over its independent series)
+FOLD_DATASETS = ("sine", "sunspots", "co2", "csv")
 
 
 def _is_int(value: object) -> bool:

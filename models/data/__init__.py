@@ -36,7 +36,7 @@ import numbers
 import os
 from collections.abc import Callable
 
-from rnntune.models.config import BUILTIN_DATASETS, TASKS
+from rnntune.models.config import BUILTIN_DATASETS, FOLD_DATASETS, TASKS
 from rnntune.models.data.builtin import _load_adding, _load_co2, _load_digits, _load_sine, _load_sunspots
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _load_csv, _load_npz
@@ -46,6 +46,7 @@ from rnntune.models.files import FileLimits
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "FOLD_DATASETS",
     "TASKS",
     "TEXT_DEFAULTS",
     "DataError",
@@ -68,6 +69,7 @@ def load_dataset(
     test_fraction: float = 0.15,
     seed: int = 0,
     file_limits: FileLimits | None = None,
+    fold: tuple[int, int] | None = None,
 ) -> SequenceData:
     """Load a built-in data set by name (see BUILTIN_DATASETS); raise DataError when broken.
 
@@ -75,6 +77,9 @@ def load_dataset(
     are an error. window/horizon apply to forecasting data sets, target/inputs to csv and path
     to csv/npz (which also accept {"path": ...} in params). seed drives the split.
     file_limits caps what a user's .npz / .npy may hold; their headers are checked before loading.
+    fold = (index, n_folds): forecasting data sets only (FOLD_DATASETS), one of
+    splits.rolling_origin_folds' walk-forward folds of the train + val units (time steps; sine:
+    series) instead of the split, with an empty test split.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(_LOADERS)}.")
@@ -95,6 +100,12 @@ def load_dataset(
         if not (0.0 <= value < 1.0 if low_ok else 0.0 < value < 1.0):
             bounds = "[0, 1)" if low_ok else "(0, 1)"
             raise DataError(f"{name}: {fraction_name} must be in {bounds}, but got {value!r}.")
+    if fold is not None:
+        if name not in FOLD_DATASETS:
+            raise DataError(f"{name}: folds apply to forecasting data ({', '.join(FOLD_DATASETS)}), not to {name!r}.")
+        if not isinstance(fold, tuple) or len(fold) != 2:
+            raise DataError(f"{name}: fold must be (index, n_folds), but got {fold=}.")
+        _check_int(name, "n_folds", fold[1], low=1)
     if val_fraction + test_fraction >= 1.0:
         raise DataError(
             f"{name}: val_fraction + test_fraction must be < 1, but got {val_fraction=} + {test_fraction=}."
@@ -112,6 +123,7 @@ def load_dataset(
         test_fraction=float(test_fraction),
         seed=int(seed),
         file_limits=file_limits or FileLimits(),
+        fold=fold,
     )
     return _LOADERS[name](dict(params), request)
 

@@ -12,6 +12,8 @@ from rnntune.models.data.splits import (
     _check_int,
     _chronological,
     _fit_scaler,
+    _fold,
+    _fold_meta,
     _from_indices,
     _make_windows,
     _random_split,
@@ -55,6 +57,13 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
         "val": np.sort(order[n_train : n_train + n_val]),
         "test": np.sort(order[n_train + n_val :]),
     }
+    fold = _fold(request, n_train, n_val, min_train=1)
+    if fold is not None:  # the folds run over the series in the split's order; no test split
+        ids = {
+            "train": np.sort(order[slice(*fold.train)]),
+            "val": np.sort(order[slice(*fold.val)]),
+            "test": order[:0],
+        }
     mean, std = _fit_scaler(series[ids["train"]][..., None])
     scaled = ((series[..., None] - mean) / std).astype(np.float32)  # (S, L, 1)
     arrays = {}
@@ -86,6 +95,7 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
             "target_index": 0,
             "windows_per_series": length - window - horizon + 1,
             "series": {split: series_ids.tolist() for split, series_ids in ids.items()},
+            **({"fold": _fold_meta(fold, request)} if fold is not None else {}),
             **p,
         },
     )

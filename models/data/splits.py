@@ -28,6 +28,8 @@ class _Request:
     test_fraction: float
     seed: int
     file_limits: FileLimits = FileLimits()  # what a user's .npz / .npy may hold (checked before loading)
+    # (index, n_folds): one of rolling_origin_folds' folds instead of the train/val/test split
+    fold: tuple[int, int] | None = None
 
 
 def _check_int(name: str, key: str, value: Any, low: int | None) -> None:
@@ -66,6 +68,53 @@ def _split_sizes(n: int, request: _Request, what: str) -> tuple[int, int, int]:
             f"val_fraction={request.val_fraction} and test_fraction={request.test_fraction}."
         )
     return n_train, n_val, n_test
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One rolling-origin fold over the ``n_train + n_val`` units (time steps, or series) that
+    precede the test split: ``train`` and ``val`` are [start, stop) ranges of those units."""
+
+    index: int
+    train: tuple[int, int]
+    val: tuple[int, int]
+
+
+def rolling_origin_folds(n_train: int, n_val: int, n_folds: int, *, min_train: int = 1) -> list[Fold]:
+    """Walk-forward folds over the units of a train + val split, an expanding window.
+
+    Every fold's val block has the split's ``n_val`` units and starts right after its train
+    block, which starts at unit 0; each fold ends ``n_val`` units before the next. The last fold
+    (``n_folds - 1``) is the split itself (train ``[0, n_train)``, val ``[n_train, n_train +
+    n_val)``), so a search trial's own value is that fold's. Raises DataError when the first
+    fold's train block would hold fewer than ``min_train`` units."""
+    for key, value, low in (("n_train", n_train, 1), ("n_val", n_val, 1), ("n_folds", n_folds, 1)):
+        _check_int("folds", key, value, low)
+    first = n_train - (n_folds - 1) * n_val
+    if first < min_train:
+        raise DataError(
+            f"folds: {n_folds} folds with val blocks of {n_val} leave the first fold {first} training "
+            f"units of {n_train}, fewer than {min_train}; use fewer folds or a longer series."
+        )
+    folds = []
+    for index in range(n_folds):
+        stop = n_train - (n_folds - 1 - index) * n_val
+        folds.append(Fold(index, (0, stop), (stop, stop + n_val)))
+    return folds
+
+
+def _fold(request: _Request, n_train: int, n_val: int, min_train: int) -> Fold | None:
+    """The request's fold of a train + val split of these sizes (None: the split itself)."""
+    if request.fold is None:
+        return None
+    index, n_folds = request.fold
+    _check_int(request.name, "fold", index, 0)
+    if index >= n_folds:
+        raise DataError(f"{request.name}: fold must be < n_folds={n_folds}, but got fold={index}.")
+    try:
+        return rolling_origin_folds(n_train, n_val, n_folds, min_train=min_train)[index]
+    except DataError as exc:
+        raise DataError(f"{request.name}: {exc}") from None
 
 
 def _fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +156,14 @@ def _chronological(
         "val": (n_train, n_train + n_val),
         "test": (n_train + n_val, length),
     }
+    fold = _fold(request, n_train, n_val, min_train=window + horizon)
+    if fold is not None:  # an earlier origin; no test split (a fold never reaches it)
+        bounds = {"train": fold.train, "val": fold.val, "test": (fold.val[1], fold.val[1])}
     # train windows lie wholly inside the train segment; val and test windows need only their
     # targets inside theirs (their inputs are the steps just before, reaching back if need be)
     needs = {"train": window + horizon, "val": horizon, "test": horizon}
     for split, (start, stop) in bounds.items():
-        if split == "test" and request.test_fraction == 0:
+        if split == "test" and (request.test_fraction == 0 or fold is not None):
             continue
         if stop - start < needs[split]:
             what = (
@@ -124,7 +176,7 @@ def _chronological(
                 f"time steps, fewer than {what}; use a smaller window or horizon, other "
                 f"fractions, or a longer series."
             )
-    mean, std = _fit_scaler(series[:n_train])
+    mean, std = _fit_scaler(series[: bounds["train"][1]])
     scaled = ((series - mean) / std).astype(np.float32)  # (L, F)
     arrays = {}
     for split, (start, stop) in bounds.items():
@@ -154,6 +206,7 @@ def _chronological(
         # [start, stop) time steps of each split: its windows' targets lie inside (train's
         # inputs too; val's and test's inputs are the `window` steps before each target)
         "segments": {split: list(bound) for split, bound in bounds.items()},
+        **({"fold": _fold_meta(fold, request)} if fold is not None else {}),
         **meta,
     }
     return SequenceData(
@@ -168,6 +221,11 @@ def _chronological(
         scaler=scaler,
         meta=meta,
     )
+
+
+def _fold_meta(fold: Fold, request: _Request) -> dict[str, Any]:
+    assert request.fold is not None
+    return {"index": fold.index, "n_folds": request.fold[1], "train": list(fold.train), "val": list(fold.val)}
 
 
 def _random_split(request: _Request, n: int, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
