@@ -482,6 +482,35 @@ def status(
         s = r.json()
         typer.echo(_progress_line(s))
         _print_best(s)
+        if s.get("reevaluations") is not None:
+            best = _request(client, "GET", f"/v1/studies/{name}/best")
+            if best.status_code == 200 and best.json().get("selection") is not None:
+                _print_selection(best.json()["selection"], s["metric"])
+
+
+def _print_selection(sel: dict, metric: str) -> None:
+    """The re-evaluated candidates: mean ± sd over n runs each, the winner marked."""
+    typer.echo(
+        f"re-evaluation: top {sel['top_k']} x {sel['seeds']} seeds x {sel['folds']} folds, "
+        f"{sel['done']}/{sel['total']} runs done; winner: best mean {metric}"
+    )
+    if not sel["candidates"]:
+        typer.echo("  (candidates are chosen when the search ends)")
+        return
+    typer.echo(f"  {'trial':>6}  {'search':>10}  {'mean':>10}  {'sd':>10}  {'n':>3}  {'failed':>6}")
+    for c in sel["candidates"]:
+        search = next((r["value"] for r in c["runs"] if r["seed_index"] == 0 and r["fold"] == sel["folds"] - 1), None)
+        cells = [_num(search), _num(c["mean"]), "±" + _num(c["sd"]).strip() if c["sd"] is not None else "-"]
+        mark = "  <- winner" if c["trial"] == sel["winner"] else ""
+        mark += "  (search best)" if c["trial"] == sel["search_best"] else ""
+        typer.echo(
+            f"  {'#' + str(c['trial']):>6}  {cells[0]:>10}  {cells[1]:>10}  {cells[2]:>10}  {c['n']:>3}  "
+            f"{c['failed']:>6}{mark}"
+        )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 def _worker_line(w: dict) -> str:

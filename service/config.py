@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     max_search_option: int = Field(
         default=Limits.max_search_option, ge=1, description="largest number a sampler or pruner option may hold"
     )
+    max_selection_runs: int = Field(
+        default=Limits.max_selection_runs,
+        ge=1,
+        description="largest selection top_k x seeds x folds (re-evaluation runs, search trials included)",
+    )
     max_upload_elements: int = Field(
         default=2**27,  # = FileLimits().max_elements
         ge=1,
@@ -175,6 +180,7 @@ class Settings(BaseSettings):
             max_batch_elements=self.max_batch_elements,
             max_data_elements=self.max_data_elements,
             max_search_option=self.max_search_option,
+            max_selection_runs=self.max_selection_runs,
         )
 
     @property

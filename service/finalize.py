@@ -22,6 +22,10 @@ Why re-create the best trial's checkpoint rather than retrain on train + val:
 
 The price: the val split (15% of the data) is not used to fit the final weights. The whole step
 costs at most one trial's training time.
+
+With a spec's ``selection``, the trial re-created is the re-evaluated winner (the best mean over
+seeds and folds, ``service/selection.py``) instead of the single best, and the model file's
+metadata says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from sqlalchemy.orm import sessionmaker
 
-from rnntune.service import __version__
+from rnntune.service import __version__, optuna_compat, selection
 from rnntune.service.model_store import PROCEDURE, store
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import StudySpec
@@ -126,7 +130,12 @@ def finalize_study(
 
     started = time.monotonic()
     best = best_trial(study, spec)
-    built = build_model(spec, best, device=device, data_cache=data_cache, stop=stop)
+    chosen = None
+    if not spec.selection.is_default:  # the re-evaluated winner, and why
+        with sessions() as session:
+            chosen = selection.summary(session, study_id, optuna_compat.study_id(study), spec)
+        best = _winner(study, chosen, best)
+    built = build_model(spec, best, device=device, data_cache=data_cache, stop=stop, chosen=chosen)
     if stop.is_set():
         raise Interrupted("finalize stopped before the model was stored")
     row = ModelRow(
@@ -153,13 +162,31 @@ def finalize_study(
     )
 
 
+def _winner(study: optuna.Study, chosen: dict[str, Any] | None, best: TrialRecord) -> TrialRecord:
+    """The selection's winner as a TrialRecord (the search's best when it is the winner, or
+    when no candidate has a value: the selection then records why)."""
+    if chosen is None or chosen["winner"] is None or chosen["winner"] == best.number:
+        return best
+    trial_id = next(c["trial_id"] for c in chosen["candidates"] if c["trial"] == chosen["winner"])
+    won = optuna_compat.storage(study).get_trial(trial_id)
+    return TrialRecord(won.number, won.params, won.value, won.user_attrs)
+
+
 def build_model(
-    spec: StudySpec, trial: TrialRecord, *, device: str, data_cache: DataCache, stop: threading.Event
+    spec: StudySpec,
+    trial: TrialRecord,
+    *,
+    device: str,
+    data_cache: DataCache,
+    stop: threading.Event,
+    chosen: dict[str, Any] | None = None,
 ) -> BuiltModel:
     """Re-create ``trial``'s model as the module docstring says (same config and seed, train
     split, up to its best epoch), evaluate it once on val and once on test, and write the model
-    file. The finalize step runs it for the best trial; ``rnntune export --trial N`` for another
-    (a Pareto-optimal trial of a study with several objectives)."""
+    file. The finalize step runs it for the best trial, or the re-evaluated winner (``chosen``:
+    the study's ``selection.summary``, what was chosen and why, kept in the file's metadata);
+    ``rnntune export --trial N`` for another (a Pareto-optimal trial of a study with several
+    objectives)."""
     import numpy as np
     import torch
 
@@ -243,6 +270,7 @@ def build_model(
             if spec.multi_objective
             else {}
         ),
+        **({"selection": _selection_meta(chosen)} if chosen is not None else {}),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rnntune_version": __version__,
     }
@@ -264,6 +292,17 @@ def build_model(
         config={"model": _asdict(model_config), "train": _asdict(train_config), "procedure": PROCEDURE},
         device=result.device,
         test=test,
+    )
+
+
+def _selection_meta(chosen: dict[str, Any]) -> dict[str, Any]:
+    """What a model file keeps of the selection: the rule, each candidate's runs, the winner."""
+    keys = ("trial", "params", "mean", "sd", "n", "values", "failed")
+    return _json_safe(
+        {
+            **{k: chosen[k] for k in ("top_k", "seeds", "folds", "rule", "winner", "search_best")},
+            "candidates": [{k: c[k] for k in keys} for c in chosen["candidates"]],
+        }
     )
 
 

@@ -5,7 +5,7 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 
 - ``rnntune_trials{study,state}``: trials per Optuna state (zeros included for our studies).
 - ``rnntune_studies{state}``: studies per rnntune state.
-- ``rnntune_queue_depth{study}``: tickets (trial and finalize) a worker carrying the study's labels
+- ``rnntune_queue_depth{study}``: tickets (trial, reeval and finalize) a worker carrying the study's labels
   could claim now (service/queue_depth.py: the same SQL as the KEDA trigger's query).
 - ``rnntune_workers_live``: workers not stopped whose heartbeat is under 30 s old.
 - ``rnntune_trial_duration_seconds{study}``: histogram of finished (COMPLETE / PRUNED) trials'

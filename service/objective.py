@@ -83,10 +83,18 @@ class DataCache:
         self.file_limits = file_limits
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
-    def get(self, spec: StudySpec, window: int | None, max_length: int | None = None) -> SequenceData:
-        """``max_length`` (text: a searched truncation) overrides ``data.params.max_length``."""
+    def get(
+        self,
+        spec: StudySpec,
+        window: int | None,
+        max_length: int | None = None,
+        *,
+        fold: tuple[int, int] | None = None,
+    ) -> SequenceData:
+        """``max_length`` (text: a searched truncation) overrides ``data.params.max_length``;
+        ``fold`` (index, n_folds): a rolling-origin fold instead of the split (``load_dataset``)."""
         d = spec.data
-        key = f"{spec.name}|{d.model_dump_json()}|{window}|{max_length}"
+        key = f"{spec.name}|{d.model_dump_json()}|{window}|{max_length}|{fold}"
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
@@ -105,11 +113,11 @@ class DataCache:
             data = _plugin_data(d.plugin, params)
             self._items[key] = data
             return data
-        for key in ("embeddings", "embeddings_vocab"):
-            ref = params.get(key)
+        for name in ("embeddings", "embeddings_vocab"):
+            ref = params.get(name)
             if ref is not None:
-                where = f"data.params.{key}"
-                params[key] = self._allowed(where, ref) if is_path(ref) else self.dataset_file(ref, field=where)
+                where = f"data.params.{name}"
+                params[name] = self._allowed(where, ref) if is_path(ref) else self.dataset_file(ref, field=where)
         try:
             data = load_dataset(
                 d.name,
@@ -120,6 +128,7 @@ class DataCache:
                 inputs=d.inputs,
                 path=path,
                 file_limits=self.file_limits,
+                fold=fold,
             )
         except (DataError, OSError) as exc:
             raise StudyDataError(f"data: {exc}") from exc

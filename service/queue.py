@@ -8,6 +8,10 @@ whole end-of-ticket rule in one transaction. A ticket whose lease ran out goes b
 queue unless its trial already finished; a failed trial hands its ticket back too, so a study
 always ends with exactly ``n_trials`` finished trials (docs/architecture.md, "Ticket lifecycle").
 
+Once the trial tickets are spent, a study with a ``selection`` gets one ``reeval`` ticket per
+re-evaluation run of its best trials (:func:`settle_reeval` ends each), and then, or at once
+without one, its ``finalize`` ticket (:func:`settle_finalize`).
+
 Every time here (leases, heartbeats, timeouts, ``lost``) is the database's clock, never a
 worker's: :func:`db_now`.
 """
@@ -26,11 +30,12 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import optuna_compat, plugins, results
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
-from rnntune.service.spec import stored_spec
-from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
+from rnntune.service.spec import StudySpec, stored_spec
+from rnntune.service.tables import ENDED, EvaluationRow, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
 
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
 FINALIZE = "finalize"
+REEVAL = "reeval"  # one training run of a candidate (selection): trial number, seed, fold in rnntune_evaluations
 HELD = (TicketState.LEASED, TicketState.RUNNING)  # a worker has it
 OPEN = (TicketState.QUEUED, *HELD)
 WORKERS_KEPT_DAYS = 7  # a starting worker drops the rows of workers silent this long
@@ -69,7 +74,7 @@ def _db_now_sqlite(element, compiler, **kw) -> str:
 _S, _T = StudyRow.__table__, TicketRow.__table__
 _TRIALS = optuna_compat.trials_t
 # budget.timeout_s, in the claim itself: past its deadline a study offers no trial ticket (its
-# finalize ticket still runs).
+# reeval and finalize tickets still run: the search is over, they make its result).
 _TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
 _CLAIMABLE = (
     select(
@@ -81,7 +86,7 @@ _CLAIMABLE = (
         .where(
             _T.c.study_id == _S.c.id,
             _T.c.state == TicketState.QUEUED,
-            or_(_T.c.kind == FINALIZE, _TRIALS_OPEN),
+            or_(_T.c.kind != "trial", _TRIALS_OPEN),
         )
         .exists(),
     )
@@ -94,7 +99,7 @@ _PICK = (
     .where(
         _T.c.study_id == bindparam("study"),
         _T.c.state == TicketState.QUEUED,
-        or_(_T.c.kind == FINALIZE, bindparam("trials_open", type_=Boolean)),
+        or_(_T.c.kind != "trial", bindparam("trials_open", type_=Boolean)),
     )
     .order_by(_T.c.seq)
     .limit(1)
@@ -193,7 +198,7 @@ class Claim:
     study_id: int
     study_name: str
     spec: dict[str, Any] | None  # None: the caller said it has it (``known_specs``)
-    kind: str = "trial"  # "finalize": retrain the best trial and store the model
+    kind: str = "trial"  # "reeval": train a candidate again (rnntune_evaluations); "finalize": store the model
     # The Optuna trial an earlier holder of this ticket started and did not settle (its worker
     # died): the new holder looks at it before starting another.
     trial_id: int | None = None
@@ -253,30 +258,81 @@ def finish_study(session: Session, study_id: int, state: StudyState, reason: str
 
 
 def _maybe_done(session: Session, study_id: int) -> bool:
-    """When every trial ticket is spent, queue the study's finalize ticket (retrain the best
-    configuration, test it, store the model); when that is spent too, the study is done.
-    Returns whether every trial ticket is spent. The caller holds the study row's lock."""
+    """When every trial ticket is spent, queue the study's re-evaluation tickets (``selection``:
+    one per run of a candidate), and when those are spent (or at once, without a selection) its
+    finalize ticket (retrain the winner, test it, store the model); when that is spent too, the
+    study is done. Returns whether every trial ticket is spent. The caller holds the study row's
+    lock."""
 
     def still_open(kind: str) -> bool:
         return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
 
     if still_open("trial"):
         return False
-    if still_open(FINALIZE):
+    if still_open(REEVAL) or still_open(FINALIZE):
         return True
     study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)
     if study.state not in ACTIVE:
         return True
-    has_final = session.scalar(
-        select(func.count()).select_from(TicketRow).where(TicketRow.study_id == study_id, TicketRow.kind == FINALIZE)
-    )
-    own_training = stored_spec(study).objective is not None  # an objective plugin or command: no model to store
-    if not has_final and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
-        session.add(TicketRow(study_id=study_id, seq=study.n_trials, kind=FINALIZE))
+    kinds = set(session.scalars(select(TicketRow.kind).where(TicketRow.study_id == study_id).distinct()))
+    spec = stored_spec(study)
+    own_training = spec.objective is not None  # an objective plugin or command: no model to store
+    if FINALIZE not in kinds and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
+        if REEVAL not in kinds and not spec.selection.is_default and _add_reevals(session, study, spec):
+            return True
+        last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id))
+        session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE))
         session.flush()
         return True
     session.execute(update(StudyRow).where(StudyRow.id == study_id).values(state=StudyState.DONE, finished_at=db_now()))
     return True
+
+
+def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
+    """The candidates (the ``selection.top_k`` best complete trials, or as many as completed)
+    and one ``reeval`` ticket per run of each: every seed on every fold but (seed 0, last fold),
+    which is the search trial itself, recorded as the candidate's first value. Tickets go in
+    (seed, fold, candidate) order, so that every candidate's runs advance together. Returns how
+    many tickets were queued."""
+    sel = spec.selection
+    candidates = results.top_trials(session, study.optuna_study_id, spec.direction, sel.top_k)
+    own = (0, sel.folds - 1)
+    runs = [(s, f) for s in range(sel.seeds) for f in range(sel.folds) if (s, f) != own]
+    for rank, trial in enumerate(candidates):
+        session.add(
+            EvaluationRow(
+                study_id=study.id,
+                trial_id=trial["trial_id"],
+                trial_number=trial["number"],
+                rank=rank,
+                seed_index=own[0],
+                fold=own[1],
+                state="complete",
+                value=trial["value"],
+                best_epoch=trial["user_attrs"].get("best_epoch"),
+                finished_at=db_now(),
+            )
+        )
+    tickets = []
+    for i, ((seed_index, fold), (rank, trial)) in enumerate((r, c) for r in runs for c in enumerate(candidates)):
+        ticket = TicketRow(study_id=study.id, seq=study.n_trials + i, kind=REEVAL)
+        tickets.append((ticket, rank, trial, seed_index, fold))
+    session.add_all(t[0] for t in tickets)
+    session.flush()
+    session.add_all(
+        EvaluationRow(
+            study_id=study.id,
+            ticket_id=ticket.id,
+            trial_id=trial["trial_id"],
+            trial_number=trial["number"],
+            rank=rank,
+            seed_index=seed_index,
+            fold=fold,
+        )
+        for ticket, rank, trial, seed_index, fold in tickets
+    )
+    session.flush()
+    return len(tickets)
 
 
 def _timeout_reason(timeout_s: float) -> str:
@@ -471,14 +527,83 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
 
 
 def finalizing(session: Session, study_ids: list[int]) -> set[int]:
-    """Of these running studies, those whose trials are all spent and whose model is being made
-    (a finalize ticket exists and is not done): the API shows them as ``finalizing``."""
+    """Of these running studies, those whose trials are all spent and whose result is being made
+    (a reeval or finalize ticket exists and is not done): the API shows them as ``finalizing``."""
     if not study_ids:
         return set()
     q = select(TicketRow.study_id).where(
-        TicketRow.study_id.in_(study_ids), TicketRow.kind == FINALIZE, TicketRow.state != TicketState.DONE
+        TicketRow.study_id.in_(study_ids),
+        TicketRow.kind.in_((REEVAL, FINALIZE)),
+        TicketRow.state != TicketState.DONE,
     )
     return set(session.scalars(q))
+
+
+def evaluation(session: Session, ticket_id: int) -> EvaluationRow | None:
+    """The re-evaluation run a ``reeval`` ticket stands for."""
+    return session.scalar(select(EvaluationRow).where(EvaluationRow.ticket_id == ticket_id))
+
+
+def settle_reeval(
+    session: Session,
+    claim: Claim,
+    worker_id: str,
+    *,
+    value: float | None = None,
+    error: str | None = None,
+    final: bool = False,
+    counts: bool = True,
+    best_epoch: int | None = None,
+    seconds: float | None = None,
+) -> Settled:
+    """A ``reeval`` ticket's end, in one transaction, only while this worker holds it (so a
+    settle retried after a lost acknowledgement changes nothing twice, and the run counts once):
+
+    - ``value``: the run's metric; its evaluation is ``complete`` and the ticket done;
+    - ``error`` and ``final``: the evaluation is ``failed`` with the error, the ticket done;
+    - ``error``, not final: the ticket goes back to the queue (cancelled if the study ended);
+      ``counts`` adds one to the evaluation's ``failures`` (an error; not a pause or shutdown).
+
+    The last reeval ticket spent queues the finalize ticket (:func:`_maybe_done`)."""
+    conn = session.connection()
+    mine = {"ticket": claim.ticket_id, "worker": worker_id}
+    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    if study is None or study.ticket is None:
+        session.rollback()
+        return Settled(held=False)
+    state = StudyState(study.state)
+    row = EvaluationRow.__table__
+    if value is None and not final:
+        back = TicketState.CANCELLED if state in ENDED else TicketState.QUEUED
+        _expect(conn.execute(_BACK, {**mine, "state": back, "error": error}), "reeval back")
+        if counts:
+            conn.execute(
+                update(row).where(row.c.ticket_id == claim.ticket_id).values(failures=row.c.failures + 1, error=error)
+            )
+        session.commit()
+        return Settled(True, back, True, state)
+    done = value is not None
+    _expect(
+        conn.execute(
+            update(row)
+            .where(row.c.ticket_id == claim.ticket_id, row.c.state == "pending")
+            .values(
+                state="complete" if done else "failed",
+                value=value,
+                best_epoch=best_epoch,
+                error=None if done else error,
+                worker_id=worker_id,
+                seconds=seconds,
+                finished_at=db_now(),
+            )
+        ),
+        "evaluation",
+    )
+    result = "COMPLETE" if done else "FAIL"
+    _expect(conn.execute(_DONE, {**mine, "result": result, "trial_id": None, "number": None}), "reeval done")
+    _maybe_done(session, claim.study_id)
+    session.commit()
+    return Settled(True, TicketState.DONE, True, _study_state(session, claim.study_id))
 
 
 def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: str | None, final: bool) -> Settled:
@@ -581,11 +706,23 @@ def requeue_expired(session: Session) -> int:
                 .values(state=TicketState.CANCELLED, lease_expires_at=None, finished_at=db_now())
             )
         elif others:
-            n_back += session.execute(
-                update(TicketRow)
-                .where(TicketRow.id.in_(others), *expired)
-                .values(state=TicketState.QUEUED, worker_id=None, lease_expires_at=None, last_error="lease expired")
-            ).rowcount
+            back = (
+                session.execute(
+                    update(_T)
+                    .where(_T.c.id.in_(others), _T.c.state.in_(HELD), _T.c.lease_expires_at < db_now())
+                    .values(state=TicketState.QUEUED, worker_id=None, lease_expires_at=None, last_error="lease expired")
+                    .returning(_T.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            n_back += len(back)
+            if back:  # a re-evaluation whose worker died: one failure toward max_retries
+                session.execute(
+                    update(EvaluationRow)
+                    .where(EvaluationRow.ticket_id.in_(back))
+                    .values(failures=EvaluationRow.failures + 1, error="lease expired")
+                )
         if finished and state not in ENDED:
             _maybe_done(session, study_id)
     return n_back

@@ -11,7 +11,7 @@ calls take:
 - the ticket is queued, or held (leased / running) with its lease run out (claim's
   housekeeping requeues it, or marks it done when its trial finished: counted here all the same);
 - a study past its ``deadline_at`` (``budget.timeout_s`` after its start) offers no trial
-  ticket, only its finalize ticket;
+  ticket, only its re-evaluation and finalize tickets;
 - ``budget.max_parallel`` caps a study at that many leases held at once;
 - a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels);
 - KEDA's query also leaves out the studies its worker pods could not run: those whose stored

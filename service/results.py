@@ -143,15 +143,21 @@ def trials_page(
     return _trials(session, where, order=[trials_t.c.number], limit=limit)
 
 
-def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any] | None:
-    """The best COMPLETE trial (ties: the earliest), with its per-epoch curve."""
+def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best COMPLETE trials with a finite value, best first (ties: the earliest); fewer
+    when fewer completed."""
     order_value = values_t.c.value.asc() if direction == "minimize" else values_t.c.value.desc()
     where = and_(
         trials_t.c.study_id == study_id,
         trials_t.c.state == "COMPLETE",
         values_t.c.value_type == FINITE,
     )
-    found = _trials(session, where, order=[order_value, trials_t.c.number], limit=1)
+    return _trials(session, where, order=[order_value, trials_t.c.number], limit=k)
+
+
+def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any] | None:
+    """The best COMPLETE trial (ties: the earliest), with its per-epoch curve."""
+    found = top_trials(session, study_id, direction, 1)
     if not found:
         return None
     trial = found[0]

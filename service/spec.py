@@ -28,7 +28,15 @@ from pydantic import (
     model_validator,
 )
 
-from rnntune.models.config import CELLS, CLASSIFICATION_DATASETS, DATASETS, FILE_DATASETS, OPTIMIZERS, SCHEDULERS
+from rnntune.models.config import (
+    CELLS,
+    CLASSIFICATION_DATASETS,
+    DATASETS,
+    FILE_DATASETS,
+    FOLD_DATASETS,
+    OPTIMIZERS,
+    SCHEDULERS,
+)
 from rnntune.service import space
 from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part of the spec's API)
     MAX_GRID_POINTS,
@@ -338,6 +346,31 @@ class BudgetSpec(BaseModel):
         return n
 
 
+class SelectionSpec(BaseModel):
+    """How the winner is chosen once the search budget is spent. The default (1, 1, 1) keeps the
+    single best validation score; otherwise the ``top_k`` best complete trials are trained again
+    and the one with the best mean wins (docs/architecture.md, "Re-evaluated winners")."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Field(default=1, ge=1, description="the best complete trials trained again (candidates)")
+    seeds: int = Field(default=1, ge=1, description="training seeds per candidate, the search trial's own run included")
+    folds: int = Field(
+        default=1,
+        ge=1,
+        description="forecasting data: rolling-origin (walk-forward) folds of the train + val steps; "
+        "the last is the search's own split",
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self.top_k == 1 and self.seeds == 1 and self.folds == 1
+
+    @property
+    def n_runs(self) -> int:
+        """Runs per candidate (its search trial included) times candidates."""
+        return self.top_k * self.seeds * self.folds
+
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -400,6 +433,10 @@ class StudySpec(BaseModel):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    selection: SelectionSpec = Field(
+        default_factory=SelectionSpec,
+        description="re-evaluate the top_k trials with more seeds (and folds) and keep the best mean",
+    )
     seed: int = Field(default=0, description="training seed: same params + seed, same curve")
     labels: list[str] = Field(default_factory=list, description="only workers with all these labels run it")
     priority: int = Field(default=0, description="higher runs first when studies share workers")
@@ -511,10 +548,36 @@ class StudySpec(BaseModel):
             self.direction = expected
         elif expected is not None and self.objective is None and self.direction != expected:
             raise ValueError(f"direction: {self.metric} is to {expected}, but got direction={self.direction!r}")
+        self._selection(limits)
         if self.objective is not None:
             return self._rest(limits)
         self._builtin()
         return self._rest(limits)
+
+    def _selection(self, limits: Limits | None) -> None:
+        sel = self.selection
+        if sel.is_default:
+            return
+        if self.objective is not None:
+            raise ValueError(
+                "selection: re-evaluation retrains with rnntune's own training; an objective plugin or command "
+                "has no seed or folds of ours to vary (leave selection out)"
+            )
+        if self.multi_objective:
+            raise ValueError(
+                "selection: a study with several objectives keeps its Pareto front (GET .../pareto), not one winner "
+                "by a mean (leave selection out)"
+            )
+        if sel.folds > 1 and self.data.name not in FOLD_DATASETS:
+            raise ValueError(
+                f"selection.folds: rolling-origin folds need forecasting data ({', '.join(FOLD_DATASETS)}), "
+                f"but got data.name={self.data.name!r}; use folds: 1"
+            )
+        if limits is not None and sel.n_runs > limits.max_selection_runs:
+            raise ValueError(
+                f"selection: top_k x seeds x folds = {sel.top_k} x {sel.seeds} x {sel.folds} = {sel.n_runs} runs, "
+                f"over this server's limit RNNTUNE_MAX_SELECTION_RUNS={limits.max_selection_runs}"
+            )
 
     def _builtin(self) -> None:
         """Checks that apply to rnntune's own training (a built-in or plugin model)."""
@@ -601,6 +664,8 @@ class StudySpec(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("objectives") is None:  # a single-objective spec hashes as it did before `objectives`
             data.pop("objectives", None)
+        if self.selection.is_default:  # and one that keeps the single best as it did before `selection`
+            data.pop("selection", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -849,6 +914,7 @@ class Limits:
     max_batch_elements: int = 2**26
     max_data_elements: int = 2**28
     max_search_option: int = 10_000
+    max_selection_runs: int = 50
 
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}

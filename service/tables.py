@@ -5,6 +5,8 @@
 - ``rnntune_workers``: one row per worker process, with its heartbeat, current ticket and trial.
 - ``rnntune_datasets``: uploaded data files (bytes, sha256, what validation found in them).
 - ``rnntune_models``: a finished study's best model: the model file's bytes, its config and metrics.
+- ``rnntune_evaluations``: re-evaluation runs of a study's best trials (``selection``), one per
+  ``reeval`` ticket, plus each candidate's search trial as its own first value.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class TicketState(StrEnum):
     QUEUED = "queued"
     LEASED = "leased"  # claimed; its trial has not started yet
     RUNNING = "running"  # its Optuna trial started (``trial_id`` is set)
-    DONE = "done"  # its trial finished (COMPLETE / PRUNED), or the finalize step ran
+    DONE = "done"  # its trial finished (COMPLETE / PRUNED), its re-evaluation ended, or the finalize step ran
     CANCELLED = "cancelled"  # its study ended before the ticket was spent
 
 
@@ -90,7 +92,7 @@ class TicketRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)  # 0 .. n_trials-1: seeds the sampler
-    kind: Mapped[str] = mapped_column(String(16), default="trial")  # trial / finalize
+    kind: Mapped[str] = mapped_column(String(16), default="trial")  # trial / reeval / finalize
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -171,3 +173,34 @@ class ModelRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # rnntune.models.save_model's file
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EvaluationRow(Base):
+    """One training run of a candidate (a complete trial among the study's ``selection.top_k``
+    best) with a seed and on a fold: a ``reeval`` ticket's result, written by its settle in the
+    transaction that spends the ticket (so it counts once). The candidate's search trial is a row
+    too (no ticket: seed 0, the last fold, its own value)."""
+
+    __tablename__ = "rnntune_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rnntune_tickets.id", ondelete="CASCADE"), unique=True, default=None
+    )  # None: the search trial's own run
+    trial_id: Mapped[int] = mapped_column(Integer)  # the candidate's Optuna trial
+    trial_number: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)  # 0: the search's best trial
+    seed_index: Mapped[int] = mapped_column(Integer)  # 0: the study's training seed, the trial's own
+    fold: Mapped[int] = mapped_column(Integer)  # 0 .. folds-1; folds-1: the search's own split
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / complete / failed
+    value: Mapped[float | None] = mapped_column(Float, default=None)  # the study's metric at the best epoch
+    best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # errors and lost leases, toward max_retries
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(64), default=None)  # who ran it to its end
+    seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+    __table_args__ = (Index("ix_rnntune_evaluations_study", "study_id"),)

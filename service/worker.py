@@ -213,6 +213,9 @@ class Worker:
             if claim.kind == queue.FINALIZE:
                 self._run_finalize(claim)
                 return TrialOutcome(Outcome.COMPLETE)
+            if claim.kind == queue.REEVAL:
+                self._run_reeval(claim)
+                return TrialOutcome(Outcome.COMPLETE)
             log.info(
                 "worker %s: ticket %d of study %s (attempt %d)", self.id, claim.seq, claim.study_name, claim.attempts
             )
@@ -377,6 +380,85 @@ class Worker:
         )
         log.info("worker %s: study %s finalized", self.id, claim.study_name)
 
+    def _run_reeval(self, claim: queue.Claim) -> None:
+        """Train a candidate again with one seed on one fold (``service/selection.py``) and
+        settle the run's value. Errors go back to the queue up to ``max_retries`` (deaths count
+        too: the expired-lease sweep adds them); a diverged run or data that cannot be cut into
+        the fold fails the run at once (it would fail the same way again)."""
+        from rnntune.models.train import DivergedError, TrainingStopped
+        from rnntune.service.finalize import TrialRecord
+        from rnntune.service.selection import reevaluate
+
+        spec = self._spec(claim)
+        run = self._with_session(lambda s: _plain(queue.evaluation(s, claim.ticket_id)))
+        attempts = 4 if self.stopping.is_set() else 30
+
+        def settle(**kwargs) -> queue.Settled:
+            def apply(session) -> queue.Settled:
+                settled = queue.settle_reeval(session, claim, self.id, **kwargs)
+                with self._claim_lock:
+                    self._claim = None
+                return settled
+
+            return self._with_session(apply, attempts=attempts)
+
+        if run is None:  # cannot happen: the ticket and its evaluation are written together
+            settle(error="re-evaluation: no evaluation row for this ticket", final=True)
+            return
+        with self._claim_lock:
+            self._trial_number = run["trial_number"]  # the heartbeat shows the candidate
+        logs.bind(trial=run["trial_number"])
+        limit = self.settings.max_retries
+        if run["failures"] > limit:
+            reason = (
+                f"re-evaluation gave up after {run['failures']} failures (max_retries={limit}); last: {run['error']}"
+            )
+            log.warning("worker %s: %s", self.id, reason)
+            settle(error=reason, final=True)
+            return
+        log.info(
+            "worker %s: re-evaluating trial %d of %s (seed %d, fold %d; attempt %d)",
+            self.id, run["trial_number"], claim.study_name, run["seed_index"], run["fold"], claim.attempts,
+        )  # fmt: skip
+        started = time.monotonic()
+        try:
+            trial = self._db(self.storage.get_trial, run["trial_id"])
+            record = TrialRecord(trial.number, trial.params, trial.value, trial.user_attrs)
+            value, best_epoch = reevaluate(
+                spec,
+                record,
+                seed_index=run["seed_index"],
+                fold=run["fold"],
+                device=self.device,
+                data_cache=self.data_cache,
+                stop=self._interrupt,
+            )
+        except (Interrupted, TrainingStopped):
+            why = self._interruption()
+            if why != Interruption.LOST:  # lost: the ticket is another worker's now
+                settle(error=f"interrupted: {why}", counts=False)
+            return
+        except TRANSIENT_ERRORS as exc:
+            log.warning("worker %s: storage failed around a re-evaluation (%s)", self.id, type(exc).__name__)
+            settle(error=f"storage: {type(exc).__name__}", counts=False)
+            return
+        except (StudyDataError, DivergedError) as exc:
+            log.warning("worker %s: re-evaluation of trial %d failed: %s", self.id, run["trial_number"], exc)
+            settle(error=f"{type(exc).__name__}: {exc}", final=True)
+            return
+        except Exception as exc:
+            log.exception("worker %s: re-evaluation of trial %d failed", self.id, run["trial_number"])
+            settle(error=f"{type(exc).__name__}: {exc}", final=run["failures"] + 1 > limit)
+            return
+        # (settle counts it only while this worker still holds the ticket: one that another
+        # worker took after our lease ran out is theirs to count)
+        settled = settle(value=value, best_epoch=best_epoch, seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "worker %s: trial %d re-evaluated (seed %d, fold %d): %s=%.6g%s",
+            self.id, run["trial_number"], run["seed_index"], run["fold"], spec.metric, value,
+            "" if settled.held else " (no longer ours; not counted)",
+        )  # fmt: skip
+
     def _recover_trial(self, claim: queue.Claim, trial_id: int | None, *, retry: bool = True) -> None:
         """Optuna's bookkeeping failed around trial ``trial_id``: fail the trial it left RUNNING
         (and, with ``retry``, queue its parameters again), instead of waiting for the
@@ -540,6 +622,13 @@ class Worker:
 def _in_session(sessions, fn):
     with sessions() as session:
         return fn(session)
+
+
+def _plain(row) -> dict | None:
+    """An ORM row's columns, read while its session is open."""
+    if row is None:
+        return None
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
 # --- supervision: a worker started by ``serve`` / ``worker --per-gpu`` never outlives it ------

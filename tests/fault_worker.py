@@ -6,7 +6,8 @@ with an optional ``@N`` (the N-th time the step is reached; default the first):
 
 - STEP: ``claim`` (``queue.claim``), ``start`` (the trial is recorded on its ticket), ``report``
   (each epoch's ``trial.report``), ``tell`` (Optuna's final state write), ``settle`` (the
-  ticket's settle, or on older code the complete / release / drop it replaced), ``finalize``.
+  ticket's settle, or on older code the complete / release / drop it replaced), ``finalize``,
+  ``reeval`` (a re-evaluation run of a candidate, ``selection.reevaluate``).
 - WHEN: ``before`` the step's database write, or ``after`` it committed.
 - ACTION: ``exit`` (``os._exit``: the process dies on the spot), ``raise`` (the storage's
   transient error, as if the connection dropped: after a commit, its acknowledgement is lost),
@@ -28,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna
 
-from rnntune.service import db, finalize, objective, queue
+from rnntune.service import db, finalize, objective, queue, selection
 from rnntune.service.cli import _logging
 from rnntune.service.config import Settings
 from rnntune.service.objective import Objective
 from rnntune.service.worker import Worker
 
-STEPS = ("claim", "start", "report", "tell", "settle", "finalize")
+STEPS = ("claim", "start", "report", "tell", "settle", "finalize", "reeval")
 EXIT_CODE = 17  # a fault's os._exit: tests tell it from a crash
 
 
@@ -103,6 +104,7 @@ def install(faults: Faults) -> None:
         if hasattr(queue, name):
             faults.wrap(queue, name, "settle")
     faults.wrap(finalize, "finalize_study", "finalize")
+    faults.wrap(selection, "reevaluate", "reeval")
 
 
 def _state(args, kwargs):

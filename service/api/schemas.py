@@ -28,7 +28,8 @@ class TrialCounts(BaseModel):
 class StudySummary(BaseModel):
     name: str
     state: str = Field(
-        description="queued, running, finalizing (storing the best model), paused, done, cancelled or failed"
+        description="queued, running, finalizing (re-evaluating the best trials or storing the best model), paused, "
+        "done, cancelled or failed"
     )
     reason: str | None = Field(description="why a study ended early (failed, cancelled, timeout)")
     direction: str
@@ -68,9 +69,17 @@ class BestTrial(TrialPublic):
     curve: list[EpochPoint] = Field(description="the metric after every epoch")
 
 
+class ReevaluationProgress(BaseModel):
+    done: int = Field(description="re-evaluation runs ended (complete or failed)")
+    total: int = Field(description="re-evaluation runs queued (before the search ends: planned)")
+
+
 class StudyPublic(StudySummary):
     spec: dict[str, Any]
     best_trial: BestTrial | None
+    reevaluations: ReevaluationProgress | None = Field(
+        default=None, description="spec.selection: the best trials' runs with more seeds and folds; null without one"
+    )
 
 
 class TrialsPage(BaseModel):
@@ -170,6 +179,39 @@ class ModelPublic(BaseModel):
     download: str = Field(description="GET this path for the model file (rnntune.load_model reads it)")
 
 
+class SelectionRun(BaseModel):
+    seed_index: int = Field(description="0: the study's training seed (the search trial's own)")
+    fold: int = Field(description="rolling-origin fold; the last is the search's own split")
+    state: str = Field(description="pending, complete or failed")
+    value: float | None
+    error: str | None
+
+
+class SelectionCandidate(BaseModel):
+    trial: int = Field(description="the trial number")
+    rank: int = Field(description="its place in the search (0: the search's best)")
+    params: dict[str, Any]
+    mean: float | None = Field(description="of its complete runs' values")
+    sd: float | None = Field(description="sample standard deviation; null for fewer than two values")
+    n: int = Field(description="complete runs, the search trial included")
+    values: list[float]
+    failed: int = Field(description="runs that failed (after max_retries attempts, or diverged)")
+    pending: int = Field(description="runs still to end")
+    runs: list[SelectionRun]
+
+
+class SelectionPublic(BaseModel):
+    top_k: int
+    seeds: int
+    folds: int
+    rule: str = Field(description="how the winner is chosen")
+    done: int = Field(description="re-evaluation runs ended")
+    total: int = Field(description="re-evaluation runs in all")
+    candidates: list[SelectionCandidate] = Field(description="by search rank; empty until the search ends")
+    winner: int | None = Field(description="the trial with the best mean, once every run has ended")
+    search_best: int | None = Field(description="the trial with the best single search value")
+
+
 class BestPublic(BaseModel):
     study: str
     state: str
@@ -187,6 +229,11 @@ class BestPublic(BaseModel):
         description="on the test split, measured once; null until the model is stored"
     )
     model: ModelPublic | None = Field(description="null until the study's budget is spent and the model is stored")
+    selection: SelectionPublic | None = Field(
+        default=None,
+        description="spec.selection: the re-evaluated candidates (mean, sd, n) and the winner, whose model is stored; "
+        "null without one",
+    )
 
 
 class ObjectivePublic(BaseModel):

@@ -1,7 +1,7 @@
 """The queue-depth SQL (KEDA's trigger query and the rnntune_queue_depth metric) counts exactly the
 tickets that real ``queue.claim`` calls take, on PostgreSQL holding queued, leased, expired,
-paused, capped, timed-out and labelled tickets, and studies that need a plugin or command trials.
-If claim's conditions change, this fails."""
+paused, capped, timed-out, labelled and re-evaluation tickets, and studies that need a plugin or
+command trials. If claim's conditions change, this fails."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def mixed(env):
         "expired": spec("qd-expired", n_trials=2),
         "timeout": spec("qd-timeout", n_trials=3, budget={"timeout_s": 60}),
         "finalize": spec("qd-finalize", n_trials=1, budget={"timeout_s": 60}),
+        "reeval": spec("qd-reeval", n_trials=1, budget={"timeout_s": 60}, selection={"seeds": 3}),
         "cancelled": spec("qd-cancelled", n_trials=2),
     }
     for s in names.values():
@@ -58,7 +59,7 @@ def mixed(env):
         queue.pause_study(s, ids["paused"])
         queue.cancel_study(s, ids["cancelled"])
         # Running for two hours against a 60 s timeout: no trial ticket is claimable ...
-        for key in ("timeout", "finalize"):
+        for key in ("timeout", "finalize", "reeval"):
             s.execute(
                 sa.update(StudyRow)
                 .where(StudyRow.id == ids[key])
@@ -68,16 +69,23 @@ def mixed(env):
                     deadline_at=utcnow() - 2 * hour + timedelta(seconds=60),  # what the claim checks
                 )
             )
-        # ... but a finalize ticket is.
+        # ... but a finalize ticket is, and so are re-evaluation tickets: two queued, one expired
         s.execute(sa.update(TicketRow).where(TicketRow.study_id == ids["finalize"]).values(state="done"))
         s.add(TicketRow(study_id=ids["finalize"], seq=1, kind="finalize"))
+        s.execute(sa.update(TicketRow).where(TicketRow.study_id == ids["reeval"]).values(state="done"))
+        s.add_all(TicketRow(study_id=ids["reeval"], seq=seq, kind="reeval") for seq in (1, 2, 3))
+        s.flush()
+        _lease(s, ids["reeval"], 1, expires=utcnow() - hour, kind="reeval")
         s.commit()
     return ids
 
 
-def _lease(session: Session, study_id: int, n: int, *, expires) -> None:
+def _lease(session: Session, study_id: int, n: int, *, expires, kind: str = "trial") -> None:
     tickets = session.scalars(
-        sa.select(TicketRow.id).where(TicketRow.study_id == study_id).order_by(TicketRow.seq).limit(n)
+        sa.select(TicketRow.id)
+        .where(TicketRow.study_id == study_id, TicketRow.kind == kind)
+        .order_by(TicketRow.seq)
+        .limit(n)
     ).all()
     session.execute(
         sa.update(TicketRow)
@@ -142,14 +150,15 @@ def test_queue_depth_counts_what_claim_takes(env, mixed, labels):
 
 
 def test_expected_counts(env, mixed):
-    # plain 3 + capped 1 (2 - 1 held) + leased 1 + expired 2 (one requeued) + finalize 1; paused,
-    # cancelled and timed-out trial tickets never count, labelled studies only for their workers.
+    # plain 3 + capped 1 (2 - 1 held) + leased 1 + expired 2 (one requeued) + finalize 1 + reeval
+    # 3 (past the timeout; one requeued); paused, cancelled and timed-out trial tickets never
+    # count, labelled studies only for their workers.
     with env.sessions() as s:
-        assert queue_depth.n_claimable(s, ()) == 3 + 1 + 1 + 2 + 1
-        assert queue_depth.n_claimable(s, ("gpu",)) == 8 + 2
-        assert queue_depth.n_claimable(s, ("gpu", "big")) == 8 + 2 + 2
+        assert queue_depth.n_claimable(s, ()) == 3 + 1 + 1 + 2 + 1 + 3
+        assert queue_depth.n_claimable(s, ("gpu",)) == 11 + 2
+        assert queue_depth.n_claimable(s, ("gpu", "big")) == 11 + 2 + 2
         # KEDA adds the live leases: capped 1, leased 2 (the expired one is claimable instead).
-        assert queue_depth.n_demand(s, ()) == 8 + 1 + 2
+        assert queue_depth.n_demand(s, ()) == 11 + 1 + 2
 
 
 def test_metric_reports_the_same_per_study(env, mixed):
@@ -159,7 +168,7 @@ def test_metric_reports_the_same_per_study(env, mixed):
     per_study = {s.labels["study"]: s.value for s in family.samples if s.labels["study"].startswith("qd-")}
     assert per_study["qd-plain"] == 3 and per_study["qd-capped"] == 1 and per_study["qd-expired"] == 2
     assert per_study["qd-paused"] == per_study["qd-timeout"] == per_study["qd-cancelled"] == 0
-    assert per_study["qd-gpu-big"] == 2 and per_study["qd-finalize"] == 1
+    assert per_study["qd-gpu-big"] == 2 and per_study["qd-finalize"] == 1 and per_study["qd-reeval"] == 3
     # A worker with every label can take the metric's total.
     assert sum(per_study.values()) == _claims(env, ("big", "cpu", "gpu"))
 

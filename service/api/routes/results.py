@@ -11,7 +11,7 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from rnntune.service import importance, model_store, pareto, results
+from rnntune.service import importance, model_store, pareto, results, selection
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import BestPublic, ImportancesPublic, ParetoPublic, Problem
 from rnntune.service.search import hyperparameters
@@ -25,7 +25,7 @@ CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
 
 @router.get("/{name}/best", response_model=BestPublic, responses={404: {"model": Problem}})
 def get_best(name: str, session: SessionDep) -> dict:
-    """The best trial's parameters with its val metrics and, once the model is stored, test metrics."""
+    """The best trial's parameters, val metrics and (once the model is stored) test metrics; with a selection, the candidates' mean, sd and n."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
@@ -47,6 +47,7 @@ def get_best(name: str, session: SessionDep) -> dict:
         "val_metrics": best["user_attrs"].get("val_metrics"),
         "test_metrics": None,
         "model": None,
+        "selection": selection.summary(session, row.id, row.optuna_study_id, spec),
     }
     if out["val_metrics"] is not None and spec.metric == "val_loss":
         out["val_metrics"] = {"loss": best["value"], **out["val_metrics"]}

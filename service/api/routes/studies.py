@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import command, datasets, queue, registry, results
+from rnntune.service import command, datasets, queue, registry, results, selection
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
     Problem,
@@ -101,6 +101,7 @@ def _detail(session, row, lost_after_s: float = 90.0) -> dict:
     out = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
     out["spec"] = row.spec
     out["best_trial"] = results.best_trial(session, row.optuna_study_id, stored_spec(row).direction)
+    out["reevaluations"] = selection.progress(session, row.id, stored_spec(row))
     return out
 
 
