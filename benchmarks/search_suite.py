@@ -30,6 +30,10 @@ default options (what a spec that names them gets); no pruner means no pruning:
     STRATEGY@N, STRATEGY@Ncl   N workers in parallel, simulated in lockstep (N trials asked before
                                any is told), without and with TPE's constant liar: e.g.
                                tpe+median@2, tpe+median@2cl
+    STRATEGY/KxS[xF]           re-evaluated winners (the spec's selection: top_k K, seeds S, folds
+                               F; F on sunspots only): the search stops early enough that its K
+                               best trials' further runs, each counted at a trial's full epochs,
+                               fit the same budget; the take-home model is the best mean's
 
 Every strategy but grid runs trials until it has trained as many epochs as the grid
 (``--budget`` scales that). An epoch is one pass over the training data; a pruned trial costs the
@@ -77,6 +81,7 @@ import optuna  # noqa: E402
 from rnntune.service.finalize import TrialRecord, best_trial, build_model  # noqa: E402
 from rnntune.service.objective import DataCache, Objective  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
+from rnntune.service.selection import pick_winner, reevaluate  # noqa: E402
 from rnntune.service.spec import PRUNERS, SAMPLERS, parse_spec  # noqa: E402
 
 
@@ -141,9 +146,21 @@ TASKS = {
 STRATEGIES = ("grid", "random", "tpe+median", "tpe+hyperband", "random+successive_halving", "gp", "cmaes")
 
 
+FORECASTING = {"sunspots"}  # the tasks where selection.folds > 1 applies
+
+
+def selection_of(strategy: str) -> tuple[int, int, int] | None:
+    """``.../KxS[xF]`` -> (top_k, seeds, folds); None without a selection."""
+    _, sep, sel = strategy.partition("/")
+    if not sep:
+        return None
+    parts = [int(p) for p in sel.split("x")]
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else 1
+
+
 def parallel(strategy: str) -> tuple[str, int, bool]:
-    """``SAMPLER[+PRUNER][@N[cl]]`` -> (SAMPLER[+PRUNER], workers, constant liar)."""
-    base, _, par = strategy.partition("@")
+    """``SAMPLER[+PRUNER][@N[cl]][/KxS[xF]]`` -> (SAMPLER[+PRUNER], workers, constant liar)."""
+    base, _, par = strategy.partition("/")[0].partition("@")
     if not par:
         return base, 1, False
     liar = par.endswith("cl")
@@ -152,8 +169,13 @@ def parallel(strategy: str) -> tuple[str, int, bool]:
 
 def strategy_name(text: str) -> str:
     """``--strategies``' items: SAMPLER or SAMPLER+PRUNER, by the spec's names, with ``@N`` for N
-    workers in parallel and ``@Ncl`` for TPE's constant liar with them."""
-    base, _, par = text.partition("@")
+    workers in parallel and ``@Ncl`` for TPE's constant liar with them, and ``/KxS[xF]`` for the
+    spec's ``selection: {top_k: K, seeds: S, folds: F}``."""
+    head, sep, sel = text.partition("/")
+    parts = sel.split("x")
+    if sep and not (2 <= len(parts) <= 3 and all(p.isdigit() and int(p) >= 1 for p in parts)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected /KxS or /KxSxF (top_k, seeds, folds >= 1)")
+    base, _, par = head.partition("@")
     if par and not (par.removesuffix("cl").isdigit() and int(par.removesuffix("cl")) >= 2):
         raise argparse.ArgumentTypeError(f"{text!r}: expected @N or @Ncl with N >= 2 workers")
     if par.endswith("cl") and not base.startswith("tpe"):
@@ -164,7 +186,7 @@ def strategy_name(text: str) -> str:
             f"{text!r}: expected SAMPLER[+PRUNER] with a sampler of {', '.join(SAMPLERS)} "
             f"and a pruner of {', '.join(PRUNERS)}"
         )
-    if sampler == "grid" and (pruner or par):
+    if sampler == "grid" and (pruner or par or sep):
         raise argparse.ArgumentTypeError(f"{text!r}: grid runs every point, without pruning, in one worker")
     return text
 
@@ -217,6 +239,10 @@ def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace
     }
     if liar:
         spec["sampler"]["constant_liar"] = True
+    sel = selection_of(strategy)
+    if sel:
+        top_k, seeds, folds = sel
+        spec["selection"] = {"top_k": top_k, "seeds": seeds, "folds": folds if task_name in FORECASTING else 1}
     if sampler == "cmaes":  # categorical axes are sampled independently, as it would warn every trial
         spec["sampler"]["warn_independent_sampling"] = False
     if sampler == "grid":
@@ -237,6 +263,9 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
     )
     objective = Objective(spec, device="cpu", data_cache=cache)
     _, workers, _ = parallel(strategy)
+    sel = spec.selection
+    # the re-evaluation's runs are paid from the same budget, each counted at a trial's full epochs
+    reserve = 0 if sel.is_default else sel.top_k * (sel.seeds * sel.folds - 1) * task_epochs(task_name, args)
     epochs, best, trajectory = 0, math.inf, []  # after each trial: (epochs so far, best val so far, trial)
     started = time.perf_counter()
     done = False
@@ -248,10 +277,14 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
             trajectory.append((epochs, best, trial))
             if strategy == "grid" and len(study.trials) == n_grid:
                 done = True
-            if strategy != "grid" and epochs >= epoch_budget:
+            if strategy != "grid" and epochs >= max(epoch_budget - reserve, 1):
                 done = True
+    if sel.is_default:
+        chosen = best_trial(study, spec)
+    else:
+        chosen, epochs = _reevaluated(spec, study, cache, epochs)
     search_s = time.perf_counter() - started
-    full = _take_home(spec, best_trial(study, spec), cache)
+    full = _take_home(spec, chosen, cache)
     early = _best_within(trajectory, epoch_budget / 3)
     third = _take_home(spec, early, cache) if early is not None else None
     return {
@@ -287,6 +320,40 @@ def _step(study: optuna.Study, objective: Objective, workers: int) -> list[optun
         else:
             study.tell(trial, value)
     return [study.trials[t.number] for t in asked]
+
+
+def _reevaluated(spec, study: optuna.Study, cache: DataCache, epochs: int) -> tuple[TrialRecord, int]:
+    """What the service's selection does when the budget is spent, in process: the top_k
+    complete trials, each trained again on every (seed index, fold) but the search's own run
+    (``selection.reevaluate``), the winner by best mean (``selection.pick_winner``). Returns the
+    winner and the epochs spent, each run counted at a trial's full epochs."""
+    sel = spec.selection
+    sign = 1.0 if spec.direction == "minimize" else -1.0
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: sign * t.value)[: sel.top_k]
+    candidates = []
+    for rank, t in enumerate(ranked):
+        record = TrialRecord(t.number, t.params, t.value, t.user_attrs)
+        values = [t.value]
+        for seed_index in range(sel.seeds):
+            for fold in range(sel.folds):
+                if (seed_index, fold) == (0, sel.folds - 1):
+                    continue  # the search trial itself
+                value, _ = reevaluate(
+                    spec,
+                    record,
+                    seed_index=seed_index,
+                    fold=fold,
+                    device="cpu",
+                    data_cache=cache,
+                    stop=threading.Event(),
+                )
+                values.append(value)
+                epochs += spec.budget.max_epochs
+        candidates.append({"trial": t.number, "rank": rank, "mean": statistics.fmean(values)})
+    winner = pick_winner(candidates, spec.direction)
+    (t,) = [t for t in ranked if t.number == winner]
+    return TrialRecord(t.number, t.params, t.value, t.user_attrs), epochs
 
 
 def _best_within(trajectory, budget: float) -> TrialRecord | None:

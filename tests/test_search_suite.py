@@ -33,7 +33,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
             "--epochs",
             "1",
             "--strategies",
-            "random,tpe+median,tpe+median@2,tpe+median@2cl",
+            "random,tpe+median,tpe+median@2,tpe+median@2cl,tpe+median/2x2x2",
         ]
     )
     out = capsys.readouterr().out
@@ -53,7 +53,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         "reached",
     ]
     rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
-    assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl"]
+    assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl", "tpe+median/2x2x2"]
     for row in rows.values():
         test_full, test_third, best_val, gap = (float(v) for v in row[1:5])
         assert all(math.isfinite(v) and v > 0 for v in (test_full, test_third, best_val)), row
@@ -72,6 +72,9 @@ def test_options_are_checked():
         ["--strategies", "random@2cl"],
         ["--strategies", "tpe@1"],
         ["--strategies", "grid@2"],
+        ["--strategies", "tpe/2"],
+        ["--strategies", "tpe/0x2"],
+        ["--strategies", "grid/2x2"],
         ["--tasks", "mnist"],
         ["--epochs", "x=1"],
     ):
