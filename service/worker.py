@@ -351,6 +351,17 @@ class Worker:
         """Retrain the best configuration, evaluate it once on the test split, store the model."""
         spec = self._spec(claim)
         log.info("worker %s: finalizing study %s (attempt %d)", self.id, claim.study_name, claim.attempts)
+        lost = claim.attempts - 1  # an error past max_retries ends the ticket: earlier holders died
+        if lost > self.settings.max_retries:
+            # A finalize that kills its worker (out of memory, say) would otherwise be claimed and
+            # kill the next one forever: the study ends done without a model, and says why.
+            message = f"finalize: worker lost {lost} times; last: lease expired"
+            log.error("worker %s: %s on study %s, not retried", self.id, message, claim.study_name)
+            self._with_session(
+                lambda s: queue.settle_finalize(s, claim, self.id, error=message, final=True),
+                attempts=4 if self.stopping.is_set() else 30,
+            )
+            return
         try:
             from rnntune.service.finalize import finalize_study
 

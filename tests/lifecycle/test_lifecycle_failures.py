@@ -96,6 +96,29 @@ def test_worker_deaths_are_capped_and_counted(env):
     check_lifecycle(env, name)
 
 
+def test_finalize_deaths_are_capped(env):
+    """Workers die in turn inside the finalize step (max_retries=2): after three deaths the next
+    claim ends the study done, without a model and with the reason, instead of handing the step
+    to a fourth worker to die in."""
+    name = env.create(spec("final-deaths", n_trials=1, max_epochs=2, n_series=6, hidden=2))
+    exits = []
+    for _ in range(5):
+        w = env.faulty_worker("finalize:before:exit", training=None, RNNTUNE_MAX_RETRIES="2")
+        ended = lambda w=w: w.poll() is not None or env.study_state(name)[0] == "done"  # noqa: E731
+        wait_for(ended, 60, 0.3, "the worker to die or the study to end")
+        exits.append(w.returncode if w.poll() is not None else stop(w)[0])
+        if env.study_state(name)[0] == "done":
+            break
+    env.wait_state(name, ("done",), 30)
+    state, reason = env.study_state(name)
+    assert reason and "finalize: worker lost 3 times; last: lease expired" in reason, reason
+    assert exits[:3] == [FAULT_EXIT] * 3, exits
+    assert len(exits) == 4, f"{len(exits)} workers were needed: the fourth must end the step"
+    (final,) = [t for t in env.tickets(name) if t["kind"] == "finalize"]
+    assert final["attempts"] == 4 and final["state"] == "done"
+    check_lifecycle(env, name)
+
+
 # 3. retry storm --------------------------------------------------------------------------------
 
 
