@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -194,20 +193,6 @@ def remove(session: Session, row: DatasetRow) -> None:
         )
     session.execute(delete(DatasetRow).where(DatasetRow.id == row.id))
     session.commit()
-
-
-def public(row: DatasetRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "filename": row.filename,
-        "format": row.format,
-        "sha256": row.sha256,
-        "size": row.size,
-        "info": row.info,
-        # Stored as naive UTC (as Optuna's times are); published with its zone, an RFC 3339 date-time.
-        "created_at": row.created_at.replace(tzinfo=UTC) if row.created_at.tzinfo is None else row.created_at,
-    }
 
 
 # --- a spec that names a data set ------------------------------------------------------------

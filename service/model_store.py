@@ -1,12 +1,10 @@
-"""The stored model of a finished study (``rnntune_models``): write it, read it, describe it.
+"""The stored model of a finished study (``rnntune_models``): write it and read it (the API publishes it as ``ModelPublic``).
 
 Torch-free: the API reads and serves model files through this module, while the compute step that
 makes them (train, test, save) lives in :mod:`rnntune.service.finalize`, which only workers import.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -30,17 +28,3 @@ def get_model(session: Session, study_id: int) -> ModelRow | None:
 
 def model_content(session: Session, study_id: int) -> bytes | None:
     return session.scalar(select(ModelRow.content).where(ModelRow.study_id == study_id))
-
-
-def model_public(row: ModelRow, study_name: str) -> dict[str, Any]:
-    return {
-        "trial_number": row.trial_number,
-        "procedure": row.config.get("procedure", PROCEDURE),
-        "config": {"model": row.config.get("model"), "train": row.config.get("train")},
-        "device": row.device,
-        "seconds": row.seconds,
-        "sha256": row.sha256,
-        "size": row.size,
-        "created_at": row.created_at,
-        "download": f"/v1/studies/{study_name}/best/model",
-    }

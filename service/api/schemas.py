@@ -1,11 +1,14 @@
-"""Response shapes (``*Public``) of the HTTP API. Requests are ``rnntune.service.spec.StudySpec``."""
+"""Response shapes (``*Public``) of the HTTP API. Requests are ``rnntune.service.spec.StudySpec``.
+
+Every route handler returns one of these (its return annotation is its response model): built
+once in the handler, FastAPI serialises it without validating it again."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 def _utc(value: datetime) -> datetime:
@@ -15,6 +18,15 @@ def _utc(value: datetime) -> datetime:
 # Every stored time is naive UTC (Optuna's convention, and the database's now() in UTC): published
 # with its offset, so it is the RFC 3339 date-time the OpenAPI schema promises.
 UTCDateTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready")
+    migration: str = Field(description="the database's migration revision, the code's head")
 
 
 class TrialCounts(BaseModel):
@@ -104,6 +116,8 @@ class Problem(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # a DatasetRow maps field for field
+
     id: int
     name: str = Field(description="what a spec's data.dataset names (or the id)")
     filename: str

@@ -9,6 +9,7 @@ import csv
 import io
 import subprocess
 import sys
+import typing
 
 import numpy as np
 import optuna
@@ -142,6 +143,31 @@ def test_trials_csv_has_params_and_one_row_per_trial(trained, client):
     assert first["params_momentum"] == ""  # not suggested: adam has no momentum
     assert float(first["value"]) == pytest.approx(trained.trials[0].value)
     assert client.get("/v1/studies/nope/trials.csv").status_code == 404
+
+
+def test_handlers_return_their_response_models(trained, client, settings):
+    """FastAPI would validate a dict a handler returns into its response model without a word:
+    call the handlers themselves, on a finished study with its model stored, and look."""
+    from rnntune.service.api.routes import datasets, health, plugins, results, studies, workers
+
+    name, storage = SPEC["name"], client.app.state.storage
+    with client.app.state.sessions() as s:
+        returned = {
+            health.healthz: health.healthz(),
+            health.readyz: health.readyz(s),
+            studies.list_studies: studies.list_studies(s, settings),
+            studies.get_study: studies.get_study(name, s, settings),
+            studies.list_trials: studies.list_trials(name, s, limit=2),
+            results.get_best: results.get_best(name, s),
+            results.get_pareto: results.get_pareto(name, s),
+            results.get_importances: results.get_importances(name, s, storage),
+            datasets.list_datasets: datasets.list_datasets(s),
+            workers.list_workers: workers.list_workers(s, settings, include_stopped=True),
+            plugins.list_plugins: plugins.list_plugins(s, settings),
+        }
+    for handler, value in returned.items():
+        assert type(value) is typing.get_type_hints(handler)["return"], handler.__name__
+    assert returned[results.get_best].model is not None and returned[workers.list_workers].items
 
 
 @pytest.fixture

@@ -79,7 +79,6 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=DatasetPublic,
     openapi_extra=UPLOAD_BODY,
     responses={
         400: {"model": Problem, "description": "a malformed multipart body"},
@@ -88,7 +87,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
         422: {"model": Problem, "description": "not a usable file: the reason"},
     },
 )
-async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> dict:
+async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> DatasetPublic:
     """Upload a data file (multipart field ``file``); it is checked, checksummed and stored."""
     limit = int(settings.max_upload_mb * 2**20)
     declared = request.headers.get("content-length")
@@ -126,19 +125,19 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
     except datasets.DatasetConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     assert row.sha256 == sha256
-    return datasets.public(row)
+    return DatasetPublic.model_validate(row)
 
 
-@router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep) -> dict:
+@router.get("")
+def list_datasets(session: SessionDep) -> DatasetList:
     """List uploaded data sets (without their bytes)."""
-    return {"items": [datasets.public(row) for row in datasets.list_all(session)]}
+    return DatasetList(items=[DatasetPublic.model_validate(row) for row in datasets.list_all(session)])
 
 
-@router.get("/{ref}", response_model=DatasetPublic, responses={404: {"model": Problem}})
-def get_dataset(ref: str, session: SessionDep) -> dict:
+@router.get("/{ref}", responses={404: {"model": Problem}})
+def get_dataset(ref: str, session: SessionDep) -> DatasetPublic:
     """One data set by name or id: size, sha256 and what the upload check found in it."""
-    return datasets.public(_get(session, ref))
+    return DatasetPublic.model_validate(_get(session, ref))
 
 
 @router.delete(

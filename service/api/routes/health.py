@@ -8,18 +8,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rnntune.service import migrate
 from rnntune.service.api.deps import SessionDep
+from rnntune.service.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+def healthz() -> Health:
     """The process is up."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
 @router.get("/readyz", responses={503: {"description": "the database is unreachable or not migrated"}})
-def readyz(session: SessionDep) -> dict:
+def readyz(session: SessionDep) -> Readiness:
     """The database answers and our tables are at the code's migration head."""
     try:
         session.execute(text("SELECT 1"))
@@ -29,4 +30,4 @@ def readyz(session: SessionDep) -> dict:
     if revision != migrate.head():
         detail = f"migrations: database at {revision}, code at {migrate.head()} (run `rnntune migrate`)"
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=detail)
-    return {"status": "ready", "migration": revision}
+    return Readiness(status="ready", migration=revision)

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from rnntune.service import queue
 from rnntune.service.api.deps import SessionDep, SettingsDep
-from rnntune.service.api.schemas import PluginList
+from rnntune.service.api.schemas import PluginAvailable, PluginList
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 
 
-@router.get("", response_model=PluginList)
-def list_plugins(session: SessionDep, settings: SettingsDep) -> dict:
+@router.get("")
+def list_plugins(session: SessionDep, settings: SettingsDep) -> PluginList:
     """Plugins a spec may name (model, data set, objective), each with its distribution, version
     and the number of live workers that have it; and the live workers that run command trials."""
     live = queue.live_capabilities(session, lost_after_s=settings.lease_s)
@@ -23,4 +23,8 @@ def list_plugins(session: SessionDep, settings: SettingsDep) -> dict:
             entry = found.setdefault(key, {**p, "workers": 0})
             entry["workers"] += 1
     items = sorted(found.values(), key=lambda p: (p["group"], p["name"], p.get("version") or ""))
-    return {"items": items, "command_workers": sum(1 for caps in live if caps.get("commands")), "workers": len(live)}
+    return PluginList(
+        items=[PluginAvailable.model_validate(p) for p in items],
+        command_workers=sum(1 for caps in live if caps.get("commands")),
+        workers=len(live),
+    )

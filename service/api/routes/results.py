@@ -13,9 +13,18 @@ from fastapi.responses import StreamingResponse
 
 from rnntune.service import importance, model_store, pareto, results, selection
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
-from rnntune.service.api.schemas import BestPublic, ImportancesPublic, ParetoPublic, Problem
+from rnntune.service.api.schemas import (
+    BestPublic,
+    ImportancesPublic,
+    ModelPublic,
+    ObjectivePublic,
+    ParetoPublic,
+    ParetoTrial,
+    Problem,
+)
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import stored_spec
+from rnntune.service.tables import ModelRow
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 
@@ -23,8 +32,8 @@ CSV_PAGE = 500
 CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
 
 
-@router.get("/{name}/best", response_model=BestPublic, responses={404: {"model": Problem}})
-def get_best(name: str, session: SessionDep) -> dict:
+@router.get("/{name}/best", responses={404: {"model": Problem}})
+def get_best(name: str, session: SessionDep) -> BestPublic:
     """The best trial's parameters, val metrics and (once the model is stored) test metrics; with a selection, the candidates' mean, sd and n."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
@@ -34,39 +43,59 @@ def get_best(name: str, session: SessionDep) -> dict:
             status.HTTP_404_NOT_FOUND, detail=f"study {name!r} has no completed trial yet (state {row.state})"
         )
     model = model_store.get_model(session, row.id)
-    out = {
+    study = {
         "study": row.name,
         "state": row.state,
         "metric": spec.metric,
         "direction": spec.direction,
-        "trial_number": best["number"],
-        "value": best["value"],
-        "params": best["params"],
-        "hyperparameters": hyperparameters(spec, best["params"]),
-        "objectives": best["user_attrs"].get("objectives"),
-        "val_metrics": best["user_attrs"].get("val_metrics"),
-        "test_metrics": None,
-        "model": None,
         "selection": selection.summary(session, row.id, row.optuna_study_id, spec),
     }
-    if out["val_metrics"] is not None and spec.metric == "val_loss":
-        out["val_metrics"] = {"loss": best["value"], **out["val_metrics"]}
-    if model is not None:  # the stored model is the re-created best trial: report its numbers
-        out.update(
+    objectives = best["user_attrs"].get("objectives")
+    if model is not None:  # the stored model is the re-created best trial (or winner): report its numbers
+        return BestPublic(
+            **study,
             trial_number=model.trial_number,
+            # not the search's best: the selection's winner, a tie, or a trial that finished after finalize
+            value=best["value"] if model.trial_number == best["number"] else model.metrics.get("trial_value"),
+            objectives=objectives,
             params=model.params,
             hyperparameters=model.hyperparameters,
             val_metrics=model.metrics.get("val"),
             test_metrics=model.metrics.get("test"),
-            model=model_store.model_public(model, row.name),
+            model=_model_public(model, row.name),
         )
-        if model.trial_number != best["number"]:  # a tie, or a trial finished after finalize
-            out["value"] = model.metrics.get("trial_value")
-    return out
+    val_metrics = best["user_attrs"].get("val_metrics")
+    if val_metrics is not None and spec.metric == "val_loss":
+        val_metrics = {"loss": best["value"], **val_metrics}
+    return BestPublic(
+        **study,
+        trial_number=best["number"],
+        value=best["value"],
+        objectives=objectives,
+        params=best["params"],
+        hyperparameters=hyperparameters(spec, best["params"]),
+        val_metrics=val_metrics,
+        test_metrics=None,
+        model=None,
+    )
 
 
-@router.get("/{name}/pareto", response_model=ParetoPublic, responses={404: {"model": Problem}})
-def get_pareto(name: str, session: SessionDep) -> dict:
+def _model_public(model: ModelRow, study_name: str) -> ModelPublic:
+    return ModelPublic(
+        trial_number=model.trial_number,
+        procedure=model.config.get("procedure", model_store.PROCEDURE),
+        config={"model": model.config.get("model"), "train": model.config.get("train")},
+        device=model.device,
+        seconds=model.seconds,
+        sha256=model.sha256,
+        size=model.size,
+        created_at=model.created_at,
+        download=f"/v1/studies/{study_name}/best/model",
+    )
+
+
+@router.get("/{name}/pareto", responses={404: {"model": Problem}})
+def get_pareto(name: str, session: SessionDep) -> ParetoPublic:
     """The Pareto front: each complete trial that no other beats on every objective, with its values and params."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
@@ -75,21 +104,21 @@ def get_pareto(name: str, session: SessionDep) -> dict:
     on_front = pareto.front_mask([values for _, values in complete], directions)
     values = {number: v for (number, v), on in zip(complete, on_front, strict=True) if on}
     trials = results.trials_by_number(session, row.optuna_study_id, list(values))
-    return {
-        "study": row.name,
-        "state": row.state,
-        "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions, strict=True)],
-        "n_complete": len(complete),
-        "trials": [
-            {
-                "number": t["number"],
-                "values": dict(zip(names, values[t["number"]], strict=True)),
-                "params": t["params"],
-                "epochs": t["epochs"],
-            }
+    return ParetoPublic(
+        study=row.name,
+        state=row.state,
+        objectives=[ObjectivePublic(name=n, direction=d) for n, d in zip(names, directions, strict=True)],
+        n_complete=len(complete),
+        trials=[
+            ParetoTrial(
+                number=t["number"],
+                values=dict(zip(names, values[t["number"]], strict=True)),
+                params=t["params"],
+                epochs=t["epochs"],
+            )
             for t in trials
         ],
-    }
+    )
 
 
 @router.get(
@@ -122,12 +151,12 @@ def download_model(name: str, session: SessionDep) -> Response:
     )
 
 
-@router.get("/{name}/importances", response_model=ImportancesPublic, responses={404: {"model": Problem}})
-def get_importances(name: str, session: SessionDep, storage: StorageDep) -> dict:
+@router.get("/{name}/importances", responses={404: {"model": Problem}})
+def get_importances(name: str, session: SessionDep, storage: StorageDep) -> ImportancesPublic:
     """Hyperparameter importances (PED-ANOVA, conditional parameters included); empty with a reason when too few trials."""
     row = study_or_404(session, name)
     study = optuna.load_study(study_name=row.name, storage=storage)
-    return {"study": row.name, **importance.param_importances(study, stored_spec(row))}
+    return ImportancesPublic(study=row.name, **importance.param_importances(study, stored_spec(row)))
 
 
 @router.get(
