@@ -603,11 +603,11 @@ def _export_trial(
 
     from rnntune.service.finalize import TrialRecord, build_model
     from rnntune.service.objective import DataCache, StudyDataError
-    from rnntune.service.spec import StudySpec
+    from rnntune.service.spec import load_stored
     from rnntune.service.worker import pick_device
 
     _logging("WARNING")
-    spec = StudySpec.model_validate(spec_json)
+    spec = load_stored(spec_json)
     settings = _settings(database_url)  # RNNTUNE_DATA_ROOTS: where a spec's data.path may be read here
     sessions = None
     if spec.data.dataset is not None and database_url:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import Limits, StudySpec, check_limits, is_path
+from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, stored_spec
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
@@ -167,21 +167,22 @@ def refers_to(ref: Any, row: DatasetRow) -> bool:
     return ref == row.name or (ref.isascii() and ref.isdigit() and int(ref) == row.id)
 
 
-def spec_refs(spec: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(field, reference) of every uploaded data set a stored spec reads."""
-    data = spec.get("data") or {}
-    params = data.get("params") or {}
-    refs = [("data.dataset", data.get("dataset"))]
+def spec_refs(spec: StudySpec) -> list[tuple[str, Any]]:
+    """(field, reference) of every uploaded data set a spec reads."""
+    if spec.data is None:
+        return []
+    refs = [("data.dataset", spec.data.dataset)]
     for key in ("embeddings", "embeddings_vocab"):
-        if params.get(key) is not None and not is_path(params[key]):
-            refs.append((f"data.params.{key}", params[key]))
+        value = spec.data.params.get(key)  # the data set's own options
+        if value is not None and not is_path(value):
+            refs.append((f"data.params.{key}", value))
     return [(field, ref) for field, ref in refs if ref is not None]
 
 
 def users(session: Session, row: DatasetRow, states: tuple[str, ...] = ACTIVE_STUDY_STATES) -> list[str]:
     """Names of the studies in ``states`` whose spec reads this data set."""
-    studies = session.execute(select(StudyRow.name, StudyRow.spec).where(StudyRow.state.in_(states))).all()
-    return [name for name, spec in studies if any(refers_to(ref, row) for _, ref in spec_refs(spec))]
+    studies = session.scalars(select(StudyRow).where(StudyRow.state.in_(states)))
+    return [s.name for s in studies if any(refers_to(ref, row) for _, ref in spec_refs(stored_spec(s)))]
 
 
 def remove(session: Session, row: DatasetRow) -> None:
@@ -255,7 +256,7 @@ def _check_embeddings(session: Session, spec: StudySpec) -> list[tuple[str, str]
     """``data.params.embeddings`` / ``embeddings_vocab`` that name uploads: they exist, of the
     right format (a path instead is checked against RNNTUNE_DATA_ROOTS by ``spec.check_paths``)."""
     errors = []
-    for field, ref in spec_refs(spec.model_dump(mode="json")):
+    for field, ref in spec_refs(spec):
         if field == "data.dataset":
             continue
         fmt = "npy" if field.endswith(".embeddings") else "vocab"

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.results import TRIAL_STATES, _state
+from rnntune.service.spec import stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
 
 log = logging.getLogger("rnntune.metrics")
@@ -76,13 +77,15 @@ class RnntuneCollector(Collector):
 
     def _families(self, session: Session) -> Iterator[Metric]:
         studies = session.execute(
-            select(StudyRow.id, StudyRow.name, StudyRow.optuna_study_id, StudyRow.state, StudyRow.spec)
+            select(
+                StudyRow.id, StudyRow.name, StudyRow.optuna_study_id, StudyRow.state, StudyRow.spec, StudyRow.spec_hash
+            )
         ).all()
         # Label by study name, Optuna's (the same as ours), so foreign Optuna studies show too.
         names = dict(session.execute(select(StudyModel.study_id, StudyModel.study_name)).all())
 
         # Trials per study and state: one grouped query.
-        counts = {(sid, s): 0 for _, _, sid, _, _ in studies for s in TRIAL_STATES}
+        counts = {(study.optuna_study_id, s): 0 for study in studies for s in TRIAL_STATES}
         for sid, state, n in session.execute(
             select(trials_t.c.study_id, trials_t.c.state, func.count()).group_by(trials_t.c.study_id, trials_t.c.state)
         ):
@@ -93,8 +96,8 @@ class RnntuneCollector(Collector):
         yield trials
 
         by_state = dict.fromkeys(STUDY_STATES, 0)
-        for _, _, _, state, _ in studies:
-            by_state[state] = by_state.get(state, 0) + 1
+        for study in studies:
+            by_state[study.state] = by_state.get(study.state, 0) + 1
         study_states = GaugeMetricFamily("rnntune_studies", "rnntune studies by state", labels=["state"])
         for state, n in by_state.items():
             study_states.add_metric([state], n)
@@ -104,8 +107,8 @@ class RnntuneCollector(Collector):
         depth = GaugeMetricFamily(
             "rnntune_queue_depth", "tickets per study that workers with its labels could claim now", labels=["study"]
         )
-        for study_id, name, _, _, _ in sorted(studies, key=lambda r: r[1]):
-            depth.add_metric([name], claimable.get(study_id, 0))
+        for study in sorted(studies, key=lambda r: r.name):
+            depth.add_metric([study.name], claimable.get(study.id, 0))
         yield depth
 
         live = session.scalar(
@@ -121,9 +124,10 @@ class RnntuneCollector(Collector):
         workers.add_metric([], live)
         yield workers
 
-        yield from self._durations(session, names, {optuna_id: spec for _, _, optuna_id, _, spec in studies})
+        max_epochs = {study.optuna_study_id: stored_spec(study).budget.max_epochs for study in studies}
+        yield from self._durations(session, names, max_epochs)
 
-    def _durations(self, session: Session, names: dict[int, str], specs: dict[int, dict]) -> Iterator[Metric]:
+    def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:
         """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
         epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
         train_q = (
@@ -190,9 +194,8 @@ class RnntuneCollector(Collector):
                 [*((_le(b), c) for b, c in zip(EPOCH_BUCKETS, epoch_counts, strict=False)), ("+Inf", int(epochs))],
                 float(train_sum),
             )
-            max_epochs = (specs.get(sid) or {}).get("budget", {}).get("max_epochs")
-            if max_epochs is not None:
-                saved.add_metric([name], max(0, int(n_pruned) * int(max_epochs) - int(pruned_epochs)))
+            if sid in max_epochs:  # a study of ours, not a foreign Optuna study
+                saved.add_metric([name], max(0, int(n_pruned) * max_epochs[sid] - int(pruned_epochs)))
         yield trial_h
         yield epoch_h
         yield saved

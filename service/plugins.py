@@ -21,7 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rnntune.service.spec import StudySpec
 
 GROUPS = {"model": "rnntune.models", "dataset": "rnntune.datasets", "objective": "rnntune.objectives"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -108,25 +111,25 @@ def load(kind: str, name: str) -> tuple[Any, PluginInfo]:
 # --- routing: what a study needs, what a worker has ------------------------------------------
 
 
-def requirements(spec: dict[str, Any]) -> dict[str, Any] | None:
-    """What a worker needs to run a (validated, JSON) spec: ``{"plugins": ["group:name", ...],
-    "command": script}``; None when it uses built-ins only. Stored with the study; a worker
-    claims only the studies whose requirements it meets."""
+def requirements(spec: StudySpec) -> dict[str, Any] | None:
+    """What a worker needs to run a spec: ``{"plugins": ["group:name", ...], "command": script}``;
+    None when it uses built-ins only. Stored with the study; a worker claims only the studies
+    whose requirements it meets."""
     from rnntune.service.command import script_of
 
     plugins = []
-    if (spec.get("model") or {}).get("plugin"):
-        plugins.append(f"{GROUPS['model']}:{spec['model']['plugin']}")
-    if (spec.get("data") or {}).get("plugin"):
-        plugins.append(f"{GROUPS['dataset']}:{spec['data']['plugin']}")
-    objective = spec.get("objective") or {}
-    if objective.get("plugin"):
-        plugins.append(f"{GROUPS['objective']}:{objective['plugin']}")
+    if spec.model.get("plugin"):  # model: fixed values, or a model plugin's name and its values
+        plugins.append(f"{GROUPS['model']}:{spec.model['plugin']}")
+    if spec.data is not None and spec.data.plugin:
+        plugins.append(f"{GROUPS['dataset']}:{spec.data.plugin}")
+    objective = spec.objective
+    if objective is not None and objective.plugin:
+        plugins.append(f"{GROUPS['objective']}:{objective.plugin}")
     out: dict[str, Any] = {}
     if plugins:
         out["plugins"] = plugins
-    if objective.get("command"):
-        out["command"] = script_of(objective["command"])
+    if objective is not None and objective.command:
+        out["command"] = script_of(objective.command)
     return out or None
 
 

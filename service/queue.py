@@ -221,20 +221,21 @@ class Settled:
 # --- studies ---------------------------------------------------------------------------------
 
 
-def add_study(session: Session, *, name: str, optuna_study_id: int, spec: dict, spec_hash: str) -> StudyRow:
-    """Register a study and queue one ticket per trial of its budget (caller commits)."""
-    budget = spec["budget"]
+def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str) -> StudyRow:
+    """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget
+    (caller commits)."""
+    budget = spec.budget
     row = StudyRow(
-        name=name,
+        name=spec.name,
         optuna_study_id=optuna_study_id,
-        spec=spec,
+        spec=spec.model_dump(mode="json"),
         spec_hash=spec_hash,
-        priority=spec.get("priority", 0),
-        labels=spec.get("labels", []),
-        n_trials=budget["n_trials"],
-        max_parallel=budget.get("max_parallel"),
-        max_failed=budget["max_failed_trials"],
-        timeout_s=budget.get("timeout_s"),
+        priority=spec.priority,
+        labels=list(spec.labels),
+        n_trials=budget.n_trials,  # validation sets it (grid: the grid's size)
+        max_parallel=budget.max_parallel,
+        max_failed=budget.max_failed_trials,
+        timeout_s=budget.timeout_s,
         requires=plugins.requirements(spec),
     )
     session.add(row)

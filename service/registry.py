@@ -97,9 +97,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
         for params in spec.initial_trials:
             if params not in queued:  # an adopted study may hold some of them already
                 study.enqueue_trial(params, user_attrs={"initial": True})
-        row = queue.add_study(
-            session, name=spec.name, optuna_study_id=optuna_compat.study_id(study), spec=spec_json, spec_hash=digest
-        )
+        row = queue.add_study(session, spec=spec, optuna_study_id=optuna_compat.study_id(study), spec_hash=digest)
         session.commit()
     except IntegrityError:
         # A concurrent adopter registered it first: that row is the study.

@@ -9,7 +9,9 @@ schedulers and data sets are the models' own, from the torch-free ``rnntune.mode
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -46,6 +48,8 @@ from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part 
     Param,
     Scalar,
 )
+
+log = logging.getLogger("rnntune.spec")
 
 # ---------------------------------------------------------------------------------------------
 # What can be tuned. Each hyperparameter has a kind, a domain and a default used when it is
@@ -836,8 +840,43 @@ def stored_spec(row: Any) -> StudySpec:
     if spec is None:
         if len(_STORED) >= _STORED_MAX:
             _STORED.clear()
-        spec = _STORED[row.spec_hash] = StudySpec.model_validate(row.spec)
+        spec = _STORED[row.spec_hash] = load_stored(row.spec)
     return spec
+
+
+def load_stored(data: dict[str, Any]) -> StudySpec:
+    """A spec this service stored (validated when it was submitted), read back as a StudySpec.
+
+    A spec stored by an older version lacks the fields added since: they take their defaults. Keys
+    this version does not know (a newer version's, met during a rolling upgrade) are left out with
+    a warning rather than refused, so the study can still be read, listed and run; a new spec
+    (``parse_spec``) is still refused for them."""
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if not unknown or len(unknown) < exc.error_count():
+            raise
+    known = copy.deepcopy(data)
+    for loc in unknown:
+        _drop(known, loc)
+    log.warning(
+        "the stored spec of %r has keys this version does not know, left out: %s",
+        data.get("name"),
+        ", ".join(".".join(str(p) for p in loc) for loc in unknown),
+    )
+    return StudySpec.model_validate(known)
+
+
+def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Delete the key at ``loc`` (a pydantic error location; a union's tag such as ``float`` in
+    ``search_space.lr.float.step`` is not a key of the data and is skipped)."""
+    *path, key = loc
+    for part in path:
+        if (isinstance(data, dict) and part in data) or (isinstance(data, list) and isinstance(part, int)):
+            data = data[part]
+    if isinstance(data, dict):
+        data.pop(key, None)
 
 
 def parse_spec(data: Any, limits: Limits | None = None) -> StudySpec:

@@ -29,7 +29,7 @@ from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_stor
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.search import build_pruner, build_sampler
-from rnntune.service.spec import StudySpec
+from rnntune.service.spec import StudySpec, load_stored
 from rnntune.service.tables import ENDED, StudyState
 
 log = logging.getLogger("rnntune.worker")
@@ -556,7 +556,7 @@ class Worker:
         if claim.study_id not in self._specs:
             if len(self._specs) >= 32:
                 self._specs.clear()
-            self._specs[claim.study_id] = StudySpec.model_validate(claim.spec)
+            self._specs[claim.study_id] = load_stored(claim.spec)
         return self._specs[claim.study_id]
 
     def _study(self, claim: queue.Claim, spec: StudySpec) -> optuna.Study:

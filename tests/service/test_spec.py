@@ -209,3 +209,48 @@ def test_openapi_document_carries_the_spec_constraints():
     assert spec["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9-]{0,63}$"
     assert "sine" in doc["components"]["schemas"]["DataSpec"]["properties"]["name"]["enum"]
     assert spec["properties"]["model"]["properties"]["cell"]["enum"] == ["rnn", "lstm", "gru"]
+
+
+def test_a_stored_spec_with_keys_this_version_does_not_know_is_read_without_them(caplog):
+    """A newer version's spec (a rolling upgrade) still lists, runs and guards its data here; a
+    new submission with the same keys is refused."""
+    from rnntune.service.spec import load_stored
+
+    stored = parse_spec(BASE).model_dump(mode="json")
+    newer = copy.deepcopy(stored)
+    newer["ensemble"] = {"members": 3, "vote": "mean"}
+    newer["budget"]["max_reevaluations"] = 9
+    newer["data"]["shuffle"] = True
+    newer["search_space"]["lr"]["granularity"] = 0.01  # inside a union member (its error loc has the tag)
+    with caplog.at_level("WARNING", logger="rnntune.spec"):
+        spec = load_stored(newer)
+    assert spec == load_stored(stored) == parse_spec(BASE)
+    assert newer["ensemble"] == {"members": 3, "vote": "mean"}  # the stored data is left as it is
+    for key in ("ensemble", "budget.max_reevaluations", "data.shuffle", "search_space.lr.float.granularity"):
+        assert key in caplog.text
+    with pytest.raises(SpecError) as exc:
+        parse_spec(newer)
+    assert {"ensemble", "budget.max_reevaluations", "data.shuffle"} <= {loc for loc, _ in exc.value.errors}
+
+
+def test_a_stored_spec_from_before_newer_fields_reads_with_their_defaults():
+    from rnntune.service.spec import load_stored
+
+    older = parse_spec(BASE).model_dump(mode="json")
+    for key in ("objective", "objectives", "selection", "labels", "priority", "description"):
+        del older[key]
+    del older["data"]["plugin"], older["data"]["dataset"]
+    spec = load_stored(older)
+    assert spec.objectives is None and spec.objective is None and spec.labels == [] and spec.priority == 0
+    assert spec.data.plugin is None and spec.canonical_json() == parse_spec(BASE).canonical_json()
+
+
+def test_a_stored_spec_that_is_invalid_for_other_reasons_still_raises():
+    from pydantic import ValidationError
+
+    from rnntune.service.spec import load_stored
+
+    broken = parse_spec(BASE).model_dump(mode="json") | {"ensemble": {"members": 3}}
+    broken["budget"]["n_trials"] = 0
+    with pytest.raises(ValidationError, match="n_trials must be > 0"):
+        load_stored(broken)
