@@ -10,6 +10,7 @@ schedulers and data sets are the models' own, from the torch-free ``rnntune.mode
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ from rnntune.models.config import (
     FOLD_DATASETS,
     OPTIMIZERS,
     SCHEDULERS,
+    ModelConfig,
+    TrainConfig,
 )
 from rnntune.service import space
 from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part of the spec's API)
@@ -151,34 +154,50 @@ OBJECTIVES = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
 class _Hp(BaseModel):
     kind: Literal["int", "float", "bool", "str"]
     group: Literal["model", "training", "data"]
-    default: Any
+    default: Any = None  # model / training: set from the config field below
     choices: tuple | None = None
     low: float | None = None  # inclusive
     high: float | None = None  # inclusive unless high_open
     high_open: bool = False
 
 
-HYPERPARAMETERS: dict[str, _Hp] = {
-    "cell": _Hp(kind="str", group="model", default="lstm", choices=CELLS),
-    "hidden_size": _Hp(kind="int", group="model", default=64, low=1, high=4096),
-    "num_layers": _Hp(kind="int", group="model", default=1, low=1, high=16),
-    "bidirectional": _Hp(kind="bool", group="model", default=False),
-    "dropout": _Hp(kind="float", group="model", default=0.0, low=0.0, high=1.0, high_open=True),
-    "optimizer": _Hp(kind="str", group="training", default="adam", choices=OPTIMIZERS),
-    "lr": _Hp(kind="float", group="training", default=1e-3, low=1e-8, high=10.0),
-    "momentum": _Hp(kind="float", group="training", default=0.0, low=0.0, high=1.0, high_open=True),
-    "nesterov": _Hp(kind="bool", group="training", default=False),
-    "weight_decay": _Hp(kind="float", group="training", default=0.0, low=0.0, high=1.0),
-    "batch_size": _Hp(kind="int", group="training", default=64, low=1, high=65536),
-    "clip_norm": _Hp(kind="float", group="training", default=None, low=1e-6, high=1e6),
-    "scheduler": _Hp(kind="str", group="training", default="none", choices=SCHEDULERS),
-    "patience": _Hp(kind="int", group="training", default=None, low=1, high=10000),
-    "window": _Hp(kind="int", group="data", default=None, low=1, high=100000),
-    # text only (data.name: text)
-    "embed_dim": _Hp(kind="int", group="model", default=None, low=1, high=4096),  # None: 64, or the matrix's width
-    "freeze_embeddings": _Hp(kind="bool", group="model", default=False),
-    "max_length": _Hp(kind="int", group="data", default=None, low=1, high=1_000_000),  # tokens kept (truncation)
-}
+def _config_defaults(table: dict[str, _Hp]) -> dict[str, _Hp]:
+    """A model or training hyperparameter is the ``ModelConfig`` / ``TrainConfig`` field of its
+    name, and its default is that field's: read from the dataclasses, so it is written once."""
+    fields = {f.name: f for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
+    out = {}
+    for name, hp in table.items():
+        if hp.group != "data":
+            if name not in fields or fields[name].default is dataclasses.MISSING:
+                raise TypeError(f"hyperparameter {name!r} is not a ModelConfig / TrainConfig field with a default")
+            hp = hp.model_copy(update={"default": fields[name].default})
+        out[name] = hp
+    return out
+
+
+HYPERPARAMETERS: dict[str, _Hp] = _config_defaults(
+    {
+        "cell": _Hp(kind="str", group="model", choices=CELLS),
+        "hidden_size": _Hp(kind="int", group="model", low=1, high=4096),
+        "num_layers": _Hp(kind="int", group="model", low=1, high=16),
+        "bidirectional": _Hp(kind="bool", group="model"),
+        "dropout": _Hp(kind="float", group="model", low=0.0, high=1.0, high_open=True),
+        "optimizer": _Hp(kind="str", group="training", choices=OPTIMIZERS),
+        "lr": _Hp(kind="float", group="training", low=1e-8, high=10.0),
+        "momentum": _Hp(kind="float", group="training", low=0.0, high=1.0, high_open=True),
+        "nesterov": _Hp(kind="bool", group="training"),
+        "weight_decay": _Hp(kind="float", group="training", low=0.0, high=1.0),
+        "batch_size": _Hp(kind="int", group="training", low=1, high=65536),
+        "clip_norm": _Hp(kind="float", group="training", low=1e-6, high=1e6),
+        "scheduler": _Hp(kind="str", group="training", choices=SCHEDULERS),
+        "patience": _Hp(kind="int", group="training", low=1, high=10000),
+        "window": _Hp(kind="int", group="data", default=None, low=1, high=100000),  # None: the data set's
+        # text only (data.name: text)
+        "embed_dim": _Hp(kind="int", group="model", low=1, high=4096),  # None: 64, or the matrix's width
+        "freeze_embeddings": _Hp(kind="bool", group="model"),
+        "max_length": _Hp(kind="int", group="data", default=None, low=1, high=1_000_000),  # tokens kept
+    }
+)
 TEXT_ONLY = ("embed_dim", "freeze_embeddings", "max_length")
 
 
@@ -379,17 +398,18 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 def _hp_schema(hp: _Hp) -> dict[str, Any]:
-    """One hyperparameter's domain as JSON Schema (what the validators above enforce)."""
+    """One hyperparameter's domain as JSON Schema (what the validators above enforce), and the
+    value a study trains with when the spec neither fixes nor searches it."""
     if hp.kind == "bool":
-        return {"type": "boolean"}
+        return {"type": "boolean", "default": hp.default}
     if hp.kind == "str":
-        return {"type": "string", "enum": list(hp.choices or ())}
+        return {"type": "string", "enum": list(hp.choices or ()), "default": hp.default}
     cast = int if hp.kind == "int" else float
     out: dict[str, Any] = {"type": "integer" if hp.kind == "int" else "number", "minimum": cast(hp.low)}
     out["exclusiveMaximum" if hp.high_open else "maximum"] = cast(hp.high)
     if hp.default is None:
-        out = {"anyOf": [out, {"type": "null"}]}
-    return out
+        return {"anyOf": [out, {"type": "null"}], "default": None}
+    return {**out, "default": hp.default}
 
 
 def _fixed_schema(schema: dict[str, Any], group: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -131,18 +132,45 @@ def test_domain_lists_are_the_models_own():
 
 
 def test_defaults_of_unsearched_hyperparameters_are_the_configs_own():
-    """A hyperparameter neither fixed nor searched takes the spec's default; it must be the one
-    ModelConfig / TrainConfig would take, or a study trains what its spec does not say."""
+    """Defaults are written once, in ModelConfig / TrainConfig: a changed field default (made here
+    before the spec module is imported, as an edit of models/config.py would make it) is what a
+    study trains with when its spec neither fixes nor searches that hyperparameter, and what the
+    published spec schema says."""
+    code = """
+import json
+from rnntune.models.config import ModelConfig, TrainConfig
+ModelConfig.__dataclass_fields__["hidden_size"].default = 96
+TrainConfig.__dataclass_fields__["lr"].default = 0.02
+TrainConfig.__dataclass_fields__["patience"].default = 4
+from rnntune.service.spec import StudySpec, parse_spec
+props = StudySpec.model_json_schema()["properties"]
+fixed = parse_spec({"name": "t", "data": {"name": "sine"}, "budget": {"n_trials": 1}}).fixed_params()
+print(json.dumps({
+    "schema": [props["model"]["properties"]["hidden_size"]["default"], props["training"]["properties"]["lr"]["default"],
+               props["training"]["properties"]["patience"]],
+    "trained": [fixed["hidden_size"], fixed["lr"], fixed["patience"]],
+}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["schema"] == [96, 0.02, {"type": "integer", "minimum": 1, "maximum": 10000, "default": 4}]
+    assert out["trained"] == [96, 0.02, 4]
+
+
+def test_the_spec_schema_publishes_each_config_default():
     import dataclasses
 
     from rnntune.models.config import ModelConfig, TrainConfig
     from rnntune.service.spec import HYPERPARAMETERS
 
-    config_defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)}
-    for name, hp in HYPERPARAMETERS.items():
-        if hp.group != "data":  # model and training hyperparameters are config fields by name
-            assert name in config_defaults, name
-            assert hp.default == config_defaults[name], name
+    props = StudySpec.model_json_schema()["properties"]
+    for config, group in ((ModelConfig, "model"), (TrainConfig, "training")):
+        published = props[group]["properties"]
+        for field in dataclasses.fields(config):
+            if field.name in HYPERPARAMETERS:
+                assert published[field.name]["default"] == field.default, field.name
+        assert {n for n, hp in HYPERPARAMETERS.items() if hp.group == group} <= set(published)
 
 
 def test_json_and_yaml_files_load_the_same(tmp_path):
