@@ -22,7 +22,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -314,6 +314,21 @@ def check_csv(source: bytes | IO[bytes], delimiter: str = ",") -> dict[str, Any]
     }
 
 
+def jsonl_records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of JSON Lines text, one at a time;
+    FileCheckError naming the first line that is not a JSON object."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FileCheckError(f"line {number} is not JSON: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise FileCheckError(f"line {number} is not a JSON object")
+        yield number, record
+
+
 def check_text(source: bytes, delimiter: str = ",") -> dict[str, Any]:
     """Labelled text: CSV (a header row) or JSONL (one object per line, found by a leading '{').
 
@@ -325,17 +340,9 @@ def check_text(source: bytes, delimiter: str = ",") -> dict[str, Any]:
     if head.lstrip().startswith("{"):
         columns: dict[str, None] = {}
         rows = 0
-        for number, line in enumerate(_text_lines(source), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FileCheckError(f"line {number} is not JSON: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise FileCheckError(f"line {number} is not a JSON object")
+        for _, record in jsonl_records(_text_lines(source)):
             columns.update(dict.fromkeys(str(k) for k in record))
-            rows += 1
+            rows += 1  # noqa: SIM113 (a count, read after the loop)
         layout, header = "jsonl", list(columns)
     else:
         table = _rows(source, delimiter)

@@ -14,6 +14,7 @@ from rnntune.models.data.splits import (
     _fit_scaler,
     _fold,
     _fold_meta,
+    _forecasting,
     _from_indices,
     _make_windows,
     _random_split,
@@ -70,29 +71,16 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
     for split, series_ids in ids.items():
         x, y = _make_windows(scaled[series_ids], window, horizon, 0)  # (s, n, W, 1), (s, n, h)
         arrays[split] = (x.reshape(-1, window, 1), y.reshape(-1, horizon))
-    return SequenceData(
-        name="sine",
-        task="regression",
-        x_train=arrays["train"][0],
-        y_train=arrays["train"][1],
-        x_val=arrays["val"][0],
-        y_val=arrays["val"][1],
-        x_test=arrays["test"][0],
-        y_test=arrays["test"][1],
-        scaler={
-            "x_mean": mean.tolist(),
-            "x_std": std.tolist(),
-            "y_mean": [float(mean[0])] * horizon,
-            "y_std": [float(std[0])] * horizon,
-        },
+    return _forecasting(
+        "sine",
+        arrays,
+        (mean, std),
+        split="by_series",
+        window=window,
+        horizon=horizon,
+        inputs=["value"],
+        target_index=0,
         meta={
-            "kind": "forecasting",
-            "split": "by_series",
-            "window": window,
-            "horizon": horizon,
-            "inputs": ["value"],
-            "target": "value",
-            "target_index": 0,
             "windows_per_series": length - window - horizon + 1,
             "series": {split: series_ids.tolist() for split, series_ids in ids.items()},
             **({"fold": _fold_meta(fold, request)} if fold is not None else {}),

@@ -188,29 +188,44 @@ def _chronological(
             continue
         context = 0 if split == "train" else window  # start - window >= 0: train holds >= window
         arrays[split] = _make_windows(scaled[start - context : stop], window, horizon, target_index)
-    scaler = {
-        "x_mean": mean.tolist(),
-        "x_std": std.tolist(),
-        "y_mean": [float(mean[target_index])] * horizon,
-        "y_std": [float(std[target_index])] * horizon,
-    }
-    meta = {
-        "kind": "forecasting",
-        "split": "chronological",
-        "window": window,
-        "horizon": horizon,
-        "inputs": feature_names,
-        "target": feature_names[target_index],
-        "target_index": target_index,
-        "n_time_steps": length,
-        # [start, stop) time steps of each split: its windows' targets lie inside (train's
-        # inputs too; val's and test's inputs are the `window` steps before each target)
-        "segments": {split: list(bound) for split, bound in bounds.items()},
-        **({"fold": _fold_meta(fold, request)} if fold is not None else {}),
-        **meta,
-    }
+    return _forecasting(
+        request.name,
+        arrays,
+        (mean, std),
+        split="chronological",
+        window=window,
+        horizon=horizon,
+        inputs=feature_names,
+        target_index=target_index,
+        meta={
+            "n_time_steps": length,
+            # [start, stop) time steps of each split: its windows' targets lie inside (train's
+            # inputs too; val's and test's inputs are the `window` steps before each target)
+            "segments": {split: list(bound) for split, bound in bounds.items()},
+            **({"fold": _fold_meta(fold, request)} if fold is not None else {}),
+            **meta,
+        },
+    )
+
+
+def _forecasting(
+    name: str,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    scaler: tuple[np.ndarray, np.ndarray],
+    *,
+    split: str,
+    window: int,
+    horizon: int,
+    inputs: list[str],
+    target_index: int,
+    meta: dict[str, Any],
+) -> SequenceData:
+    """A forecasting data set from its windows per split, ``(x, y)``, and the train split's
+    per-feature ``(mean, std)``: the target's scaler repeats for each of the ``horizon`` steps.
+    ``meta``: what the loader adds (where the splits lie, the source)."""
+    mean, std = scaler
     return SequenceData(
-        name=request.name,
+        name=name,
         task="regression",
         x_train=arrays["train"][0],
         y_train=arrays["train"][1],
@@ -218,8 +233,22 @@ def _chronological(
         y_val=arrays["val"][1],
         x_test=arrays["test"][0],
         y_test=arrays["test"][1],
-        scaler=scaler,
-        meta=meta,
+        scaler={
+            "x_mean": mean.tolist(),
+            "x_std": std.tolist(),
+            "y_mean": [float(mean[target_index])] * horizon,
+            "y_std": [float(std[target_index])] * horizon,
+        },
+        meta={
+            "kind": "forecasting",
+            "split": split,
+            "window": window,
+            "horizon": horizon,
+            "inputs": inputs,
+            "target": inputs[target_index],
+            "target_index": target_index,
+            **meta,
+        },
     )
 
 

@@ -38,8 +38,6 @@ def read_text_rows(
     where: str = "text",
 ) -> tuple[list[str], list[str]]:
     """(texts, labels as strings) of a CSV / JSONL file's bytes; DataError naming the problem."""
-    import json
-
     try:
         body = content.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -56,28 +54,23 @@ def read_text_rows(
     texts: list[str] = []
     labels: list[str] = []
     if fmt == "jsonl":
-        for number, line in enumerate(body.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: line {number} is not JSON: {exc.msg}.") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: line {number} is not a JSON object.")
-            for column in (text_column, label_column):
-                if column not in record:
-                    raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
-            text, label = record[text_column], record[label_column]
-            if not isinstance(text, str):
-                raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
-            if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
-                raise DataError(
-                    f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
-                    f"integer, but got a {type(label).__name__}."
-                )
-            texts.append(text)
-            labels.append(str(label))
+        try:
+            for number, record in files.jsonl_records(body.splitlines()):
+                for column in (text_column, label_column):
+                    if column not in record:
+                        raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
+                text, label = record[text_column], record[label_column]
+                if not isinstance(text, str):
+                    raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
+                if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+                    raise DataError(
+                        f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
+                        f"integer, but got a {type(label).__name__}."
+                    )
+                texts.append(text)
+                labels.append(str(label))
+        except files.FileCheckError as exc:  # a line that is not a JSON object
+            raise DataError(f"{where}: {exc}.") from None
     else:
         import io
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnntune.models import files
 from rnntune.models.checkpoint import load_model, save_model
 from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data import DataError, load_dataset
@@ -86,6 +87,15 @@ def test_jsonl_columns_truncation_and_clear_errors(tmp_path):
         load_dataset("text", path=tmp_path / "x.csv")
     with pytest.raises(DataError, match="unknown params"):
         load_dataset("text", {"min_frequency": 2}, path=path)
+    # the loader and the upload check read JSONL lines alike (models.files.jsonl_records)
+    for body, reason in ((b'{"text": "a", "label": 1}\n\n[1, 2]\n', "line 3 is not a JSON object."),
+                         (b'{"text": "a", "label": 1}\n{"text": \n', "line 2 is not JSON: Expecting value.")):  # fmt: skip
+        (tmp_path / "bad.jsonl").write_bytes(body)
+        with pytest.raises(DataError) as exc:
+            load_dataset("text", path=tmp_path / "bad.jsonl")
+        assert str(exc.value) == f"text: bad.jsonl: {reason}"
+        with pytest.raises(files.FileCheckError, match=reason.rstrip(".")):
+            files.check_text(body)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
