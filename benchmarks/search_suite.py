@@ -28,8 +28,8 @@ default options (what a spec that names them gets); no pruner means no pruning:
     gp                         Optuna's Gaussian-process sampler
     cmaes                      CMA-ES (categorical axes fall back to independent sampling)
     STRATEGY@N, STRATEGY@Ncl   N workers in parallel, simulated in lockstep (N trials asked before
-                               any is told), without and with TPE's constant liar: e.g.
-                               tpe+median@2, tpe+median@2cl
+                               any is told), without and with TPE's constant liar (Optuna 5's
+                               TPE default is with; @N turns it off): tpe+median@2, tpe+median@2cl
     STRATEGY/KxS[xF]           re-evaluated winners (the spec's selection: top_k K, seeds S, folds
                                F; F on sunspots only): the search stops early enough that its K
                                best trials' further runs, each counted at a trial's full epochs,
@@ -225,7 +225,7 @@ def task_epochs(task_name: str, args: argparse.Namespace) -> int:
 
 def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace, n_trials: int):
     task = TASKS[task_name]
-    base, _, liar = parallel(strategy)
+    base, workers, liar = parallel(strategy)
     sampler, _, pruner = base.partition("+")
     spec = {
         "name": f"suite-{task_name}",
@@ -237,8 +237,8 @@ def make_spec(task_name: str, strategy: str, seed: int, args: argparse.Namespace
         "sampler": {"name": sampler, "seed": seed},
         "pruner": {"name": pruner or "none"},
     }
-    if liar:
-        spec["sampler"]["constant_liar"] = True
+    if workers > 1 and sampler == "tpe":  # explicit both ways: Optuna 5's TPE defaults to the liar
+        spec["sampler"]["constant_liar"] = liar
     sel = selection_of(strategy)
     if sel:
         top_k, seeds, folds = sel
@@ -301,15 +301,20 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
 
 
 def _step(study: optuna.Study, objective: Objective, workers: int) -> list[optuna.trial.FrozenTrial]:
-    """One trial (one worker), or ``workers`` trials in lockstep: all asked before any is told, as
-    N workers that start together see each other's trials RUNNING (where TPE's constant liar
-    acts). A simulation of N workers, deterministic for a seed: the trials train one after the
+    """One trial (one worker), or ``workers`` trials in lockstep: all asked, parameters drawn,
+    before any is told, as N workers that start together see each other's trials RUNNING with
+    their parameters (where TPE's constant liar acts). A simulation of N workers, deterministic for a seed: the trials train one after the
     other here, so the pruner of a later one sees its batch-mates' whole curves (in a real
     parallel run, only their epochs so far)."""
     if workers == 1:
         study.optimize(objective, n_trials=1)
         return [study.trials[-1]]
-    asked = [study.ask() for _ in range(workers)]
+    # Optuna samples a trial's parameters when the objective suggests them: to give each
+    # worker's trial its parameters before the others train, as real workers have, ask with the
+    # search space's distributions (those of an earlier trial; the first step has none to copy).
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.distributions]
+    fixed = earlier[0].distributions if earlier else None
+    asked = [study.ask(fixed_distributions=fixed) for _ in range(workers)]
     for trial in asked:
         try:
             value = objective(trial)

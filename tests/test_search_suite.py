@@ -100,3 +100,12 @@ def test_two_workers_in_lockstep_see_each_other_running():
     trials = suite._step(study, objective, 2)
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert seen[0] == [optuna.trial.TrialState.RUNNING] * 2, "the second was asked before the first ran"
+    # From the second step on, each trial has its parameters before the other trains.
+    drawn = []
+
+    def objective2(trial):
+        drawn.append([dict(t.params) for t in trial.study.get_trials(deepcopy=False)[2:]])
+        return trial.suggest_float("x", 0, 1)
+
+    suite._step(study, objective2, 2)
+    assert len(drawn[0]) == 2 and all("x" in p for p in drawn[0]), drawn
