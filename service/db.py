@@ -7,6 +7,7 @@ dashboard and a local worker can share one file.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -134,6 +135,30 @@ class ResilientRDBStorage(StaleCheckStorage):
             )
 
 
+# What a retry copy keeps of its original's user attributes: how it entered the queue. The
+# rest is the dead run's (its epochs, its outcome), and an inherited ``fail_reason`` would make
+# the copy's own death look like a counted failure.
+CARRIED_USER_ATTRS = ("initial", "retry_of")
+
+
+class RetryLostTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker died (its heartbeat went stale, or the ticket's
+    next holder found it RUNNING), with rnntune's two rules:
+
+    - a trial carrying ``fail_reason`` had already failed: its worker recorded why, then died
+      before Optuna's ``tell``. That is a counted failure, which the ticket's next holder
+      settles, not a death: it is not retried, whoever marks it failed first (another worker's
+      stale-trial check or that holder), so the trial is counted once and runs once;
+    - the copy carries only :data:`CARRIED_USER_ATTRS` of its original."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "fail_reason" in trial.user_attrs:
+            return
+        carried = copy.copy(trial)  # the setter below replaces the copy's dict, not the original's
+        carried.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_USER_ATTRS}
+        super().__call__(study, carried)
+
+
 def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on the same database. Workers pass ``heartbeat=True``: a trial whose worker
     stops beating for ``grace_period_s`` is failed and retried with the same parameters."""
@@ -145,9 +170,7 @@ def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.stora
         kwargs = {
             "heartbeat_interval": settings.heartbeat_interval_s,
             "grace_period": settings.grace_period_s,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.max_retries
-            ),
+            "heartbeat_stale_trial_callback": RetryLostTrial(max_retry=settings.max_retries),
         }
     # Optuna creates its tables on first use; processes starting together on a fresh database
     # race on that (PostgreSQL: "relation ... already exists"). The loser finds them next time.

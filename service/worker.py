@@ -8,6 +8,7 @@ worker at the next epoch boundary; the interrupted trial is re-queued with the s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -25,7 +26,7 @@ import optuna
 from rnntune.service import logs, optuna_compat, plugins, queue
 from rnntune.service.command import CommandOptions
 from rnntune.service.config import Settings
-from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
+from rnntune.service.db import TRANSIENT_ERRORS, RetryLostTrial, init_db, make_engine, make_storage, session_factory
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.search import build_pruner, build_sampler
@@ -285,7 +286,10 @@ class Worker:
         (its lease expired). Decide what that trial means before running another:
 
         - COMPLETE / PRUNED: the ticket is spent (the worker died between ``tell`` and settle);
-        - FAIL with a ``fail_reason``: a counted failure that was never settled;
+        - ``fail_reason`` recorded (FAIL, or still RUNNING: the worker died between recording
+          why its training failed and Optuna's ``tell``): a counted failure that was never
+          settled; a RUNNING one is failed here, and is not retried (:class:`db.RetryLostTrial`
+          does not retry it either, when another worker's stale-trial check gets there first);
         - RUNNING, or failed as stale by Optuna's heartbeat: the worker died in it. Death
           number N of this trial's line (its ``retry_history`` + 1): up to ``max_retries`` + 1
           deaths the trial is retried with the same parameters (Optuna's retry callback queues
@@ -299,7 +303,11 @@ class Worker:
             return TrialOutcome.complete(*ids, trial.values[0])  # several objectives: the first
         if trial.state == TS.PRUNED:
             return TrialOutcome.pruned(*ids)
-        if trial.state == TS.FAIL and "fail_reason" in trial.user_attrs:
+        if trial.state in (TS.FAIL, TS.RUNNING) and "fail_reason" in trial.user_attrs:
+            if trial.state == TS.RUNNING:
+                # (failed meanwhile by another worker's stale-trial check: the same failure)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self._db(self.storage.set_trial_state_values, ids[0], TS.FAIL)
             return TrialOutcome.failed(trial.user_attrs.get("error") or trial.user_attrs["fail_reason"], *ids)
         if trial.state == TS.FAIL and "interrupted" in trial.user_attrs:
             return None
@@ -313,7 +321,7 @@ class Worker:
                 self._db(self.storage.set_trial_user_attr, tid, "error", reason)
             if self._db(self.storage.set_trial_state_values, tid, TS.FAIL):
                 # as Optuna's heartbeat would have: queue a copy, unless its line is at the cap
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retries)
+                retry = RetryLostTrial(max_retry=self.settings.max_retries)
                 self._db(retry, study, self.storage.get_trial(tid))
         if capped:
             log.warning("worker %s: trial %d failed: %s", self.id, trial.number, reason)

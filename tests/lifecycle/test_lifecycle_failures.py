@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from rnntune.service import migrate, registry
+from rnntune.service.db import RetryLostTrial, make_storage
 from rnntune.service.spec import parse_spec
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
 from tests.queue_helpers import TS, Env, check_lifecycle, spec, stop
@@ -235,6 +236,50 @@ def test_failed_settle_retried_after_lost_ack_counts_once(env):
     trials = env.trials(name)
     assert env.study_row(name)["n_failed"] == 3 == len([t for t in trials if t.state == TS.FAIL])
     check_lifecycle(env, name)
+
+
+@pytest.mark.parametrize("first", ["stale-check", "next-holder"])
+def test_death_between_a_failed_training_and_its_tell_counts_once(env, first):
+    """A worker's training fails; it records why (``fail_reason``) and dies before Optuna's
+    ``tell``, leaving the trial RUNNING. Whoever marks it failed first, another worker's
+    stale-trial check (Optuna's heartbeat) or the ticket's next holder, the trial is one counted
+    failure and its parameters are not run again. (Before, the stale check retried it as a death
+    and the next holder then counted it as a failure too; found by test_lifecycle_machine.)"""
+    name = env.create(_tiny(f"fail-{first}", 2, budget={"max_failed_trials": 50}))
+    a = env.faulty_worker("tell:before:exit", "--max-trials", "1")
+    assert a.wait(timeout=60) == FAULT_EXIT
+    (dead,) = env.running(name)
+    assert dead.user_attrs["fail_reason"] == "error"
+    time.sleep(env.settings.lease_s + 0.5)  # past the grace period and the ticket's lease
+    if first == "stale-check":  # what a worker's next trial does first (Study.optimize)
+        heartbeat = make_storage(env.settings, heartbeat=True)
+        optuna.storages.fail_stale_trials(optuna.load_study(study_name=name, storage=heartbeat))
+        assert env.trials(name)[dead.number].state == TS.FAIL
+    # else: the next worker claims the expired ticket (the oldest) before its first stale check
+    b = env.worker()
+    try:
+        env.wait_state(name, ("done",), 60)
+    finally:
+        assert stop(b) == [0]
+    trials = env.trials(name)
+    assert [t.state for t in trials] == [TS.FAIL, TS.COMPLETE, TS.COMPLETE], [t.state.name for t in trials]
+    assert not [t for t in trials if t.system_attrs.get("failed_trial") == dead.number], "the failure was retried"
+    assert env.study_row(name)["n_failed"] == 1
+    check_lifecycle(env, name)
+
+
+def test_a_retry_copy_carries_how_it_was_queued_not_the_dead_run(env):
+    """A trial whose worker died is retried with its parameters; the copy keeps ``retry_of`` /
+    ``initial`` but not the dead run's results or outcome attributes."""
+    name = env.create(_tiny("carry", 1))
+    study = optuna.load_study(study_name=name, storage=env.storage)
+    trial = study.ask()
+    for key, value in {"retry_of": 7, "epochs": 3, "interrupted": "worker stopped"}.items():
+        trial.set_user_attr(key, value)
+    RetryLostTrial(max_retry=2)(study, env.trials(name)[trial.number])
+    (copy,) = [t for t in env.trials(name) if t.state == TS.WAITING]
+    assert copy.user_attrs == {"retry_of": 7}
+    assert copy.system_attrs["failed_trial"] == trial.number
 
 
 def test_sampler_error_reaches_the_study_reason(env):
