@@ -59,6 +59,19 @@ def db_url(request):
     return request.getfixturevalue("pg_url" if request.param == "postgres" else "sqlite_url")
 
 
+@pytest.fixture
+def env():
+    """A PostgreSQL database of the test's own, as ``tests.queue_helpers.Env``: for tests whose
+    worker processes claim any study they find (a module may define its own ``env``)."""
+    from tests.queue_helpers import Env
+
+    url = create_pg_database()
+    e = Env(url)
+    yield e
+    e.close()
+    drop_pg_database(url)
+
+
 def rnntune(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """Start ``rnntune ARGS`` as a real subprocess (same interpreter, this checkout)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 import optuna
 import sqlalchemy as sa
+from sqlalchemy import select
 
 from rnntune.service import queue, registry
 from rnntune.service.config import Settings
 from rnntune.service.db import init_db, make_engine, make_storage, session_factory
+from rnntune.service.queue import ACTIVE
 from rnntune.service.spec import parse_spec
+from rnntune.service.tables import StudyRow, StudyState
 from tests.conftest import REPO, rnntune, wait_for
 
 TS = optuna.trial.TrialState
@@ -146,6 +149,15 @@ class Env:
     def close(self):
         self.engine.dispose()
         self.storage.remove_session()
+
+
+def end_active_studies(env: Env) -> Env:
+    """``env``'s database with the studies of earlier tests ended (a claim takes any study)."""
+    with env.sessions() as s:
+        active = s.scalars(select(StudyRow.id).where(StudyRow.state.in_((*ACTIVE, StudyState.PAUSED)))).all()
+        for study_id in active:
+            queue.cancel_study(s, study_id)
+    return env
 
 
 def stop(*procs: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float = 30) -> list[int]:

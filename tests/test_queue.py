@@ -18,19 +18,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import create_pg_database, drop_pg_database, wait_for
+from tests.conftest import wait_for
 from tests.queue_helpers import TS, Env, cpu_hog, kill9, spec, stop
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env():
-    url = create_pg_database()
-    e = Env(url)
-    yield e
-    e.close()
-    drop_pg_database(url)
 
 
 def test_kill9_mid_epoch_retries_same_params_on_another_worker(env):

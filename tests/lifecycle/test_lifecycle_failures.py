@@ -20,20 +20,11 @@ from rnntune.service import migrate, registry
 from rnntune.service.db import RetryLostTrial, make_storage
 from rnntune.service.spec import parse_spec
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
-from tests.queue_helpers import TS, Env, check_lifecycle, spec, stop
+from tests.queue_helpers import TS, check_lifecycle, spec, stop
 
 pytestmark = pytest.mark.slow
 FAULT_EXIT = 17  # tests/fault_worker.EXIT_CODE
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # apt's faketime (scripts/test.sh)
-
-
-@pytest.fixture
-def env():
-    url = create_pg_database()
-    e = Env(url)
-    yield e
-    e.close()
-    drop_pg_database(url)
 
 
 def _tiny(name: str, n_trials: int, **extra) -> dict:
@@ -74,19 +65,26 @@ def test_lost_ack_of_tell_does_not_run_the_budget_over(env):
 # 2. retry cap for deaths -----------------------------------------------------------------------
 
 
+def _die_in_turn(env, name: str, fault: str, end: str) -> list[int]:
+    """Faulty workers (max_retries=2), one after another, until the study is ``end``: their
+    exit codes."""
+    exits = []
+    for _ in range(5):
+        w = env.faulty_worker(fault, training=None, RNNTUNE_MAX_RETRIES="2")
+        ended = lambda w=w: w.poll() is not None or env.study_state(name)[0] == end  # noqa: E731
+        wait_for(ended, 60, 0.3, f"the worker to die or the study to be {end}")
+        exits.append(w.returncode if w.poll() is not None else stop(w)[0])
+        if env.study_state(name)[0] == end:
+            break
+    env.wait_state(name, (end,), 30)
+    return exits
+
+
 def test_worker_deaths_are_capped_and_counted(env):
     """Workers die in turn inside training (max_retries=2): the third death of the trial's line
     fails it, counted toward max_failed_trials, with the reason; the study does not loop."""
     name = env.create(spec("deaths", n_trials=1, max_epochs=3, n_series=6, hidden=2, budget={"max_failed_trials": 1}))
-    exits = []
-    for _ in range(5):
-        w = env.faulty_worker("report:after:exit", training=None, RNNTUNE_MAX_RETRIES="2")
-        ended = lambda w=w: w.poll() is not None or env.study_state(name)[0] == "failed"  # noqa: E731
-        wait_for(ended, 60, 0.3, "the worker to die or the study to fail")
-        exits.append(w.returncode if w.poll() is not None else stop(w)[0])
-        if env.study_state(name)[0] == "failed":
-            break
-    env.wait_state(name, ("failed",), 30)
+    exits = _die_in_turn(env, name, "report:after:exit", "failed")
     state, reason = env.study_state(name)
     assert "worker lost 3 times on this trial; last: lease expired" in reason, reason
     assert exits[:3] == [FAULT_EXIT] * 3, exits
@@ -102,15 +100,7 @@ def test_finalize_deaths_are_capped(env):
     claim ends the study done, without a model and with the reason, instead of handing the step
     to a fourth worker to die in."""
     name = env.create(spec("final-deaths", n_trials=1, max_epochs=2, n_series=6, hidden=2))
-    exits = []
-    for _ in range(5):
-        w = env.faulty_worker("finalize:before:exit", training=None, RNNTUNE_MAX_RETRIES="2")
-        ended = lambda w=w: w.poll() is not None or env.study_state(name)[0] == "done"  # noqa: E731
-        wait_for(ended, 60, 0.3, "the worker to die or the study to end")
-        exits.append(w.returncode if w.poll() is not None else stop(w)[0])
-        if env.study_state(name)[0] == "done":
-            break
-    env.wait_state(name, ("done",), 30)
+    exits = _die_in_turn(env, name, "finalize:before:exit", "done")
     state, reason = env.study_state(name)
     assert reason and "finalize: worker lost 3 times; last: lease expired" in reason, reason
     assert exits[:3] == [FAULT_EXIT] * 3, exits

@@ -16,22 +16,13 @@ from fastapi.testclient import TestClient
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
 from tests.api_server import serving
-from tests.conftest import REPO, create_pg_database, drop_pg_database
-from tests.queue_helpers import Env, check_lifecycle, spec, stop
+from tests.conftest import REPO
+from tests.queue_helpers import check_lifecycle, spec, stop
 from tests.service.test_selection import _runs
 
 pytestmark = pytest.mark.slow
 FAULT_EXIT = 17  # tests/fault_worker.EXIT_CODE
 SELECTION = {"top_k": 2, "seeds": 2, "folds": 2}
-
-
-@pytest.fixture
-def env():
-    url = create_pg_database()
-    e = Env(url)
-    yield e
-    e.close()
-    drop_pg_database(url)
 
 
 def test_two_workers_re_evaluate_the_best_trials_and_a_killed_run_counts_once(env, tmp_path):

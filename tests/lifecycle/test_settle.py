@@ -12,7 +12,7 @@ import pytest
 from rnntune.service import queue
 from rnntune.service.outcome import Interruption, TrialOutcome
 from rnntune.service.tables import StudyRow, TicketRow, TicketState
-from tests.queue_helpers import Env, spec
+from tests.queue_helpers import Env, end_active_studies, spec
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +24,7 @@ def module_env(db_url):
 
 @pytest.fixture
 def env(module_env):
-    """The module's database, with the studies of earlier tests ended (claims take any study)."""
-    with module_env.sessions() as s:
-        for (study_id,) in s.query(StudyRow.id).filter(StudyRow.state.in_(("queued", "running"))).all():
-            queue.cancel_study(s, study_id)
-    return module_env
+    return end_active_studies(module_env)
 
 
 def _claim(env: Env, worker: str, lease_s: float = 30) -> queue.Claim:

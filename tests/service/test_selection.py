@@ -19,7 +19,7 @@ from rnntune.service.config import Settings
 from rnntune.service.outcome import TrialOutcome
 from rnntune.service.spec import Limits, SpecError, parse_spec, stored_spec
 from rnntune.service.tables import EvaluationRow, StudyRow
-from tests.queue_helpers import Env, spec
+from tests.queue_helpers import Env, end_active_studies, spec
 
 SELECT = {"top_k": 2, "seeds": 2, "folds": 1}
 
@@ -108,11 +108,7 @@ def module_env(pg_url):
 
 @pytest.fixture
 def env(module_env):
-    """The module's database with the studies of earlier tests ended (a claim takes any study)."""
-    with module_env.sessions() as s:
-        for (study_id,) in s.query(StudyRow.id).filter(StudyRow.state.in_(("queued", "running", "paused"))).all():
-            queue.cancel_study(s, study_id)
-    return module_env
+    return end_active_studies(module_env)
 
 
 def _claim(env: Env, worker: str = "w", lease_s: float = 30) -> queue.Claim | None:
