@@ -451,6 +451,15 @@ def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int
         return conn.execute(_START_TRIAL, params).rowcount == 1
 
 
+def _held(session: Session, claim: Claim, worker_id: str):
+    """A settle's first read: the connection, the bind parameters naming this worker's ticket,
+    and the study's row, locked (None: the study was deleted), whose ``ticket`` is None
+    unless this worker still holds the claim's ticket."""
+    conn = session.connection()
+    mine = {"ticket": claim.ticket_id, "worker": worker_id}
+    return conn, mine, conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+
+
 def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome) -> Settled:
     """Apply the end-of-ticket rule for ``outcome`` in one transaction and commit it.
 
@@ -470,9 +479,7 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
       ticket is cancelled.
     - A ticket going back to the queue of a study that ended, or is past its ``timeout_s``, is
       cancelled instead. Every statement's row count is checked."""
-    conn = session.connection()
-    mine = {"ticket": claim.ticket_id, "worker": worker_id}
-    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    conn, mine, study = _held(session, claim, worker_id)
     if study is None or study.ticket is None:  # the study was deleted, or the ticket is not ours
         session.rollback()
         return Settled(held=False, study=None if study is None else StudyState(study.state))
@@ -566,9 +573,7 @@ def settle_reeval(
       ``counts`` adds one to the evaluation's ``failures`` (an error; not a pause or shutdown).
 
     The last reeval ticket spent queues the finalize ticket (:func:`_maybe_done`)."""
-    conn = session.connection()
-    mine = {"ticket": claim.ticket_id, "worker": worker_id}
-    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    conn, mine, study = _held(session, claim, worker_id)
     if study is None or study.ticket is None:
         session.rollback()
         return Settled(held=False)
@@ -610,9 +615,7 @@ def settle_reeval(
 def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: str | None, final: bool) -> Settled:
     """The finalize ticket's end: done (``error`` None, or a last failure that is ``final``:
     the study still ends done, with the error as its reason) or back to the queue."""
-    conn = session.connection()
-    mine = {"ticket": claim.ticket_id, "worker": worker_id}
-    study = conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
+    conn, mine, study = _held(session, claim, worker_id)
     if study is None or study.ticket is None:
         session.rollback()
         return Settled(held=False)
