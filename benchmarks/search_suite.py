@@ -45,6 +45,7 @@ epochs it ran. Reported per task and strategy, the median over seeds of:
     gap           test @full - that model's val loss: how much the winner's val score flattered it
     to grid best  epochs until a complete trial first scores <= the grid's best val loss
                   (">N" when more than half the seeds did not within the budget), and in how many seeds
+    test < grid   in how many seeds the take-home test loss is below the grid's of the same seed
 
 Scale: ``--axis-values K`` keeps K evenly spread values of each grid axis (3 is every value;
 K=2 makes the text grid 32 points instead of 243); ``--epochs`` overrides the epochs a trial;
@@ -55,6 +56,11 @@ both take N for every task or TASK=N,TASK=N. ``--jobs`` runs seeds in parallel p
     nice -n 10 .venv/bin/python benchmarks/search_suite.py --epochs sunspots=10,digits=5 --axis-values text=2
     .venv/bin/python benchmarks/search_suite.py --tasks sunspots --seeds 1 --axis-values 2 --epochs 1 \\
         --strategies random,tpe+median                                           # CI's tiny version
+    .venv/bin/python benchmarks/search_suite.py --summarize run-a.txt run-b.txt  # runs split by seeds, as one
+
+A run prints each seed's lines as that seed finishes (TERM or Ctrl-C: the summary of those);
+``--summarize`` reads them back from several runs' saved output (seed ranges run apart, or other
+strategies beside the same grid) and prints the summary as one run would.
 """
 
 from __future__ import annotations
@@ -417,13 +423,55 @@ def _interrupt(signum, frame) -> None:
 
 def _print_rows(results: dict, task_name: str, seed: int, by_strategy: dict[str, dict]) -> None:
     for strategy, out in by_strategy.items():
+        out["seed"] = seed
         results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
         reach = out["reach"] if out["reach"] is not None else "-"
         print(
             f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
-            f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} {out['seconds']:>5.0f}s",
+            f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} "
+            f"{out['gap']:>+8.4f} {out['seconds']:>5.0f}s",
             flush=True,
         )
+
+
+def read_rows(paths: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """The per-seed lines of earlier runs' output (several runs: different seeds, or different
+    strategies beside the same grid), as ``main`` collects them; a (task, strategy, seed) seen
+    twice keeps its first line. Lines from before the gap column have no gap (NaN)."""
+    results: dict[str, dict[str, list[dict]]] = {}
+    seen = set()
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            cols = line.split()
+            if len(cols) not in (11, 12) or cols[0] not in TASKS or not cols[1].isdigit() or not cols[-1].endswith("s"):
+                continue
+            task_name, seed, strategy = cols[0], int(cols[1]), cols[2]
+            if (task_name, strategy, seed) in seen:
+                continue
+            seen.add((task_name, strategy, seed))
+            values = cols[3:-1]
+            out = {
+                "seed": seed,
+                "trials": int(values[0]),
+                "pruned": int(values[1]),
+                "epochs": int(values[2]),
+                "reach": None if values[3] == "-" else int(values[3]),
+                "best_val": float(values[4]),
+                "test": float(values[5]),
+                "test_third": float(values[6]),
+                "gap": float(values[7]) if len(values) == 8 else math.nan,
+                "seconds": float(cols[-1][:-1]),
+            }
+            results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
+    for task_name, by_strategy in results.items():
+        if "grid" not in by_strategy:
+            raise SystemExit(f"--summarize: {task_name} has no grid lines: the grid is the bar")
+        grid = {o["seed"]: o["epochs"] for o in by_strategy["grid"]}
+        for outs in by_strategy.values():
+            for o in outs:
+                o["budget"] = grid.get(o["seed"], o["epochs"])
+        results[task_name] = {"grid": by_strategy.pop("grid"), **by_strategy}  # the bar first, as a run prints it
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -445,7 +493,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="epochs per search, as a multiple of the grid's")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's default on CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="LOG",
+        help="run nothing: the summary of earlier runs' output (their per-seed lines), e.g. one run per seed range",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        try:
+            results = read_rows(args.summarize)
+        except OSError as exc:
+            parser.error(f"--summarize: {exc.filename}: {exc.strerror}")
+        if not results:
+            parser.error("--summarize: no per-seed lines in " + ", ".join(args.summarize))
+        _summarize(results, args.budget)
+        return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for t in tasks:
         if t not in TASKS:
@@ -477,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         outs = pool.map(run_seed, [t for t, _ in jobs], [s for _, s in jobs], [args] * len(jobs))
     print(
         f"\n{'task':<9} {'seed':>4} {'strategy':<26} {'trials':>6} {'pruned':>6} {'epochs':>6} "
-        f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'time':>6}"
+        f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'gap':>8} {'time':>6}"
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # TERM or Ctrl-C: summarise what finished
     try:
@@ -487,27 +550,34 @@ def main(argv: list[str] | None = None) -> None:
         print("\ninterrupted: the summary covers the searches that finished", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if not results:
-        return
+    if results:
+        _summarize(results, args.budget)
 
+
+def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float) -> None:
     n_seeds = max(len(outs) for by_strategy in results.values() for outs in by_strategy.values())
-    print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {args.budget:g}")
+    print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {budget_x:g}")
     for task_name, by_strategy in results.items():
         budget = by_strategy["grid"][0]["budget"]
         print(f"\n{task_name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
         print(
             f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} "
-            f"{'to grid best':>12} {'reached':>8}"
+            f"{'to grid best':>12} {'reached':>8} {'test < grid':>11}"
         )
+        grid_test = {o["seed"]: o["test"] for o in by_strategy["grid"]}
         for strategy, outs in by_strategy.items():
+            paired = [o for o in outs if o["seed"] in grid_test]
+            below = sum(o["test"] < grid_test[o["seed"]] for o in paired)
+            gaps = [o["gap"] for o in outs if not math.isnan(o["gap"])]
             reach = _median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
             shown = f"{reach:.0f}" if math.isfinite(reach) else f">{budget}"
             third = _median([o["test_third"] for o in outs])
             print(
                 f"{strategy:<26} {_median([o['test'] for o in outs]):>10.4f} "
                 f"{third:>10.4f} {_median([o['best_val'] for o in outs]):>9.4f} "
-                f"{_median([o['gap'] for o in outs]):>+8.4f} {shown:>12} "
-                f"{sum(o['reach'] is not None for o in outs):>4}/{len(outs):<3}"
+                f"{_median(gaps) if gaps else math.nan:>+8.4f} {shown:>12} "
+                f"{sum(o['reach'] is not None for o in outs):>4}/{len(outs):<3} "
+                f"{'-' if strategy == 'grid' else f'{below}/{len(paired)}':>11}"
             )
 
 

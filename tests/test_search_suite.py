@@ -51,6 +51,9 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         "grid",
         "best",
         "reached",
+        "test",
+        "<",
+        "grid",
     ]
     rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
     assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl", "tpe+median/2x2x2"]
@@ -59,6 +62,38 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         assert all(math.isfinite(v) and v > 0 for v in (test_full, test_third, best_val)), row
         assert abs(gap) < 10, row
     assert rows["grid"][5] == "8"  # the grid knows its best after all its epochs
+    assert rows["grid"][7] == "-" and all(row[7] in ("0/1", "1/1") for name, row in rows.items() if name != "grid")
+
+
+def test_runs_split_by_seed_summarize_as_one(tmp_path, capsys):
+    """--summarize reads runs' per-seed lines back: two seed ranges (and the grid run twice, once
+    per range) give the summary of one run over both."""
+    suite = load_suite()
+    tiny = ["--tasks", "sunspots", "--axis-values", "2", "--epochs", "1", "--strategies", "tpe+median"]
+    logs = []
+    for first in (0, 1):
+        suite.main([*tiny, "--seeds", "1", "--first-seed", str(first)])
+        logs.append(tmp_path / f"run{first}.txt")
+        logs[-1].write_text(capsys.readouterr().out)
+    suite.main([*tiny, "--seeds", "2"])
+    together = capsys.readouterr().out
+    suite.main(["--summarize", *map(str, logs)])
+    summarized = capsys.readouterr().out
+
+    def summary(out):
+        return out.split("median over")[1].split()
+
+    def same(a: str, b: str) -> bool:  # the per-seed lines have 4 decimals: a median of them may differ in the last
+        try:
+            return abs(float(a) - float(b)) <= 1.5e-4
+        except ValueError:
+            return a == b
+
+    assert len(summary(summarized)) == len(summary(together))
+    assert all(same(a, b) for a, b in zip(summary(summarized), summary(together), strict=True)), summarized
+    assert "median over 2 seeds" in summarized
+    with pytest.raises(SystemExit):
+        suite.main(["--summarize", str(tmp_path / "run0.txt").replace("run0", "none")])
 
 
 def test_options_are_checked():
