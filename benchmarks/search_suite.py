@@ -575,7 +575,7 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float) -> No
             print(
                 f"{strategy:<26} {_median([o['test'] for o in outs]):>10.4f} "
                 f"{third:>10.4f} {_median([o['best_val'] for o in outs]):>9.4f} "
-                f"{_median(gaps) if gaps else math.nan:>+8.4f} {shown:>12} "
+                f"{f'{_median(gaps):+.4f}' if gaps else '-':>8} {shown:>12} "
                 f"{sum(o['reach'] is not None for o in outs):>4}/{len(outs):<3} "
                 f"{'-' if strategy == 'grid' else f'{below}/{len(paired)}':>11}"
             )
