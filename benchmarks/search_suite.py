@@ -59,8 +59,18 @@ both take N for every task or TASK=N,TASK=N. ``--jobs`` runs seeds in parallel p
     .venv/bin/python benchmarks/search_suite.py --summarize run-a.txt run-b.txt  # runs split by seeds, as one
 
 A run prints each seed's lines as that seed finishes (TERM or Ctrl-C: the summary of those);
-``--summarize`` reads them back from several runs' saved output (seed ranges run apart, or other
-strategies beside the same grid) and prints the summary as one run would.
+``--summarize`` reads them back from several runs' saved output, files or folders of them (seed
+ranges run apart, or other strategies beside the same grid) and prints the summary as one run
+would. An evidence run takes hours: with ``--results DIR`` each search's line is kept in
+``DIR/TASK-seed-N.txt`` the moment it finishes, under a header with the scale, the torch and
+Optuna versions and the commit, and a run runs only the searches DIR does not hold at its scale
+and versions, so the same command goes on where an interrupted one stopped, and adding a strategy
+runs just that strategy (the grid's line is the bar). The project's own evidence is kept that way
+in ``benchmarks/results/search-suite``:
+
+    nice -n 5 .venv/bin/python benchmarks/search_suite.py --tasks text --seeds 10 \\
+        --strategies tpe+median,tpe+median@2cl --results benchmarks/results/search-suite
+    .venv/bin/python benchmarks/search_suite.py --summarize benchmarks/results/search-suite
 """
 
 from __future__ import annotations
@@ -69,8 +79,10 @@ import argparse
 import concurrent.futures
 import math
 import multiprocessing
+import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -392,25 +404,110 @@ def epochs_to_reach(trajectory, target: float) -> int | None:
     return None
 
 
-def run_seed(task_name: str, seed: int, args: argparse.Namespace) -> dict[str, dict]:
-    """Every strategy on one task at one seed: grid first (its best val is the bar)."""
+def run_seed(
+    task_name: str, seed: int, args: argparse.Namespace, have: dict[str, dict] | None = None
+) -> dict[str, dict]:
+    """Every strategy on one task at one seed: grid first (its best val is the bar). ``have``: the
+    strategies a results folder already holds for this task and seed (the grid's line is the
+    bar then); with ``--results`` each new search's line is written there as it finishes."""
     import torch
 
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    have = have or {}
     cache = DataCache(data_roots=[str(REPO / "studies" / "data")])  # the text task's file
     n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
     budget = round(n_grid * task_epochs(task_name, args) * args.budget)
-    grid = run(task_name, "grid", seed, args, budget, cache)
+    grid = have.get("grid")
+    if grid is None:
+        grid = run(task_name, "grid", seed, args, budget, cache)
+        grid.update(reach=grid["epochs"], budget=budget)  # the grid knows its best only once every point has run
+        _save(args, task_name, seed, "grid", grid)
     outs = {}
     for strategy in args.strategies:
-        out = grid if strategy == "grid" else run(task_name, strategy, seed, args, budget, cache)
-        # the grid knows its best only once every point has run
-        out["reach"] = grid["epochs"] if strategy == "grid" else epochs_to_reach(out["trajectory"], grid["best_val"])
+        if strategy in have or strategy == "grid":
+            outs[strategy] = have.get(strategy, grid)
+            continue
+        out = run(task_name, strategy, seed, args, budget, cache)
+        out["reach"] = epochs_to_reach(out["trajectory"], grid["best_val"])
         out["budget"] = budget
+        _save(args, task_name, seed, strategy, out)
         outs[strategy] = out
     return outs
+
+
+def header(tasks: list[str], seeds: list[int], args: argparse.Namespace) -> str:
+    """A run's first line; a results file's too, where it says at what scale and with which
+    versions its lines were measured (``--results`` reuses only lines measured as it would)."""
+    import torch
+
+    return (
+        f"search suite: seeds {seeds[0]}..{seeds[-1]}; tasks "
+        + ", ".join(
+            f"{t} ({math.prod(len(v) for v in task_grid(t, args).values())}-point grid x {task_epochs(t, args)} epochs)"
+            for t in tasks
+        )
+        + f"; budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), "
+        f"Optuna {optuna.__version__}; commit {_commit()}"
+    )
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+_SCALE = re.compile(r"(\w+) \((\d+)-point grid x (\d+) epochs\)")
+
+
+def scales(first_line: str) -> dict[str, tuple]:
+    """What a run's header says of each task's scale: {task: (grid points, epochs a trial,
+    budget, threads, torch, Optuna)}; {} for a line that is no header."""
+    if not first_line.startswith("search suite:"):
+        return {}
+    rest = {m.group(1): m.group(2) for m in re.finditer(r"(budget|torch|Optuna) ([^\s;]+)", first_line)}
+    threads = re.search(r"\((\d+) thread\)", first_line)
+    common = (rest.get("budget"), threads.group(1) if threads else None, rest.get("torch"), rest.get("Optuna"))
+    return {m.group(1): (int(m.group(2)), int(m.group(3)), *common) for m in _SCALE.finditer(first_line)}
+
+
+def _save(args: argparse.Namespace, task_name: str, seed: int, strategy: str, out: dict) -> None:
+    if not args.results:
+        return
+    path = Path(args.results) / f"{task_name}-seed-{seed}.txt"
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write(header([task_name], [seed], args) + "\n")
+        f.write(row_line(task_name, seed, strategy, out) + "\n")
+
+
+def stored(args: argparse.Namespace, tasks: list[str]) -> tuple[dict[tuple[str, int], dict[str, dict]], int]:
+    """The lines of ``--results``' folder measured at this run's scale and versions, by (task,
+    seed) and strategy, and how many lines it holds from another scale or versions (not reused)."""
+    want = {t: scales(header([t], [0], args))[t] for t in tasks}
+    found: dict[tuple[str, int], dict[str, dict]] = {}
+    other = 0
+    for path in sorted(Path(args.results).glob("*.txt")):
+        lines = path.read_text().splitlines()
+        scale = scales(lines[0]) if lines else {}
+        for line in lines:
+            parsed = parse_line(line)
+            if parsed is None or parsed[0] not in want:
+                continue
+            task_name, seed, strategy, out = parsed
+            if scale.get(task_name) != want[task_name]:
+                other += 1
+                continue
+            out["budget"] = round(want[task_name][0] * want[task_name][1] * args.budget)
+            found.setdefault((task_name, seed), {}).setdefault(strategy, out)
+    return found, other
 
 
 def _median(values) -> float:
@@ -421,47 +518,70 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def row_line(task_name: str, seed: int, strategy: str, out: dict) -> str:
+    """A search's line: what ``parse_line`` reads back."""
+    reach = out["reach"] if out["reach"] is not None else "-"
+    return (
+        f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
+        f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} "
+        f"{out['gap']:>+8.4f} {out['seconds']:>5.0f}s"
+    )
+
+
+def parse_line(line: str) -> tuple[str, int, str, dict] | None:
+    """(task, seed, strategy, numbers) of a search's line; None for any other line. Lines from
+    before the gap column have no gap (NaN)."""
+    cols = line.split()
+    if len(cols) not in (11, 12) or cols[0] not in TASKS or not cols[1].isdigit() or not cols[-1].endswith("s"):
+        return None
+    values = cols[3:-1]
+    seed = int(cols[1])
+    return (
+        cols[0],
+        seed,
+        cols[2],
+        {
+            "seed": seed,
+            "trials": int(values[0]),
+            "pruned": int(values[1]),
+            "epochs": int(values[2]),
+            "reach": None if values[3] == "-" else int(values[3]),
+            "best_val": float(values[4]),
+            "test": float(values[5]),
+            "test_third": float(values[6]),
+            "gap": float(values[7]) if len(values) == 8 else math.nan,
+            "seconds": float(cols[-1][:-1]),
+        },
+    )
+
+
 def _print_rows(results: dict, task_name: str, seed: int, by_strategy: dict[str, dict]) -> None:
     for strategy, out in by_strategy.items():
-        out["seed"] = seed
-        results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
-        reach = out["reach"] if out["reach"] is not None else "-"
-        print(
-            f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
-            f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} "
-            f"{out['gap']:>+8.4f} {out['seconds']:>5.0f}s",
-            flush=True,
-        )
+        line = row_line(task_name, seed, strategy, out)
+        print(line, flush=True)
+        # the numbers as printed: a run's summary is what --summarize makes of its lines
+        as_printed = parse_line(line)[3]
+        results.setdefault(task_name, {}).setdefault(strategy, []).append({**out, **as_printed})
 
 
 def read_rows(paths: list[str]) -> dict[str, dict[str, list[dict]]]:
-    """The per-seed lines of earlier runs' output (several runs: different seeds, or different
-    strategies beside the same grid), as ``main`` collects them; a (task, strategy, seed) seen
-    twice keeps its first line. Lines from before the gap column have no gap (NaN)."""
+    """The per-seed lines of earlier runs' output, files or folders of them (several runs:
+    different seeds, or different strategies beside the same grid), as ``main`` collects them;
+    a (task, strategy, seed) seen twice keeps its first line."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(path.glob("*.txt")) if path.is_dir() else [path]
     results: dict[str, dict[str, list[dict]]] = {}
     seen = set()
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            cols = line.split()
-            if len(cols) not in (11, 12) or cols[0] not in TASKS or not cols[1].isdigit() or not cols[-1].endswith("s"):
+    for path in files:
+        for line in path.read_text().splitlines():
+            parsed = parse_line(line)
+            if parsed is None:
                 continue
-            task_name, seed, strategy = cols[0], int(cols[1]), cols[2]
+            task_name, seed, strategy, out = parsed
             if (task_name, strategy, seed) in seen:
                 continue
             seen.add((task_name, strategy, seed))
-            values = cols[3:-1]
-            out = {
-                "seed": seed,
-                "trials": int(values[0]),
-                "pruned": int(values[1]),
-                "epochs": int(values[2]),
-                "reach": None if values[3] == "-" else int(values[3]),
-                "best_val": float(values[4]),
-                "test": float(values[5]),
-                "test_third": float(values[6]),
-                "gap": float(values[7]) if len(values) == 8 else math.nan,
-                "seconds": float(cols[-1][:-1]),
-            }
             results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
     for task_name, by_strategy in results.items():
         if "grid" not in by_strategy:
@@ -497,7 +617,14 @@ def main(argv: list[str] | None = None) -> None:
         "--summarize",
         nargs="+",
         metavar="LOG",
-        help="run nothing: the summary of earlier runs' output (their per-seed lines), e.g. one run per seed range",
+        help="run nothing: the summary of earlier runs' output (their per-seed lines; files or folders of them), "
+        "e.g. one run per seed range",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="DIR",
+        help="keep each search's line in DIR/TASK-seed-N.txt as it finishes, and run only the searches DIR "
+        "does not hold yet at this scale and versions: rerun the same command to go on after an interruption",
     )
     args = parser.parse_args(argv)
     if args.summarize:
@@ -519,25 +646,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--strategies: {exc}")
     args.strategies = ["grid", *[s for s in strategies if s != "grid"]]
 
-    import torch
-
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    print(
-        f"search suite: seeds {seeds[0]}..{seeds[-1]}; tasks "
-        + ", ".join(
-            f"{t} ({math.prod(len(v) for v in task_grid(t, args).values())}-point grid x {task_epochs(t, args)} epochs)"
-            for t in tasks
+    print(header(tasks, seeds, args))
+    have: dict[tuple[str, int], dict[str, dict]] = {}
+    if args.results:
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+        have, other = stored(args, tasks)
+        held = sum(len(set(args.strategies) & set(have.get(job, ()))) for job in [(t, s) for s in seeds for t in tasks])
+        print(
+            f"{args.results}: {held} of {len(seeds) * len(tasks) * len(args.strategies)} searches held, run only the rest"
+            + (f"; {other} lines of another scale or versions not reused" if other else "")
         )
-        + "; "
-        f"budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), Optuna {optuna.__version__}"
-    )
     results: dict[str, dict[str, list[dict]]] = {}
     jobs = [(t, s) for s in seeds for t in tasks]  # seed by seed: an interrupted run has whole seeds
+    held_by_job = [have.get(job, {}) for job in jobs]
     if args.jobs == 1:
-        outs = (run_seed(t, s, args) for t, s in jobs)
+        outs = (run_seed(t, s, args, h) for (t, s), h in zip(jobs, held_by_job, strict=True))
     else:  # a seed's numbers do not depend on which process ran it
         pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
-        outs = pool.map(run_seed, [t for t, _ in jobs], [s for _, s in jobs], [args] * len(jobs))
+        outs = pool.map(run_seed, [t for t, _ in jobs], [s for _, s in jobs], [args] * len(jobs), held_by_job)
     print(
         f"\n{'task':<9} {'seed':>4} {'strategy':<26} {'trials':>6} {'pruned':>6} {'epochs':>6} "
         f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'gap':>8} {'time':>6}"
