@@ -621,6 +621,9 @@ def main(argv: list[str] | None = None) -> None:
         "e.g. one run per seed range",
     )
     parser.add_argument(
+        "--markdown", action="store_true", help="the summary as Markdown tables, 3 decimals (the README's)"
+    )
+    parser.add_argument(
         "--results",
         metavar="DIR",
         help="keep each search's line in DIR/TASK-seed-N.txt as it finishes, and run only the searches DIR "
@@ -634,7 +637,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--summarize: {exc.filename}: {exc.strerror}")
         if not results:
             parser.error("--summarize: no per-seed lines in " + ", ".join(args.summarize))
-        _summarize(results, args.budget)
+        _summarize(results, args.budget, args.markdown)
         return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for t in tasks:
@@ -678,34 +681,50 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if results:
-        _summarize(results, args.budget)
+        _summarize(results, args.budget, args.markdown)
 
 
-def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float) -> None:
+def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markdown: bool = False) -> None:
     n_seeds = max(len(outs) for by_strategy in results.values() for outs in by_strategy.values())
     print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {budget_x:g}")
     for task_name, by_strategy in results.items():
         budget = by_strategy["grid"][0]["budget"]
         print(f"\n{task_name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
-        print(
-            f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} "
-            f"{'to grid best':>12} {'reached':>8} {'test < grid':>11}"
-        )
+        if markdown:
+            print(
+                f"\n| strategy | test @ {budget} epochs | test @ {round(budget / 3)} | best val | val–test gap "
+                "| epochs to the grid's best val (seeds) | take-home test below the grid's (seeds) |"
+            )
+            print("|---|---|---|---|---|---|---|")
+        else:
+            print(
+                f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} "
+                f"{'to grid best':>12} {'reached':>8} {'test < grid':>11}"
+            )
         grid_test = {o["seed"]: o["test"] for o in by_strategy["grid"]}
         for strategy, outs in by_strategy.items():
             paired = [o for o in outs if o["seed"] in grid_test]
-            below = sum(o["test"] < grid_test[o["seed"]] for o in paired)
+            below = (
+                "-" if strategy == "grid" else f"{sum(o['test'] < grid_test[o['seed']] for o in paired)}/{len(paired)}"
+            )
             gaps = [o["gap"] for o in outs if not math.isnan(o["gap"])]
+            gap = _median(gaps) if gaps else math.nan
             reach = _median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
             shown = f"{reach:.0f}" if math.isfinite(reach) else f">{budget}"
-            third = _median([o["test_third"] for o in outs])
-            print(
-                f"{strategy:<26} {_median([o['test'] for o in outs]):>10.4f} "
-                f"{third:>10.4f} {_median([o['best_val'] for o in outs]):>9.4f} "
-                f"{f'{_median(gaps):+.4f}' if gaps else '-':>8} {shown:>12} "
-                f"{sum(o['reach'] is not None for o in outs):>4}/{len(outs):<3} "
-                f"{'-' if strategy == 'grid' else f'{below}/{len(paired)}':>11}"
-            )
+            reached = f"{sum(o['reach'] is not None for o in outs)}/{len(outs)}"
+            test, third = _median([o["test"] for o in outs]), _median([o["test_third"] for o in outs])
+            best_val = _median([o["best_val"] for o in outs])
+            if markdown:
+                print(
+                    f"| {strategy} | {test:.3f} | {third:.3f} | {best_val:.3f} | {'-' if math.isnan(gap) else f'{gap:+.3f}'} "
+                    f"| {shown.replace('>', '> ')} ({reached}) | {below} |"
+                )
+            else:
+                print(
+                    f"{strategy:<26} {test:>10.4f} {third:>10.4f} {best_val:>9.4f} {'-' if math.isnan(gap) else f'{gap:+.4f}':>8} "
+                    f"{shown:>12} "
+                    f"{reached:>8} {below:>11}"
+                )
 
 
 if __name__ == "__main__":

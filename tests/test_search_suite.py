@@ -177,6 +177,14 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
     assert capsys.readouterr().out.split("median over")[1] == second.split("median over")[1]
     suite.main(["--summarize", str(tmp_path)])
     assert capsys.readouterr().out.split("median over")[1] == second.split("median over")[1]
+    suite.main(["--summarize", str(tmp_path), "--markdown"])  # the README's tables
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in table[0]][:3] == ["strategy", "test @ 8 epochs", "test @ 3"]
+    plain = {line.split()[0]: line.split() for line in second.split("median over")[1].splitlines()[4:] if line}
+    for row in table[2:]:
+        name, test, *_, below = (c.strip() for c in row)
+        assert abs(float(test) - float(plain[name][1])) <= 6e-4 and below == plain[name][7], (row, plain[name])
+    assert [row[0].strip() for row in table[2:]] == ["grid", "tpe+median", "random"]
 
     runs.clear()
     suite.main([*tiny[:5], "2", *tiny[6:], "--strategies", "tpe+median"])  # 2 epochs a trial: another scale
