@@ -63,9 +63,11 @@ A run prints each seed's lines as that seed finishes (TERM or Ctrl-C: the summar
 ranges run apart, or other strategies beside the same grid) and prints the summary as one run
 would. An evidence run takes hours: with ``--results DIR`` each search's line is kept in
 ``DIR/TASK-seed-N.txt`` the moment it finishes, under a header with the scale, the torch and
-Optuna versions and the commit, and a run runs only the searches DIR does not hold at its scale
-and versions, so the same command goes on where an interrupted one stopped, and adding a strategy
-runs just that strategy (the grid's line is the bar). The project's own evidence is kept that way
+Optuna versions, the commit and the CPU, and a run runs only the searches DIR does not hold at
+its scale and versions, so the same command goes on where an interrupted one stopped, and adding
+a strategy runs just that strategy (the grid's line is the bar). A seed's numbers repeat to the
+last digit on one machine; on another CPU they may not (its kernels round differently, and
+training amplifies that), which is one more reason for many seeds. The project's own evidence is kept that way
 in ``benchmarks/results/search-suite``:
 
     nice -n 5 .venv/bin/python benchmarks/search_suite.py --tasks text --seeds 10 \\
@@ -79,6 +81,7 @@ import argparse
 import concurrent.futures
 import math
 import multiprocessing
+import platform
 import re
 import signal
 import statistics
@@ -449,8 +452,20 @@ def header(tasks: list[str], seeds: list[int], args: argparse.Namespace) -> str:
             for t in tasks
         )
         + f"; budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), "
-        f"Optuna {optuna.__version__}; commit {_commit()}"
+        f"Optuna {optuna.__version__}; commit {_commit()}; cpu {_cpu()}"
     )
+
+
+def _cpu() -> str:
+    """The processor's name: the same seed on another CPU may train to other numbers (its kernels
+    round differently), so a line says where it was measured."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _commit() -> str:
