@@ -66,8 +66,9 @@ would. An evidence run takes hours: with ``--results DIR`` each search's line is
 Optuna versions, the commit and the CPU, and a run runs only the searches DIR does not hold at
 its scale and versions, so the same command goes on where an interrupted one stopped, and adding
 a strategy runs just that strategy (the grid's line is the bar). A seed's numbers repeat to the
-last digit on one machine; on another CPU they may not (its kernels round differently, and
-training amplifies that), which is one more reason for many seeds. The project's own evidence is kept that way
+last digit on one machine; on another they may not (another CPU's kernels round differently,
+another numpy or scikit-learn may too, and training amplifies that), which is one more reason for
+many seeds. The project's own evidence is kept that way
 in ``benchmarks/results/search-suite``:
 
     nice -n 5 .venv/bin/python benchmarks/search_suite.py --tasks text --seeds 10 \\
@@ -79,6 +80,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.metadata
 import math
 import multiprocessing
 import platform
@@ -452,8 +454,16 @@ def header(tasks: list[str], seeds: list[int], args: argparse.Namespace) -> str:
             for t in tasks
         )
         + f"; budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), "
-        f"Optuna {optuna.__version__}; commit {_commit()}; cpu {_cpu()}"
+        f"Optuna {optuna.__version__}; numpy {_version('numpy')}, scikit-learn {_version('scikit-learn')}; "
+        f"commit {_commit()}; cpu {_cpu()}"
     )
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def _cpu() -> str:
