@@ -455,7 +455,7 @@ def header(tasks: list[str], seeds: list[int], args: argparse.Namespace) -> str:
         )
         + f"; budget {args.budget:g} x the grid's epochs; torch {torch.__version__} ({args.threads} thread), "
         f"Optuna {optuna.__version__}; numpy {_version('numpy')}, scikit-learn {_version('scikit-learn')}; "
-        f"commit {_commit()}; cpu {_cpu()}"
+        f"commit {getattr(args, 'commit', None) or _commit()}; cpu {_cpu()}"
     )
 
 
@@ -675,6 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     args.strategies = ["grid", *[s for s in strategies if s != "grid"]]
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    args.commit = _commit()  # the code this run loaded, whatever is checked out while it runs
     print(header(tasks, seeds, args))
     have: dict[tuple[str, int], dict[str, dict]] = {}
     if args.results:
