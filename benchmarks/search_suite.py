@@ -282,7 +282,12 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
     n_trials = n_grid if strategy == "grid" else 100_000
     spec = make_spec(task_name, strategy, seed, args, n_trials)
     study = optuna.create_study(
-        direction=spec.direction, sampler=build_sampler(spec, seed_offset=0), pruner=build_pruner(spec)
+        # named, as the service's studies are: Hyperband puts a trial in a bracket by a hash of the
+        # study's name and the trial's number, and an unnamed study's name is a random UUID
+        study_name=f"suite-{task_name}-{strategy}-{seed}",
+        direction=spec.direction,
+        sampler=build_sampler(spec, seed_offset=0),
+        pruner=build_pruner(spec),
     )
     objective = Objective(spec, device="cpu", data_cache=cache)
     _, workers, _ = parallel(strategy)

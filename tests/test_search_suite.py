@@ -190,3 +190,17 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
     suite.main([*tiny[:5], "2", *tiny[6:], "--strategies", "tpe+median"])  # 2 epochs a trial: another scale
     assert sorted(runs) == [("grid", 0), ("grid", 1), ("tpe+median", 0), ("tpe+median", 1)]
     assert "6 lines of another scale or versions not reused" in capsys.readouterr().out
+
+
+def test_a_seed_repeats_to_the_last_digit(capsys):
+    """The same seed gives the same lines, Hyperband included (it picks a trial's bracket by a hash
+    of the study's name: an unnamed study's is random)."""
+    suite = load_suite()
+    tiny = ["--tasks", "sunspots", "--seeds", "1", "--axis-values", "2", "--epochs", "3"]
+    lines = []
+    for _ in range(2):
+        suite.main([*tiny, "--strategies", "tpe+hyperband,random+successive_halving"])
+        lines.append(
+            [line.rsplit(None, 1)[0] for line in capsys.readouterr().out.splitlines() if suite.parse_line(line)]
+        )
+    assert len(lines[0]) == 3 and lines[0] == lines[1]
