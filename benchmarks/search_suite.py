@@ -682,17 +682,17 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     args.commit = _commit()  # the code this run loaded, whatever is checked out while it runs
     print(header(tasks, seeds, args))
+    jobs = [(t, s) for s in seeds for t in tasks]  # seed by seed: an interrupted run has whole seeds
     have: dict[tuple[str, int], dict[str, dict]] = {}
     if args.results:
         Path(args.results).mkdir(parents=True, exist_ok=True)
         have, other = stored(args, tasks)
-        held = sum(len(set(args.strategies) & set(have.get(job, ()))) for job in [(t, s) for s in seeds for t in tasks])
+        held = sum(len(set(args.strategies) & set(have.get(job, ()))) for job in jobs)
         print(
-            f"{args.results}: {held} of {len(seeds) * len(tasks) * len(args.strategies)} searches held, run only the rest"
+            f"{args.results}: {held} of {len(jobs) * len(args.strategies)} searches held, run only the rest"
             + (f"; {other} lines of another scale or versions not reused" if other else "")
         )
     results: dict[str, dict[str, list[dict]]] = {}
-    jobs = [(t, s) for s in seeds for t in tasks]  # seed by seed: an interrupted run has whole seeds
     held_by_job = [have.get(job, {}) for job in jobs]
     if args.jobs == 1:
         outs = (run_seed(t, s, args, h) for (t, s), h in zip(jobs, held_by_job, strict=True))
