@@ -62,10 +62,12 @@ A run prints each seed's lines as that seed finishes (TERM or Ctrl-C: the summar
 ``--summarize`` reads them back from several runs' saved output, files or folders of them (seed
 ranges run apart, or other strategies beside the same grid) and prints the summary as one run
 would. An evidence run takes hours: with ``--results DIR`` each search's line is kept in
-``DIR/TASK-seed-N.txt`` the moment it finishes, under a header with the scale, the torch and
-Optuna versions, the commit and the CPU, and a run runs only the searches DIR does not hold at
-its scale and versions, so the same command goes on where an interrupted one stopped, and adding
-a strategy runs just that strategy (the grid's line is the bar). A seed's numbers repeat to the
+``DIR/TASK-SCALE-seed-N.txt`` the moment it finishes (SCALE: grid points x epochs a trial, e.g.
+``text-243x5-seed-0.txt``), under a header with the scale, the torch and Optuna versions, the
+commit and the CPU, and a run runs only the searches DIR does not hold at its scale, so the same
+command goes on where an interrupted one stopped, and adding a strategy runs just that strategy
+(the grid's line is the bar). Each scale keeps files of its own, summarized as a table of its
+own; a file of the run's scale measured with another torch or Optuna stops the run. A seed's numbers repeat to the
 last digit on one machine; on another they may not (another CPU's kernels round differently,
 another numpy or scikit-learn may too, and training amplifies that), which is one more reason for
 many seeds. The project's own evidence is kept that way
@@ -507,10 +509,40 @@ def scales(first_line: str) -> dict[str, tuple]:
     return {m.group(1): (int(m.group(2)), int(m.group(3)), *common) for m in _SCALE.finditer(first_line)}
 
 
+def scale_of(task_name: str, args: argparse.Namespace) -> tuple:
+    """This run's scale for a task, as ``scales`` reads it from a header."""
+    return scales(header([task_name], [0], args))[task_name]
+
+
+def tag(scale: tuple) -> str:
+    """A scale in a results file's name: grid points x epochs a trial, and the budget and torch
+    threads where they are not 1 (``27x30``, ``32x5-budget2``). Each scale has files of its own,
+    so lines measured at one scale are never filed under another's header."""
+    points, epochs, budget, threads = scale[:4]
+    return (
+        f"{points}x{epochs}"
+        + (f"-budget{budget}" if budget != "1" else "")
+        + (f"-threads{threads}" if threads != "1" else "")
+    )
+
+
+def label(task_name: str, scale: tuple | None) -> str:
+    """A summary table's name: the task's, with its scale's tag where that is not the task's own
+    (the full grid, its epochs, budget 1, one thread): two scales of a task are two tables."""
+    task = TASKS[task_name]
+    if scale is None or tuple(scale[:4]) == (math.prod(len(v) for v in task.grid.values()), task.epochs, "1", "1"):
+        return task_name
+    return f"{task_name} {tag(scale)}"
+
+
+def results_file(args: argparse.Namespace, task_name: str, seed: int) -> Path:
+    return Path(args.results) / f"{task_name}-{tag(scale_of(task_name, args))}-seed-{seed}.txt"
+
+
 def _save(args: argparse.Namespace, task_name: str, seed: int, strategy: str, out: dict) -> None:
     if not args.results:
         return
-    path = Path(args.results) / f"{task_name}-seed-{seed}.txt"
+    path = results_file(args, task_name, seed)
     new = not path.exists()
     with path.open("a") as f:
         if new:
@@ -518,26 +550,29 @@ def _save(args: argparse.Namespace, task_name: str, seed: int, strategy: str, ou
         f.write(row_line(task_name, seed, strategy, out) + "\n")
 
 
-def stored(args: argparse.Namespace, tasks: list[str]) -> tuple[dict[tuple[str, int], dict[str, dict]], int]:
-    """The lines of ``--results``' folder measured at this run's scale and versions, by (task,
-    seed) and strategy, and how many lines it holds from another scale or versions (not reused)."""
-    want = {t: scales(header([t], [0], args))[t] for t in tasks}
+def stored(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, dict]]:
+    """The lines ``--results``' folder holds for these (task, seed)s at this run's scale, by (task,
+    seed) and strategy. A file of this scale measured with another torch or Optuna is an error:
+    this run's lines would be filed under a header that does not describe them."""
     found: dict[tuple[str, int], dict[str, dict]] = {}
-    other = 0
-    for path in sorted(Path(args.results).glob("*.txt")):
+    for task_name, seed in jobs:
+        path = results_file(args, task_name, seed)
+        if not path.exists():
+            continue
         lines = path.read_text().splitlines()
-        scale = scales(lines[0]) if lines else {}
+        want = scale_of(task_name, args)
+        if not lines or scales(lines[0]).get(task_name) != want:
+            raise SystemExit(
+                f"--results: {path} was measured with other versions ({lines[0] if lines else 'no header'}); "
+                f"this run has torch {want[4]}, Optuna {want[5]}: give another folder, or run with the versions it names"
+            )
         for line in lines:
             parsed = parse_line(line)
-            if parsed is None or parsed[0] not in want:
-                continue
-            task_name, seed, strategy, out = parsed
-            if scale.get(task_name) != want[task_name]:
-                other += 1
-                continue
-            out["budget"] = round(want[task_name][0] * want[task_name][1] * args.budget)
-            found.setdefault((task_name, seed), {}).setdefault(strategy, out)
-    return found, other
+            if parsed is not None and parsed[:2] == (task_name, seed):
+                out = parsed[3]
+                out["budget"] = round(want[0] * want[1] * args.budget)
+                found.setdefault((task_name, seed), {}).setdefault(parsed[2], out)
+    return found
 
 
 def _median(values) -> float:
@@ -585,13 +620,13 @@ def parse_line(line: str) -> tuple[str, int, str, dict] | None:
     )
 
 
-def _print_rows(results: dict, task_name: str, seed: int, by_strategy: dict[str, dict]) -> None:
+def _print_rows(results: dict, name: str, task_name: str, seed: int, by_strategy: dict[str, dict]) -> None:
     for strategy, out in by_strategy.items():
         line = row_line(task_name, seed, strategy, out)
         print(line, flush=True)
         # the numbers as printed: a run's summary is what --summarize makes of its lines
         as_printed = parse_line(line)[3]
-        results.setdefault(task_name, {}).setdefault(strategy, []).append({**out, **as_printed})
+        results.setdefault(name, {}).setdefault(strategy, []).append({**out, **as_printed})
 
 
 def read_rows(paths: list[str]) -> dict[str, dict[str, list[dict]]]:
@@ -604,23 +639,26 @@ def read_rows(paths: list[str]) -> dict[str, dict[str, list[dict]]]:
     results: dict[str, dict[str, list[dict]]] = {}
     seen = set()
     for path in files:
+        scale: dict[str, tuple] = {}
         for line in path.read_text().splitlines():
+            scale = scales(line) or scale  # a header: the scale of the lines below it
             parsed = parse_line(line)
             if parsed is None:
                 continue
             task_name, seed, strategy, out = parsed
-            if (task_name, strategy, seed) in seen:
+            name = label(task_name, scale.get(task_name))
+            if (name, strategy, seed) in seen:
                 continue
-            seen.add((task_name, strategy, seed))
-            results.setdefault(task_name, {}).setdefault(strategy, []).append(out)
-    for task_name, by_strategy in results.items():
+            seen.add((name, strategy, seed))
+            results.setdefault(name, {}).setdefault(strategy, []).append(out)
+    for name, by_strategy in results.items():
         if "grid" not in by_strategy:
-            raise SystemExit(f"--summarize: {task_name} has no grid lines: the grid is the bar")
+            raise SystemExit(f"--summarize: {name} has no grid lines: the grid is the bar")
         grid = {o["seed"]: o["epochs"] for o in by_strategy["grid"]}
         for outs in by_strategy.values():
             for o in outs:
                 o["budget"] = grid.get(o["seed"], o["epochs"])
-        results[task_name] = {"grid": by_strategy.pop("grid"), **by_strategy}  # the bar first, as a run prints it
+        results[name] = {"grid": by_strategy.pop("grid"), **by_strategy}  # the bar first, as a run prints it
     return results
 
 
@@ -656,8 +694,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--results",
         metavar="DIR",
-        help="keep each search's line in DIR/TASK-seed-N.txt as it finishes, and run only the searches DIR "
-        "does not hold yet at this scale and versions: rerun the same command to go on after an interruption",
+        help="keep each search's line in DIR/TASK-SCALE-seed-N.txt as it finishes, and run only the searches DIR "
+        "does not hold yet at this scale: rerun the same command to go on after an interruption",
     )
     args = parser.parse_args(argv)
     if args.summarize:
@@ -686,12 +724,9 @@ def main(argv: list[str] | None = None) -> None:
     have: dict[tuple[str, int], dict[str, dict]] = {}
     if args.results:
         Path(args.results).mkdir(parents=True, exist_ok=True)
-        have, other = stored(args, tasks)
+        have = stored(args, jobs)
         held = sum(len(set(args.strategies) & set(have.get(job, ()))) for job in jobs)
-        print(
-            f"{args.results}: {held} of {len(jobs) * len(args.strategies)} searches held, run only the rest"
-            + (f"; {other} lines of another scale or versions not reused" if other else "")
-        )
+        print(f"{args.results}: {held} of {len(jobs) * len(args.strategies)} searches held, run only the rest")
     results: dict[str, dict[str, list[dict]]] = {}
     held_by_job = [have.get(job, {}) for job in jobs]
     if args.jobs == 1:
@@ -705,8 +740,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # TERM or Ctrl-C: summarise what finished
     try:
+        names = {t: label(t, scale_of(t, args)) for t in tasks}
         for (task_name, seed), by_strategy in zip(jobs, outs, strict=False):
-            _print_rows(results, task_name, seed, by_strategy)
+            _print_rows(results, names[task_name], task_name, seed, by_strategy)
     except KeyboardInterrupt:
         print("\ninterrupted: the summary covers the searches that finished", flush=True)
     finally:
@@ -718,9 +754,9 @@ def main(argv: list[str] | None = None) -> None:
 def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markdown: bool = False) -> None:
     n_seeds = max(len(outs) for by_strategy in results.values() for outs in by_strategy.values())
     print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {budget_x:g}")
-    for task_name, by_strategy in results.items():
+    for name, by_strategy in results.items():
         budget = by_strategy["grid"][0]["budget"]
-        print(f"\n{task_name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
+        print(f"\n{name} (grid: {by_strategy['grid'][0]['trials']} trials, {budget} epochs)")
         if markdown:
             print(
                 f"\n| strategy | test @ {budget} epochs | test @ {round(budget / 3)} | best val | val–test gap "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import sys
 
 import pytest
@@ -37,7 +38,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         ]
     )
     out = capsys.readouterr().out
-    summary = out.split("sunspots (grid: 8 trials, 8 epochs)")[1].splitlines()
+    summary = out.split("sunspots 8x1 (grid: 8 trials, 8 epochs)")[1].splitlines()
     assert summary[1].split() == [
         "strategy",
         "test",
@@ -156,8 +157,8 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
     suite.main([*tiny, "--strategies", "tpe+median"])
     first = capsys.readouterr().out
     assert sorted(runs) == [("grid", 0), ("grid", 1), ("tpe+median", 0), ("tpe+median", 1)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sunspots-seed-0.txt", "sunspots-seed-1.txt"]
-    assert suite.scales((tmp_path / "sunspots-seed-0.txt").read_text().splitlines()[0])["sunspots"][:2] == (8, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sunspots-8x1-seed-0.txt", "sunspots-8x1-seed-1.txt"]
+    assert suite.scales((tmp_path / "sunspots-8x1-seed-0.txt").read_text().splitlines()[0])["sunspots"][:2] == (8, 1)
 
     runs.clear()
     suite.main([*tiny, "--strategies", "tpe+median,random"])
@@ -186,10 +187,41 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
         assert abs(float(test) - float(plain[name][1])) <= 6e-4 and below == plain[name][7], (row, plain[name])
     assert [row[0].strip() for row in table[2:]] == ["grid", "tpe+median", "random"]
 
-    runs.clear()
-    suite.main([*tiny[:5], "2", *tiny[6:], "--strategies", "tpe+median"])  # 2 epochs a trial: another scale
-    assert sorted(runs) == [("grid", 0), ("grid", 1), ("tpe+median", 0), ("tpe+median", 1)]
-    assert "6 lines of another scale or versions not reused" in capsys.readouterr().out
+
+def test_each_scale_keeps_its_own_results_files(tmp_path, capsys, monkeypatch):
+    """Lines measured at another scale go to files of their own, under a header that describes
+    them: rerunning either scale's command runs nothing, and the summary has a table per scale.
+    (They used to be appended under the first scale's header: the second scale was rerun every
+    time and summarized as the first.) A file of this scale from other versions is refused."""
+    suite = load_suite()
+    runs = []
+    real_run = suite.run
+
+    def counted(task_name, strategy, seed, *rest):
+        runs.append((strategy, seed))
+        return real_run(task_name, strategy, seed, *rest)
+
+    monkeypatch.setattr(suite, "run", counted)
+    tiny = ["--tasks", "sunspots", "--axis-values", "2", "--seeds", "1", "--results", str(tmp_path)]
+    tiny += ["--strategies", "random"]
+    for epochs in ("1", "2", "1", "2"):
+        suite.main([*tiny, "--epochs", epochs])
+    assert runs == [("grid", 0), ("random", 0)] * 2, "each scale ran once"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sunspots-8x1-seed-0.txt", "sunspots-8x2-seed-0.txt"]
+    for epochs in (1, 2):
+        lines = (tmp_path / f"sunspots-8x{epochs}-seed-0.txt").read_text().splitlines()
+        assert suite.scales(lines[0])["sunspots"][:2] == (8, epochs) and len(lines) == 3
+    capsys.readouterr()
+    suite.main(["--summarize", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "sunspots 8x1 (grid: 8 trials, 8 epochs)" in out and "sunspots 8x2 (grid: 8 trials, 16 epochs)" in out
+
+    path = tmp_path / "sunspots-8x1-seed-0.txt"
+    text = path.read_text()
+    path.write_text(re.sub(r"Optuna \S+;", "Optuna 0.1;", text, count=1))
+    with pytest.raises(SystemExit, match="sunspots-8x1-seed-0.txt was measured with other versions"):
+        suite.main([*tiny, "--epochs", "1", "--strategies", "tpe+median"])
+    assert path.read_text().count("\n") == text.count("\n"), "nothing appended under the other versions' header"
 
 
 def test_a_seed_repeats_to_the_last_digit(capsys):
