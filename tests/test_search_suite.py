@@ -55,6 +55,7 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         "test",
         "<",
         "grid",
+        "p",
     ]
     rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
     assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl", "tpe+median/2x2x2"]
@@ -64,6 +65,16 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         assert abs(gap) < 10, row
     assert rows["grid"][5] == "8"  # the grid knows its best after all its epochs
     assert rows["grid"][7] == "-" and all(row[7] in ("0/1", "1/1") for name, row in rows.items() if name != "grid")
+    assert all(row[8] == "1.00" for name, row in rows.items() if name != "grid"), "one seed is no evidence"
+
+
+def test_sign_test_is_the_exact_binomial_tail():
+    suite = load_suite()
+    assert suite.sign_test(9, 1) == pytest.approx(22 / 1024)  # 2 * (1 + 10) / 2**10
+    assert suite.sign_test(1, 9) == suite.sign_test(9, 1)
+    assert suite.sign_test(7, 3) == pytest.approx(2 * (1 + 10 + 45 + 120) / 1024)
+    assert suite.sign_test(5, 5) == 1.0 and suite.sign_test(0, 0) == 1.0
+    assert suite.sign_test(10, 0) == pytest.approx(2 / 1024)
 
 
 def test_runs_split_by_seed_summarize_as_one(tmp_path, capsys):
@@ -183,8 +194,8 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
     assert [c.strip() for c in table[0]][:3] == ["strategy", "test @ 8 epochs", "test @ 3"]
     plain = {line.split()[0]: line.split() for line in second.split("median over")[1].splitlines()[4:] if line}
     for row in table[2:]:
-        name, test, *_, below = (c.strip() for c in row)
-        assert abs(float(test) - float(plain[name][1])) <= 6e-4 and below == plain[name][7], (row, plain[name])
+        name, test, *_, below, p = (c.strip() for c in row)
+        assert abs(float(test) - float(plain[name][1])) <= 6e-4 and [below, p] == plain[name][7:9], (row, plain[name])
     assert [row[0].strip() for row in table[2:]] == ["grid", "tpe+median", "random"]
 
 
