@@ -151,10 +151,8 @@ def test_two_workers_in_lockstep_see_each_other_running():
     assert len(drawn[0]) == 2 and all("x" in p for p in drawn[0]), drawn
 
 
-def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkeypatch):
-    """--results keeps each search's line as it finishes; the same command again, or with one
-    more strategy, runs only the searches the folder lacks, and reuses no line measured at
-    another scale. Its summary is the one run's."""
+def counted_suite(monkeypatch):
+    """The suite, with the (strategy, seed) of every search it actually runs listed in ``runs``."""
     suite = load_suite()
     runs = []
     real_run = suite.run
@@ -164,6 +162,13 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
         return real_run(task_name, strategy, seed, *rest)
 
     monkeypatch.setattr(suite, "run", counted)
+    return suite, runs
+
+
+def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkeypatch):
+    """--results keeps each search's line as it finishes; the same command again, or with one
+    more strategy, runs only the searches the folder lacks. Its summary is the one run's."""
+    suite, runs = counted_suite(monkeypatch)
     tiny = ["--tasks", "sunspots", "--axis-values", "2", "--epochs", "1", "--seeds", "2", "--results", str(tmp_path)]
     suite.main([*tiny, "--strategies", "tpe+median"])
     first = capsys.readouterr().out
@@ -204,15 +209,7 @@ def test_each_scale_keeps_its_own_results_files(tmp_path, capsys, monkeypatch):
     them: rerunning either scale's command runs nothing, and the summary has a table per scale.
     (They used to be appended under the first scale's header: the second scale was rerun every
     time and summarized as the first.) A file of this scale from other versions is refused."""
-    suite = load_suite()
-    runs = []
-    real_run = suite.run
-
-    def counted(task_name, strategy, seed, *rest):
-        runs.append((strategy, seed))
-        return real_run(task_name, strategy, seed, *rest)
-
-    monkeypatch.setattr(suite, "run", counted)
+    suite, runs = counted_suite(monkeypatch)
     tiny = ["--tasks", "sunspots", "--axis-values", "2", "--seeds", "1", "--results", str(tmp_path)]
     tiny += ["--strategies", "random"]
     for epochs in ("1", "2", "1", "2"):
