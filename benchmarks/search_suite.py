@@ -43,6 +43,8 @@ epochs it ran. Reported per task and strategy, the median over seeds of:
     test @1/3     the same for the best trial found within a third of the grid's epochs
     best val      the search's best val loss (the number a search reports)
     gap           test @full - that model's val loss: how much the winner's val score flattered it
+    gap@mean      test @full - the val the search reports for it: with re-evaluation (/KxS) the mean
+                  of the winner's runs, as ``/best`` and ``rnntune status`` show it; else the gap
     to grid best  epochs until a complete trial first scores <= the grid's best val loss
                   (">N" when more than half the seeds did not within the budget), and in how many seeds
     test < grid   in how many seeds the take-home test loss is below the grid's of the same seed
@@ -311,9 +313,9 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
             if strategy != "grid" and epochs >= max(epoch_budget - reserve, 1):
                 done = True
     if sel.is_default:
-        chosen = best_trial(study, spec)
+        chosen, reported = best_trial(study, spec), None
     else:
-        chosen, epochs = _reevaluated(spec, study, cache, epochs)
+        chosen, reported, epochs = _reevaluated(spec, study, cache, epochs)
     search_s = time.perf_counter() - started
     full = _take_home(spec, chosen, cache)
     early = _best_within(trajectory, epoch_budget / 3)
@@ -326,6 +328,7 @@ def run(task_name: str, strategy: str, seed: int, args: argparse.Namespace, epoc
         "best_val": best,
         "test": full["test"],
         "gap": full["test"] - full["val"],
+        "gap_mean": full["test"] - (full["val"] if reported is None else reported),
         "test_third": third["test"] if third else math.inf,
         "seconds": search_s,
     }
@@ -358,11 +361,12 @@ def _step(study: optuna.Study, objective: Objective, workers: int) -> list[optun
     return [study.trials[t.number] for t in asked]
 
 
-def _reevaluated(spec, study: optuna.Study, cache: DataCache, epochs: int) -> tuple[TrialRecord, int]:
+def _reevaluated(spec, study: optuna.Study, cache: DataCache, epochs: int) -> tuple[TrialRecord, float, int]:
     """What the service's selection does when the budget is spent, in process: the top_k
     complete trials, each trained again on every (seed index, fold) but the search's own run
     (``selection.reevaluate``), the winner by best mean (``selection.pick_winner``). Returns the
-    winner and the epochs spent, each run counted at a trial's full epochs."""
+    winner, its mean val (what the service reports for it) and the epochs spent, each run counted
+    at a trial's full epochs."""
     sel = spec.selection
     sign = 1.0 if spec.direction == "minimize" else -1.0
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -389,7 +393,8 @@ def _reevaluated(spec, study: optuna.Study, cache: DataCache, epochs: int) -> tu
         candidates.append({"trial": t.number, "rank": rank, "mean": statistics.fmean(values)})
     winner = pick_winner(candidates, spec.direction)
     (t,) = [t for t in ranked if t.number == winner]
-    return TrialRecord(t.number, t.params, t.value, t.user_attrs), epochs
+    (mean,) = [c["mean"] for c in candidates if c["trial"] == winner]
+    return TrialRecord(t.number, t.params, t.value, t.user_attrs), mean, epochs
 
 
 def _best_within(trajectory, budget: float) -> TrialRecord | None:
@@ -599,15 +604,16 @@ def row_line(task_name: str, seed: int, strategy: str, out: dict) -> str:
     return (
         f"{task_name:<9} {seed:>4} {strategy:<26} {out['trials']:>6} {out['pruned']:>6} {out['epochs']:>6} "
         f"{reach:>12} {out['best_val']:>9.4f} {out['test']:>8.4f} {out['test_third']:>8.4f} "
-        f"{out['gap']:>+8.4f} {out['seconds']:>5.0f}s"
+        f"{out['gap']:>+8.4f} {out['gap_mean']:>+8.4f} {out['seconds']:>5.0f}s"
     )
 
 
 def parse_line(line: str) -> tuple[str, int, str, dict] | None:
     """(task, seed, strategy, numbers) of a search's line; None for any other line. Lines from
-    before the gap column have no gap (NaN)."""
+    before the gap column have no gap (NaN); from before gap@mean, a re-evaluated strategy's is
+    NaN and any other's is its gap (the same number without re-evaluation)."""
     cols = line.split()
-    if len(cols) not in (11, 12) or cols[0] not in TASKS or not cols[1].isdigit() or not cols[-1].endswith("s"):
+    if len(cols) not in (11, 12, 13) or cols[0] not in TASKS or not cols[1].isdigit() or not cols[-1].endswith("s"):
         return None
     values = cols[3:-1]
     seed = int(cols[1])
@@ -624,7 +630,10 @@ def parse_line(line: str) -> tuple[str, int, str, dict] | None:
             "best_val": float(values[4]),
             "test": float(values[5]),
             "test_third": float(values[6]),
-            "gap": float(values[7]) if len(values) == 8 else math.nan,
+            "gap": float(values[7]) if len(values) >= 8 else math.nan,
+            "gap_mean": float(values[8])
+            if len(values) == 9
+            else (math.nan if "/" in cols[2] or len(values) < 8 else float(values[7])),
             "seconds": float(cols[-1][:-1]),
         },
     )
@@ -746,7 +755,7 @@ def main(argv: list[str] | None = None) -> None:
         outs = pool.map(run_seed, [t for t, _ in jobs], [s for _, s in jobs], [args] * len(jobs), held_by_job)
     print(
         f"\n{'task':<9} {'seed':>4} {'strategy':<26} {'trials':>6} {'pruned':>6} {'epochs':>6} "
-        f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'gap':>8} {'time':>6}"
+        f"{'to grid best':>12} {'best val':>9} {'test':>8} {'test@1/3':>8} {'gap':>8} {'gap@mean':>8} {'time':>6}"
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # TERM or Ctrl-C: summarise what finished
     try:
@@ -761,6 +770,16 @@ def main(argv: list[str] | None = None) -> None:
         _summarize(results, args.budget, args.markdown)
 
 
+def _median_of(outs: list[dict], key: str) -> float:
+    """The median of a number the older lines may lack (NaN there): of the lines that have it."""
+    values = [o[key] for o in outs if not math.isnan(o[key])]
+    return _median(values) if values else math.nan
+
+
+def _signed(value: float, places: int) -> str:
+    return "-" if math.isnan(value) else f"{value:+.{places}f}"
+
+
 def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markdown: bool = False) -> None:
     n_seeds = max(len(outs) for by_strategy in results.values() for outs in by_strategy.values())
     print(f"\nmedian over {n_seeds} seeds; each search spends the grid's epochs x {budget_x:g}")
@@ -770,12 +789,13 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
         if markdown:
             print(
                 f"\n| strategy | test @ {budget} epochs | test @ {round(budget / 3)} | best val | val–test gap "
-                "| epochs to the grid's best val (seeds) | take-home test below the grid's (seeds) | sign test p |"
+                "| gap to the reported (mean) val | epochs to the grid's best val (seeds) "
+                "| take-home test below the grid's (seeds) | sign test p |"
             )
-            print("|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|")
         else:
             print(
-                f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} "
+                f"{'strategy':<26} {'test @full':>10} {'test @1/3':>10} {'best val':>9} {'gap':>8} {'gap@mean':>8} "
                 f"{'to grid best':>12} {'reached':>8} {'test < grid':>11} {'p':>5}"
             )
         grid_test = {o["seed"]: o["test"] for o in by_strategy["grid"]}
@@ -785,8 +805,7 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
             losses = sum(o["test"] > grid_test[o["seed"]] for o in paired)
             below = "-" if strategy == "grid" else f"{wins}/{len(paired)}"
             p = "-" if strategy == "grid" else f"{sign_test(wins, losses):.2f}"
-            gaps = [o["gap"] for o in outs if not math.isnan(o["gap"])]
-            gap = _median(gaps) if gaps else math.nan
+            gap, gap_mean = (_median_of(outs, key) for key in ("gap", "gap_mean"))
             reach = _median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
             shown = f"{reach:.0f}" if math.isfinite(reach) else f">{budget}"
             reached = f"{sum(o['reach'] is not None for o in outs)}/{len(outs)}"
@@ -794,12 +813,12 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
             best_val = _median([o["best_val"] for o in outs])
             if markdown:
                 print(
-                    f"| {strategy} | {test:.3f} | {third:.3f} | {best_val:.3f} | {'-' if math.isnan(gap) else f'{gap:+.3f}'} "
+                    f"| {strategy} | {test:.3f} | {third:.3f} | {best_val:.3f} | {_signed(gap, 3)} | {_signed(gap_mean, 3)} "
                     f"| {shown.replace('>', '> ')} ({reached}) | {below} | {p} |"
                 )
             else:
                 print(
-                    f"{strategy:<26} {test:>10.4f} {third:>10.4f} {best_val:>9.4f} {'-' if math.isnan(gap) else f'{gap:+.4f}':>8} "
+                    f"{strategy:<26} {test:>10.4f} {third:>10.4f} {best_val:>9.4f} {_signed(gap, 4):>8} {_signed(gap_mean, 4):>8} "
                     f"{shown:>12} "
                     f"{reached:>8} {below:>11} {p:>5}"
                 )
