@@ -59,6 +59,15 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+def _epochs(storage: str) -> int:
+    """Epochs the study's trials trained in all (pruning decides how many: fewer finished trials
+    to compare with, as with two workers, prune later)."""
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+
+
 def demo_spec(seed: int) -> dict:
     """The demo study's spec with ``seed`` as its sampler's seed and its training seed."""
     from rnntune.service.cli import DEMO_SPEC
@@ -107,7 +116,12 @@ def run_once(args: list[str], timeout_s: float, seed: int | None = None) -> dict
             started = datetime.fromisoformat(study["started_at"])
             finished = datetime.fromisoformat(study["finished_at"])
             workers = len(_get(f"http://127.0.0.1:{port}/v1/workers?include_stopped=true")["items"])
-            return {"seconds": (finished - started).total_seconds(), "best": best["value"], "workers": workers}
+            return {
+                "seconds": (finished - started).total_seconds(),
+                "best": best["value"],
+                "workers": workers,
+                "epochs": _epochs(f"sqlite:///{tmp}/rnntune.db"),
+            }
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -139,22 +153,33 @@ def main() -> None:
             out = run_once(sides[side], a.timeout, seeds[i])
             runs[side].append(out)
             print(
-                f"run {i + 1}: {label[side]}: {out['seconds']:.1f} s, best {out['best']:.5f}, {out['workers']} workers",
+                f"run {i + 1}: {label[side]}: {out['seconds']:.1f} s, {out['epochs']} epochs, "
+                f"best {out['best']:.5f}, {out['workers']} workers",
                 flush=True,
             )
     med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
     best = {side: statistics.median(r["best"] for r in rs) for side, rs in runs.items()}
-    print("\n| serve | workers | seconds (runs) | median s | best value (runs) | median best |")
-    print("|---|---|---|---|---|---|")
+    epochs = {side: statistics.median(r["epochs"] for r in rs) for side, rs in runs.items()}
+    print(
+        "\n| serve | workers | seconds (runs) | median s | epochs trained (runs) | median | best value (runs) "
+        "| median best |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for side, rs in runs.items():
         seconds = " / ".join(f"{r['seconds']:.1f}" for r in rs)
+        trained = " / ".join(str(r["epochs"]) for r in rs)
         values = " / ".join(f"{r['best']:.5f}" for r in rs)
-        print(f"| `{label[side]}` | {rs[0]['workers']} | {seconds} | {med[side]:.1f} | {values} | {best[side]:.5f} |")
+        print(
+            f"| `{label[side]}` | {rs[0]['workers']} | {seconds} | {med[side]:.1f} | {trained} | {epochs[side]:g} "
+            f"| {values} | {best[side]:.5f} |"
+        )
     speedup = med["baseline"] / med["other"]
+    rate = {side: statistics.median(r["epochs"] / r["seconds"] for r in rs) for side, rs in runs.items()}
     diff = best["other"] / best["baseline"] - 1
     print(
         f"\nspeed-up (median seconds, baseline / other): {speedup:.2f}x (target >= 1.8x); "
-        f"best value, other vs baseline: {diff:+.1%} (target within 10%)"
+        f"best value, other vs baseline: {diff:+.1%} (target within 10%); epochs a second (median): "
+        f"{rate['baseline']:.2f} and {rate['other']:.2f}, {rate['other'] / rate['baseline']:.2f}x"
     )
     if a.vary_seed:  # the same seed on both sides: compare run by run too
         per_seed = [o["best"] / b["best"] - 1 for b, o in zip(runs["baseline"], runs["other"], strict=True)]
