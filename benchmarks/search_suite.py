@@ -617,6 +617,7 @@ def parse_line(line: str) -> tuple[str, int, str, dict] | None:
         return None
     values = cols[3:-1]
     seed = int(cols[1])
+    gap = float(values[7]) if len(values) >= 8 else math.nan
     return (
         cols[0],
         seed,
@@ -630,10 +631,8 @@ def parse_line(line: str) -> tuple[str, int, str, dict] | None:
             "best_val": float(values[4]),
             "test": float(values[5]),
             "test_third": float(values[6]),
-            "gap": float(values[7]) if len(values) >= 8 else math.nan,
-            "gap_mean": float(values[8])
-            if len(values) == 9
-            else (math.nan if "/" in cols[2] or len(values) < 8 else float(values[7])),
+            "gap": gap,
+            "gap_mean": float(values[8]) if len(values) == 9 else (math.nan if "/" in cols[2] else gap),
             "seconds": float(cols[-1][:-1]),
         },
     )
