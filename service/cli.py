@@ -419,7 +419,8 @@ def _progress_line(s: dict) -> str:
     best = "-" if s["best_value"] is None else f"{s['best_value']:.6g}"
     return (
         f"{s['name']}: {s['state']:<9} {s['finished']}/{s['n_trials']} finished "
-        f"(complete {c['complete']}, pruned {c['pruned']}, failed {c['failed']}, running {c['running']})  "
+        f"(complete {c['complete']}, pruned {c['pruned']}, failed {c['failed']}, interrupted {c['interrupted']}, "
+        f"running {c['running']})  "
         f"best {s['metric']} {best}" + (f"  ({s['reason']})" if (s.get("reason") or "").startswith("waiting") else "")
     )
 

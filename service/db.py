@@ -7,10 +7,7 @@ dashboard and a local worker can share one file.
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,6 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service.config import Settings
-from rnntune.service.optuna_compat import StaleCheckStorage
 
 SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
@@ -36,7 +32,6 @@ TRANSIENT_ERRORS = (OperationalError, DBAPIError, optuna.exceptions.StorageInter
 # idle long enough for the server to have gone away meanwhile.
 PG_POOL: dict[str, Any] = {"pool_pre_ping": False, "pool_recycle": 1800}
 IDLE_PING_S = 1.0
-STALE_CHECK_S = 2.0  # how often one process looks for a study's stale trials (Optuna: every trial)
 
 
 def _engine_kwargs(settings: Settings) -> dict[str, Any]:
@@ -106,77 +101,26 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-class ResilientRDBStorage(StaleCheckStorage):
-    """Optuna's heartbeat thread dies on the first database error, after which a live trial
-    goes stale and is failed under a busy worker. Here a missed beat is logged and the next
-    one tried again; only a worker that is really gone stops beating."""
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's storage, whose engine pings a connection that sat idle (as ours does).
+
+    No Optuna heartbeat: the ticket's lease is the one judge of a lost worker
+    (``queue.requeue_expired``), so no stale-trial check runs inside ``optimize``."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         _setup_engine(self.engine, str(self.engine.url))
-        self._stale_checked: dict[int, float] = {}
-
-    def stale_trial_ids(self, study_id: int) -> list[int]:
-        """Optuna looks for stale trials before every trial (a query and a commit); once per
-        ``STALE_CHECK_S`` per study and process is enough when the grace period is many seconds
-        long. A dead worker's trial is failed at most that much later."""
-        now = time.monotonic()
-        if now - self._stale_checked.get(study_id, -STALE_CHECK_S) < STALE_CHECK_S:
-            return []
-        self._stale_checked[study_id] = now
-        return super().stale_trial_ids(study_id)
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            super().record_heartbeat(trial_id)
-        except TRANSIENT_ERRORS as exc:
-            logging.getLogger("rnntune.worker").warning(
-                "heartbeat of trial %d missed: %s", trial_id, type(exc).__name__
-            )
 
 
-# What a retry copy keeps of its original's user attributes: how it entered the queue. The
-# rest is the dead run's (its epochs, its outcome), and an inherited ``fail_reason`` would make
-# the copy's own death look like a counted failure.
-CARRIED_USER_ATTRS = ("initial", "retry_of")
-
-
-class RetryLostTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a trial whose worker died (its heartbeat went stale, or the ticket's
-    next holder found it RUNNING), with rnntune's two rules:
-
-    - a trial carrying ``fail_reason`` had already failed: its worker recorded why, then died
-      before Optuna's ``tell``. That is a counted failure, which the ticket's next holder
-      settles, not a death: it is not retried, whoever marks it failed first (another worker's
-      stale-trial check or that holder), so the trial is counted once and runs once;
-    - the copy carries only :data:`CARRIED_USER_ATTRS` of its original."""
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "fail_reason" in trial.user_attrs:
-            return
-        carried = copy.copy(trial)  # the setter below replaces the copy's dict, not the original's
-        carried.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_USER_ATTRS}
-        super().__call__(study, carried)
-
-
-def make_storage(settings: Settings, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
-    """Optuna's storage on the same database. Workers pass ``heartbeat=True``: a trial whose worker
-    stops beating for ``grace_period_s`` is failed and retried with the same parameters."""
+def make_storage(settings: Settings) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the same database."""
     url = settings.database_url
     _ensure_sqlite_dir(url)
-    kwargs: dict[str, Any] = {}
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if heartbeat:
-        kwargs = {
-            "heartbeat_interval": settings.heartbeat_interval_s,
-            "grace_period": settings.grace_period_s,
-            "heartbeat_stale_trial_callback": RetryLostTrial(max_retry=settings.max_retries),
-        }
     # Optuna creates its tables on first use; processes starting together on a fresh database
     # race on that (PostgreSQL: "relation ... already exists"). The loser finds them next time.
     for attempt in range(5):
         try:
-            return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(settings), **kwargs)
+            return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(settings))
         except (ProgrammingError, IntegrityError):
             if attempt == 4:
                 raise

@@ -1,24 +1,29 @@
 """Every use of Optuna's private internals, in one place.
 
 rnntune leans on a few things Optuna does not promise: its table objects (the status endpoints
-aggregate trials in SQL so that they stay fast at 10,000 trials), the storage ids of a study and a
-trial (our rows point at them), the stale-trial query the storage runs before every trial (a
-worker runs it less often), and, for studies with several objectives (service/pareto.py), a
-study's storage object and Optuna's Pareto-front test. The names below are what Optuna 5 calls them (``optuna>=5,<6`` in
-pyproject.toml); ``tests/service/test_optuna_compat.py`` checks each against the installed Optuna
-and fails naming the piece when a release moves one. Nothing else in rnntune touches a private
-Optuna name.
+aggregate trials in SQL so that they stay fast at 10,000 trials, and the lease sweep fails a lost
+worker's trial in the same transaction as its ticket), the storage ids of a study and a trial (our
+rows point at them), and, for studies with several objectives (service/pareto.py), a study's
+storage object and Optuna's Pareto-front test. The names below are what Optuna 5 calls them
+(``optuna>=5,<6`` in pyproject.toml); ``tests/service/test_optuna_compat.py`` checks each against
+the installed Optuna and fails naming the piece when a release moves one. Nothing else in rnntune
+touches a private Optuna name.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import json_to_distribution
 from optuna.storages._rdb import models as _models
 from optuna.study._multi_objective import _is_pareto_front
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import Connection, delete, insert, select, update
 
 # Optuna's SQLAlchemy models of its own tables (``optuna.storages._rdb.models``).
 StudyModel = _models.StudyModel
@@ -71,16 +76,63 @@ def is_pareto_front(loss_values: np.ndarray) -> np.ndarray:
     return _is_pareto_front(loss_values, assume_unique_lexsorted=False)
 
 
-class StaleCheckStorage(optuna.storages.RDBStorage):
-    """An RDBStorage whose stale-trial query is the public ``stale_trial_ids``.
+@dataclass(frozen=True)
+class TrialFacts:
+    """What the lease sweep needs to know of a ticket's trial, read in its own transaction."""
 
-    With a heartbeat, Optuna's ``fail_stale_trials`` (run before each trial) asks the storage's
-    private ``_get_stale_trial_ids`` for the study's trials whose heartbeat is older than the grace
-    period; it is routed here so that a subclass overrides ``stale_trial_ids`` instead."""
+    state: str  # Optuna's TrialState name
+    number: int
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self.stale_trial_ids(study_id)
 
-    def stale_trial_ids(self, study_id: int) -> list[int]:
-        """Ids of the study's running trials whose heartbeat is older than the grace period."""
-        return super()._get_stale_trial_ids(study_id)
+def trial_facts(conn: Connection, trial_ids: list[int]) -> dict[int, TrialFacts]:
+    """{trial id: its state, number, parameters (external values) and user attributes}."""
+    if not trial_ids:
+        return {}
+    rows = conn.execute(
+        select(trials_t.c.trial_id, trials_t.c.number, trials_t.c.state).where(trials_t.c.trial_id.in_(trial_ids))
+    ).all()
+    params: dict[int, dict[str, Any]] = {tid: {} for tid in trial_ids}
+    for tid, name, value, dist in conn.execute(
+        select(params_t.c.trial_id, params_t.c.param_name, params_t.c.param_value, params_t.c.distribution_json)
+        .where(params_t.c.trial_id.in_(trial_ids))
+        .order_by(params_t.c.param_id)
+    ):
+        params[tid][name] = json_to_distribution(dist).to_external_repr(value)
+    attrs: dict[int, dict[str, Any]] = {tid: {} for tid in trial_ids}
+    for tid, key, value_json in conn.execute(
+        select(uattrs_t.c.trial_id, uattrs_t.c.key, uattrs_t.c.value_json).where(uattrs_t.c.trial_id.in_(trial_ids))
+    ):
+        attrs[tid][key] = json.loads(value_json)
+    return {r.trial_id: TrialFacts(_state_name(r.state), r.number, params[r.trial_id], attrs[r.trial_id]) for r in rows}
+
+
+def fail_running_trial(conn: Connection, trial_id: int, user_attrs: dict[str, Any], now: Any) -> bool:
+    """Mark a RUNNING trial FAIL with ``user_attrs`` set, in the caller's transaction (the lease
+    sweep's, beside the ticket it judges). ``now``: the completion time (the database's clock).
+    Returns False, changing nothing, when the trial is not RUNNING."""
+    done = conn.execute(
+        update(trials_t)
+        .where(trials_t.c.trial_id == trial_id, trials_t.c.state == TrialState.RUNNING)
+        .values(state=TrialState.FAIL, datetime_complete=now)
+    )
+    if done.rowcount != 1:
+        return False
+    set_user_attrs(conn, trial_id, user_attrs)
+    return True
+
+
+def set_user_attrs(conn: Connection, trial_id: int, user_attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for each item, in the caller's transaction."""
+    if not user_attrs:
+        return
+    conn.execute(delete(uattrs_t).where(uattrs_t.c.trial_id == trial_id, uattrs_t.c.key.in_(list(user_attrs))))
+    conn.execute(
+        insert(uattrs_t),
+        [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in user_attrs.items()],
+    )
+
+
+def _state_name(value: Any) -> str:
+    return value.name if hasattr(value, "name") else str(value)

@@ -39,7 +39,7 @@ class Interruption(StrEnum):
     @property
     def retries_params(self) -> bool:
         """The trial's parameters run again under the re-queued ticket."""
-        return self in (Interruption.PAUSED, Interruption.STOPPED, Interruption.STORAGE)
+        return self in (Interruption.PAUSED, Interruption.STOPPED, Interruption.STORAGE, Interruption.LOST)
 
 
 @dataclass(frozen=True)

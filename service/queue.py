@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Container
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import JSON, Boolean, DateTime, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -116,7 +116,17 @@ _LEASE = (
         attempts=_T.c.attempts + 1,
         started_at=db_now(),
     )
-    .returning(_T.c.id, _T.c.seq, _T.c.attempts, _T.c.kind, _T.c.trial_id, _T.c.trial_number)
+    .returning(
+        _T.c.id,
+        _T.c.seq,
+        _T.c.attempts,
+        _T.c.kind,
+        _T.c.trial_id,
+        _T.c.trial_number,
+        _T.c.params,
+        _T.c.retry_of,
+        _T.c.deaths,
+    )
 )
 _START_STUDY = (
     update(_S)
@@ -172,10 +182,15 @@ _BACK = (  # to the queue (a fresh trial, or the same parameters), or spent when
         lease_expires_at=None,
         trial_id=None,
         trial_number=None,
+        params=bindparam("params", type_=JSON),
+        retry_of=bindparam("retry_of"),
+        deaths=bindparam("deaths"),
         last_error=bindparam("error"),
         finished_at=case((bindparam("state") == TicketState.CANCELLED, db_now()), else_=None),
     )
 )
+# The columns of a ticket that goes back for a fresh trial (no parameters of its own).
+FRESH: dict[str, Any] = {"params": None, "retry_of": None, "deaths": 0}
 _COUNT_FAILURE = update(_S).where(_S.c.id == bindparam("study")).values(n_failed=_S.c.n_failed + 1)
 # EXISTS stops at the first open ticket (index on study, state) instead of counting them all.
 _STILL_OPEN = select(
@@ -203,6 +218,21 @@ class Claim:
     # died): the new holder looks at it before starting another.
     trial_id: int | None = None
     trial_number: int | None = None
+    # The parameters this ticket's trial must run with (None: the sampler draws them), the
+    # trial they come from, and how many times a worker was lost on them.
+    params: dict[str, Any] | None = None
+    retry_of: int | None = None
+    deaths: int = 0
+
+    def back(self, outcome: TrialOutcome) -> dict[str, Any]:
+        """The parameter columns of this ticket going back to the queue after ``outcome``: an
+        interruption keeps the parameters its trial ran (or, before it drew any, the ticket's
+        own), anything else sends it back for a fresh trial."""
+        if outcome.kind == Outcome.INTERRUPTED and outcome.interruption.retries_params:
+            if outcome.params:
+                return {"params": outcome.params, "retry_of": outcome.trial_number, "deaths": self.deaths}
+            return {"params": self.params, "retry_of": self.retry_of, "deaths": self.deaths}
+        return dict(FRESH)
 
 
 @dataclass(frozen=True)
@@ -222,8 +252,8 @@ class Settled:
 
 
 def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str) -> StudyRow:
-    """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget
-    (caller commits)."""
+    """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget,
+    the first ones with the parameters of ``initial_trials`` (caller commits)."""
     budget = spec.budget
     row = StudyRow(
         name=spec.name,
@@ -240,7 +270,10 @@ def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_h
     )
     session.add(row)
     session.flush()
-    session.add_all(TicketRow(study_id=row.id, seq=i) for i in range(row.n_trials))
+    initial = list(spec.initial_trials)  # run first, as given: the first tickets carry them
+    session.add_all(
+        TicketRow(study_id=row.id, seq=i, params=initial[i] if i < len(initial) else None) for i in range(row.n_trials)
+    )
     return row
 
 
@@ -416,6 +449,7 @@ def claim(
     housekeeping: bool = True,
     known_specs: Container[int] = (),
     can_run: Callable[[dict], bool] | None = None,
+    max_retries: int = 2,
 ) -> Claim | None:
     """Lease the next queued ticket (priority, then age, then sequence) and commit at once.
 
@@ -424,7 +458,7 @@ def claim(
     The claim's spec is left out (None) for the study ids in ``known_specs``: a study's spec
     never changes, and a worker keeps the ones it has."""
     if housekeeping:
-        requeue_expired(session)
+        requeue_expired(session, max_retries=max_retries)
         _expire_timeouts(session)
     conn = session.connection()
     for study_id, name, state, trials_open in _claimable_studies(session, labels, can_run):
@@ -436,7 +470,20 @@ def claim(
             conn.execute(_START_STUDY, {"study": study_id})
         spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
         session.commit()
-        return Claim(row.id, row.seq, row.attempts, study_id, name, spec, row.kind, row.trial_id, row.trial_number)
+        return Claim(
+            row.id,
+            row.seq,
+            row.attempts,
+            study_id,
+            name,
+            spec,
+            row.kind,
+            row.trial_id,
+            row.trial_number,
+            row.params or None,
+            row.retry_of,
+            row.deaths or 0,
+        )
     session.commit()
     return None
 
@@ -460,6 +507,23 @@ def _held(session: Session, claim: Claim, worker_id: str):
     return conn, mine, conn.execute(_SETTLE_READ, {"study": claim.study_id, **mine}).first()
 
 
+def _count_failure(session: Session, study_id: int, study: Any, reason: str | None) -> bool:
+    """One counted failure of the study (``study``: its locked row's ``state``, ``n_failed``,
+    ``max_failed``); reaching ``max_failed_trials`` fails the study with the failure's reason.
+    Returns whether it did. The caller holds the study row's lock and commits."""
+    _expect(session.connection().execute(_COUNT_FAILURE, {"study": study_id}), "failure count")
+    n_failed = study.n_failed + 1
+    if n_failed < study.max_failed or study.state not in (*ACTIVE, StudyState.PAUSED):
+        return False
+    finish_study(
+        session,
+        study_id,
+        StudyState.FAILED,
+        f"{n_failed} trials failed (max_failed_trials={study.max_failed}); last: {reason}",
+    )
+    return True
+
+
 def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome) -> Settled:
     """Apply the end-of-ticket rule for ``outcome`` in one transaction and commit it.
 
@@ -472,9 +536,10 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
     - complete / pruned: ticket done; the last trial ticket queues the finalize ticket.
     - failed / diverged: ticket queued for a fresh trial; ``n_failed`` + 1, and reaching
       ``max_failed_trials`` fails the study with the failure's reason.
-    - interrupted: paused / stopped / storage -> queued (the same parameters run again: the
-      worker enqueued them); cancelled -> ticket cancelled; lost -> normally no longer held
-      (nothing changes); if it is held after all, queued like an interruption by storage.
+    - interrupted: paused / stopped / storage -> queued with the trial's parameters on the
+      ticket (its next trial runs them again); cancelled -> ticket cancelled; lost -> normally
+      no longer held (nothing changes: the lease sweep judged it); if held after all, queued
+      like an interruption by storage.
     - data error: a counted failure that fails the study at once, with its reason; the
       ticket is cancelled.
     - A ticket going back to the queue of a study that ended, or is past its ``timeout_s``, is
@@ -506,24 +571,20 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id) if spent else state)
 
     if outcome.kind == Outcome.DATA_ERROR:
-        _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")
+        _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")  # and fail it at once
         finish_study(session, claim.study_id, StudyState.FAILED, outcome.reason)
-        _expect(conn.execute(_BACK, {**mine, "state": TicketState.CANCELLED, "error": outcome.reason}), "ticket")
+        cancel = {**mine, **FRESH, "state": TicketState.CANCELLED, "error": outcome.reason}
+        _expect(conn.execute(_BACK, cancel), "ticket")
         session.commit()
         return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
 
     ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
     timed_out = bool(study.timed_out) and claim.kind == "trial"
     back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
-    _expect(conn.execute(_BACK, {**mine, "state": back, "error": outcome.reason}), "ticket back")
-    if outcome.counts_as_failure:
-        _expect(conn.execute(_COUNT_FAILURE, {"study": claim.study_id}), "failure count")
-        n_failed = study.n_failed + 1
-        if n_failed >= study.max_failed and state in (*ACTIVE, StudyState.PAUSED):
-            reason = f"{n_failed} trials failed (max_failed_trials={study.max_failed}); last: {outcome.reason}"
-            finish_study(session, claim.study_id, StudyState.FAILED, reason)
-            session.commit()
-            return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
+    _expect(conn.execute(_BACK, {**mine, **claim.back(outcome), "state": back, "error": outcome.reason}), "ticket back")
+    if outcome.counts_as_failure and _count_failure(session, claim.study_id, study, outcome.reason):
+        session.commit()
+        return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
     spent = False
     if back == TicketState.CANCELLED and state not in ENDED:
         if timed_out:
@@ -581,7 +642,7 @@ def settle_reeval(
     row = EvaluationRow.__table__
     if value is None and not final:
         back = TicketState.CANCELLED if state in ENDED else TicketState.QUEUED
-        _expect(conn.execute(_BACK, {**mine, "state": back, "error": error}), "reeval back")
+        _expect(conn.execute(_BACK, {**mine, **FRESH, "state": back, "error": error}), "reeval back")
         if counts:
             conn.execute(
                 update(row).where(row.c.ticket_id == claim.ticket_id).values(failures=row.c.failures + 1, error=error)
@@ -620,7 +681,8 @@ def settle_finalize(session: Session, claim: Claim, worker_id: str, *, error: st
         session.rollback()
         return Settled(held=False)
     if error is not None and not final:
-        _expect(conn.execute(_BACK, {**mine, "state": TicketState.QUEUED, "error": error}), "finalize back")
+        back = {**mine, **FRESH, "state": TicketState.QUEUED, "error": error}
+        _expect(conn.execute(_BACK, back), "finalize back")
         session.commit()
         return Settled(True, TicketState.QUEUED, True, StudyState(study.state))
     result = "FAIL" if error is not None else "COMPLETE"
@@ -675,65 +737,146 @@ def _lock_study(session: Session, study_id: int) -> None:
     session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
 
 
-def requeue_expired(session: Session) -> int:
-    """Settle the tickets whose lease ran out (their worker died, or lost the database for a
-    lease period), consulting each one's Optuna trial: a COMPLETE or PRUNED trial spends its
-    ticket (the worker died between Optuna's ``tell`` and its settle); any other goes back to
-    the queue, keeping the trial's id so that its next holder can retry or fail it; those of
-    studies that ended meanwhile are cancelled. Returns how many went back to the queue."""
-    expired = (TicketRow.state.in_(HELD), TicketRow.lease_expires_at < db_now())
-    rows = session.execute(
-        select(TicketRow.id, TicketRow.study_id, _TRIALS.c.state)
-        .outerjoin(_TRIALS, _TRIALS.c.trial_id == TicketRow.trial_id)
-        .where(*expired)
-        .order_by(TicketRow.study_id, TicketRow.id)
-    ).all()
+_EXPIRED = (_T.c.state.in_(HELD), _T.c.lease_expires_at < db_now())
+_LOST_WORKER = "worker lost: lease expired"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the lease sweep does with one expired ticket (:func:`judge`)."""
+
+    ticket: TicketState  # DONE, QUEUED or CANCELLED
+    outcome: str | None = None  # DONE: the trial's COMPLETE / PRUNED
+    fail_trial: dict[str, Any] | None = None  # fail its RUNNING trial, with these user attributes
+    counted: str | None = None  # a counted failure, with this reason
+    columns: dict[str, Any] = field(default_factory=lambda: dict(FRESH))  # params, retry_of, deaths
+    error: str = "lease expired"
+
+
+def judge(ticket: Any, trial: optuna_compat.TrialFacts | None, study_ended: bool, max_retries: int) -> Verdict:
+    """The one judge of a lost worker: what an expired trial ticket and its Optuna trial mean.
+
+    - its trial COMPLETE / PRUNED: the ticket is spent (the worker died between ``tell`` and settle);
+    - the study ended: the ticket is cancelled, a RUNNING trial failed as interrupted;
+    - the trial recorded ``fail_reason`` (its worker died after recording why training failed,
+      before or after Optuna's ``tell``): the counted failure that was never settled;
+    - FAIL and ``interrupted`` (stopped, then died before settling): queued with its parameters;
+    - FAIL otherwise: a counted failure;
+    - RUNNING, or no trial yet: the worker died on it. Death N of these parameters: up to
+      ``max_retries`` the ticket is queued with them (the trial failed as interrupted), the next
+      death is a counted failure "worker lost N times on this trial"."""
+    keep = {"params": ticket.params, "retry_of": ticket.retry_of, "deaths": ticket.deaths}
+    if trial is None:  # no trial started under it (or its worker died between ask and recording it)
+        deaths = ticket.deaths + 1
+        if deaths > max_retries:
+            return Verdict(TicketState.QUEUED, counted=f"worker lost {deaths} times before its trial started")
+        return Verdict(TicketState.QUEUED, columns={**keep, "deaths": deaths})
+    if trial.state in ("COMPLETE", "PRUNED"):
+        return Verdict(TicketState.DONE, outcome=trial.state)
+    running = trial.state == "RUNNING"
+    if study_ended:
+        return Verdict(TicketState.CANCELLED, fail_trial={"interrupted": _LOST_WORKER} if running else None)
+    attrs = trial.user_attrs
+    if "fail_reason" in attrs:
+        return Verdict(
+            TicketState.QUEUED, fail_trial={} if running else None, counted=attrs.get("error") or attrs["fail_reason"]
+        )
+    retry = {"params": trial.params or ticket.params, "retry_of": trial.number if trial.params else ticket.retry_of}
+    if not running:
+        if "interrupted" in attrs:
+            return Verdict(TicketState.QUEUED, columns={**retry, "deaths": ticket.deaths})
+        return Verdict(TicketState.QUEUED, counted="the trial failed and its worker was lost before settling it")
+    deaths = ticket.deaths + 1
+    if deaths > max_retries:
+        reason = f"worker lost {deaths} times on this trial; last: lease expired"
+        return Verdict(TicketState.QUEUED, fail_trial={"fail_reason": "worker lost", "error": reason}, counted=reason)
+    return Verdict(TicketState.QUEUED, fail_trial={"interrupted": _LOST_WORKER}, columns={**retry, "deaths": deaths})
+
+
+def requeue_expired(session: Session, *, max_retries: int = 2) -> int:
+    """Judge the tickets whose lease ran out (their worker died, or lost the database for a lease
+    period): each study's under its row lock, each ticket with its Optuna trial in the same
+    transaction (:func:`judge`). This is the only place a lost worker's trial changes state: no
+    Optuna heartbeat runs. Reeval and finalize tickets go back to the queue (a reeval counts a
+    failure toward ``max_retries``). Returns how many tickets went back to the queue."""
+    conn = session.connection()
     n_back = 0
-    for study_id in sorted({r.study_id for r in rows}):
+    for study_id in conn.scalars(select(_T.c.study_id).where(*_EXPIRED).distinct()).all():
         _lock_study(session, study_id)  # lock order: study row, then tickets
-        state = _study_state(session, study_id)
-        tickets = [r for r in rows if r.study_id == study_id]
-        finished = {
-            r.id: r.state.name for r in tickets if r.state is not None and r.state.name in ("COMPLETE", "PRUNED")
-        }
-        for ticket_id, result in finished.items():
-            session.execute(
-                update(TicketRow)
-                .where(TicketRow.id == ticket_id, *expired)
-                .values(state=TicketState.DONE, outcome=result, lease_expires_at=None, finished_at=db_now())
-            )
-        others = [r.id for r in tickets if r.id not in finished]
-        if others and state in ENDED:
-            session.execute(
-                update(TicketRow)
-                .where(TicketRow.id.in_(others), *expired)
-                .values(state=TicketState.CANCELLED, lease_expires_at=None, finished_at=db_now())
-            )
-        elif others:
-            back = (
-                session.execute(
-                    update(_T)
-                    .where(_T.c.id.in_(others), _T.c.state.in_(HELD), _T.c.lease_expires_at < db_now())
-                    .values(state=TicketState.QUEUED, worker_id=None, lease_expires_at=None, last_error="lease expired")
-                    .returning(_T.c.id)
-                )
-                .scalars()
-                .all()
-            )
-            n_back += len(back)
-            if back:  # a re-evaluation whose worker died: one failure toward max_retries
-                session.execute(
-                    update(EvaluationRow)
-                    .where(EvaluationRow.ticket_id.in_(back))
-                    .values(failures=EvaluationRow.failures + 1, error="lease expired")
-                )
-        if finished and state not in ENDED:
+        # read again under the lock: another sweeper may have judged them meanwhile
+        tickets = conn.execute(select(_T).where(_T.c.study_id == study_id, *_EXPIRED).order_by(_T.c.id)).all()
+        if not tickets:
+            continue
+        study = conn.execute(select(_S.c.state, _S.c.n_failed, _S.c.max_failed).where(_S.c.id == study_id)).one()
+        trials = optuna_compat.trial_facts(conn, [t.trial_id for t in tickets if t.trial_id is not None])
+        for ticket in tickets:
+            if ticket.kind != "trial":
+                n_back += _requeue_helper_ticket(conn, ticket, StudyState(study.state) in ENDED)
+                continue
+            verdict = judge(ticket, trials.get(ticket.trial_id), StudyState(study.state) in ENDED, max_retries)
+            n_back += _apply(session, ticket, verdict, study)
+            study = conn.execute(select(_S.c.state, _S.c.n_failed, _S.c.max_failed).where(_S.c.id == study_id)).one()
+        if StudyState(study.state) not in ENDED:
             _maybe_done(session, study_id)
     return n_back
 
 
-def requeue_expired_now(session: Session) -> int:
-    n = requeue_expired(session)
+def _apply(session: Session, ticket: Any, verdict: Verdict, study: Any) -> int:
+    """Carry out one verdict; returns 1 when the ticket went back to the queue."""
+    conn = session.connection()
+    if verdict.fail_trial is not None:
+        optuna_compat.fail_running_trial(conn, ticket.trial_id, verdict.fail_trial, db_now())
+    mine = (_T.c.id == ticket.id, *_EXPIRED)
+    if verdict.ticket == TicketState.DONE:
+        done = {
+            "state": TicketState.DONE,
+            "outcome": verdict.outcome,
+            "lease_expires_at": None,
+            "finished_at": db_now(),
+        }
+        _expect(conn.execute(update(_T).where(*mine).values(**done)), "lost ticket done")
+        return 0
+    back = {
+        "state": verdict.ticket,
+        "worker_id": None,
+        "lease_expires_at": None,
+        "trial_id": None,
+        "trial_number": None,
+    }
+    if verdict.ticket == TicketState.CANCELLED:
+        back["finished_at"] = db_now()
+    error = verdict.counted or verdict.error
+    _expect(conn.execute(update(_T).where(*mine).values(**back, **verdict.columns, last_error=error)), "lost ticket")
+    if verdict.counted is not None:
+        _count_failure(session, ticket.study_id, study, verdict.counted)
+    return int(verdict.ticket == TicketState.QUEUED)
+
+
+def _requeue_helper_ticket(conn: Any, ticket: Any, study_ended: bool) -> int:
+    """An expired reeval or finalize ticket: back to the queue (a reeval's run counts a failure
+    toward ``max_retries``), or cancelled when the study ended."""
+    mine = (_T.c.id == ticket.id, *_EXPIRED)
+    if study_ended:
+        conn.execute(
+            update(_T).where(*mine).values(state=TicketState.CANCELLED, lease_expires_at=None, finished_at=db_now())
+        )
+        return 0
+    conn.execute(
+        update(_T)
+        .where(*mine)
+        .values(state=TicketState.QUEUED, worker_id=None, lease_expires_at=None, last_error="lease expired")
+    )
+    if ticket.kind == REEVAL:
+        conn.execute(
+            update(EvaluationRow)
+            .where(EvaluationRow.ticket_id == ticket.id)
+            .values(failures=EvaluationRow.failures + 1, error="lease expired")
+        )
+    return 1
+
+
+def requeue_expired_now(session: Session, *, max_retries: int = 2) -> int:
+    n = requeue_expired(session, max_retries=max_retries)
     session.commit()
     return n
 

@@ -60,7 +60,8 @@ def _same_or_conflict(row: StudyRow, digest: str) -> StudyRow:
 
 
 def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: StudySpec) -> tuple[StudyRow, bool]:
-    """Create the Optuna study, enqueue ``initial_trials``, register it and queue its tickets.
+    """Create the Optuna study, register it and queue its tickets (the first ones carry
+    ``initial_trials``' parameters).
 
     Idempotent: the same spec under an existing name returns that study (``created`` False);
     another spec under that name raises :class:`StudyConflict`. Optuna's unique study name is
@@ -93,10 +94,6 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
             optuna_compat.set_metric_names(
                 study, spec.objective_names()
             )  # the dashboard labels values by them, not "Objective 0"
-        queued = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
-        for params in spec.initial_trials:
-            if params not in queued:  # an adopted study may hold some of them already
-                study.enqueue_trial(params, user_attrs={"initial": True})
         row = queue.add_study(session, spec=spec, optuna_study_id=optuna_compat.study_id(study), spec_hash=digest)
         session.commit()
     except IntegrityError:
@@ -163,7 +160,8 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
                 "counts": {
                     "complete": c["COMPLETE"],
                     "pruned": c["PRUNED"],
-                    "failed": c["FAIL"],
+                    "failed": c["FAIL"] - c["INTERRUPTED"],
+                    "interrupted": c["INTERRUPTED"],
                     "running": c["RUNNING"],
                     "waiting": c["WAITING"],
                 },

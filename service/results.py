@@ -25,9 +25,22 @@ def _state(value: Any) -> str:
     return value.name if hasattr(value, "name") else str(value)
 
 
+# A FAIL trial that did not fail: stopped (a pause, a shutdown, a cancel, a lost worker) and run
+# again, or never run at all. Optuna stores it as FAIL; rnntune counts it as ``INTERRUPTED``.
+_NOT_FAILED_KEYS = ("interrupted", "not_run")
+
+
+def _has_attr(keys: tuple[str, ...]):
+    return (
+        select(uattrs_t.c.trial_id).where(uattrs_t.c.trial_id == trials_t.c.trial_id, uattrs_t.c.key.in_(keys)).exists()
+    )
+
+
 def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
-    """{optuna study id: {state: count}} for every state, zeros included: one grouped query."""
-    counts: dict[int, dict[str, int]] = {sid: dict.fromkeys(TRIAL_STATES, 0) for sid in study_ids}
+    """{optuna study id: {state: count}} for every Optuna state, zeros included, and
+    ``INTERRUPTED``: the FAIL trials that were interrupted, not failed (counted in ``FAIL`` too).
+    Two grouped queries."""
+    counts: dict[int, dict[str, int]] = {sid: dict.fromkeys((*TRIAL_STATES, "INTERRUPTED"), 0) for sid in study_ids}
     if not study_ids:
         return counts
     rows = session.execute(
@@ -37,6 +50,18 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
     )
     for sid, state, n in rows:
         counts[sid][_state(state)] = n
+    interrupted = session.execute(
+        select(trials_t.c.study_id, func.count())
+        .where(
+            trials_t.c.study_id.in_(study_ids),
+            trials_t.c.state == "FAIL",
+            _has_attr(_NOT_FAILED_KEYS),
+            ~_has_attr(("fail_reason",)),
+        )
+        .group_by(trials_t.c.study_id)
+    )
+    for sid, n in interrupted:
+        counts[sid]["INTERRUPTED"] = n
     return counts
 
 

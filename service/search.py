@@ -63,6 +63,27 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {p.name!r}")
 
 
+class _PinnedSampler(optuna.samplers.PartialFixedSampler):
+    """``base`` with ``params`` fixed. Like a trial queued with ``enqueue_trial``, a pinned trial
+    takes no grid point of its own: the grid sampler's ``before_trial`` is skipped."""
+
+    def __init__(self, params: dict[str, Any], base: optuna.samplers.BaseSampler):
+        super().__init__(params, base)
+        self._grid = isinstance(base, optuna.samplers.GridSampler)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self._grid:
+            super().before_trial(study, trial)
+
+
+def pinned_sampler(base: optuna.samplers.BaseSampler, params: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """The sampler for a ticket that carries its parameters (an initial trial, a retry): those
+    values as given, anything else from ``base``, which still learns from the trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _PinnedSampler(params, base)
+
+
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """Every hyperparameter for one trial: suggested where searched (and its ``when`` holds),
     else the spec's fixed value or the default."""

@@ -101,6 +101,12 @@ class TicketRow(Base):
     # state, so a trial that finished is never run again under its ticket.
     trial_id: Mapped[int | None] = mapped_column(Integer, default=None)
     trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The parameters the ticket's next trial runs with (an initial trial, or the retry of one
+    # that was interrupted or whose worker was lost), the trial they come from, and how many
+    # times a worker was lost on them (the lease sweep caps it at max_retries).
+    params: Mapped[dict | None] = mapped_column(JSON, default=None)
+    retry_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # COMPLETE / PRUNED
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,9 +1,11 @@
 """The worker loop: claim a ticket, run one Optuna trial through ``study.optimize``, repeat.
 
 One worker per GPU (or per CPU core). Each ticket is one ``study.optimize(objective,
-n_trials=1)`` so that Optuna's heartbeat thread runs while the trial trains; our own heartbeat
-thread renews the ticket's lease and watches for a cancelled study. SIGTERM / SIGINT stop the
-worker at the next epoch boundary; the interrupted trial is re-queued with the same parameters.
+n_trials=1)``; a heartbeat thread renews the ticket's lease and watches for a cancelled or
+paused study. The lease is the one judge of a lost worker (``queue.requeue_expired``): Optuna's
+own heartbeat is off. SIGTERM / SIGINT stop the worker at the next epoch boundary; the
+interrupted trial's parameters go back with its ticket and run again. Nothing raised between
+claim and settle ends the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import optuna
@@ -26,10 +28,10 @@ import optuna
 from rnntune.service import logs, optuna_compat, plugins, queue
 from rnntune.service.command import CommandOptions
 from rnntune.service.config import Settings
-from rnntune.service.db import TRANSIENT_ERRORS, RetryLostTrial, init_db, make_engine, make_storage, session_factory
+from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
 from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
-from rnntune.service.search import build_pruner, build_sampler
+from rnntune.service.search import build_pruner, build_sampler, pinned_sampler
 from rnntune.service.spec import StudySpec, load_stored
 from rnntune.service.tables import ENDED, StudyState
 
@@ -74,6 +76,7 @@ class Worker:
         self._interrupt = threading.Event()  # the running trial must stop (shutdown / cancel / lease lost)
         self._claim: queue.Claim | None = None
         self._trial_number: int | None = None  # the running ticket's Optuna trial, once it has one
+        self._trial_id: int | None = None
         self._claim_lock = threading.Lock()
         self._beat_stop = threading.Event()
         self._interrupt_reason = Interruption.STOPPED
@@ -82,7 +85,7 @@ class Worker:
 
         self.engine = make_engine(settings)
         self.sessions = session_factory(self.engine)
-        self.storage = make_storage(settings, heartbeat=True)
+        self.storage = make_storage(settings)
         self._studies: dict[str, optuna.Study] = {}
         self._specs: dict[int, StudySpec] = {}
         self._next_housekeeping = 0.0
@@ -164,6 +167,13 @@ class Worker:
                     # to the queue when its lease expires. Keep the worker; try again later.
                     log.error("worker %s: database unavailable (%s); waiting", self.id, type(exc).__name__)
                     self.stopping.wait(10.0)
+                except Exception:
+                    # Anything else between claim and settle (a settle the lifecycle refused, a
+                    # bug): the ticket is no longer renewed, so its lease expires and the sweep
+                    # judges it. The worker logs it, backs off, and goes on.
+                    log.exception("worker %s: unexpected error around a ticket; its lease will bring it back", self.id)
+                    self._backoff_s = min(max(self._backoff_s * 2, self.settings.poll_interval_s), MAX_BACKOFF_S)
+                    self.stopping.wait(self._backoff_s)
         finally:
             self.stopping.set()
             self._beat_stop.set()
@@ -187,6 +197,7 @@ class Worker:
                 housekeeping=housekeeping,
                 known_specs=self._specs,
                 can_run=self.can_run,
+                max_retries=self.settings.max_retries,
             )
         )
         if housekeeping:
@@ -230,16 +241,14 @@ class Worker:
         return outcome
 
     def _run_trial(self, claim: queue.Claim) -> TrialOutcome:
-        """Everything between claim and settle, mapped onto one outcome. Only the storage's
-        transient errors leave here (the claim's lease brings the ticket back)."""
-        objective: Objective | None = None
+        """Everything between claim and settle, mapped onto one outcome. Nothing raised here
+        leaves: an error is a counted failure (or, when the database failed under Optuna's
+        bookkeeping, an interruption whose parameters run again), logged with its traceback.
+        A ticket this worker no longer holds was judged by the lease sweep: its outcome is
+        ``lost``, and settle changes nothing."""
         try:
             spec = self._spec(claim)
             study = self._study(claim, spec)
-            if claim.trial_id is not None:
-                adopted = self._adopt_lost_trial(claim, study)
-                if adopted is not None:
-                    return adopted
             objective = self.objective_factory(
                 spec,
                 device=self.device,
@@ -252,82 +261,61 @@ class Worker:
                 interruption=self._interruption,
                 commands=self.commands,
             )
-            outcome = objective.run(study)
+            with _pinned(study, claim.params):
+                return objective.run(study)
         except TRANSIENT_ERRORS as exc:
-            # The database failed under Optuna's own bookkeeping (``tell`` during a restart,
-            # or a commit whose acknowledgement was lost): settle consults the trial, and a
-            # trial left RUNNING is failed and queued again with its parameters.
+            # The database failed under Optuna's own bookkeeping (``tell`` during a restart, or a
+            # commit whose acknowledgement was lost): the trial left RUNNING is failed here and
+            # its parameters go back with the ticket. If even that fails, the lease sweep judges.
             log.warning("worker %s: storage failed around the trial (%s)", self.id, type(exc).__name__)
-            trial_id = objective.trial_id if objective is not None else None
-            number = objective.trial_number if objective is not None else None
-            self._recover_trial(claim, trial_id)
-            return TrialOutcome.interrupted(Interruption.STORAGE, trial_id, number)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Our trial was failed under us as stale (its heartbeat starved past the grace
-            # period) and its copy queued: the copy carries it on, nothing to count here.
-            log.warning("worker %s: trial %s was failed as stale while it ran", self.id, objective.trial_number)
-            return TrialOutcome.interrupted(Interruption.STORAGE, objective.trial_id, objective.trial_number)
+            return self._end_trial(claim, Interruption.STORAGE)
         except Exception as exc:
+            if not self._still_held(claim):
+                log.warning(
+                    "worker %s: ticket %d was judged lost while its trial ran (%r)", self.id, claim.ticket_id, exc
+                )
+                return TrialOutcome.interrupted(Interruption.LOST, *self._trial_ids())
             # Outside training (the study's Optuna study is gone, the sampler cannot be built,
             # Optuna's ask/tell rejected something): a counted failure, and the worker backs off.
             log.exception("worker %s: trial of %s broke outside training", self.id, claim.study_name)
-            trial_id = objective.trial_id if objective is not None else None
-            number = objective.trial_number if objective is not None else None
-            if trial_id is not None:
-                self._recover_trial(claim, trial_id, retry=False)
-            return TrialOutcome.failed(f"outside training: {type(exc).__name__}: {exc}", trial_id, number)
-        if outcome.kind == Outcome.INTERRUPTED and outcome.interruption.retries_params and outcome.params:
-            # The same parameters run again on the ticket's next claim (after a resume, for a pause).
-            self._db(study.enqueue_trial, outcome.params, {"retry_of": outcome.trial_number})
-        return outcome
+            return self._end_trial(claim, None, reason=f"outside training: {type(exc).__name__}: {exc}")
 
-    def _adopt_lost_trial(self, claim: queue.Claim, study: optuna.Study) -> TrialOutcome | None:
-        """This ticket's previous holder started trial ``claim.trial_id`` and did not settle it
-        (its lease expired). Decide what that trial means before running another:
+    def _end_trial(self, claim: queue.Claim, why: Interruption | None, *, reason: str = "") -> TrialOutcome:
+        """The outcome of a trial that broke around Optuna's bookkeeping: ``why`` an interruption
+        (its parameters run again under the ticket), else a counted failure with ``reason``. A
+        trial it left RUNNING is failed here, saying which (so that, should this settle never
+        happen, the lease sweep judges it the same way)."""
+        trial_id, number = self._trial_ids()
+        params: dict | None = None
+        attrs = {"interrupted": "storage failed around the trial"} if why else {"fail_reason": "error", "error": reason}
+        if trial_id is not None:
+            try:
+                params = self._db(self._fail_if_running, trial_id, attrs, attempts=4 if self.stopping.is_set() else 30)
+            except Exception:
+                log.exception("worker %s: could not fail trial %s; the lease sweep will", self.id, number)
+        if why is None:
+            return TrialOutcome.failed(reason, trial_id, number)
+        return TrialOutcome.interrupted(why, trial_id, number, params=params)
 
-        - COMPLETE / PRUNED: the ticket is spent (the worker died between ``tell`` and settle);
-        - ``fail_reason`` recorded (FAIL, or still RUNNING: the worker died between recording
-          why its training failed and Optuna's ``tell``): a counted failure that was never
-          settled; a RUNNING one is failed here, and is not retried (:class:`db.RetryLostTrial`
-          does not retry it either, when another worker's stale-trial check gets there first);
-        - RUNNING, or failed as stale by Optuna's heartbeat: the worker died in it. Death
-          number N of this trial's line (its ``retry_history`` + 1): up to ``max_retries`` + 1
-          deaths the trial is retried with the same parameters (Optuna's retry callback queues
-          the copy, which this ticket's ``optimize`` then runs); the next death fails it for
-          good, as a counted failure "worker lost N times on this trial".
-        Returns the outcome to settle, or None: run a trial under this ticket."""
-        TS = optuna.trial.TrialState
-        trial = self._db(self.storage.get_trial, claim.trial_id)
-        ids = (optuna_compat.trial_id(trial), trial.number)
-        if trial.state == TS.COMPLETE:
-            return TrialOutcome.complete(*ids, trial.values[0])  # several objectives: the first
-        if trial.state == TS.PRUNED:
-            return TrialOutcome.pruned(*ids)
-        if trial.state in (TS.FAIL, TS.RUNNING) and "fail_reason" in trial.user_attrs:
-            if trial.state == TS.RUNNING:
-                # (failed meanwhile by another worker's stale-trial check: the same failure)
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self._db(self.storage.set_trial_state_values, ids[0], TS.FAIL)
-            return TrialOutcome.failed(trial.user_attrs.get("error") or trial.user_attrs["fail_reason"], *ids)
-        if trial.state == TS.FAIL and "interrupted" in trial.user_attrs:
-            return None
-        deaths = len(trial.system_attrs.get("retry_history", [])) + 1
-        capped = deaths > self.settings.max_retries
-        reason = f"worker lost {deaths} times on this trial; last: lease expired"
-        tid = optuna_compat.trial_id(trial)
-        if trial.state == TS.RUNNING:
-            if capped:
-                self._db(self.storage.set_trial_user_attr, tid, "fail_reason", "worker lost")
-                self._db(self.storage.set_trial_user_attr, tid, "error", reason)
-            if self._db(self.storage.set_trial_state_values, tid, TS.FAIL):
-                # as Optuna's heartbeat would have: queue a copy, unless its line is at the cap
-                retry = RetryLostTrial(max_retry=self.settings.max_retries)
-                self._db(retry, study, self.storage.get_trial(tid))
-        if capped:
-            log.warning("worker %s: trial %d failed: %s", self.id, trial.number, reason)
-            return TrialOutcome.failed(reason, *ids)
-        log.info("worker %s: trial %d was lost (death %d); retrying its parameters", self.id, trial.number, deaths)
-        return None
+    def _fail_if_running(self, trial_id: int, attrs: dict) -> dict:
+        """Fail this worker's own RUNNING trial with ``attrs``; returns its parameters."""
+        trial = self.storage.get_trial(trial_id)
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                for key, value in attrs.items():
+                    self.storage.set_trial_user_attr(trial_id, key, value)
+                self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return trial.params
+
+    def _still_held(self, claim: queue.Claim) -> bool:
+        try:
+            return self._with_session(lambda s: queue.holds(s, claim.ticket_id, self.id), attempts=3) != "lost"
+        except Exception:
+            return True  # unknown: settle finds out
+
+    def _trial_ids(self) -> tuple[int | None, int | None]:
+        with self._claim_lock:
+            return self._trial_id, self._trial_number
 
     def _settle(self, claim: queue.Claim, outcome: TrialOutcome) -> queue.Settled:
         """Settle the ticket; keep trying (with backoff) while the database is away, renewing
@@ -478,35 +466,12 @@ class Worker:
             "" if settled.held else " (no longer ours; not counted)",
         )  # fmt: skip
 
-    def _recover_trial(self, claim: queue.Claim, trial_id: int | None, *, retry: bool = True) -> None:
-        """Optuna's bookkeeping failed around trial ``trial_id``: fail the trial it left RUNNING
-        (and, with ``retry``, queue its parameters again), instead of waiting for the
-        heartbeat's grace period."""
-        if trial_id is None:
-            return
-        TS = optuna.trial.TrialState
-
-        def fail_and_requeue() -> None:
-            trial = self.storage.get_trial(trial_id)
-            if trial.state != TS.RUNNING:
-                return
-            if self.storage.set_trial_state_values(trial_id, TS.FAIL) and trial.params and retry:
-                study = self._studies.get(claim.study_name) or optuna.load_study(
-                    study_name=claim.study_name, storage=self.storage
-                )
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-
-        try:
-            self._db(fail_and_requeue, attempts=4 if self.stopping.is_set() else 30)
-        except Exception:
-            log.exception("worker %s: could not fail trial %s; its heartbeat will", self.id, trial_id)
-
     def _retire_unrun_retries(self, claim: queue.Claim) -> None:
         """The study's last trial ticket is spent, so no ticket will run another trial of it.
-        A retry copy still WAITING (a dead worker's trial, failed by its heartbeat after another
-        ticket had already started a fresh trial) will never get one, and a trial still RUNNING
-        belongs to no ticket (its worker died between Optuna's ``ask`` and recording it on the
-        ticket, before any training). Fail them, saying why, rather than leave them for ever."""
+        A trial still WAITING (queued outside rnntune, from a writable dashboard or an older
+        version's retry copy) will never run, and a trial still RUNNING belongs to no ticket
+        (its worker died between Optuna's ``ask`` and recording it on the ticket, before any
+        training). Fail them, saying why, rather than leave them for ever."""
         TS = optuna.trial.TrialState
         study = self._studies.get(claim.study_name)
         if study is None:
@@ -532,7 +497,7 @@ class Worker:
         the worker is shutting down."""
         with self._claim_lock:
             self._claim = claim
-            self._trial_number = None
+            self._trial_id = self._trial_number = None
             if claim is not None and not self.stopping.is_set():
                 self._interrupt.clear()
                 self._interrupt_reason = Interruption.STOPPED
@@ -546,17 +511,20 @@ class Worker:
         """The trial exists: record it on the ticket before it trains (a trial that finishes is
         then never run again under this ticket), or stop here if the ticket is no longer ours."""
         logs.bind(trial=trial.number)
+        trial_id = optuna_compat.trial_id(trial)
         with self._claim_lock:
-            self._trial_number = trial.number  # the heartbeat shows it in rnntune_workers
+            self._trial_id, self._trial_number = trial_id, trial.number  # the heartbeat shows it
         ours = self._with_session(
-            lambda s: queue.start_trial(
-                s, claim, self.id, trial_id=optuna_compat.trial_id(trial), trial_number=trial.number
-            )
+            lambda s: queue.start_trial(s, claim, self.id, trial_id=trial_id, trial_number=trial.number)
         )
         if not ours:
             with self._claim_lock:
                 self._interrupt_reason = Interruption.LOST
             raise Interrupted("the ticket was no longer this worker's when its trial started")
+        if claim.retry_of is not None:  # the dashboard and the trials list show where it came from
+            self._db(trial.set_user_attr, "retry_of", claim.retry_of)
+        elif claim.params:
+            self._db(trial.set_user_attr, "initial", True)
 
     def _spec(self, claim: queue.Claim) -> StudySpec:
         """A study's spec, validated once per worker (it was validated at submission; a study's
@@ -601,6 +569,8 @@ class Worker:
                     self._check_lease(claim, retry=False)
             except TRANSIENT_ERRORS as exc:
                 log.warning("worker %s: heartbeat failed (%s); retrying", self.id, type(exc).__name__)
+            except Exception:  # the thread must outlive any one beat
+                log.exception("worker %s: heartbeat failed; retrying", self.id)
 
     def _check_lease(self, claim: queue.Claim, *, renew: bool = True, retry: bool = True) -> bool:
         """Renew (or, read-only, check) the ticket's lease; when it is lost or the study stopped,
@@ -636,6 +606,20 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _pinned(study: optuna.Study, params: dict | None) -> Iterator[None]:
+    """Run the next trial of ``study`` with ``params`` fixed (a ticket that carries them)."""
+    if not params:
+        yield
+        return
+    base = study.sampler
+    study.sampler = pinned_sampler(base, params)
+    try:
+        yield
+    finally:
+        study.sampler = base
 
 
 def _in_session(sessions, fn):

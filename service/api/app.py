@@ -36,7 +36,11 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        sweeper = asyncio.create_task(_requeue_expired_forever(sessions, period_s=min(settings.lease_s / 3, 15.0)))
+        sweeper = asyncio.create_task(
+            _requeue_expired_forever(
+                sessions, period_s=min(settings.lease_s / 3, 15.0), max_retries=settings.max_retries
+            )
+        )
         yield
         sweeper.cancel()
         engine.dispose()
@@ -120,21 +124,23 @@ def _api_methods_first(app: FastAPI, dashboard):
     return mounted
 
 
-async def _requeue_expired_forever(sessions, *, period_s: float) -> None:
+async def _requeue_expired_forever(sessions, *, period_s: float, max_retries: int) -> None:
     """The API, too, hands back tickets whose worker died, even when no worker is claiming."""
     while True:
         await asyncio.sleep(period_s)
         try:
-            n = await run_in_threadpool(_requeue, sessions)
+            n = await run_in_threadpool(_requeue, sessions, max_retries)
             if n:
                 log.info("requeued %d tickets whose lease expired", n)
         except SQLAlchemyError as exc:
             log.warning("requeue of expired leases failed: %s", type(exc).__name__)
+        except Exception:  # the sweep must outlive anything one pass meets
+            log.exception("requeue of expired leases failed")
 
 
-def _requeue(sessions) -> int:
+def _requeue(sessions, max_retries: int) -> int:
     with sessions() as session:
-        return queue.requeue_expired_now(session)
+        return queue.requeue_expired_now(session, max_retries=max_retries)
 
 
 def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:

@@ -32,7 +32,11 @@ class Readiness(BaseModel):
 class TrialCounts(BaseModel):
     complete: int
     pruned: int
-    failed: int
+    failed: int = Field(description="trials that failed: an error, a diverged metric, a worker lost too often")
+    interrupted: int = Field(
+        description="trials stopped by a pause, a shutdown, a cancel or a lost worker (their parameters run again); "
+        "Optuna stores them as FAIL"
+    )
     running: int
     waiting: int
 

@@ -1,5 +1,5 @@
 """The ticket lifecycle's failures of issue 13, one test each, on real PostgreSQL with real worker
-processes whose faults tests/fault_worker.py injects (lease 5 s, heartbeat 1 s, grace 3 s).
+processes whose faults tests/fault_worker.py injects (lease 5 s).
 
 Each test ends with the lifecycle's invariants (tests/queue_helpers.check_lifecycle).
 """
@@ -16,8 +16,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from rnntune.service import migrate, registry
-from rnntune.service.db import RetryLostTrial, make_storage
+from rnntune.service import migrate, queue, registry
 from rnntune.service.spec import parse_spec
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
 from tests.queue_helpers import TS, check_lifecycle, spec, stop
@@ -88,9 +87,10 @@ def test_worker_deaths_are_capped_and_counted(env):
     state, reason = env.study_state(name)
     assert "worker lost 3 times on this trial; last: lease expired" in reason, reason
     assert exits[:3] == [FAULT_EXIT] * 3, exits
-    assert len(exits) == 4, f"{len(exits)} workers were needed: the fourth must settle the third death"
+    assert len(exits) == 4, f"{len(exits)} workers were needed: the fourth's lease sweep judges the third death"
     (ticket,) = env.tickets(name)
-    assert ticket["attempts"] == 4 and ticket["state"] == "cancelled"
+    # judged by the sweep under the study's lock: nobody claims the ticket a fourth time
+    assert ticket["attempts"] == 3 and ticket["state"] == "cancelled"
     assert env.study_row(name)["n_failed"] == 1
     check_lifecycle(env, name)
 
@@ -165,9 +165,8 @@ def test_create_adopts_a_trial_less_optuna_study_left_by_a_crash(env):
     with env.sessions() as s:
         row, created = registry.create_study(s, env.storage, sp)
     assert created and row.n_trials == 2
-    assert len(env.tickets("orphan")) == 2
-    (initial,) = env.trials("orphan")
-    assert initial.state == TS.WAITING and initial.system_attrs["fixed_params"] == {"lr": 0.005}
+    assert [t["params"] for t in env.tickets("orphan")] == [{"lr": 0.005}, None]  # the initial trial runs first
+    assert env.trials("orphan") == []
     # a second POST of it is the same study
     with env.sessions() as s:
         again, created = registry.create_study(s, env.storage, sp)
@@ -228,24 +227,23 @@ def test_failed_settle_retried_after_lost_ack_counts_once(env):
     check_lifecycle(env, name)
 
 
-@pytest.mark.parametrize("first", ["stale-check", "next-holder"])
-def test_death_between_a_failed_training_and_its_tell_counts_once(env, first):
+@pytest.mark.parametrize("judge", ["api-sweep", "next-worker"])
+def test_death_between_a_failed_training_and_its_tell_counts_once(env, judge):
     """A worker's training fails; it records why (``fail_reason``) and dies before Optuna's
-    ``tell``, leaving the trial RUNNING. Whoever marks it failed first, another worker's
-    stale-trial check (Optuna's heartbeat) or the ticket's next holder, the trial is one counted
-    failure and its parameters are not run again. (Before, the stale check retried it as a death
-    and the next holder then counted it as a failure too; found by test_lifecycle_machine.)"""
-    name = env.create(_tiny(f"fail-{first}", 2, budget={"max_failed_trials": 50}))
+    ``tell``, leaving the trial RUNNING. Whichever process runs the lease sweep (the API's
+    sweeper or the next worker's housekeeping), the trial is one counted failure and its
+    parameters are not run again."""
+    name = env.create(_tiny(f"fail-{judge}", 2, budget={"max_failed_trials": 50}))
     a = env.faulty_worker("tell:before:exit", "--max-trials", "1")
     assert a.wait(timeout=60) == FAULT_EXIT
     (dead,) = env.running(name)
     assert dead.user_attrs["fail_reason"] == "error"
-    time.sleep(env.settings.lease_s + 0.5)  # past the grace period and the ticket's lease
-    if first == "stale-check":  # what a worker's next trial does first (Study.optimize)
-        heartbeat = make_storage(env.settings, heartbeat=True)
-        optuna.storages.fail_stale_trials(optuna.load_study(study_name=name, storage=heartbeat))
+    time.sleep(env.settings.lease_s + 0.5)  # past the ticket's lease
+    if judge == "api-sweep":  # what the API's sweeper does every few seconds
+        with env.sessions() as s:
+            assert queue.requeue_expired_now(s) == 1
         assert env.trials(name)[dead.number].state == TS.FAIL
-    # else: the next worker claims the expired ticket (the oldest) before its first stale check
+        assert env.study_row(name)["n_failed"] == 1
     b = env.worker()
     try:
         env.wait_state(name, ("done",), 60)
@@ -253,23 +251,30 @@ def test_death_between_a_failed_training_and_its_tell_counts_once(env, first):
         assert stop(b) == [0]
     trials = env.trials(name)
     assert [t.state for t in trials] == [TS.FAIL, TS.COMPLETE, TS.COMPLETE], [t.state.name for t in trials]
-    assert not [t for t in trials if t.system_attrs.get("failed_trial") == dead.number], "the failure was retried"
+    assert not [t for t in trials if t.user_attrs.get("retry_of") == dead.number], "the failure was retried"
     assert env.study_row(name)["n_failed"] == 1
     check_lifecycle(env, name)
 
 
-def test_a_retry_copy_carries_how_it_was_queued_not_the_dead_run(env):
-    """A trial whose worker died is retried with its parameters; the copy keeps ``retry_of`` /
-    ``initial`` but not the dead run's results or outcome attributes."""
-    name = env.create(_tiny("carry", 1))
-    study = optuna.load_study(study_name=name, storage=env.storage)
-    trial = study.ask()
-    for key, value in {"retry_of": 7, "epochs": 3, "interrupted": "worker stopped"}.items():
-        trial.set_user_attr(key, value)
-    RetryLostTrial(max_retry=2)(study, env.trials(name)[trial.number])
-    (copy,) = [t for t in env.trials(name) if t.state == TS.WAITING]
-    assert copy.user_attrs == {"retry_of": 7}
-    assert copy.system_attrs["failed_trial"] == trial.number
+def test_a_retry_carries_its_parameters_and_origin_not_the_dead_run(env):
+    """A trial whose worker died mid-epoch runs again with its parameters, marked ``retry_of``;
+    it carries none of the dead run's outcome attributes, and the dead one counts as interrupted."""
+    name = env.create(spec("carry", n_trials=1, max_epochs=3, n_series=6, hidden=2))
+    a = env.faulty_worker("report:after:exit", "--max-trials", "1", training=None)
+    assert a.wait(timeout=60) == FAULT_EXIT
+    (dead,) = env.running(name)
+    b = env.worker()
+    try:
+        env.wait_state(name, ("done",), 90)
+    finally:
+        assert stop(b) == [0]
+    trials = env.trials(name)
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert retry.params == dead.params and retry.state == TS.COMPLETE
+    assert not {"interrupted", "fail_reason", "error"} & set(retry.user_attrs), retry.user_attrs
+    assert env.trials(name)[dead.number].user_attrs["interrupted"] == "worker lost: lease expired"
+    assert env.study_row(name)["n_failed"] == 0
+    check_lifecycle(env, name)
 
 
 def test_sampler_error_reaches_the_study_reason(env):

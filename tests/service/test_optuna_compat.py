@@ -4,8 +4,6 @@ query, these fail naming it, instead of a status page or a worker breaking at ru
 
 from __future__ import annotations
 
-import time
-
 import optuna
 import pytest
 import sqlalchemy as sa
@@ -59,26 +57,30 @@ def test_study_and_trial_ids_are_the_storage_rows(storage):
         assert row.scalar_one() == sid
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() rather than optimize()
-def test_fail_stale_trials_asks_our_stale_trial_hook(sqlite_url):
-    """Optuna's fail_stale_trials (run before each trial with a heartbeat) must go through
-    StaleCheckStorage.stale_trial_ids: the worker throttles that query there (service/db.py)."""
-    asked: list[int] = []
-
-    class Recording(optuna_compat.StaleCheckStorage):
-        def stale_trial_ids(self, study_id: int) -> list[int]:
-            asked.append(study_id)
-            return super().stale_trial_ids(study_id)
-
-    storage = Recording(sqlite_url, heartbeat_interval=1, grace_period=1)
-    study = optuna.create_study(storage=storage, study_name="compat-stale")
+def test_the_lease_sweep_reads_and_fails_a_trial_as_optuna_stores_it(sqlite_url):
+    """The lease sweep reads a lost worker's trial (state, parameters, user attributes) and
+    fails it in its own transaction, through Optuna's tables: what it writes, Optuna reads back."""
+    storage = optuna.storages.RDBStorage(sqlite_url)
+    study = optuna.create_study(storage=storage, study_name="compat-sweep")
     trial = study.ask()
-    storage.record_heartbeat(optuna_compat.trial_id(trial))
-    time.sleep(2.1)  # the heartbeat is now older than the grace period
-    optuna.storages.fail_stale_trials(study)
-    assert asked == [optuna_compat.study_id(study)], "Optuna no longer asks _get_stale_trial_ids"
-    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.suggest_categorical("cell", ["lstm", "gru"])
+    trial.set_user_attr("epochs", 2)
+    tid = optuna_compat.trial_id(trial)
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        (facts,) = optuna_compat.trial_facts(conn, [tid]).values()
+        assert (facts.state, facts.number, facts.user_attrs) == ("RUNNING", 0, {"epochs": 2})
+        assert facts.params == trial.params
+        now = sa.func.current_timestamp()
+        assert optuna_compat.fail_running_trial(conn, tid, {"interrupted": "lost", "epochs": 3}, now)
+        assert not optuna_compat.fail_running_trial(conn, tid, {"interrupted": "twice"}, now)  # no longer RUNNING
+    engine.dispose()
+    (frozen,) = optuna.load_study(study_name="compat-sweep", storage=storage).trials
+    assert frozen.state == optuna.trial.TrialState.FAIL and frozen.datetime_complete is not None
+    assert frozen.user_attrs == {"interrupted": "lost", "epochs": 3}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [1.0])
 
 
 def test_study_storage_and_pareto_front_are_optunas():

@@ -231,7 +231,7 @@ def test_cancelling_a_command_study_stops_its_child(client, settings, allowed):
 
     _cancel_all(client)
     (allowed / "slow.py").write_text(SLOW_CHILD)
-    fast = settings.model_copy(update={"lease_s": 8, "grace_period_s": 2, "heartbeat_interval_s": 1})
+    fast = settings.model_copy(update={"lease_s": 8})
     spec = _objective("cancel-me", {"command": ["python", "slow.py"]})
     assert client.post("/v1/studies", json=spec).status_code == 201
     worker = Worker(fast, device="cpu", threads=1)

@@ -32,8 +32,6 @@ def client(db_url, tmp_path_factory):
     settings = Settings(
         database_url=db_url,
         lease_s=30,
-        grace_period_s=10,
-        heartbeat_interval_s=5,
         data_dir=tmp_path_factory.mktemp("data"),
     )
     with TestClient(create_app(settings, dashboard=False)) as c:
