@@ -22,7 +22,7 @@
    ratio (n processes of study.optimize by the same path against n x one) is the bar: what the
    machine allows any Optuna-based worker doing the same bookkeeping. The direct run
    needs more than PostgreSQL's default max_connections=100 (32 workers x 3-4): point
-   RNNTUNE_BENCH_PG at a server of your own with max_connections=300 (README: the command).
+   RNNTUNE_BENCH_PG at a server of your own with max_connections=300 (docs/benchmarks.md: the command).
 
 Each configuration gets a fresh database on the server; worker processes are started first and
 timed from the study's first claim to its last completion (process start-up is not counted).

@@ -261,7 +261,7 @@ def _submit_demo(application) -> None:
 
 # ``serve``'s default on CPU: one single-threaded worker per usable core, which runs the demo study
 # 2.3x as fast on 2 cores as one worker with both cores' threads, and its spec at other seeds
-# 1.3-1.5x, with the same best values (benchmarks/serve_workers.py; the README has the figures). SQLite takes one writer at a time, so more than this many local
+# 1.3-1.5x, with the same best values (benchmarks/serve_workers.py; docs/benchmarks.md has the figures). SQLite takes one writer at a time, so more than this many local
 # workers would only queue on its lock.
 SQLITE_MAX_WORKERS = 8
 

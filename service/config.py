@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         "to loopback, else any",
     )
 
-    # What a spec may make a worker do (docs: README "Security model"). Defaults fit a 24 GiB machine.
+    # What a spec may make a worker do (docs/security.md). Defaults fit a 24 GiB machine.
     data_roots: str = Field(
         default="", description="directories a spec's paths may name, separated by ':' or ','; empty: no paths"
     )

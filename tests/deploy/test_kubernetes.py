@@ -39,7 +39,7 @@ K8S_VERSIONS = [K8S_VERSIONS[0], K8S_VERSIONS[-1]]
 KEDA_PG_METADATA = {"targetQueryValue", "activationTargetQueryValue", "query", "host", "port", "userName", "dbName"}
 KEDA_PG_METADATA |= {"sslmode", "connectionFromEnv", "passwordFromEnv"}
 KEDA_PG_AUTH = {"connection", "password", "host", "port", "userName", "dbName", "sslmode"}
-# Worker stop on SIGTERM mid-trial, measured (README "Running on Kubernetes"): under 5 s here,
+# Worker stop on SIGTERM mid-trial, measured (docs/deploy.md "Running on Kubernetes"): under 5 s here,
 # asserted by tests/test_queue.py's SIGTERM test; a GPU batch or a slow database adds seconds.
 WORKER_STOP_BOUND_S = 5
 

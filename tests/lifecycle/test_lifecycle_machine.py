@@ -4,13 +4,15 @@ acknowledgement, a failed training run at any step from claim to finalize), a fe
 and checks the lifecycle's invariants after every step and, once clean workers have finished
 the study, all of them (tests/queue_helpers.check_lifecycle).
 
-Bounded: three examples of up to two steps, one-epoch trials on a few tiny series.
+Bounded: three examples of up to two steps (``RNNTUNE_PROP_EXAMPLES`` raises it:
+scripts/stress-lifecycle.sh runs 200), one-epoch trials on a few tiny series.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -60,6 +62,19 @@ class LifecycleMachine(RuleBasedStateMachine):
             except subprocess.TimeoutExpired:
                 code = stop(p)[0]
             assert code in (0, FAULT_EXIT), f"a worker crashed (exit {code})"
+
+    @rule(faults=st.lists(st.sampled_from(FAULTS), min_size=2, max_size=2))
+    def two_meet_a_lost_trial(self, faults: list[str]) -> None:
+        """A worker dies mid-trial; once its lease has expired, two workers (each with a fault,
+        or none) start at once and both find the lost trial: the sweep judges it once."""
+        dying = self.env.faulty_worker("report:after:exit", "--max-trials", "1", training=None)
+        try:
+            code = dying.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            code = stop(dying)[0]
+        assert code in (0, FAULT_EXIT), f"a worker crashed (exit {code})"
+        time.sleep(self.env.settings.lease_s + 0.5)
+        self.workers_run(faults, failing=False)
 
     @invariant()
     def budget_never_overrun(self) -> None:
