@@ -159,18 +159,12 @@ SEAMS = [
 
 @pytest.mark.parametrize("seam", SEAMS)
 def test_a_worker_survives_every_error_at_every_seam(env, tmp_path, monkeypatch, seam):
-    # renew runs every lease/4 while a trial trains: its trials must last a few renewals
-    slow = seam == "renew"
     name = env.create(
-        spec(
-            f"seam-{seam}",
-            n_trials=4,
-            max_epochs=3 if slow else 1,
-            n_series=600 if slow else 6,
-            hidden=32 if slow else 2,
-            budget={"max_failed_trials": 50},
-        )
+        spec(f"seam-{seam}", n_trials=4, max_epochs=2, n_series=6, hidden=2, budget={"max_failed_trials": 50})
     )
+    if seam == "renew":  # renewals come every lease/4 while a trial trains: epochs of a second
+        report = optuna.trial.Trial.report
+        monkeypatch.setattr(optuna.trial.Trial, "report", lambda *a, **k: (time.sleep(1.0), report(*a, **k))[1])
     inject = Inject(_exceptions())
     running = Running(_worker(env, tmp_path, **_install(seam, inject, monkeypatch)))
     try:
