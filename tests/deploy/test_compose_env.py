@@ -122,6 +122,7 @@ def healthcheck_argv(service: dict, port: int) -> list[str]:
     test = service["healthcheck"]["test"]
     assert test[0] == "CMD", test
     argv = list(test[1:])
+    assert not [a for a in argv if " " in a], f"podman's Docker API would split {argv} on spaces"
     assert sum(a.count("127.0.0.1:8080/") for a in argv) == 1, argv
     argv = [a.replace("127.0.0.1:8080/", f"127.0.0.1:{port}/") for a in argv]
     if argv[0] == "python":  # the image's python: the same interpreter the test runs on
