@@ -183,14 +183,14 @@ def dashboard(
     import uvicorn
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from rnntune.service.api.dashboard import dashboard_app
+    from rnntune.service.api.dashboard import dashboard_app, with_healthz
     from rnntune.service.api.security import BrowserGuard, TokenAuth, allowed_hosts
     from rnntune.service.db import make_storage
 
     _logging()
     settings = _settings(database_url)
     _refuse_open_exposure(host, settings, insecure)
-    application = dashboard_app(make_storage(settings), writable=settings.dashboard_writable)
+    application = with_healthz(dashboard_app(make_storage(settings), writable=settings.dashboard_writable))
     if settings.tokens:
         application = TokenAuth(application, settings.tokens)
     application = BrowserGuard(application)

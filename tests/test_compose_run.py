@@ -49,7 +49,7 @@ def start(service: dict, db_url: str, port: int | None = None, internal_port: in
     assert command[0] == "rnntune"
     if port is not None:
         command[command.index("--port") + 1] = str(port)
-    env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
+    env = {**os.environ, **{k: str(v) for k, v in service["environment"].items() if v is not None}}  # null: unset
     env.update(RNNTUNE_DATABASE_URL=db_url, PYTHONPATH=str(REPO), RNNTUNE_POLL_INTERVAL_S="0.5")
     return subprocess.Popen([sys.executable, "-m", "rnntune.service.cli", *command[1:]], env=env, cwd=REPO)
 

@@ -8,9 +8,13 @@ operator opted in with ``RNNTUNE_DASHBOARD_WRITABLE=1``.
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import optuna_dashboard
 from a2wsgi import WSGIMiddleware
+
+HEALTH_BODY = json.dumps({"status": "ok"}).encode()
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -30,3 +34,18 @@ def dashboard_app(storage: optuna.storages.BaseStorage, *, writable: bool = Fals
     """An ASGI app serving optuna-dashboard for ``storage``."""
     wsgi = optuna_dashboard.wsgi(storage)
     return WSGIMiddleware(wsgi if writable else _read_only(wsgi))
+
+
+def with_healthz(app):
+    """``app`` with a ``GET /healthz`` liveness probe, for the standalone ``rnntune dashboard``:
+    its container healthcheck asks it without a token (``TokenAuth`` lets ``/healthz`` through),
+    while every dashboard page still needs one."""
+
+    async def probed(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(HEALTH_BODY)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            return await send({"type": "http.response.body", "body": HEALTH_BODY if scope["method"] == "GET" else b""})
+        return await app(scope, receive, send)
+
+    return probed
