@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, stored_spec
+from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, try_stored_spec
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
@@ -51,7 +51,7 @@ def default_name(filename: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidDataset(f"name must match {NAME_RE.pattern}, but got {name!r}")
     if name.isascii() and name.isdigit():
         raise InvalidDataset(f"name must not be all digits (a spec may name a data set by id), but got {name!r}")
@@ -167,13 +167,19 @@ def refers_to(ref: Any, row: DatasetRow) -> bool:
     return ref == row.name or (ref.isascii() and ref.isdigit() and int(ref) == row.id)
 
 
-def spec_refs(spec: StudySpec) -> list[tuple[str, Any]]:
-    """(field, reference) of every uploaded data set a spec reads."""
-    if spec.data is None:
+def spec_refs(spec: StudySpec | dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, reference) of every uploaded data set a spec reads; a stored spec that no longer
+    parses is read as its JSON, so a data set it names stays protected."""
+    if isinstance(spec, dict):
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        dataset, params = data.get("dataset"), data.get("params") if isinstance(data.get("params"), dict) else {}
+    elif spec.data is None:
         return []
-    refs = [("data.dataset", spec.data.dataset)]
+    else:
+        dataset, params = spec.data.dataset, spec.data.params
+    refs = [("data.dataset", dataset)]
     for key in ("embeddings", "embeddings_vocab"):
-        value = spec.data.params.get(key)  # the data set's own options
+        value = params.get(key)  # the data set's own options
         if value is not None and not is_path(value):
             refs.append((f"data.params.{key}", value))
     return [(field, ref) for field, ref in refs if ref is not None]
@@ -182,7 +188,9 @@ def spec_refs(spec: StudySpec) -> list[tuple[str, Any]]:
 def users(session: Session, row: DatasetRow, states: tuple[str, ...] = ACTIVE_STUDY_STATES) -> list[str]:
     """Names of the studies in ``states`` whose spec reads this data set."""
     studies = session.scalars(select(StudyRow).where(StudyRow.state.in_(states)))
-    return [s.name for s in studies if any(refers_to(ref, row) for _, ref in spec_refs(stored_spec(s)))]
+    return [
+        s.name for s in studies if any(refers_to(ref, row) for _, ref in spec_refs(try_stored_spec(s) or s.spec or {}))
+    ]
 
 
 def remove(session: Session, row: DatasetRow) -> None:
