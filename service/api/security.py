@@ -196,23 +196,21 @@ class BodyLimit:
     framing: the bytes are counted as they stream (``receive`` is wrapped), so a chunked body,
     a chunked body that also declares a small ``Content-Length``, and a body with no length at
     all are held to the same limit. A declared length over the limit is refused before any byte
-    is read. ``limits`` maps a path prefix to its own limit (uploads)."""
+    is read. ``limits`` maps a path to its own limit for POSTs (uploads); any other request to it,
+    or below it, has the default."""
 
     def __init__(self, app, default: tuple[int, str], limits: dict[str, tuple[int, str]] | None = None):
         self.app = app
         self.default = default  # (bytes, what the limit is called)
-        self.limits = sorted((limits or {}).items(), key=lambda kv: -len(kv[0]))
+        self.limits = {path.rstrip("/"): limit for path, limit in (limits or {}).items()}
 
-    def _limit(self, path: str) -> tuple[int, str]:
-        for prefix, limit in self.limits:
-            if path.startswith(prefix):
-                return limit
-        return self.default
+    def _limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.limits.get(path.rstrip("/"), self.default) if method == "POST" else self.default
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit, name = self._limit(scope["path"])
+        limit, name = self._limit(scope["method"], scope["path"])
         over = f"request body over the {name} ({limit} bytes)"
         declared = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
         for value in declared:  # a hint only: the count below is what holds
