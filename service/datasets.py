@@ -87,9 +87,9 @@ def inspect_file(content: bytes, fmt: str, *, delimiter: str = ",", limits: File
         raise InvalidDataset("the file is empty")
     try:
         if fmt == "text":
-            return files.check_text(content, delimiter)
+            return files.check_text(content, delimiter, limits)
         if fmt == "csv":
-            return files.check_csv(content, delimiter)
+            return files.check_csv(content, delimiter, limits)
         if fmt == "npz":
             return files.check_npz(content, limits)
         if fmt == "npy":
@@ -250,10 +250,19 @@ def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) 
             )
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
+    if row.format == "npz" and limits is not None and (row.info.get("n_classes") or 0) > limits.max_classes:
+        errors.append(
+            (
+                "data.dataset",
+                f"dataset {row.name!r} implies {row.info['n_classes']} classes, over this server's limit "
+                f"RNNTUNE_MAX_CLASSES={limits.max_classes}",
+            )
+        )
     if row.format == "npz" and limits is not None and not errors:
         _, n_steps, n_features = row.info["X"]
+        n_outputs = row.info.get("n_classes") or (row.info["y"][1] if len(row.info["y"]) == 2 else 1)
         try:
-            check_limits(spec, limits, n_features=n_features, window=n_steps)
+            check_limits(spec, limits, n_features=n_features, window=n_steps, n_outputs=n_outputs)
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
             errors.append((field, f"{reason} (dataset {row.name!r}: {n_steps} steps of {n_features} features)"))

@@ -1051,6 +1051,10 @@ class Limits:
     max_data_elements: int = 2**28
     max_search_option: int = 10_000
     max_selection_runs: int = 50
+    max_classes: int = 1000
+    max_vocab: int = 100_000
+    max_text_length: int = 512
+    max_initial_trials: int = 1000
 
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -1081,11 +1085,11 @@ def _n_features(spec: StudySpec) -> int:
     return 1
 
 
-def _window_upper(spec: StudySpec) -> int | None:
+def _window_upper(spec: StudySpec, limits: Limits | None = None) -> int | None:
     """The longest sequence a trial feeds the model, when the spec tells (None: the file's)."""
     d = spec.data
-    if d.name == "text":
-        return _upper(spec, "max_length") or d.params.get("max_length")
+    if d.name == "text":  # unset: the loader keeps RNNTUNE_MAX_TEXT_LENGTH tokens
+        return _upper(spec, "max_length") or d.params.get("max_length") or (limits or Limits()).max_text_length
     if "window" in spec.search_space:
         return _upper(spec, "window")
     if d.window is not None:
@@ -1100,17 +1104,61 @@ def _window_upper(spec: StudySpec) -> int | None:
     return {"sunspots": 24, "co2": 52, "csv": 24}.get(d.name)  # the loaders' defaults (at most); npz: its T
 
 
-def model_params_upper(spec: StudySpec, n_features: int | None = None) -> int:
-    """Parameters of the largest model the spec can build (every size at its upper bound);
-    ``n_features``: the input width when known from the file (an uploaded .npz)."""
+def _n_outputs(spec: StudySpec, limits: Limits) -> int:
+    """The head's width: forecasting horizon x targets, the classes, or (a file the spec cannot
+    see into: a path's .npz, a text file's labels) the most classes this server allows."""
+    d = spec.data
+    if d.name == "digits":
+        return 10
+    if d.name in ("sine", "sunspots", "co2", "csv"):
+        return d.horizon
+    if d.name in ("npz", "text"):
+        return limits.max_classes
+    return 1  # adding, and a data-set plugin's own
+
+
+def _vocab_upper(spec: StudySpec, limits: Limits) -> int:
+    """Rows of a text model's embedding: the vocabulary's cap plus <pad> and <unk>."""
+    return min(spec.data.params.get("max_size") or limits.max_vocab, limits.max_vocab) + 2
+
+
+def model_params_upper(
+    spec: StudySpec, n_features: int | None = None, n_outputs: int | None = None, limits: Limits | None = None
+) -> int:
+    """Parameters of the largest model the spec can build (every size at its upper bound): a text
+    model's embedding (vocabulary x embed_dim), the recurrent layers and the head its outputs
+    imply. ``n_features`` / ``n_outputs``: the input width and head width when known from the
+    file (an uploaded .npz)."""
+    limits = limits or Limits()
     hidden, layers = int(_upper(spec, "hidden_size")), int(_upper(spec, "num_layers"))
     directions = 2 if _upper(spec, "bidirectional") else 1
     gates = _GATES[_upper(spec, "cell")]
     n, width = 0, n_features or _n_features(spec)
+    if spec.data.name == "text":
+        n += _vocab_upper(spec, limits) * width  # the embedding; width is embed_dim
     for _ in range(layers):  # per layer and direction: gates x (W_ih, W_hh, two biases)
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
-    return n + width  # + a one-output head
+    outputs = n_outputs or _n_outputs(spec, limits)
+    return n + width * outputs + outputs  # + the head
+
+
+def _check_text_caps(spec: StudySpec, limits: Limits) -> None:
+    """A text spec's vocabulary and kept length within RNNTUNE_MAX_VOCAB / RNNTUNE_MAX_TEXT_LENGTH."""
+    if spec.data.name != "text":
+        return
+    size = spec.data.params.get("max_size")
+    if size is not None and size > limits.max_vocab:
+        raise ValueError(
+            f"data.params.max_size: {size} is over this server's limit RNNTUNE_MAX_VOCAB={limits.max_vocab}"
+        )
+    searched = "max_length" in spec.search_space
+    length = _upper(spec, "max_length") if searched else spec.data.params.get("max_length")
+    if length is not None and length > limits.max_text_length:
+        where = "search_space.max_length" if searched else "data.params.max_length"
+        raise ValueError(
+            f"{where}: {length} tokens is over this server's limit RNNTUNE_MAX_TEXT_LENGTH={limits.max_text_length}"
+        )
 
 
 def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] | None:
@@ -1129,7 +1177,14 @@ def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] 
     return f"data.params.{count_key}", count * length * (1 + min(window or length, length))
 
 
-def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = None, window: int | None = None) -> None:
+def check_limits(
+    spec: StudySpec,
+    limits: Limits,
+    *,
+    n_features: int | None = None,
+    window: int | None = None,
+    n_outputs: int | None = None,
+) -> None:
     """Raise ValueError ("field: value ... limit RNNTUNE_MAX_...") for the first breach.
 
     ``n_features`` / ``window``: an uploaded file's own input width and length, where the spec
@@ -1149,14 +1204,18 @@ def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = No
             _check_option(f"{section}.{key}", value, limits.max_search_option)
     if spec.objective is not None:
         return  # the user's own training: no model or data of rnntune's to size
-    n_params = model_params_upper(spec, n_features)
+    _check_text_caps(spec, limits)
+    n_params = model_params_upper(spec, n_features, n_outputs, limits)
     if n_params > limits.max_model_params:
-        where = next((f"search_space.{k}" for k in ("hidden_size", "num_layers") if k in spec.search_space), "model")
+        sizes = (
+            ("embed_dim", "hidden_size", "num_layers") if spec.data.name == "text" else ("hidden_size", "num_layers")
+        )
+        where = next((f"search_space.{k}" for k in sizes if k in spec.search_space), "model")
         raise ValueError(
             f"{where}: the largest model this spec can build has {n_params} parameters, over this server's "
             f"limit RNNTUNE_MAX_MODEL_PARAMS={limits.max_model_params}"
         )
-    window = window or _window_upper(spec)
+    window = window or _window_upper(spec, limits)
     if window is not None:
         batch = int(_upper(spec, "batch_size"))
         hidden = int(_upper(spec, "hidden_size")) * (2 if _upper(spec, "bidirectional") else 1)
