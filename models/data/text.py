@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -171,7 +172,7 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
     n_tokens = np.zeros(len(texts), dtype=np.int64)
     known: list[float] = []
 
-    def truncated(rows: np.ndarray, split: str):
+    def truncated(rows: np.ndarray, split: str) -> Iterator[list[str]]:
         for i in rows:
             tokens = tokenize(texts[i], lowercase=lowercase)
             n_tokens[i] = len(tokens)
@@ -187,8 +188,8 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
         try:  # headers first: the matrix's size is known before it is loaded
             files.check_npy(p["embeddings"], request.file_limits)
-            with open(p["embeddings_vocab"], "rb") as handle:
-                files.check_vocab(handle, request.file_limits)
+            with open(p["embeddings_vocab"], "rb") as raw:
+                files.check_vocab(raw, request.file_limits)
         except (OSError, files.FileCheckError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise DataError(f"text: cannot use the embeddings: {reason}.") from None
