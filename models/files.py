@@ -22,6 +22,7 @@ import io
 import json
 import math
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -68,8 +69,8 @@ def check_header(header: list[str], limits: FileLimits, *, unique: bool = True) 
         raise FileCheckError(
             f"the header has {len(header)} columns, over the limit of {limits.max_columns} (RNNTUNE_MAX_COLUMNS)"
         )
-    seen: set[str] = set()
-    duplicates = sorted({c for c in header if c in seen or seen.add(c)})
+    counts = Counter(header)
+    duplicates = sorted(c for c, n in counts.items() if n > 1)
     if unique and duplicates:
         raise FileCheckError(f"the CSV header repeats columns {duplicates[:20]}")
 

@@ -6,6 +6,7 @@ import csv
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def read_text_rows(
     return texts, labels
 
 
-def _cap_sizes(p: dict, limits: files.FileLimits) -> None:
+def _cap_sizes(p: dict[str, Any], limits: files.FileLimits) -> None:
     """The vocabulary and the padded length, bounded by this server's limits: unset, they take
     the limit (the most frequent ``max_vocab`` tokens; the first ``max_text_length`` tokens of
     each text); set above it, the data cannot be loaded."""
@@ -195,8 +196,8 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             raise DataError(f"text: cannot use the embeddings: {reason}.") from None
         try:
             vectors = np.load(p["embeddings"], allow_pickle=False)
-            with open(p["embeddings_vocab"], encoding="utf-8") as handle:
-                vectors_vocab = [line.rstrip("\n") for line in handle]
+            with open(p["embeddings_vocab"], encoding="utf-8") as text_file:
+                vectors_vocab = [line.rstrip("\n") for line in text_file]
             if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
                 vectors_vocab.pop()
             embeddings, coverage = embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
