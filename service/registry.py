@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -93,9 +94,12 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
             optuna_compat.set_metric_names(
                 study, spec.objective_names()
             )  # the dashboard labels values by them, not "Objective 0"
-        queued = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
+        # each distinct entry once: an adopted study may hold some already, and a spec may repeat one
+        queued = {_params_key(t.system_attrs.get("fixed_params")) for t in study.get_trials(deepcopy=False)}
         for params in spec.initial_trials:
-            if params not in queued:  # an adopted study may hold some of them already
+            key = _params_key(params)
+            if key not in queued:
+                queued.add(key)
                 study.enqueue_trial(params, user_attrs={"initial": True})
         row = queue.add_study(session, spec=spec, optuna_study_id=optuna_compat.study_id(study), spec_hash=digest)
         session.commit()
@@ -112,6 +116,10 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
             optuna.delete_study(study_name=spec.name, storage=storage)
         raise
     return row, True
+
+
+def _params_key(params: dict[str, Any] | None) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: str) -> optuna.Study:

@@ -646,6 +646,11 @@ class StudySpec(BaseModel):
                 raise ValueError("search_space.max_length: also fixed in data.params.max_length; keep one")
 
     def _rest(self, limits: Limits | None) -> StudySpec:
+        if limits is not None and len(self.initial_trials) > limits.max_initial_trials:
+            raise ValueError(
+                f"initial_trials: {len(self.initial_trials)} entries, over this server's limit "
+                f"RNNTUNE_MAX_INITIAL_TRIALS={limits.max_initial_trials}"
+            )
         for i, params in enumerate(self.initial_trials):
             for key, value in params.items():
                 if key not in self.search_space:
@@ -682,6 +687,8 @@ class StudySpec(BaseModel):
 
     def directions(self) -> list[str]:
         """The Optuna study's direction per objective."""
+        if not self.objectives:  # one objective: a built-in metric's, or a plugin's / command's own
+            return [self.direction]
         return [OBJECTIVES[name] for name in self.objective_names()]
 
     @property
