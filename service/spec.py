@@ -434,7 +434,17 @@ def _fixed_schema(schema: dict[str, Any], group: str) -> None:
 class StudySpec(BaseModel):
     """A study: what to train, what to search, how, and for how long."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # The schema says what the validator does: data is required unless objective is given.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"], "properties": {"data": {"type": "object"}}},
+                {"required": ["objective"], "properties": {"objective": {"type": "object"}}},
+            ]
+        },
+    )
     name: str = Field(
         description="unique; lower-case letters, digits and '-', at most 64",
         json_schema_extra={"pattern": NAME_RE.pattern},

@@ -16,6 +16,18 @@ from rnntune.service.api.schemas import DatasetList, DatasetPublic, Problem
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
+UPLOAD_TYPES = (
+    "application/octet-stream",
+    "text/csv",
+    "text/plain",
+    "text/tab-separated-values",
+    "application/json",
+    "application/jsonl",
+    "application/x-ndjson",
+    "application/zip",
+    "application/x-npz",
+    "application/x-npy",
+)
 MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
 CHUNK = 1024 * 1024
 UPLOAD_BODY = {
@@ -43,7 +55,9 @@ UPLOAD_BODY = {
                         },
                         "delimiter": {"type": "string", "description": "CSV field delimiter (default ',')"},
                     },
-                }
+                },
+                # the file's declared type: data and text, never an image or an archive of another kind
+                "encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}},
             }
         },
     }
@@ -84,6 +98,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
         400: {"model": Problem, "description": "a malformed multipart body"},
         409: {"model": Problem, "description": "the name is taken"},
         413: {"model": Problem, "description": "larger than RNNTUNE_MAX_UPLOAD_MB"},
+        415: {"model": Problem, "description": "the file part's Content-Type is not a data or text type"},
         422: {"model": Problem, "description": "not a usable file: the reason"},
     },
 )
@@ -104,6 +119,12 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the multipart body needs a file field named 'file'"
             )
         filename = upload.filename or "upload"
+        declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+        if declared not in UPLOAD_TYPES:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"the file's Content-Type must be one of {', '.join(UPLOAD_TYPES)}, but got {declared!r}",
+            )
         content, sha256 = await _read_limited(upload, limit)
         fields = {k: form.get(k) for k in ("name", "format", "delimiter")}
     try:
