@@ -360,18 +360,21 @@ def jsonl_records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
-def check_text(source: bytes, delimiter: str = ",", limits: FileLimits = FileLimits()) -> dict[str, Any]:
+def check_text(source: bytes | IO[bytes], delimiter: str = ",", limits: FileLimits = FileLimits()) -> dict[str, Any]:
     """Labelled text: CSV (a header row) or JSONL (one object per line, found by a leading '{').
 
     At least two columns and one row. Which columns hold the text and the label is the spec's
     choice, checked against ``columns`` when a study is submitted."""
-    head = next((line for line in _text_lines(source) if line.strip()), None)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    start = stream.tell()
+    head = next((line for line in _text_lines(stream) if line.strip()), None)
     if head is None:
         raise FileCheckError("the file has no rows")
+    stream.seek(start)  # read again from the top: the head was only a look
     if head.lstrip().startswith("{"):
         columns: dict[str, None] = {}
         rows = 0
-        for number, record in jsonl_records(_text_lines(source)):
+        for number, record in jsonl_records(_text_lines(stream)):
             columns.update(dict.fromkeys(str(k) for k in record))
             if len(columns) > limits.max_columns:
                 raise FileCheckError(
@@ -380,7 +383,7 @@ def check_text(source: bytes, delimiter: str = ",", limits: FileLimits = FileLim
             rows += 1  # noqa: SIM113 (a count, read after the loop)
         layout, header = "jsonl", list(columns)
     else:
-        table = _rows(source, delimiter)
+        table = _rows(stream, delimiter)
         header = [c.strip() for c in next(table, [])]
         check_header(header, limits, unique=False)
         rows = sum(1 for _ in table)
