@@ -71,6 +71,7 @@ def test_duplicate_initial_trials_are_enqueued_once(client, settings):
         ({"name": "trailing\n"}, "name", "must match"),
         ({"priority": 2**40}, "priority", "less than or equal"),
         ({"budget": {"n_trials": 5, "max_parallel": 1e30}}, "budget.max_parallel", ""),
+        ({"budget": {"n_trials": 5, "max_parallel": 2**40}}, "budget.max_parallel", "less than or equal"),
         ({"budget": {"n_trials": 5, "max_failed_trials": 2**40}}, "budget.max_failed_trials", "less than or equal"),
         ({"seed": -1}, "seed", "greater than or equal"),
         ({"sampler": {"name": "tpe", "gamma": 5}}, "sampler.gamma", "cannot give"),
