@@ -22,6 +22,7 @@ import io
 import json
 import math
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -39,10 +40,39 @@ class FileCheckError(ValueError):
 @dataclass(frozen=True)
 class FileLimits:
     """``max_elements``: values in one array (and in all of an .npz's together);
-    ``max_compression_ratio``: uncompressed / compressed size of one .npz member."""
+    ``max_compression_ratio``: uncompressed / compressed size of one .npz member;
+    ``max_columns``: columns of a CSV header (or keys of a JSONL file);
+    ``max_classes``: classes a classification file implies (an .npz's largest label + 1, a text
+    file's distinct labels): the model's head and every per-class table grow with it;
+    ``max_vocab`` / ``max_text_length``: a text data set's vocabulary (its most frequent tokens)
+    and the tokens kept per text (the padded length), when the spec sets none, and their caps."""
 
     max_elements: int = 2**27
     max_compression_ratio: float = 200.0
+    max_columns: int = 4096
+    max_classes: int = 1000
+    max_vocab: int = 100_000
+    max_text_length: int = 512
+
+
+def check_classes(n_classes: int, limits: FileLimits, where: str) -> None:
+    """FileCheckError when ``n_classes`` is over ``limits.max_classes`` (RNNTUNE_MAX_CLASSES)."""
+    if n_classes > limits.max_classes:
+        raise FileCheckError(
+            f"{where} implies {n_classes} classes, over the limit of {limits.max_classes} (RNNTUNE_MAX_CLASSES)"
+        )
+
+
+def check_header(header: list[str], limits: FileLimits, *, unique: bool = True) -> None:
+    """A header's width within ``limits.max_columns`` and (``unique``) no repeated name, in linear time."""
+    if len(header) > limits.max_columns:
+        raise FileCheckError(
+            f"the header has {len(header)} columns, over the limit of {limits.max_columns} (RNNTUNE_MAX_COLUMNS)"
+        )
+    counts = Counter(header)
+    duplicates = sorted(c for c, n in counts.items() if n > 1)
+    if unique and duplicates:
+        raise FileCheckError(f"the CSV header repeats columns {duplicates[:20]}")
 
 
 # --- arrays ----------------------------------------------------------------------------------
@@ -188,6 +218,8 @@ def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()
             xs = _summarise(stream, x, "X")
         if xs.n_nonfinite:
             raise FileCheckError(f"X has {xs.n_nonfinite} NaN/inf values")
+        if not _is_numeric(y.dtype):  # structured, string or complex: no labels or targets
+            raise FileCheckError(f"y must be integer labels or floats, but has dtype {y.dtype}")
         with archive.open(members[y_key][0]) as stream:
             read_npy_header(stream, "y")
             ys = _summarise(stream, y, "y")
@@ -200,6 +232,7 @@ def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()
             raise FileCheckError(f"class labels must be >= 0, but y has {low}")
         if high + 1 < 2:
             raise FileCheckError("classification needs at least 2 classes, but y has 1")
+        check_classes(high + 1, limits, f"y's largest label, {high},")
         info.update(task="classification", n_classes=high + 1)
     elif np.issubdtype(y.dtype, np.floating):
         if ys.n_nonfinite:
@@ -265,17 +298,15 @@ def _rows(source: bytes | IO[bytes], delimiter: str) -> Iterator[list[str]]:
         raise FileCheckError(f"the CSV cannot be parsed: {exc}") from None
 
 
-def check_csv(source: bytes | IO[bytes], delimiter: str = ",") -> dict[str, Any]:
+def check_csv(source: bytes | IO[bytes], delimiter: str = ",", limits: FileLimits = FileLimits()) -> dict[str, Any]:
     """A time-series CSV: a header, then rows; which columns are numeric without gaps."""
     rows = _rows(source, delimiter)
     header = [cell.strip() for cell in next(rows, [])]
     if not header:
         raise FileCheckError("the CSV has no rows")
+    check_header(header, limits)
     if any(not c for c in header):
-        raise FileCheckError(f"the CSV header has an empty column name: {header}")
-    duplicates = sorted({c for c in header if header.count(c) > 1})
-    if duplicates:
-        raise FileCheckError(f"the CSV header repeats columns {duplicates}")
+        raise FileCheckError(f"the CSV header has an empty column name (column {header.index('') + 1})")
     n_missing = [0] * len(header)
     first_bad: list[int | None] = [None] * len(header)
     n_rows = 0
@@ -329,24 +360,32 @@ def jsonl_records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
-def check_text(source: bytes, delimiter: str = ",") -> dict[str, Any]:
+def check_text(source: bytes | IO[bytes], delimiter: str = ",", limits: FileLimits = FileLimits()) -> dict[str, Any]:
     """Labelled text: CSV (a header row) or JSONL (one object per line, found by a leading '{').
 
     At least two columns and one row. Which columns hold the text and the label is the spec's
     choice, checked against ``columns`` when a study is submitted."""
-    head = next((line for line in _text_lines(source) if line.strip()), None)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    start = stream.tell()
+    head = next((line for line in _text_lines(stream) if line.strip()), None)
     if head is None:
         raise FileCheckError("the file has no rows")
+    stream.seek(start)  # read again from the top: the head was only a look
     if head.lstrip().startswith("{"):
         columns: dict[str, None] = {}
         rows = 0
-        for _, record in jsonl_records(_text_lines(source)):
+        for number, record in jsonl_records(_text_lines(stream)):
             columns.update(dict.fromkeys(str(k) for k in record))
+            if len(columns) > limits.max_columns:
+                raise FileCheckError(
+                    f"line {number}: the records have over {limits.max_columns} distinct keys (RNNTUNE_MAX_COLUMNS)"
+                )
             rows += 1  # noqa: SIM113 (a count, read after the loop)
         layout, header = "jsonl", list(columns)
     else:
-        table = _rows(source, delimiter)
+        table = _rows(stream, delimiter)
         header = [c.strip() for c in next(table, [])]
+        check_header(header, limits, unique=False)
         rows = sum(1 for _ in table)
         layout = "csv"
     if len(header) < 2:

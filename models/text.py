@@ -136,7 +136,7 @@ class Vocab:
 
 
 def encode_texts(
-    token_lists: Sequence[Sequence[str]], vocab: Vocab, max_length: int | None = None
+    token_lists: Iterable[Sequence[str]], vocab: Vocab, max_length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """ids int64 (N, T) padded with 0, lengths int64 (N,) >= 1; T = the longest (truncated) row."""
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):

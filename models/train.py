@@ -131,7 +131,10 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     metric_sum = torch.zeros((), device=device)
     n_classes = 0  # classification: the model's, from its first batch
-    confusion = torch.zeros(0, dtype=torch.int64, device=device)  # then (n_classes * n_classes,)
+    # per class (n_classes,): true positives, true and predicted counts; never n_classes**2
+    hits = torch.zeros(0, dtype=torch.int64, device=device)
+    n_true = torch.zeros(0, dtype=torch.int64, device=device)
+    n_predicted = torch.zeros(0, dtype=torch.int64, device=device)
     for start in range(0, len(x), batch_size):
         if lengths is None:
             out = model(x[start : start + batch_size]).float()  # (b, output_size)
@@ -148,17 +151,18 @@ def evaluate(
             metric_sum += (predicted == target).sum()
             if n_classes == 0:
                 n_classes = out.shape[1]
-                confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
-            confusion += torch.bincount(target * n_classes + predicted, minlength=n_classes**2)
+                hits, n_true, n_predicted = (torch.zeros(n_classes, dtype=torch.int64, device=device) for _ in range(3))
+            hits += torch.bincount(target[predicted == target], minlength=n_classes)
+            n_true += torch.bincount(target, minlength=n_classes)
+            n_predicted += torch.bincount(predicted, minlength=n_classes)
     model.train(was_training)
     # regression averages over every predicted value, like F.mse_loss does in training
     count = y.numel() if task == "regression" else len(y)
     if task == "regression":
         loss, metric = (torch.stack([loss_sum, metric_sum]) / count).tolist()  # one device sync
         return {"loss": loss, "mae": metric}
-    matrix = confusion.view(n_classes, n_classes).double()  # [true, predicted]
-    tp = matrix.diagonal()
-    denominator = matrix.sum(0) + matrix.sum(1)  # 2TP + FP + FN per class
+    tp = hits.double()
+    denominator = (n_true + n_predicted).double()  # 2TP + FP + FN per class
     present = denominator > 0
     f1 = (2 * tp[present] / denominator[present]).mean()
     loss, metric, f1 = torch.stack([loss_sum / count, metric_sum / count, f1.to(loss_sum.dtype)]).tolist()

@@ -103,6 +103,14 @@ def check_allowed(argv: list[str], command_dirs: list[Path]) -> str | None:
     to refuse the spec, or None. A relative script is resolved by each worker in its directories."""
     script = script_of(argv)
     if not os.path.isabs(script):
+        # where this server sees the directories too: a name that is there but leads out of
+        # them (a symlink) could never be run by a worker, so it would wait for ever
+        present = [d / script for d in command_dirs if os.path.lexists(d / script)]
+        if present and resolve_script(script, command_dirs) is None:
+            return (
+                f"{script!r} leads out of the allowed command directories (RNNTUNE_COMMAND_DIRS), "
+                "through a symlink or '..': no worker may run it"
+            )
         return None
     if resolve_script(script, command_dirs) is None:
         return (

@@ -98,6 +98,29 @@ class Settings(BaseSettings):
         gt=1,
         description="largest uncompressed / compressed size of an .npz member",
     )
+    max_columns: int = Field(
+        default=4096,  # = FileLimits().max_columns
+        ge=2,
+        description="widest CSV header (or most distinct JSONL keys) an uploaded or root-held file may have",
+    )
+    max_classes: int = Field(
+        default=Limits.max_classes,  # = FileLimits().max_classes
+        ge=2,
+        description="most classes a classification file may imply (an .npz's largest label + 1, a text file's labels)",
+    )
+    max_vocab: int = Field(
+        default=Limits.max_vocab,  # = FileLimits().max_vocab
+        ge=2,
+        description="largest text vocabulary (tokens): the most frequent kept when data.params.max_size is unset",
+    )
+    max_text_length: int = Field(
+        default=Limits.max_text_length,  # = FileLimits().max_text_length
+        ge=1,
+        description="most tokens kept per text (the padded length) when max_length is unset, and its largest value",
+    )
+    max_initial_trials: int = Field(
+        default=Limits.max_initial_trials, ge=1, description="most initial_trials entries a spec may give"
+    )
 
     # Client side (rnntune submit / status).
     api_url: str = "http://127.0.0.1:8000"
@@ -173,6 +196,10 @@ class Settings(BaseSettings):
             max_data_elements=self.max_data_elements,
             max_search_option=self.max_search_option,
             max_selection_runs=self.max_selection_runs,
+            max_classes=self.max_classes,
+            max_vocab=self.max_vocab,
+            max_text_length=self.max_text_length,
+            max_initial_trials=self.max_initial_trials,
         )
 
     @property
@@ -180,7 +207,14 @@ class Settings(BaseSettings):
         """What an uploaded (or root-held) array file may hold (``rnntune.models.files``)."""
         from rnntune.models.files import FileLimits
 
-        return FileLimits(max_elements=self.max_upload_elements, max_compression_ratio=self.max_compression_ratio)
+        return FileLimits(
+            max_elements=self.max_upload_elements,
+            max_compression_ratio=self.max_compression_ratio,
+            max_columns=self.max_columns,
+            max_classes=self.max_classes,
+            max_vocab=self.max_vocab,
+            max_text_length=self.max_text_length,
+        )
 
     @property
     def is_sqlite(self) -> bool:

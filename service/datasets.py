@@ -11,18 +11,20 @@ what was found here when a study is submitted (:func:`check_spec`).
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, stored_spec
+from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, try_stored_spec
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
-from rnntune.service.tables import DatasetRow, StudyRow
+from rnntune.service.tables import DatasetRow, StudyRow, utcnow
 
 # text: a CSV or JSONL of labelled text (data.name: text); npy: an embedding matrix (V, D) and
 # vocab: its tokens, one per line (data.params.embeddings / embeddings_vocab name them).
@@ -51,7 +53,7 @@ def default_name(filename: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidDataset(f"name must match {NAME_RE.pattern}, but got {name!r}")
     if name.isascii() and name.isdigit():
         raise InvalidDataset(f"name must not be all digits (a spec may name a data set by id), but got {name!r}")
@@ -74,32 +76,40 @@ def format_of(filename: str, fmt: str | None) -> str:
 # --- validation --------------------------------------------------------------------------------
 
 
-def inspect_file(content: bytes, fmt: str, *, delimiter: str = ",", limits: FileLimits | None = None) -> dict[str, Any]:
+def inspect_file(
+    content: bytes | IO[bytes], fmt: str, *, delimiter: str = ",", limits: FileLimits | None = None
+) -> dict[str, Any]:
     """What the file holds (stored as the data set's ``info``); raise InvalidDataset if broken.
 
-    The checks (``rnntune.models.files``, shared with the workers) read the bytes as a stream:
+    ``content``: the bytes, or a seekable binary file (an upload spooled to disk), read from its
+    start. The checks (``rnntune.models.files``, shared with the workers) read it as a stream:
     an .npz or .npy is judged by its headers before any value is decompressed, and memory stays
     a small multiple of one chunk whatever the file claims to hold."""
     from rnntune.models import files  # numpy only, never torch (the API must start fast)
 
     limits = limits or files.FileLimits()
-    if not content:
+    stream = io.BytesIO(content) if isinstance(content, bytes) else content
+    stream.seek(0, io.SEEK_END)
+    if not stream.tell():
         raise InvalidDataset("the file is empty")
+    stream.seek(0)
     try:
         if fmt == "text":
-            return files.check_text(content, delimiter)
+            return files.check_text(stream, delimiter, limits)
         if fmt == "csv":
-            return files.check_csv(content, delimiter)
+            return files.check_csv(stream, delimiter, limits)
         if fmt == "npz":
-            return files.check_npz(content, limits)
+            return files.check_npz(stream, limits)
         if fmt == "npy":
-            return files.check_npy(content, limits)
-        return files.check_vocab(content, limits)
+            return files.check_npy(stream, limits)
+        return files.check_vocab(stream, limits)
     except files.FileCheckError as exc:
         raise InvalidDataset(str(exc)) from None
 
 
 # --- rows --------------------------------------------------------------------------------------
+
+STORE_CHUNK = 2**20  # bytes sent to PostgreSQL per statement when a file is stored (a few MiB once escaped)
 
 
 def create(
@@ -108,31 +118,91 @@ def create(
     name: str,
     filename: str,
     fmt: str,
-    content: bytes,
+    content: bytes | IO[bytes],
     delimiter: str = ",",
     limits: FileLimits | None = None,
 ) -> DatasetRow:
-    """Validate and store an upload; raise InvalidDataset or DatasetConflict. Commits."""
+    """Validate and store an upload; raise InvalidDataset or DatasetConflict. Commits.
+
+    ``content`` may be a seekable file (an upload spooled to disk): it is checked from there and,
+    on PostgreSQL, streamed into the row by COPY, so the API holds a chunk of it, never the whole
+    file."""
     check_name(name)
     if find(session, name) is not None:
         raise DatasetConflict(f"a dataset named {name!r} exists; delete it first or choose another name")
     info = inspect_file(content, fmt, delimiter=delimiter, limits=limits)
-    row = DatasetRow(
-        name=name,
-        filename=filename[:255],
-        format=fmt,
-        sha256=hashlib.sha256(content).hexdigest(),
-        size=len(content),
-        info=info,
-        content=content,
-    )
-    session.add(row)
+    stream = io.BytesIO(content) if isinstance(content, bytes) else content
+    digest, size = _digest(stream)
+    fields = {"name": name, "filename": filename[:255], "format": fmt, "sha256": digest, "size": size, "info": info}
     try:
+        if session.get_bind().dialect.name == "postgresql":
+            _copy_in(session, fields, stream)
+        else:  # SQLite (embedded, one user): the file's bytes once, in one insert
+            stream.seek(0)
+            session.add(DatasetRow(**fields, content=stream.read()))
         session.commit()
     except IntegrityError:  # another upload took the name between the check and the insert
         session.rollback()
         raise DatasetConflict(f"a dataset named {name!r} exists; delete it first or choose another name") from None
-    return row
+    return session.scalar(select(DatasetRow).where(DatasetRow.name == name))
+
+
+class _CopyLine(io.RawIOBase):
+    """One row of COPY's text format, made as it is read: the escaped fields, then the file's
+    bytes as bytea hex, a chunk at a time (``copy_expert`` reads it STORE_CHUNK bytes at a time)."""
+
+    def __init__(self, prefix: bytes, stream: IO[bytes]):
+        self.pending, self.stream, self.done = prefix + b"\\\\x", stream, False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.done and (size < 0 or len(self.pending) < size):
+            chunk = self.stream.read(STORE_CHUNK // 2)
+            if chunk:
+                self.pending += chunk.hex().encode()
+            else:
+                self.pending += b"\n"
+                self.done = True
+        n = len(self.pending) if size < 0 else size
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+
+def _copy_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_in(session: Session, fields: dict[str, Any], stream: IO[bytes]) -> None:
+    """Insert the row with ``COPY ... FROM STDIN``, streaming the content from ``stream``: the
+    API holds a chunk of the file at a time, not the file and its escaped copy in one statement."""
+    values = [*(str(fields[k]) for k in ("name", "filename", "format", "sha256", "size")), json.dumps(fields["info"])]
+    values.append(utcnow().isoformat(sep=" "))
+    prefix = "\t".join(_copy_text(v) for v in values) + "\t"
+    stream.seek(0)
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.copy_expert(
+            "COPY rnntune_datasets (name, filename, format, sha256, size, info, created_at, content) FROM STDIN",
+            _CopyLine(prefix.encode(), stream),
+            size=STORE_CHUNK,
+        )
+    except Exception as exc:  # a concurrent upload of the same name: as the ORM insert would say
+        if getattr(exc, "pgcode", None) == "23505":
+            raise IntegrityError("COPY rnntune_datasets", None, exc) from exc
+        raise
+    finally:
+        cursor.close()
+
+
+def _digest(stream: IO[bytes]) -> tuple[str, int]:
+    stream.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(STORE_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def find(session: Session, ref: str | int) -> DatasetRow | None:
@@ -167,13 +237,19 @@ def refers_to(ref: Any, row: DatasetRow) -> bool:
     return ref == row.name or (ref.isascii() and ref.isdigit() and int(ref) == row.id)
 
 
-def spec_refs(spec: StudySpec) -> list[tuple[str, Any]]:
-    """(field, reference) of every uploaded data set a spec reads."""
-    if spec.data is None:
+def spec_refs(spec: StudySpec | dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, reference) of every uploaded data set a spec reads; a stored spec that no longer
+    parses is read as its JSON, so a data set it names stays protected."""
+    if isinstance(spec, dict):
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        dataset, params = data.get("dataset"), data.get("params") if isinstance(data.get("params"), dict) else {}
+    elif spec.data is None:
         return []
-    refs = [("data.dataset", spec.data.dataset)]
+    else:
+        dataset, params = spec.data.dataset, spec.data.params
+    refs = [("data.dataset", dataset)]
     for key in ("embeddings", "embeddings_vocab"):
-        value = spec.data.params.get(key)  # the data set's own options
+        value = params.get(key)  # the data set's own options
         if value is not None and not is_path(value):
             refs.append((f"data.params.{key}", value))
     return [(field, ref) for field, ref in refs if ref is not None]
@@ -182,7 +258,9 @@ def spec_refs(spec: StudySpec) -> list[tuple[str, Any]]:
 def users(session: Session, row: DatasetRow, states: tuple[str, ...] = ACTIVE_STUDY_STATES) -> list[str]:
     """Names of the studies in ``states`` whose spec reads this data set."""
     studies = session.scalars(select(StudyRow).where(StudyRow.state.in_(states)))
-    return [s.name for s in studies if any(refers_to(ref, row) for _, ref in spec_refs(stored_spec(s)))]
+    return [
+        s.name for s in studies if any(refers_to(ref, row) for _, ref in spec_refs(try_stored_spec(s) or s.spec or {}))
+    ]
 
 
 def remove(session: Session, row: DatasetRow) -> None:
@@ -242,10 +320,19 @@ def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) 
             )
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
+    if row.format == "npz" and limits is not None and (row.info.get("n_classes") or 0) > limits.max_classes:
+        errors.append(
+            (
+                "data.dataset",
+                f"dataset {row.name!r} implies {row.info['n_classes']} classes, over this server's limit "
+                f"RNNTUNE_MAX_CLASSES={limits.max_classes}",
+            )
+        )
     if row.format == "npz" and limits is not None and not errors:
         _, n_steps, n_features = row.info["X"]
+        n_outputs = row.info.get("n_classes") or (row.info["y"][1] if len(row.info["y"]) == 2 else 1)
         try:
-            check_limits(spec, limits, n_features=n_features, window=n_steps)
+            check_limits(spec, limits, n_features=n_features, window=n_steps, n_outputs=n_outputs)
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
             errors.append((field, f"{reason} (dataset {row.name!r}: {n_steps} steps of {n_features} features)"))

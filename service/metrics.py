@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.results import TRIAL_STATES, _state
-from rnntune.service.spec import stored_spec
+from rnntune.service.spec import try_stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
 
 log = logging.getLogger("rnntune.metrics")
@@ -124,7 +124,8 @@ class RnntuneCollector(Collector):
         workers.add_metric([], live)
         yield workers
 
-        max_epochs = {study.optuna_study_id: stored_spec(study).budget.max_epochs for study in studies}
+        specs = {study.optuna_study_id: try_stored_spec(study) for study in studies}  # None: broken, not counted
+        max_epochs = {sid: spec.budget.max_epochs for sid, spec in specs.items() if spec is not None}
         yield from self._durations(session, names, max_epochs)
 
     def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:

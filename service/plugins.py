@@ -37,7 +37,7 @@ class PluginError(Exception):
 
 def check_name(name: Any) -> str:
     """A spec's plugin reference: an entry-point name, nothing that reads as a module or a path."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError(
             f"a plugin is named by its entry-point name (lower-case letters, digits, '-', '_'; "
             f"at most 64), never a module, callable or path, but got {name!r}"
@@ -81,7 +81,7 @@ def installed() -> list[PluginInfo]:
     out = []
     for kind, group in GROUPS.items():
         for ep in metadata.entry_points(group=group):
-            if NAME_RE.match(ep.name):  # a name no spec could refer to is not offered
+            if NAME_RE.fullmatch(ep.name):  # a name no spec could refer to is not offered
                 out.append(_info(kind, ep))
     return sorted(set(out), key=lambda p: (p.kind, p.name))
 

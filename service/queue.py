@@ -18,6 +18,8 @@ worker's: :func:`db_now`.
 
 from __future__ import annotations
 
+import logging
+import json
 import socket
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
@@ -30,8 +32,10 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import optuna_compat, plugins, results
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
-from rnntune.service.spec import StudySpec, stored_spec
+from rnntune.service.spec import StudySpec, broken_reason, stored_spec_problem, try_stored_spec
 from rnntune.service.tables import ENDED, EvaluationRow, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
+
+log = logging.getLogger("rnntune.queue")
 
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
 FINALIZE = "finalize"
@@ -270,7 +274,8 @@ def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_h
     )
     session.add(row)
     session.flush()
-    initial = list(spec.initial_trials)  # run first, as given: the first tickets carry them
+    # run first, as given: the first tickets carry them, each distinct entry once
+    initial = list({json.dumps(p, sort_keys=True, default=str): p for p in spec.initial_trials}.values())
     session.add_all(
         TicketRow(study_id=row.id, seq=i, params=initial[i] if i < len(initial) else None) for i in range(row.n_trials)
     )
@@ -309,7 +314,10 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     if study.state not in ACTIVE:
         return True
     kinds = set(session.scalars(select(TicketRow.kind).where(TicketRow.study_id == study_id).distinct()))
-    spec = stored_spec(study)
+    spec = try_stored_spec(study)
+    if spec is None:  # it no longer parses: nothing more can run, and it says why
+        finish_study(session, study_id, StudyState.FAILED, broken_reason(study))
+        return True
     own_training = spec.objective is not None  # an objective plugin or command: no model to store
     if FINALIZE not in kinds and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
         if REEVAL not in kinds and not spec.selection.is_default and _add_reevals(session, study, spec):
@@ -466,9 +474,14 @@ def claim(
         row = conn.execute(_LEASE, lease).first()
         if row is None:
             continue
+        spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
+        broken = None if spec is None else stored_spec_problem(spec)
+        if broken is not None:  # never handed to a worker: the study fails, saying why
+            _fail_broken(session, study_id, row.id, broken)
+            conn = session.connection()  # (the commit ended the last one)
+            continue
         if state == StudyState.QUEUED:
             conn.execute(_START_STUDY, {"study": study_id})
-        spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
         session.commit()
         return Claim(
             row.id,
@@ -486,6 +499,19 @@ def claim(
         )
     session.commit()
     return None
+
+
+def _fail_broken(session: Session, study_id: int, ticket_id: int, reason: str) -> None:
+    """A claimed study whose stored spec no longer parses: fail it with the reason and cancel the
+    ticket just leased, in the claim's transaction, so that no worker runs (or retries) it."""
+    finish_study(session, study_id, StudyState.FAILED, reason)
+    session.execute(
+        update(TicketRow)
+        .where(TicketRow.id == ticket_id)
+        .values(state=TicketState.CANCELLED, worker_id=None, lease_expires_at=None, finished_at=db_now())
+    )
+    session.commit()
+    log.error("study %d failed: %s", study_id, reason)
 
 
 def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int, trial_number: int) -> bool:

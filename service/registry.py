@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rnntune.service import optuna_compat, queue, results
-from rnntune.service.spec import StudySpec, stored_spec
+from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, StudyState
 
 SPEC_ATTR = "rnntune_spec"
@@ -124,6 +125,26 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     return study
 
 
+def _shown(row: StudyRow) -> dict[str, Any]:
+    """direction, metric and data as a summary shows them; a stored spec that no longer parses
+    shows what its JSON says (strings only) and, while the study is active, why it cannot run."""
+    spec = try_stored_spec(row)
+    if spec is not None:
+        return {"direction": spec.direction, "metric": spec.metric, "data": _data_name(spec), "broken": None}
+    raw = row.spec if isinstance(row.spec, dict) else {}
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+
+    def text(value: Any, default: str) -> str:
+        return value if isinstance(value, str) else default
+
+    return {
+        "direction": text(raw.get("direction"), "unknown"),
+        "metric": text(raw.get("metric"), "unknown"),
+        "data": text(data.get("name"), "unknown"),
+        "broken": broken_reason(row),
+    }
+
+
 def _data_name(spec: StudySpec) -> str:
     """What a study trains on: a data set's name, or (no data) its objective plugin or command."""
     if spec.data is not None:
@@ -140,21 +161,26 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
         live = queue.live_capabilities(session, lost_after_s=lost_after_s)
     counts = results.trial_counts(session, ids)
     finalizing = _finalizing(session, rows)
-    best = results.best_values(session, {r.optuna_study_id: stored_spec(r).direction for r in rows})
+    shown = {r.id: _shown(r) for r in rows}
+    best = results.best_values(
+        session, {r.optuna_study_id: shown[r.id]["direction"] for r in rows if shown[r.id]["broken"] is None}
+    )
     out = []
     for r in rows:
-        c = counts[r.optuna_study_id]
+        c, s = counts[r.optuna_study_id], shown[r.id]
+        active = r.state in (*queue.ACTIVE, StudyState.PAUSED)
         out.append(
             {
                 "name": r.name,
                 "state": FINALIZING if r.id in finalizing else r.state,
                 "reason": r.reason
+                or (s["broken"] if active else None)
                 or (
                     queue.unrunnable_reason(r.requires, live) if live is not None and r.state in queue.ACTIVE else None
                 ),
-                "direction": stored_spec(r).direction,
-                "metric": stored_spec(r).metric,
-                "data": _data_name(stored_spec(r)),
+                "direction": s["direction"],
+                "metric": s["metric"],
+                "data": s["data"],
                 "n_trials": r.n_trials,
                 "finished": c["COMPLETE"] + c["PRUNED"],
                 "counts": {
@@ -165,7 +191,7 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
                     "running": c["RUNNING"],
                     "waiting": c["WAITING"],
                 },
-                "best_value": best[r.optuna_study_id],
+                "best_value": best.get(r.optuna_study_id),
                 "created_at": r.created_at,
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,

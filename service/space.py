@@ -17,7 +17,7 @@ Scalar = bool | int | float | str
 
 
 class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     when: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description="suggest only when another parameter has one of these values"
     )

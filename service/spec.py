@@ -43,6 +43,7 @@ from rnntune.models.config import (
     TrainConfig,
 )
 from rnntune.service import space
+from rnntune.service.finite import bad_numbers, check_numbers
 from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part of the spec's API)
     MAX_GRID_POINTS,
     CategoricalParam,
@@ -53,6 +54,10 @@ from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part 
 )
 
 log = logging.getLogger("rnntune.spec")
+
+# Integers the database stores in 32-bit columns (priority, budget counts); seeds numpy accepts.
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
 
 # ---------------------------------------------------------------------------------------------
 # What can be tuned. Each hyperparameter has a kind, a domain and a default used when it is
@@ -231,7 +236,7 @@ def _check_value(name: str, value: Any) -> Any:
 
 
 class DataSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(
         description=f"a built-in data set ({', '.join(DATASETS)}), or plugin",
         json_schema_extra={"enum": [*DATASETS, PLUGIN_DATASET]},
@@ -296,7 +301,7 @@ def _check_data_plugin(d: DataSpec) -> None:
 class ObjectiveSpec(BaseModel):
     """The user's own training: an installed objective plugin, or a command (a script)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     plugin: str | None = Field(default=None, description="an installed rnntune.objectives entry point, by its name")
     command: list[str] | None = Field(
         default=None, description="program and arguments, no shell; {name} is replaced by the trial's value"
@@ -319,7 +324,7 @@ class ObjectiveSpec(BaseModel):
 class SamplerSpec(BaseModel):
     """``name`` and ``seed``; any other key is passed to the Optuna sampler's constructor."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = Field(default="tpe", json_schema_extra={"enum": list(SAMPLERS)})
     seed: int | None = None
 
@@ -338,7 +343,7 @@ class SamplerSpec(BaseModel):
 class PrunerSpec(BaseModel):
     """``name``; any other key is passed to the Optuna pruner's constructor."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = Field(default="median", json_schema_extra={"enum": list(PRUNERS)})
 
     @field_validator("name")
@@ -354,12 +359,16 @@ class PrunerSpec(BaseModel):
 
 
 class BudgetSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n_trials: int | None = Field(default=None, description="finished trials to run (grid: defaults to the grid size)")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    n_trials: int | None = Field(
+        default=None, le=INT32_MAX, description="finished trials to run (grid: defaults to the grid size)"
+    )
     max_epochs: int = Field(default=20, ge=1, le=100000, description="epochs per trial (the pruning steps)")
     timeout_s: float | None = Field(default=None, gt=0, description="stop starting trials after this")
-    max_failed_trials: int = Field(default=10, ge=1, description="the study fails when this many trials fail")
-    max_parallel: int | None = Field(default=None, ge=1, description="trials running at once")
+    max_failed_trials: int = Field(
+        default=10, ge=1, le=INT32_MAX, description="the study fails when this many trials fail"
+    )
+    max_parallel: int | None = Field(default=None, ge=1, le=INT32_MAX, description="trials running at once")
 
     @field_validator("n_trials")
     @classmethod
@@ -374,7 +383,7 @@ class SelectionSpec(BaseModel):
     single best validation score; otherwise the ``top_k`` best complete trials are trained again
     and the one with the best mean wins (docs/architecture.md, "Re-evaluated winners")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     top_k: int = Field(default=1, ge=1, description="the best complete trials trained again (candidates)")
     seeds: int = Field(default=1, ge=1, description="training seeds per candidate, the search trial's own run included")
     folds: int = Field(
@@ -394,7 +403,7 @@ class SelectionSpec(BaseModel):
         return self.top_k * self.seeds * self.folds
 
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # names are matched with fullmatch: no trailing "\n"
 
 
 def _hp_schema(hp: _Hp) -> dict[str, Any]:
@@ -425,7 +434,17 @@ def _fixed_schema(schema: dict[str, Any], group: str) -> None:
 class StudySpec(BaseModel):
     """A study: what to train, what to search, how, and for how long."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what the validator does: data is required unless objective is given.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"], "properties": {"data": {"type": "object"}}},
+                {"required": ["objective"], "properties": {"objective": {"type": "object"}}},
+            ]
+        },
+    )
     name: str = Field(
         description="unique; lower-case letters, digits and '-', at most 64",
         json_schema_extra={"pattern": NAME_RE.pattern},
@@ -461,22 +480,31 @@ class StudySpec(BaseModel):
         default_factory=SelectionSpec,
         description="re-evaluate the top_k trials with more seeds (and folds) and keep the best mean",
     )
-    seed: int = Field(default=0, description="training seed: same params + seed, same curve")
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="training seed: same params + seed, same curve")
     labels: list[str] = Field(default_factory=list, description="only workers with all these labels run it")
-    priority: int = Field(default=0, description="higher runs first when studies share workers")
+    priority: int = Field(
+        default=0, ge=-INT32_MAX, le=INT32_MAX, description="higher runs first when studies share workers"
+    )
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_numbers(data)  # every number, free-form dicts included (service/finite.py)
+        return data
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise ValueError(f"name must match {NAME_RE.pattern}, but got {name!r}")
         return name
 
     @field_validator("metric")
     @classmethod
     def _metric(cls, metric: str) -> str:
-        if metric not in METRICS and not CUSTOM_METRIC_RE.match(metric):
+        if metric not in METRICS and not CUSTOM_METRIC_RE.fullmatch(metric):
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         return metric
 
@@ -628,6 +656,11 @@ class StudySpec(BaseModel):
                 raise ValueError("search_space.max_length: also fixed in data.params.max_length; keep one")
 
     def _rest(self, limits: Limits | None) -> StudySpec:
+        if limits is not None and len(self.initial_trials) > limits.max_initial_trials:
+            raise ValueError(
+                f"initial_trials: {len(self.initial_trials)} entries, over this server's limit "
+                f"RNNTUNE_MAX_INITIAL_TRIALS={limits.max_initial_trials}"
+            )
         for i, params in enumerate(self.initial_trials):
             for key, value in params.items():
                 if key not in self.search_space:
@@ -664,6 +697,8 @@ class StudySpec(BaseModel):
 
     def directions(self) -> list[str]:
         """The Optuna study's direction per objective."""
+        if not self.objectives:  # one objective: a built-in metric's, or a plugin's / command's own
+            return [self.direction]
         return [OBJECTIVES[name] for name in self.objective_names()]
 
     @property
@@ -706,7 +741,7 @@ def _plugin_model(values: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise ValueError(f"plugin: {exc}") from None
     for key, value in values.items():
-        if not CUSTOM_PARAM_RE.match(key):
+        if not CUSTOM_PARAM_RE.fullmatch(key):
             raise ValueError(f"{key!r}: a model plugin's parameter is a plain identifier")
         if key != "plugin" and not isinstance(value, (bool, int, float, str, type(None))):
             raise ValueError(f"{key}: a model plugin's fixed parameter is a number, string or boolean")
@@ -733,7 +768,7 @@ def _check_objective(spec: StudySpec) -> None:
     if spec.data is not None:
         raise ValueError("data: an objective plugin or command loads its own data")
     for name in spec.search_space:
-        if not CUSTOM_PARAM_RE.match(name):
+        if not CUSTOM_PARAM_RE.fullmatch(name):
             raise ValueError(f"search_space.{name}: a parameter name is a plain identifier")
     if spec.objective.command is not None:
         from rnntune.service.command import check_command
@@ -806,6 +841,9 @@ def _check_options(spec: StudySpec) -> None:
     """Build the sampler and pruner once so that a bad option is caught here, not in a worker."""
     from rnntune.service import search  # optuna import deferred: the CLI's --help stays fast
 
+    problems = search.check_options(spec)  # types and domains the constructors leave unchecked
+    if problems:
+        raise ValueError(problems[0])
     try:
         search.build_sampler(spec, seed_offset=0)
     except (TypeError, ValueError) as exc:
@@ -849,19 +887,72 @@ _LOC_RE = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_0-9]+)*$")
 
 
 _STORED: dict[str, StudySpec] = {}
+_BROKEN: dict[str, str] = {}  # spec_hash -> why that stored spec does not parse
 _STORED_MAX = 4096
+
+
+class BrokenSpec(ValueError):
+    """A study's stored spec no longer parses (an older version let a bad value through, or a
+    row was edited): the study is shown with this reason, and workers fail it rather than run it."""
 
 
 def stored_spec(row: Any) -> StudySpec:
     """A study row's spec, parsed once per process: the stored JSON was validated at submit, and a
     study's spec never changes (``row.spec_hash`` is its digest), so GETs and the queue read typed
-    fields instead of dicts and never re-validate (which builds a sampler)."""
+    fields instead of dicts and never re-validate (which builds a sampler). Raises
+    :class:`BrokenSpec` (also remembered per digest) when it no longer parses."""
     spec = _STORED.get(row.spec_hash)
-    if spec is None:
-        if len(_STORED) >= _STORED_MAX:
-            _STORED.clear()
-        spec = _STORED[row.spec_hash] = load_stored(row.spec)
-    return spec
+    if spec is not None:
+        return spec
+    reason = _BROKEN.get(row.spec_hash)
+    if reason is None:
+        try:
+            spec = load_stored(row.spec)
+        except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
+            reason = _problem(exc)
+        else:
+            if len(_STORED) >= _STORED_MAX:
+                _STORED.clear()
+            _STORED[row.spec_hash] = spec
+            return spec
+        if len(_BROKEN) >= _STORED_MAX:
+            _BROKEN.clear()
+        _BROKEN[row.spec_hash] = reason
+    raise BrokenSpec(reason)
+
+
+def try_stored_spec(row: Any) -> StudySpec | None:
+    """:func:`stored_spec`, or None when the stored spec no longer parses (readers that must
+    never fail: lists, metrics, cancel, the data-set guard)."""
+    try:
+        return stored_spec(row)
+    except BrokenSpec:
+        return None
+
+
+def broken_reason(row: Any) -> str | None:
+    """Why a study's stored spec does not parse (None: it does)."""
+    try:
+        stored_spec(row)
+    except BrokenSpec as exc:
+        return str(exc)
+    return None
+
+
+def stored_spec_problem(data: Any) -> str | None:
+    """Why ``data`` (a stored spec) cannot be read back as a StudySpec, or None."""
+    try:
+        load_stored(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return _problem(exc)
+    return None
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        errors = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in format_errors(exc))
+        return f"the stored spec no longer parses: {errors}"
+    return f"the stored spec no longer parses ({type(exc).__name__})"  # not a mapping at all, say
 
 
 def load_stored(data: dict[str, Any]) -> StudySpec:
@@ -917,6 +1008,9 @@ def parse_spec(data: Any, limits: Limits | None = None) -> StudySpec:
                     )
                 ]
             )
+    numbers = bad_numbers(data)  # every one named, before any field is read
+    if numbers:
+        raise SpecError(numbers)
     try:
         return StudySpec.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
@@ -974,6 +1068,10 @@ class Limits:
     max_data_elements: int = 2**28
     max_search_option: int = 10_000
     max_selection_runs: int = 50
+    max_classes: int = 1000
+    max_vocab: int = 100_000
+    max_text_length: int = 512
+    max_initial_trials: int = 1000
 
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -1004,11 +1102,11 @@ def _n_features(spec: StudySpec) -> int:
     return 1
 
 
-def _window_upper(spec: StudySpec) -> int | None:
+def _window_upper(spec: StudySpec, limits: Limits | None = None) -> int | None:
     """The longest sequence a trial feeds the model, when the spec tells (None: the file's)."""
     d = spec.data
-    if d.name == "text":
-        return _upper(spec, "max_length") or d.params.get("max_length")
+    if d.name == "text":  # unset: the loader keeps RNNTUNE_MAX_TEXT_LENGTH tokens
+        return _upper(spec, "max_length") or d.params.get("max_length") or (limits or Limits()).max_text_length
     if "window" in spec.search_space:
         return _upper(spec, "window")
     if d.window is not None:
@@ -1023,17 +1121,61 @@ def _window_upper(spec: StudySpec) -> int | None:
     return {"sunspots": 24, "co2": 52, "csv": 24}.get(d.name)  # the loaders' defaults (at most); npz: its T
 
 
-def model_params_upper(spec: StudySpec, n_features: int | None = None) -> int:
-    """Parameters of the largest model the spec can build (every size at its upper bound);
-    ``n_features``: the input width when known from the file (an uploaded .npz)."""
+def _n_outputs(spec: StudySpec, limits: Limits) -> int:
+    """The head's width: forecasting horizon x targets, the classes, or (a file the spec cannot
+    see into: a path's .npz, a text file's labels) the most classes this server allows."""
+    d = spec.data
+    if d.name == "digits":
+        return 10
+    if d.name in ("sine", "sunspots", "co2", "csv"):
+        return d.horizon
+    if d.name in ("npz", "text"):
+        return limits.max_classes
+    return 1  # adding, and a data-set plugin's own
+
+
+def _vocab_upper(spec: StudySpec, limits: Limits) -> int:
+    """Rows of a text model's embedding: the vocabulary's cap plus <pad> and <unk>."""
+    return min(spec.data.params.get("max_size") or limits.max_vocab, limits.max_vocab) + 2
+
+
+def model_params_upper(
+    spec: StudySpec, n_features: int | None = None, n_outputs: int | None = None, limits: Limits | None = None
+) -> int:
+    """Parameters of the largest model the spec can build (every size at its upper bound): a text
+    model's embedding (vocabulary x embed_dim), the recurrent layers and the head its outputs
+    imply. ``n_features`` / ``n_outputs``: the input width and head width when known from the
+    file (an uploaded .npz)."""
+    limits = limits or Limits()
     hidden, layers = int(_upper(spec, "hidden_size")), int(_upper(spec, "num_layers"))
     directions = 2 if _upper(spec, "bidirectional") else 1
     gates = _GATES[_upper(spec, "cell")]
     n, width = 0, n_features or _n_features(spec)
+    if spec.data.name == "text":
+        n += _vocab_upper(spec, limits) * width  # the embedding; width is embed_dim
     for _ in range(layers):  # per layer and direction: gates x (W_ih, W_hh, two biases)
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
-    return n + width  # + a one-output head
+    outputs = n_outputs or _n_outputs(spec, limits)
+    return n + width * outputs + outputs  # + the head
+
+
+def _check_text_caps(spec: StudySpec, limits: Limits) -> None:
+    """A text spec's vocabulary and kept length within RNNTUNE_MAX_VOCAB / RNNTUNE_MAX_TEXT_LENGTH."""
+    if spec.data.name != "text":
+        return
+    size = spec.data.params.get("max_size")
+    if size is not None and size > limits.max_vocab:
+        raise ValueError(
+            f"data.params.max_size: {size} is over this server's limit RNNTUNE_MAX_VOCAB={limits.max_vocab}"
+        )
+    searched = "max_length" in spec.search_space
+    length = _upper(spec, "max_length") if searched else spec.data.params.get("max_length")
+    if length is not None and length > limits.max_text_length:
+        where = "search_space.max_length" if searched else "data.params.max_length"
+        raise ValueError(
+            f"{where}: {length} tokens is over this server's limit RNNTUNE_MAX_TEXT_LENGTH={limits.max_text_length}"
+        )
 
 
 def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] | None:
@@ -1052,7 +1194,14 @@ def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] 
     return f"data.params.{count_key}", count * length * (1 + min(window or length, length))
 
 
-def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = None, window: int | None = None) -> None:
+def check_limits(
+    spec: StudySpec,
+    limits: Limits,
+    *,
+    n_features: int | None = None,
+    window: int | None = None,
+    n_outputs: int | None = None,
+) -> None:
     """Raise ValueError ("field: value ... limit RNNTUNE_MAX_...") for the first breach.
 
     ``n_features`` / ``window``: an uploaded file's own input width and length, where the spec
@@ -1072,14 +1221,18 @@ def check_limits(spec: StudySpec, limits: Limits, *, n_features: int | None = No
             _check_option(f"{section}.{key}", value, limits.max_search_option)
     if spec.objective is not None:
         return  # the user's own training: no model or data of rnntune's to size
-    n_params = model_params_upper(spec, n_features)
+    _check_text_caps(spec, limits)
+    n_params = model_params_upper(spec, n_features, n_outputs, limits)
     if n_params > limits.max_model_params:
-        where = next((f"search_space.{k}" for k in ("hidden_size", "num_layers") if k in spec.search_space), "model")
+        sizes = (
+            ("embed_dim", "hidden_size", "num_layers") if spec.data.name == "text" else ("hidden_size", "num_layers")
+        )
+        where = next((f"search_space.{k}" for k in sizes if k in spec.search_space), "model")
         raise ValueError(
             f"{where}: the largest model this spec can build has {n_params} parameters, over this server's "
             f"limit RNNTUNE_MAX_MODEL_PARAMS={limits.max_model_params}"
         )
-    window = window or _window_upper(spec)
+    window = window or _window_upper(spec, limits)
     if window is not None:
         batch = int(_upper(spec, "batch_size"))
         hidden = int(_upper(spec, "hidden_size")) * (2 if _upper(spec, "bidirectional") else 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +99,20 @@ def read_text_rows(
     return texts, labels
 
 
+def _cap_sizes(p: dict[str, Any], limits: files.FileLimits) -> None:
+    """The vocabulary and the padded length, bounded by this server's limits: unset, they take
+    the limit (the most frequent ``max_vocab`` tokens; the first ``max_text_length`` tokens of
+    each text); set above it, the data cannot be loaded."""
+    for key, cap, setting in (
+        ("max_size", limits.max_vocab, "RNNTUNE_MAX_VOCAB"),
+        ("max_length", limits.max_text_length, "RNNTUNE_MAX_TEXT_LENGTH"),
+    ):
+        if p[key] is None:
+            p[key] = cap
+        elif p[key] > cap:
+            raise DataError(f"text: {key}={p[key]} is over this server's limit {setting}={cap}.")
+
+
 def _label_names(labels: list[str]) -> list[str]:
     """Distinct labels: numerically sorted when all are integers, else alphabetically."""
     names = set(labels)
@@ -120,6 +136,7 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
     for key in ("max_size", "max_length"):
         if p[key] is not None:
             _check_int("text", key, p[key], low=1)
+    _cap_sizes(p, request.file_limits)
     fmt = p["format"]
     if fmt is None:
         extension = os.path.splitext(path)[1].lower()
@@ -138,29 +155,49 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
     names = _label_names(label_values)
     if len(names) < 2:
         raise DataError(f"text: classification needs at least 2 labels, but found {names}.")
+    try:
+        files.check_classes(len(names), request.file_limits, f"text: the column {p['label_column']!r}")
+    except files.FileCheckError as error:
+        raise DataError(f"{error}.") from None
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in label_values], dtype=np.int64)
-    tokens = [tokenize(text, lowercase=p["lowercase"]) for text in texts]
     splits = _random_split(request, len(y), labels=y)
-    vocab = Vocab.build((tokens[i] for i in splits["train"]), min_freq=p["min_freq"], max_size=p["max_size"])
-    arrays = {}
-    for split, rows in splits.items():
-        arrays[split] = encode_texts([tokens[i] for i in rows], vocab, p["max_length"])
+    # Tokens are never all held at once: counted for the vocabulary, then tokenized again and
+    # truncated text by text as they are encoded (a few very long rows cost their ids, no more).
+    lowercase = p["lowercase"]
+    vocab = Vocab.build(
+        (tokenize(texts[i], lowercase=lowercase) for i in splits["train"]),
+        min_freq=p["min_freq"],
+        max_size=p["max_size"],
+    )
+    n_tokens = np.zeros(len(texts), dtype=np.int64)
+    known: list[float] = []
+
+    def truncated(rows: np.ndarray, split: str) -> Iterator[list[str]]:
+        for i in rows:
+            tokens = tokenize(texts[i], lowercase=lowercase)
+            n_tokens[i] = len(tokens)
+            if split == "val":
+                distinct = set(tokens)
+                known.append(len(distinct & vocab.stoi.keys()) / max(1, len(distinct)))
+            yield tokens[: p["max_length"]]
+
+    arrays = {split: encode_texts(truncated(rows, split), vocab, p["max_length"]) for split, rows in splits.items()}
     embeddings, coverage = None, None
     if p["embeddings"] is not None:
         if p["embeddings_vocab"] is None:
             raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
         try:  # headers first: the matrix's size is known before it is loaded
             files.check_npy(p["embeddings"], request.file_limits)
-            with open(p["embeddings_vocab"], "rb") as handle:
-                files.check_vocab(handle, request.file_limits)
+            with open(p["embeddings_vocab"], "rb") as raw:
+                files.check_vocab(raw, request.file_limits)
         except (OSError, files.FileCheckError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise DataError(f"text: cannot use the embeddings: {reason}.") from None
         try:
             vectors = np.load(p["embeddings"], allow_pickle=False)
-            with open(p["embeddings_vocab"], encoding="utf-8") as handle:
-                vectors_vocab = [line.rstrip("\n") for line in handle]
+            with open(p["embeddings_vocab"], encoding="utf-8") as text_file:
+                vectors_vocab = [line.rstrip("\n") for line in text_file]
             if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
                 vectors_vocab.pop()
             embeddings, coverage = embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
@@ -168,7 +205,6 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             raise DataError(f"text: cannot use the embeddings ({type(error).__name__}).") from None
         except ValueError as error:  # embedding_matrix: the matrix and its vocabulary disagree
             raise DataError(f"text: cannot use the embeddings: {error}.") from None
-    n_tokens = np.array([len(t) for t in tokens])
     text_info: TextInfo = {
         "tokenizer": {"pattern": TOKEN_PATTERN, "lowercase": p["lowercase"]},
         "vocab": vocab.to_dict(),
@@ -177,7 +213,6 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
         "text_column": p["text_column"],
         "label_column": p["label_column"],
     }
-    known = [len(set(tokens[i]) & set(vocab.stoi)) / max(1, len(set(tokens[i]))) for i in splits["val"]]
     return SequenceData(
         name="text",
         task="classification",

@@ -20,6 +20,7 @@ from rnntune.service.api.routes import datasets, health, metrics, plugins, resul
 from rnntune.service.api.security import BodyLimit, BrowserGuard, TokenAuth, allowed_hosts, is_dashboard_path
 from rnntune.service.config import Settings
 from rnntune.service.db import init_db, make_engine, make_storage, session_factory
+from rnntune.service.spec import BrokenSpec
 
 log = logging.getLogger("rnntune.api")
 
@@ -81,6 +82,12 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
             if methods:
                 headers["Allow"] = ", ".join(sorted(methods))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(BrokenSpec)
+    async def _broken_spec(request: Request, exc: BrokenSpec):
+        """A study whose stored spec no longer parses (lists and details show it with the
+        reason): what needs its spec answers 409 with that reason."""
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -192,38 +192,40 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """413 for bodies over the limit, declared (Content-Length) or streamed (chunked), before
-    the handler sees them. ``limits`` maps a path prefix to its own limit (uploads)."""
+    """413 for bodies over the limit, before the handler sees more than the limit, whatever the
+    framing: the bytes are counted as they stream (``receive`` is wrapped), so a chunked body,
+    a chunked body that also declares a small ``Content-Length``, and a body with no length at
+    all are held to the same limit. A declared length over the limit is refused before any byte
+    is read. ``limits`` maps a path to its own limit for POSTs (uploads); any other request to it,
+    or below it, has the default."""
 
     def __init__(self, app, default: tuple[int, str], limits: dict[str, tuple[int, str]] | None = None):
         self.app = app
         self.default = default  # (bytes, what the limit is called)
-        self.limits = sorted((limits or {}).items(), key=lambda kv: -len(kv[0]))
+        self.limits = {path.rstrip("/"): limit for path, limit in (limits or {}).items()}
 
-    def _limit(self, path: str) -> tuple[int, str]:
-        for prefix, limit in self.limits:
-            if path.startswith(prefix):
-                return limit
-        return self.default
+    def _limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.limits.get(path.rstrip("/"), self.default) if method == "POST" else self.default
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit, name = self._limit(scope["path"])
+        limit, name = self._limit(scope["method"], scope["path"])
         over = f"request body over the {name} ({limit} bytes)"
-        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-        if declared is not None:
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
+        declared = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
+        for value in declared:  # a hint only: the count below is what holds
+            if not (value.isascii() and value.strip().isdigit()):
                 return await _send_json(send, 400, "invalid Content-Length")
-            if too_big:
+            if int(value) > limit:
                 return await _send_json(send, 413, over)
-            return await self.app(scope, receive, send)
-
-        # No length given (chunked): count as it streams; the app never sees more than the limit.
-        seen = 0
-        started = False
+        if limit <= 1 << 20:
+            # Small limits (specs, control requests): read it all first, so that a handler never
+            # runs on a body over the limit.
+            body = await _read_within(receive, limit)
+            if body is None:
+                return await _send_json(send, 413, over)
+            return await self.app(scope, _replay(body, receive), send)
+        seen, started = 0, False
 
         async def counting_receive():
             nonlocal seen
@@ -240,31 +242,37 @@ class BodyLimit:
                 started = True
             await send(message)
 
-        if limit <= 1 << 20:
-            # Small limits (specs): read it all first, so that the handler never runs at all.
-            chunks, more = [], True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return
-                chunks.append(message.get("body", b""))
-                seen += len(chunks[-1])
-                if seen > limit:
-                    return await _send_json(send, 413, over)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
-            replayed = False
-
-            async def replay():
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            return await self.app(scope, replay, send)
         try:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
                 await _send_json(send, 413, over)
+
+
+async def _read_within(receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes ``limit`` bytes (or the client left)."""
+    chunks, seen, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        seen += len(chunks[-1])
+        if seen > limit:
+            return None
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands over ``body`` once, then passes through (disconnects)."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -144,3 +144,30 @@ def test_headers_are_checked_before_values():
     small = io.BytesIO()
     np.savez(small, X=np.zeros((4, 3, 2), dtype=np.float32), y=np.array([0, 1, 0, 1]))
     assert check_npz(small.getvalue()) == {"X": [4, 3, 2], "y": [4], "task": "classification", "n_classes": 2}
+
+
+def test_a_large_valid_upload_costs_a_small_multiple_of_its_size(api, pg_url):
+    """An 88 MB upload cost the API +780 MB: the file went to memory whole, twice, then escaped.
+    It now stays where the multipart parser spooled it (disk), is checked from there and is sent
+    to PostgreSQL in chunks: the API's peak grows by less than 2x the file plus a fixed margin."""
+    client, pid = api
+    assert upload(client, big_csv(2 * MB), "warm-big.csv").status_code == 201  # first-use growth
+    content, before = big_csv(32 * MB), peak_rss_mb(pid)
+    r = upload(client, content, "large.csv")
+    assert r.status_code == 201, r.text
+    assert r.json()["size"] == len(content)
+    grown = peak_rss_mb(pid) - before
+    size_mb = len(content) / MB
+    assert grown < 2 * size_mb + 32, f"the API's peak RSS grew by {grown:.0f} MB on a {size_mb:.0f} MB upload"
+    import hashlib
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:  # the chunks add up to the file, byte for byte
+        stored = conn.scalar(
+            sa.text("SELECT encode(sha256(content), 'hex') FROM rnntune_datasets WHERE name = 'large'")
+        )
+    engine.dispose()
+    assert stored == hashlib.sha256(content).hexdigest() == r.json()["sha256"]
+    print(f"API peak RSS +{grown:.0f} MB for a {size_mb:.0f} MB upload")

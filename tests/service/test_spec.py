@@ -79,7 +79,7 @@ def test_defaults_fill_in():
         ({"budget__n_trials": 0}, "budget.n_trials", "n_trials must be > 0"),
         ({"budget__n_trials": -3}, "budget.n_trials", "n_trials must be > 0"),
         ({"sampler": {"name": "hillclimb"}}, "sampler.name", "unknown sampler 'hillclimb'"),
-        ({"pruner": {"name": "median", "n_warmup_steps": -1}}, "pruner", "n_warmup_steps"),
+        ({"pruner": {"name": "median", "n_warmup_steps": -1}}, "pruner.n_warmup_steps", "must be >= 0"),
         ({"sampler": {"name": "tpe", "bogus_option": 1}}, "sampler", "bogus_option"),
         ({"data__name": "imagenet"}, "data.name", "unknown data set 'imagenet'"),
         ({"name": "Bad Name!"}, "name", "name must match"),

@@ -3,9 +3,6 @@ matrix (.npy) and its vocabulary (.txt), list, read and delete them."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -16,6 +13,18 @@ from rnntune.service.api.schemas import DatasetList, DatasetPublic, Problem
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
+UPLOAD_TYPES = (
+    "application/octet-stream",
+    "text/csv",
+    "text/plain",
+    "text/tab-separated-values",
+    "application/json",
+    "application/jsonl",
+    "application/x-ndjson",
+    "application/zip",
+    "application/x-npz",
+    "application/x-npy",
+)
 MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
 CHUNK = 1024 * 1024
 UPLOAD_BODY = {
@@ -43,7 +52,9 @@ UPLOAD_BODY = {
                         },
                         "delimiter": {"type": "string", "description": "CSV field delimiter (default ',')"},
                     },
-                }
+                },
+                # the file's declared type: data and text, never an image or an archive of another kind
+                "encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}},
             }
         },
     }
@@ -64,16 +75,15 @@ def _too_large(limit: int) -> HTTPException:
     )
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
-    """The file's bytes and sha256, refusing more than ``limit`` bytes."""
-    digest, buffer, size = hashlib.sha256(), io.BytesIO(), 0
+async def _check_size(upload: UploadFile, limit: int) -> None:
+    """Refuse a file over ``limit`` bytes; it stays where the multipart parser spooled it (on
+    disk past 1 MiB), read a chunk at a time, never whole into memory."""
+    size = 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
-        digest.update(chunk)
-        buffer.write(chunk)
-    return buffer.getvalue(), digest.hexdigest()  # one copy of the file in memory, not two
+    await upload.seek(0)
 
 
 @router.post(
@@ -84,6 +94,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> tuple[bytes, str]:
         400: {"model": Problem, "description": "a malformed multipart body"},
         409: {"model": Problem, "description": "the name is taken"},
         413: {"model": Problem, "description": "larger than RNNTUNE_MAX_UPLOAD_MB"},
+        415: {"model": Problem, "description": "the file part's Content-Type is not a data or text type"},
         422: {"model": Problem, "description": "not a usable file: the reason"},
     },
 )
@@ -104,8 +115,20 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the multipart body needs a file field named 'file'"
             )
         filename = upload.filename or "upload"
-        content, sha256 = await _read_limited(upload, limit)
+        declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+        if declared not in UPLOAD_TYPES:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"the file's Content-Type must be one of {', '.join(UPLOAD_TYPES)}, but got {declared!r}",
+            )
+        await _check_size(upload, limit)
         fields = {k: form.get(k) for k in ("name", "format", "delimiter")}
+        row = await _store(session, settings, upload, filename, fields)
+    return DatasetPublic.model_validate(row)
+
+
+async def _store(session, settings, upload: UploadFile, filename: str, fields: dict):
+    """Check the spooled file and store it (the row), or raise the 4xx that says why."""
     try:
         fmt = datasets.format_of(filename, fields["format"] if isinstance(fields["format"], str) else None)
         name = fields["name"] if isinstance(fields["name"], str) and fields["name"] else datasets.default_name(filename)
@@ -116,7 +139,7 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
             name=name,
             filename=filename,
             fmt=fmt,
-            content=content,
+            content=upload.file,  # checked from disk, sent to the database in chunks
             delimiter=delimiter,
             limits=settings.file_limits,
         )
@@ -124,8 +147,7 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{filename}: {exc}") from None
     except datasets.DatasetConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    assert row.sha256 == sha256
-    return DatasetPublic.model_validate(row)
+    return row
 
 
 @router.get("")

@@ -19,7 +19,7 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
-from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec, stored_spec
+from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec, try_stored_spec
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]
@@ -46,9 +46,26 @@ def _decode(body: bytes, content_type: str) -> Any:
     try:
         if content_type.split(";")[0].strip() in YAML_TYPES:
             return load_yaml(body)  # no anchors/aliases: no alias bombs
-        return json.loads(body)
+        return json.loads(body)  # NaN / Infinity decode, and parse_spec names them as errors
     except (ValueError, yaml.YAMLError) as exc:
         raise _unprocessable([("", f"the body is not valid JSON/YAML: {exc}")]) from None
+    except RecursionError:
+        raise _unprocessable([("", "the body nests too deeply to be a spec")]) from None
+
+
+async def _read_body(request: Request, limit_kb: int) -> bytes:
+    """The request body, read as it streams and refused past ``limit_kb`` KiB (the BodyLimit
+    middleware holds every route to it too; this keeps the handler bounded on its own)."""
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit_kb * 1024:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                detail=f"request body over the body limit RNNTUNE_MAX_BODY_KB={limit_kb} ({limit_kb * 1024} bytes)",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post(
@@ -65,7 +82,8 @@ async def create_study(
     request: Request, response: Response, session: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> StudyPublic:
     """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
-    data = _decode(await request.body(), request.headers.get("content-type", "application/json"))
+    body = await _read_body(request, settings.max_body_kb)
+    data = _decode(body, request.headers.get("content-type", "application/json"))
     try:  # the server's limits are checked before anything (a grid, a sampler) is built
         spec = await run_in_threadpool(parse_spec, data, settings.limits)
     except SpecError as exc:
@@ -98,13 +116,13 @@ def list_studies(
 
 def _detail(session, row, lost_after_s: float = 90.0) -> StudyPublic:
     summary = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
-    spec = stored_spec(row)
-    best = results.best_trial(session, row.optuna_study_id, spec.direction)
+    spec = try_stored_spec(row)  # None: it no longer parses (the summary's reason says why)
+    best = None if spec is None else results.best_trial(session, row.optuna_study_id, spec.direction)
     return StudyPublic(
         **summary,
         spec=row.spec,
         best_trial=None if best is None else BestTrial(**best),
-        reevaluations=selection.progress(session, row.id, spec),
+        reevaluations=None if spec is None else selection.progress(session, row.id, spec),
     )
 
 
