@@ -18,8 +18,8 @@ worker's: :func:`db_now`.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import socket
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
