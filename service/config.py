@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         default=86400.0, gt=0, description="largest objective.timeout_s accepted, and the limit when a spec sets none"
     )
     command_grace_s: float = Field(default=10.0, gt=0, description="SIGTERM to SIGKILL for a stopped command child")
+    command_env: str = Field(
+        default="",
+        description="worker environment variables a command child gets besides PATH, HOME, locale, CUDA_* & co. "
+        "(names or patterns such as AWS_*, comma-separated); never RNNTUNE_DATABASE_URL or the API tokens",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -151,6 +156,14 @@ class Settings(BaseSettings):
     @classmethod
     def _roots_exist(cls, value: str) -> str:
         resolve_roots(value)  # a relative root fails at start, not per spec
+        return value
+
+    @field_validator("command_env")
+    @classmethod
+    def _env_patterns(cls, value: str) -> str:
+        from rnntune.service.child import parse_patterns
+
+        parse_patterns(value)  # naming the database URL or a token fails at start
         return value
 
     @field_validator("api_tokens")

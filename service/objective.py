@@ -515,6 +515,7 @@ class Objective:
                 stop=self.stop,
                 timeout_s=spec.objective.timeout_s or opts.timeout_s,
                 grace_s=opts.grace_s,
+                env_extra=opts.env,
             )
         except command.CommandStopped as exc:
             raise Interrupted(str(exc)) from None
