@@ -614,7 +614,12 @@ def _export_trial(
         from rnntune.service.db import make_engine, session_factory
 
         sessions = session_factory(make_engine(settings))
-    cache = DataCache(sessions=sessions, data_roots=settings.roots, file_limits=settings.file_limits)
+    cache = DataCache(
+        sessions=sessions,
+        data_roots=settings.roots,
+        file_limits=settings.file_limits,
+        allow_root_text=settings.allow_root_text,
+    )
     record = TrialRecord(t["number"], t["params"], t["value"], t["user_attrs"])
     try:
         built = build_model(spec, record, device=pick_device(device), data_cache=cache, stop=threading.Event())

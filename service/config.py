@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     data_roots: str = Field(
         default="", description="directories a spec's paths may name, separated by ':' or ','; empty: no paths"
     )
+    allow_root_text: bool = Field(
+        default=False,
+        description="let text studies train on a file under RNNTUNE_DATA_ROOTS: its vocabulary and label names "
+        "then go into the downloadable model file",
+    )
     max_spec_kb: int = Field(
         default=Limits.max_spec_kb, ge=1, description="largest spec once parsed and serialised (KiB)"
     )

@@ -19,7 +19,15 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
-from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec, stored_spec
+from rnntune.service.spec import (
+    SpecError,
+    StudySpec,
+    check_paths,
+    load_yaml,
+    parse_spec,
+    root_text_errors,
+    stored_spec,
+)
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]
@@ -72,6 +80,8 @@ async def create_study(
         raise _unprocessable(exc.errors) from None
     # only files under RNNTUNE_DATA_ROOTS; an absolute script only under RNNTUNE_COMMAND_DIRS
     path_errors = check_paths(spec, settings.roots) + command.spec_errors(spec, settings)
+    # a server file's words and labels reach the model file only with the operator's consent
+    path_errors += [e for e in root_text_errors(spec, settings.allow_root_text) if e[0] not in dict(path_errors)]
     if path_errors:
         raise _unprocessable(path_errors)
     # data.dataset exists and fits; an .npz's own width and length within the limits
