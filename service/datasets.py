@@ -111,8 +111,10 @@ def create(
     content: bytes,
     delimiter: str = ",",
     limits: FileLimits | None = None,
+    owner: str | None = None,
 ) -> DatasetRow:
-    """Validate and store an upload; raise InvalidDataset or DatasetConflict. Commits."""
+    """Validate and store an upload (``owner``: the uploading token's name); raise
+    InvalidDataset or DatasetConflict. Commits."""
     check_name(name)
     if find(session, name) is not None:
         raise DatasetConflict(f"a dataset named {name!r} exists; delete it first or choose another name")
@@ -125,6 +127,7 @@ def create(
         size=len(content),
         info=info,
         content=content,
+        owner=owner,
     )
     session.add(row)
     try:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from rnntune.service import command, datasets, queue, registry, results, selection
+from rnntune.service.api.access import CallerDep, OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
     BestTrial,
@@ -70,7 +71,12 @@ def _decode(body: bytes, content_type: str) -> Any:
     },
 )
 async def create_study(
-    request: Request, response: Response, session: SessionDep, storage: StorageDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> StudyPublic:
     """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
     data = _decode(await request.body(), request.headers.get("content-type", "application/json"))
@@ -89,7 +95,7 @@ async def create_study(
     if data_errors:
         raise _unprocessable(data_errors)
     try:
-        row, created = await run_in_threadpool(registry.create_study, session, storage, spec)
+        row, created = await run_in_threadpool(registry.create_study, session, storage, spec, owner=caller.name)
     except registry.StudyConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if not created:
@@ -141,8 +147,7 @@ def list_trials(
     return TrialsPage.model_validate({"items": items, "next_after": items[-1]["number"] if more else None})
 
 
-def _control(name: str, session, action) -> StudyPublic:
-    row = study_or_404(session, name)
+def _control(row, session, action) -> StudyPublic:
     try:
         action(session, row.id)
     except queue.BadTransition as exc:
@@ -152,27 +157,28 @@ def _control(name: str, session, action) -> StudyPublic:
 
 
 CONTROL_RESPONSES = {
+    403: {"model": Problem, "description": "another owner's study (owners enforced), or a read token"},
     404: {"model": Problem},
     409: {"model": Problem, "description": "not allowed in the study's state"},
 }
 
 
 @router.post("/{name}/cancel", responses=CONTROL_RESPONSES)
-def cancel_study(name: str, session: SessionDep) -> StudyPublic:
+def cancel_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Cancel: no new trial starts; running trials stop at their next epoch boundary."""
-    return _control(name, session, queue.cancel_study)
+    return _control(row, session, queue.cancel_study)
 
 
 @router.post("/{name}/pause", responses=CONTROL_RESPONSES)
-def pause_study(name: str, session: SessionDep) -> StudyPublic:
+def pause_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Pause: running trials stop at their next epoch boundary and are re-queued as they were."""
-    return _control(name, session, queue.pause_study)
+    return _control(row, session, queue.pause_study)
 
 
 @router.post("/{name}/resume", responses=CONTROL_RESPONSES)
-def resume_study(name: str, session: SessionDep) -> StudyPublic:
+def resume_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Resume a paused study toward the same budget."""
-    return _control(name, session, queue.resume_study)
+    return _control(row, session, queue.resume_study)
 
 
 def spec_schema_components() -> dict:
