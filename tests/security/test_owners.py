@@ -151,3 +151,18 @@ def test_the_cli_shows_owners_and_refusals(pg_url, tmp_path):
         assert listed.returncode == 0 and "cli-owned:" in listed.stdout and "owner alice" in listed.stdout
         refused = cli("cancel", "cli-owned", token=BOB)
         assert refused.returncode == 1 and "403" in refused.stdout and "belongs to 'alice'" in refused.stdout
+
+
+def test_only_an_admin_writes_through_the_dashboard(pg_url, tmp_path):
+    """The dashboard's write routes cannot tell whose study they change: admins only, with roles on."""
+    settings = Settings(database_url=pg_url, api_tokens=TOKENS, data_dir=tmp_path, dashboard_writable=True)
+    with TestClient(create_app(settings)) as c:
+        r = c.post(
+            "/api/studies", json={"study_name": "via-dashboard", "directions": ["minimize"]}, headers=auth(ALICE)
+        )
+        assert r.status_code == 403 and "only an admin" in r.json()["detail"], r.text
+        assert c.get("/api/studies", headers=auth(READER)).status_code == 200
+        r = c.post(
+            "/api/studies", json={"study_name": "via-dashboard", "directions": ["minimize"]}, headers=auth(ADMIN)
+        )
+        assert r.status_code != 403, r.text
