@@ -118,9 +118,9 @@ class TokenAuth:
         return None
 
     async def __call__(self, scope, receive, send):
-        token = self._match(self._presented(scope)) if scope["type"] != "lifespan" else None
         if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        token = self._match(self._presented(scope))
         if token is not None:
             refusal = self._refusal(scope, token)
             if refusal:
