@@ -434,7 +434,7 @@ def run_seed(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     have = have or {}
-    cache = DataCache(data_roots=[str(REPO / "studies" / "data")])  # the text task's file
+    cache = DataCache(data_roots=[str(REPO / "studies" / "data")], allow_root_text=True)  # the text task's file
     n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
     budget = round(n_grid * task_epochs(task_name, args) * args.budget)
     grid = have.get("grid")

@@ -192,7 +192,7 @@ def dashboard(
     _refuse_open_exposure(host, settings, insecure)
     application = with_healthz(dashboard_app(make_storage(settings), writable=settings.dashboard_writable))
     if settings.tokens:
-        application = TokenAuth(application, settings.tokens)
+        application = TokenAuth(application, settings.tokens, enforce_roles=settings.owners_enforced)
     application = BrowserGuard(application)
     application = TrustedHostMiddleware(application, allowed_hosts=allowed_hosts(settings.allowed_hosts, host))
     uvicorn.run(application, host=host, port=port, **_uvicorn_logging())
@@ -371,6 +371,8 @@ def _request(client, method: str, path: str, **kwargs):
         _fail(f"cannot reach the API at {client.base_url} ({exc}); is `rnntune serve` running?")
     if response.status_code == 401:
         _fail(f"the API at {client.base_url} wants a token: set RNNTUNE_API_TOKEN")
+    if response.status_code == 403:  # another owner's study or data set, or a read token
+        _fail(f"403: {response.json().get('detail', response.text)}")
     return response
 
 
@@ -475,13 +477,15 @@ def status(
             if not items:
                 typer.echo("no studies")
             for s in items:
-                typer.echo(_progress_line(s))
+                typer.echo(_progress_line(s) + (f"  owner {s['owner']}" if s.get("owner") else ""))
             return
         r = _request(client, "GET", f"/v1/studies/{name}")
         if r.status_code == 404:
             _fail(f"no study named {name!r}")
         s = r.json()
         typer.echo(_progress_line(s))
+        if s.get("owner"):
+            typer.echo(f"owner: {s['owner']}")
         _print_best(s)
         if s.get("reevaluations") is not None:
             best = _request(client, "GET", f"/v1/studies/{name}/best")
@@ -615,7 +619,12 @@ def _export_trial(
         from rnntune.service.db import make_engine, session_factory
 
         sessions = session_factory(make_engine(settings))
-    cache = DataCache(sessions=sessions, data_roots=settings.roots, file_limits=settings.file_limits)
+    cache = DataCache(
+        sessions=sessions,
+        data_roots=settings.roots,
+        file_limits=settings.file_limits,
+        allow_root_text=settings.allow_root_text,
+    )
     record = TrialRecord(t["number"], t["params"], t["value"], t["user_attrs"])
     try:
         built = build_model(spec, record, device=pick_device(device), data_cache=cache, stop=threading.Event())
@@ -646,7 +655,8 @@ def _dataset_line(d: dict) -> str:
         if d["format"] == "csv"
         else f"X {info.get('X')}, y {info.get('y')}, {info.get('task')}"
     )
-    return f"{d['name']} (id {d['id']}): {d['format']}, {d['size']:,} bytes, sha256 {d['sha256'][:12]}; {what}"
+    owner = f"; owner {d['owner']}" if d.get("owner") else ""
+    return f"{d['name']} (id {d['id']}): {d['format']}, {d['size']:,} bytes, sha256 {d['sha256'][:12]}; {what}{owner}"
 
 
 @datasets_app.command("upload")

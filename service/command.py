@@ -45,6 +45,7 @@ from rnntune.reporting import (
     REPORT_FD_ENV,
     REPORT_PREFIX,
 )
+from rnntune.service.child import child_env, die_with_parent, parse_patterns
 
 # Bare program names that run the script given as their first argument. "python" and "python3"
 # are the worker's own interpreter (so ``from rnntune import report`` works in the child).
@@ -202,16 +203,23 @@ def cuda_visible(device: str, inherited: str | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class CommandOptions:
-    """What a worker's operator allowed: the directories, the default time limit, the grace period."""
+    """What a worker's operator allowed: the directories, the default time limit, the grace
+    period, the environment variables a child gets beyond the defaults (``service.child``)."""
 
     dirs: tuple[Path, ...] = ()
     timeout_s: float = 86400.0
     grace_s: float = 10.0
+    env: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Any, extra_dirs: Iterable[str] = ()) -> CommandOptions:
         dirs = [*parse_dirs(settings.command_dirs), *(Path(os.path.realpath(d)) for d in extra_dirs)]
-        return cls(tuple(dict.fromkeys(dirs)), settings.max_command_timeout_s, settings.command_grace_s)
+        return cls(
+            tuple(dict.fromkeys(dirs)),
+            settings.max_command_timeout_s,
+            settings.command_grace_s,
+            parse_patterns(settings.command_env),
+        )
 
     def can_run(self, script: str) -> bool:
         return resolve_script(script, list(self.dirs)) is not None
@@ -236,10 +244,13 @@ def run(
     stop: threading.Event,
     timeout_s: float,
     grace_s: float = 5.0,
+    env_extra: Iterable[str] = (),
 ) -> CommandResult:
     """Run one trial's child to its end. ``on_report(step, value)`` records a step and answers
     whether to prune; pruning, ``stop`` and the time limit end the child (SIGTERM to its process
-    group, SIGKILL after ``grace_s``). Raises :class:`CommandFailed` (non-zero exit, time limit,
+    group, SIGKILL after ``grace_s``); so does the worker's death (``service.child``). The child
+    sees the worker's environment only as far as :func:`~rnntune.service.child.child_env` allows
+    (``env_extra``: the operator's ``RNNTUNE_COMMAND_ENV``). Raises :class:`CommandFailed` (non-zero exit, time limit,
     no value) or :class:`CommandStopped`; an exception from ``on_report`` propagates after the
     child is gone."""
     started = time.monotonic()
@@ -251,7 +262,7 @@ def run(
         json.dump(params, f)
         params_file = f.name
     env = {
-        **os.environ,
+        **child_env(os.environ, env_extra),
         PARAMS_ENV: params_file,
         REPORT_FD_ENV: str(report_w),
         REPLY_FD_ENV: str(reply_r),
@@ -271,6 +282,7 @@ def run(
                 stderr=subprocess.PIPE,
                 pass_fds=(report_w, reply_r),
                 start_new_session=True,  # its own process group: stopping it stops what it started
+                preexec_fn=die_with_parent(),  # SIGKILL when the worker dies
             )
         except OSError as exc:
             raise CommandFailed(f"could not start {argv[0]!r}: {exc.strerror or exc}") from exc

@@ -7,9 +7,11 @@ at import time: call :func:`get_settings` (or build ``Settings(...)`` in tests) 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +45,14 @@ class Settings(BaseSettings):
     # API.
     dashboard_writable: bool = Field(default=False, description="allow the dashboard's write routes")
     api_tokens: str | None = Field(
-        default=None, description="bearer tokens, comma-separated, or a file with one per line; unset: open"
+        default=None,
+        description="bearer tokens (a secret, or name:role:secret with role admin, user or read), "
+        "comma-separated, or a file with one per line; unset: open",
+    )
+    access: Literal["auto", "shared", "owners"] = Field(
+        default="auto",
+        description="owners: a study or data set is changed by its creator's token name or an admin, read "
+        "tokens only read; shared: every token may do anything; auto: owners once a token has a name and role",
     )
     max_body_kb: int = Field(default=1024, ge=1, description="largest request body but uploads (KiB)")
     max_trials_per_study: int = Field(
@@ -63,6 +72,11 @@ class Settings(BaseSettings):
     # What a spec may make a worker do (docs/security.md). Defaults fit a 24 GiB machine.
     data_roots: str = Field(
         default="", description="directories a spec's paths may name, separated by ':' or ','; empty: no paths"
+    )
+    allow_root_text: bool = Field(
+        default=False,
+        description="let text studies train on a file under RNNTUNE_DATA_ROOTS: its vocabulary and label names "
+        "then go into the downloadable model file",
     )
     max_spec_kb: int = Field(
         default=Limits.max_spec_kb, ge=1, description="largest spec once parsed and serialised (KiB)"
@@ -146,6 +160,11 @@ class Settings(BaseSettings):
         default=86400.0, gt=0, description="largest objective.timeout_s accepted, and the limit when a spec sets none"
     )
     command_grace_s: float = Field(default=10.0, gt=0, description="SIGTERM to SIGKILL for a stopped command child")
+    command_env: str = Field(
+        default="",
+        description="worker environment variables a command child gets besides PATH, HOME, locale, CUDA_* & co. "
+        "(names or patterns such as AWS_*, comma-separated); never RNNTUNE_DATABASE_URL or the API tokens",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -168,15 +187,37 @@ class Settings(BaseSettings):
         resolve_roots(value)  # a relative root fails at start, not per spec
         return value
 
+    @field_validator("command_env")
+    @classmethod
+    def _env_patterns(cls, value: str) -> str:
+        from rnntune.service.child import parse_patterns
+
+        parse_patterns(value)  # naming the database URL or a token fails at start
+        return value
+
     @field_validator("api_tokens")
     @classmethod
     def _tokens_load(cls, value: str | None) -> str | None:
-        load_tokens(value)  # a missing file or a short token fails at start, not per request
+        parse_tokens(value)  # a missing file, a short token or a bad name fails at start, not per request
         return value
 
+    @model_validator(mode="after")
+    def _owners_need_tokens(self) -> Settings:
+        if self.access == "owners" and not self.tokens:
+            raise ValueError("access='owners' needs tokens to tell owners apart: set RNNTUNE_API_TOKENS")
+        return self
+
     @property
-    def tokens(self) -> list[str]:
-        return load_tokens(self.api_tokens)
+    def tokens(self) -> list[Token]:
+        return parse_tokens(self.api_tokens)
+
+    @property
+    def owners_enforced(self) -> bool:
+        """Roles and owners apply (docs/security.md, "Owners and roles"): ``RNNTUNE_ACCESS=owners``,
+        or ``auto`` with at least one ``name:role:secret`` token; else every token may do anything."""
+        if self.access == "auto":
+            return any(t.name is not None for t in self.tokens)
+        return self.access == "owners"
 
     @property
     def roots(self) -> list[str]:
@@ -225,8 +266,45 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
 
+ROLES = ("admin", "user", "read")
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One entry of ``RNNTUNE_API_TOKENS``: ``name:role:secret``, or a bare secret (no name, admin)."""
+
+    secret: str = field(repr=False)  # never in a log line or a traceback
+    name: str | None = None
+    role: str = "admin"
+
+
+def parse_token(entry: str) -> Token:
+    """``name:role:secret`` when the middle field is a role (``admin``, ``user``, ``read``), else
+    the whole entry is a bare secret, as before names and roles existed."""
+    name, sep, rest = entry.partition(":")
+    role, sep2, secret = rest.partition(":")
+    if sep and sep2 and role.lower() in ROLES:
+        if not TOKEN_NAME_RE.fullmatch(name):
+            raise ValueError("api token names are letters, digits, '.', '_', '@', '-' (at most 64), but one is not")
+        return Token(secret=secret, name=name, role=role.lower())
+    return Token(secret=entry)
+
+
+def parse_tokens(value: str | None) -> list[Token]:
+    tokens = [parse_token(entry) for entry in load_tokens(value)]
+    short = [t for t in tokens if len(t.secret) < 16]
+    if short:
+        raise ValueError(f"api tokens must be at least 16 characters, but {len(short)} are shorter")
+    roles: dict[str, str] = {}
+    for t in tokens:
+        if t.name is not None and roles.setdefault(t.name, t.role) != t.role:
+            raise ValueError(f"api token name {t.name!r} is given two roles")
+    return tokens
+
+
 def load_tokens(value: str | None) -> list[str]:
-    """``RNNTUNE_API_TOKENS``: comma-separated tokens, or the path of a file with one per line."""
+    """``RNNTUNE_API_TOKENS``: comma-separated entries, or the path of a file with one per line."""
     if not value or not value.strip():
         return []
     candidate = Path(value.strip())
@@ -238,7 +316,7 @@ def load_tokens(value: str | None) -> list[str]:
     short = [t for t in tokens if len(t) < 16]
     if short:
         raise ValueError(f"api tokens must be at least 16 characters, but {len(short)} are shorter")
-    return tokens
+    return tokens  # the entries as written: parse_tokens reads names and roles
 
 
 @lru_cache

@@ -121,8 +121,9 @@ def create(
     content: bytes | IO[bytes],
     delimiter: str = ",",
     limits: FileLimits | None = None,
+    owner: str | None = None,
 ) -> DatasetRow:
-    """Validate and store an upload; raise InvalidDataset or DatasetConflict. Commits.
+    """Validate and store an upload (``owner``: the uploading token's name); raise InvalidDataset or DatasetConflict. Commits.
 
     ``content`` may be a seekable file (an upload spooled to disk): it is checked from there and,
     on PostgreSQL, streamed into the row by COPY, so the API holds a chunk of it, never the whole
@@ -133,7 +134,15 @@ def create(
     info = inspect_file(content, fmt, delimiter=delimiter, limits=limits)
     stream = io.BytesIO(content) if isinstance(content, bytes) else content
     digest, size = _digest(stream)
-    fields = {"name": name, "filename": filename[:255], "format": fmt, "sha256": digest, "size": size, "info": info}
+    fields = {
+        "name": name,
+        "filename": filename[:255],
+        "format": fmt,
+        "sha256": digest,
+        "size": size,
+        "info": info,
+        "owner": owner,
+    }
     try:
         if session.get_bind().dialect.name == "postgresql":
             _copy_in(session, fields, stream)
@@ -178,13 +187,16 @@ def _copy_in(session: Session, fields: dict[str, Any], stream: IO[bytes]) -> Non
     """Insert the row with ``COPY ... FROM STDIN``, streaming the content from ``stream``: the
     API holds a chunk of the file at a time, not the file and its escaped copy in one statement."""
     values = [*(str(fields[k]) for k in ("name", "filename", "format", "sha256", "size")), json.dumps(fields["info"])]
+    owner = fields.get("owner")
     values.append(utcnow().isoformat(sep=" "))
-    prefix = "\t".join(_copy_text(v) for v in values) + "\t"
+    cells = [_copy_text(v) for v in values]
+    cells.insert(6, r"\N" if owner is None else _copy_text(owner))  # owner: NULL for an unnamed token
+    prefix = "\t".join(cells) + "\t"
     stream.seek(0)
     cursor = session.connection().connection.driver_connection.cursor()
     try:
         cursor.copy_expert(
-            "COPY rnntune_datasets (name, filename, format, sha256, size, info, created_at, content) FROM STDIN",
+            "COPY rnntune_datasets (name, filename, format, sha256, size, info, owner, created_at, content) FROM STDIN",
             _CopyLine(prefix.encode(), stream),
             size=STORE_CHUNK,
         )

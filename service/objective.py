@@ -31,7 +31,14 @@ from rnntune.service.db import TRANSIENT_ERRORS
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.plugins import PluginError
 from rnntune.service.search import suggest
-from rnntune.service.spec import HYPERPARAMETERS, StudySpec, is_path, resolve_path, resolve_roots
+from rnntune.service.spec import (
+    HYPERPARAMETERS,
+    ROOT_TEXT_REASON,
+    StudySpec,
+    is_path,
+    resolve_path,
+    resolve_roots,
+)
 
 METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}
 DEFAULT_EMBED_DIM = 64  # text: when embed_dim is neither fixed, searched nor set by a matrix
@@ -65,7 +72,8 @@ class DataCache:
 
     A path a spec names is opened only if it lies under ``data_roots`` (``RNNTUNE_DATA_ROOTS``),
     symlinks followed: the API checked it at submit, and the worker checks it again here, since
-    its own filesystem is the one that counts."""
+    its own filesystem is the one that counts. A text study trains on such a file only with
+    ``allow_root_text`` (``RNNTUNE_ALLOW_ROOT_TEXT``): its model file carries the file's words."""
 
     def __init__(
         self,
@@ -75,8 +83,10 @@ class DataCache:
         cache_dir: str | os.PathLike | None = None,
         data_roots: Sequence[str] = (),
         file_limits: FileLimits | None = None,
+        allow_root_text: bool = False,
     ):
         self.size = size
+        self.allow_root_text = allow_root_text
         self.sessions = sessions
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "rnntune-datasets"
         self.data_roots = resolve_roots(data_roots)
@@ -109,6 +119,8 @@ class DataCache:
             path = self.dataset_file(d.dataset)
         elif path is not None:
             path = self._allowed(field, path)
+            if d.name == "text" and not self.allow_root_text:
+                raise StudyDataError(f"{field}: {ROOT_TEXT_REASON}")
         if d.name == "plugin":
             data = _plugin_data(d.plugin, params)
             self._items[key] = data
@@ -515,6 +527,7 @@ class Objective:
                 stop=self.stop,
                 timeout_s=spec.objective.timeout_s or opts.timeout_s,
                 grace_s=opts.grace_s,
+                env_extra=opts.env,
             )
         except command.CommandStopped as exc:
             raise Interrupted(str(exc)) from None

@@ -59,9 +59,11 @@ def _same_or_conflict(row: StudyRow, digest: str) -> StudyRow:
     return row
 
 
-def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: StudySpec) -> tuple[StudyRow, bool]:
+def create_study(
+    session: Session, storage: optuna.storages.BaseStorage, spec: StudySpec, *, owner: str | None = None
+) -> tuple[StudyRow, bool]:
     """Create the Optuna study, register it and queue its tickets (the first ones carry
-    ``initial_trials``' parameters).
+    ``initial_trials``' parameters); ``owner``: the creating token's name (``service.api.access``).
 
     Idempotent: the same spec under an existing name returns that study (``created`` False);
     another spec under that name raises :class:`StudyConflict`. Optuna's unique study name is
@@ -95,6 +97,7 @@ def create_study(session: Session, storage: optuna.storages.BaseStorage, spec: S
                 study, spec.objective_names()
             )  # the dashboard labels values by them, not "Objective 0"
         row = queue.add_study(session, spec=spec, optuna_study_id=optuna_compat.study_id(study), spec_hash=digest)
+        row.owner = owner
         session.commit()
     except IntegrityError:
         # A concurrent adopter registered it first: that row is the study.
@@ -171,6 +174,7 @@ def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 9
         out.append(
             {
                 "name": r.name,
+                "owner": r.owner,
                 "state": FINALIZING if r.id in finalizing else r.state,
                 "reason": r.reason
                 or (s["broken"] if active else None)

@@ -1313,6 +1313,23 @@ def named_paths(spec: StudySpec) -> list[tuple[str, Any]]:
     return out
 
 
+ROOT_TEXT_REASON = (
+    "a text study on a server file puts the file's words (its vocabulary) and label names into the "
+    "downloadable model file, which this server does not allow (RNNTUNE_ALLOW_ROOT_TEXT is off): upload "
+    "the file (POST /v1/datasets) and name it as data.dataset"
+)
+
+
+def root_text_errors(spec: StudySpec, allowed: bool) -> list[tuple[str, str]]:
+    """(field, reason) when a text study trains on a path-named (server) file without the
+    operator's consent (``RNNTUNE_ALLOW_ROOT_TEXT``): its model file would carry the file's
+    vocabulary and label names to whoever downloads it. Uploads are their user's own."""
+    d = spec.data
+    if allowed or d is None or d.name != "text" or d.dataset is not None:
+        return []
+    return [(field, ROOT_TEXT_REASON) for field, _ in named_paths(spec) if field in ("data.path", "data.params.path")]
+
+
 def check_paths(spec: StudySpec, roots: Sequence[str]) -> list[tuple[str, str]]:
     """(field, reason) for each path outside the data roots. Whether the file exists is the
     workers' to say (the API may not see their mounts); they check the roots again first."""

@@ -79,6 +79,8 @@ class StudyRow(Base):
     n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
     # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (plugins.requirements)
     requires: Mapped[dict | None] = mapped_column(JSON, default=None)
+    # the name of the token that created it (service/api/access.py); None: no name, or older than owners
+    owner: Mapped[str | None] = mapped_column(String(64), default=None)
     # started_at + timeout_s, set (database time) when the study starts: no claim after it
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -159,6 +161,7 @@ class DatasetRow(Base):
     size: Mapped[int] = mapped_column(Integer)  # bytes
     info: Mapped[dict] = mapped_column(JSON, default=dict)  # csv: rows, columns; npz: shapes, task
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked
+    owner: Mapped[str | None] = mapped_column(String(64), default=None)  # as StudyRow.owner
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -94,6 +94,7 @@ class Worker:
             cache_dir=settings.data_dir / "datasets",
             data_roots=settings.roots,
             file_limits=settings.file_limits,
+            allow_root_text=settings.allow_root_text,
         )
         # Plugins installed here and command directories the operator allowed: the worker
         # registers them and claims only the studies they cover.

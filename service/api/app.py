@@ -108,7 +108,8 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
     )
     app.add_middleware(BrowserGuard)  # cross-site writes, form bodies, TRACE & co.
     if settings.tokens:
-        app.add_middleware(TokenAuth, tokens=settings.tokens)  # nothing else runs unauthenticated
+        # nothing else runs unauthenticated; read tokens write nothing (owners enforced)
+        app.add_middleware(TokenAuth, tokens=settings.tokens, enforce_roles=settings.owners_enforced)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, bind_host))
     return app
 

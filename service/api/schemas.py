@@ -43,6 +43,9 @@ class TrialCounts(BaseModel):
 
 class StudySummary(BaseModel):
     name: str
+    owner: str | None = Field(
+        description="the name of the token that created it; null: a token without a name, or an open API"
+    )
     state: str = Field(
         description="queued, running, finalizing (re-evaluating the best trials or storing the best model), paused, "
         "done, cancelled or failed"
@@ -131,6 +134,7 @@ class DatasetPublic(BaseModel):
     info: dict[str, Any] = Field(
         description="csv: rows, columns, numeric_columns, other_columns; npz: X, y shapes, task"
     )
+    owner: str | None = Field(description="the name of the token that uploaded it (null: none)")
     created_at: UTCDateTime
 
 

@@ -14,6 +14,9 @@ import base64
 import hmac
 import json
 
+from rnntune.service.config import Token
+
+PRINCIPAL_KEY = "rnntune_token"  # the request state's entry: the Token that authenticated it
 OPEN_PATHS = ("/healthz", "/readyz")
 # optuna-dashboard's root-fixed paths (and "/", which redirects there): where a browser goes.
 DASHBOARD_PREFIXES = (
@@ -69,11 +72,15 @@ async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, 
 
 
 class TokenAuth:
-    """401 with ``WWW-Authenticate`` unless the request carries one of the tokens."""
+    """401 with ``WWW-Authenticate`` unless the request carries one of the tokens. The token's
+    name and role go into the request's state (``service.api.access`` reads them); with
+    ``enforce_roles`` (owners enforced) a ``read`` token may only read, and only an ``admin`` may
+    write through the dashboard (its routes cannot tell whose study they change): 403."""
 
-    def __init__(self, app, tokens: list[str]):
+    def __init__(self, app, tokens: list[Token], enforce_roles: bool = False):
         self.app = app
-        self.tokens = [t.encode() for t in tokens]
+        self.tokens = [(t.secret.encode(), t) for t in tokens]
+        self.enforce_roles = enforce_roles
 
     def _presented(self, scope) -> bytes | None:
         basic_ok = scope["type"] == "http" and is_dashboard_path(scope["path"])
@@ -91,16 +98,34 @@ class TokenAuth:
                     return None
         return None
 
-    def _valid(self, presented: bytes | None) -> bool:
+    def _match(self, presented: bytes | None) -> Token | None:
         if presented is None:
-            return False
-        ok = False
-        for token in self.tokens:  # no early exit: time does not depend on which token matched
-            ok |= hmac.compare_digest(presented, token)
-        return ok
+            return None
+        found = None
+        for secret, token in self.tokens:  # no early exit: time does not depend on which token matched
+            if hmac.compare_digest(presented, secret) and found is None:
+                found = token
+        return found
+
+    def _refusal(self, scope, token: Token) -> str | None:
+        if not self.enforce_roles or scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            return None
+        who = f"token {token.name!r}" if token.name else "this token"
+        if token.role == "read":
+            return f"{who} has the role 'read': it may only read"
+        if token.role != "admin" and is_dashboard_path(scope["path"]):
+            return f"{who} has the role {token.role!r}: only an admin may change studies through the dashboard"
+        return None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan" or self._valid(self._presented(scope)):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        token = self._match(self._presented(scope))
+        if token is not None:
+            refusal = self._refusal(scope, token)
+            if refusal:
+                return await _send_json(send, 403, refusal)
+            scope.setdefault("state", {})[PRINCIPAL_KEY] = token
             return await self.app(scope, receive, send)
         if scope["type"] != "http":  # websockets and anything newer: a token or nothing
             return await send({"type": "websocket.close", "code": 1008})

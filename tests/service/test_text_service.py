@@ -102,7 +102,7 @@ def test_text_hyperparameters_reach_the_configs_and_the_data():
     )
     study = optuna.create_study(direction="maximize", sampler=search.build_sampler(spec, seed_offset=0))
     study.enqueue_trial({"embed_dim": 8, "max_length": 8, "lr": 5e-3, "bidirectional": True})
-    cache = DataCache(data_roots=[REVIEWS.parent])
+    cache = DataCache(data_roots=[REVIEWS.parent], allow_root_text=True)
     objective = Objective(spec, device="cpu", data_cache=cache)
     study.optimize(objective, n_trials=2)
     for trial in study.trials:

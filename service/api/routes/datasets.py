@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from rnntune.service import datasets
+from rnntune.service.api.access import CallerDep, OwnedDataset
 from rnntune.service.api.deps import SessionDep, SettingsDep
 from rnntune.service.api.schemas import DatasetList, DatasetPublic, Problem
 
@@ -98,7 +99,9 @@ async def _check_size(upload: UploadFile, limit: int) -> None:
         422: {"model": Problem, "description": "not a usable file: the reason"},
     },
 )
-async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep) -> DatasetPublic:
+async def upload_dataset(
+    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep
+) -> DatasetPublic:
     """Upload a data file (multipart field ``file``); it is checked, checksummed and stored."""
     limit = int(settings.max_upload_mb * 2**20)
     declared = request.headers.get("content-length")
@@ -142,6 +145,7 @@ async def _store(session, settings, upload: UploadFile, filename: str, fields: d
             content=upload.file,  # checked from disk, sent to the database in chunks
             delimiter=delimiter,
             limits=settings.file_limits,
+            owner=caller.name,
         )
     except datasets.InvalidDataset as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{filename}: {exc}") from None
@@ -165,11 +169,14 @@ def get_dataset(ref: str, session: SessionDep) -> DatasetPublic:
 @router.delete(
     "/{ref}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "an unfinished study uses it"}},
+    responses={
+        403: {"model": Problem, "description": "another owner's data set (owners enforced), or a read token"},
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "an unfinished study uses it"},
+    },
 )
-def delete_dataset(ref: str, session: SessionDep) -> Response:
+def delete_dataset(row: OwnedDataset, session: SessionDep) -> Response:
     """Delete a data set that no queued, running or paused study uses."""
-    row = _get(session, ref)
     try:
         datasets.remove(session, row)
     except datasets.DatasetConflict as exc:

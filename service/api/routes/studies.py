@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from rnntune.service import command, datasets, queue, registry, results, selection
+from rnntune.service.api.access import CallerDep, OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
     BestTrial,
@@ -19,7 +20,15 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
-from rnntune.service.spec import SpecError, StudySpec, check_paths, load_yaml, parse_spec, try_stored_spec
+from rnntune.service.spec import (
+    SpecError,
+    StudySpec,
+    check_paths,
+    load_yaml,
+    parse_spec,
+    root_text_errors,
+    try_stored_spec,
+)
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]
@@ -79,7 +88,12 @@ async def _read_body(request: Request, limit_kb: int) -> bytes:
     },
 )
 async def create_study(
-    request: Request, response: Response, session: SessionDep, storage: StorageDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> StudyPublic:
     """Submit a study spec (JSON or YAML); its trials are queued for the workers."""
     body = await _read_body(request, settings.max_body_kb)
@@ -90,6 +104,8 @@ async def create_study(
         raise _unprocessable(exc.errors) from None
     # only files under RNNTUNE_DATA_ROOTS; an absolute script only under RNNTUNE_COMMAND_DIRS
     path_errors = check_paths(spec, settings.roots) + command.spec_errors(spec, settings)
+    # a server file's words and labels reach the model file only with the operator's consent
+    path_errors += [e for e in root_text_errors(spec, settings.allow_root_text) if e[0] not in dict(path_errors)]
     if path_errors:
         raise _unprocessable(path_errors)
     # data.dataset exists and fits; an .npz's own width and length within the limits
@@ -97,7 +113,7 @@ async def create_study(
     if data_errors:
         raise _unprocessable(data_errors)
     try:
-        row, created = await run_in_threadpool(registry.create_study, session, storage, spec)
+        row, created = await run_in_threadpool(registry.create_study, session, storage, spec, owner=caller.name)
     except registry.StudyConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if not created:
@@ -149,8 +165,7 @@ def list_trials(
     return TrialsPage.model_validate({"items": items, "next_after": items[-1]["number"] if more else None})
 
 
-def _control(name: str, session, action) -> StudyPublic:
-    row = study_or_404(session, name)
+def _control(row, session, action) -> StudyPublic:
     try:
         action(session, row.id)
     except queue.BadTransition as exc:
@@ -160,27 +175,28 @@ def _control(name: str, session, action) -> StudyPublic:
 
 
 CONTROL_RESPONSES = {
+    403: {"model": Problem, "description": "another owner's study (owners enforced), or a read token"},
     404: {"model": Problem},
     409: {"model": Problem, "description": "not allowed in the study's state"},
 }
 
 
 @router.post("/{name}/cancel", responses=CONTROL_RESPONSES)
-def cancel_study(name: str, session: SessionDep) -> StudyPublic:
+def cancel_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Cancel: no new trial starts; running trials stop at their next epoch boundary."""
-    return _control(name, session, queue.cancel_study)
+    return _control(row, session, queue.cancel_study)
 
 
 @router.post("/{name}/pause", responses=CONTROL_RESPONSES)
-def pause_study(name: str, session: SessionDep) -> StudyPublic:
+def pause_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Pause: running trials stop at their next epoch boundary and are re-queued as they were."""
-    return _control(name, session, queue.pause_study)
+    return _control(row, session, queue.pause_study)
 
 
 @router.post("/{name}/resume", responses=CONTROL_RESPONSES)
-def resume_study(name: str, session: SessionDep) -> StudyPublic:
+def resume_study(row: OwnedStudy, session: SessionDep) -> StudyPublic:
     """Resume a paused study toward the same budget."""
-    return _control(name, session, queue.resume_study)
+    return _control(row, session, queue.resume_study)
 
 
 def spec_schema_components() -> dict:
