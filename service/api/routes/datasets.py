@@ -126,11 +126,11 @@ async def upload_dataset(
             )
         await _check_size(upload, limit)
         fields = {k: form.get(k) for k in ("name", "format", "delimiter")}
-        row = await _store(session, settings, upload, filename, fields)
+        row = await _store(session, settings, upload, filename, fields, owner=caller.name)
     return DatasetPublic.model_validate(row)
 
 
-async def _store(session, settings, upload: UploadFile, filename: str, fields: dict):
+async def _store(session, settings, upload: UploadFile, filename: str, fields: dict, *, owner: str | None):
     """Check the spooled file and store it (the row), or raise the 4xx that says why."""
     try:
         fmt = datasets.format_of(filename, fields["format"] if isinstance(fields["format"], str) else None)
@@ -145,7 +145,7 @@ async def _store(session, settings, upload: UploadFile, filename: str, fields: d
             content=upload.file,  # checked from disk, sent to the database in chunks
             delimiter=delimiter,
             limits=settings.file_limits,
-            owner=caller.name,
+            owner=owner,
         )
     except datasets.InvalidDataset as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{filename}: {exc}") from None

@@ -1,15 +1,15 @@
 """rnntune_studies.owner, rnntune_datasets.owner: the token name that created each (issue 28)
 
-Revision ID: 0006_owners
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07 07:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_owners"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
