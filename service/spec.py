@@ -78,12 +78,12 @@ TEXT_PARAMS = (
     "embeddings_vocab",
 )
 DATA_PARAMS: dict[str, tuple[str, ...]] = {
-    "sine": ("n_series", "length", "noise", "seed"),
+    "sine": ("n_series", "length", "noise", "seed", "period"),
     "adding": ("n_samples", "length", "seed"),
-    "sunspots": (),
-    "co2": ("frequency",),
+    "sunspots": ("period",),
+    "co2": ("frequency", "period"),
     "digits": (),
-    "csv": ("path", "delimiter", "target"),
+    "csv": ("path", "delimiter", "target", "period"),
     "npz": ("path", "scale"),
     "text": TEXT_PARAMS,
 }
@@ -96,6 +96,7 @@ DATA_PARAM_KINDS: dict[str, tuple] = {
     "length": ("int", 2),
     "seed": ("int", None),
     "noise": ("number", 0),
+    "period": ("int", 1),  # forecasting: the season length in steps (the seasonal-naive baseline's)
     "frequency": ("choice", "monthly", "weekly"),
     "path": ("name",),
     "target": ("name",),
@@ -111,7 +112,7 @@ DATA_PARAM_KINDS: dict[str, tuple] = {
     "embeddings": ("ref",),
     "embeddings_vocab": ("ref",),
 }
-NULLABLE_PARAMS = ("max_size", "max_length", "embeddings", "embeddings_vocab", "format")
+NULLABLE_PARAMS = ("max_size", "max_length", "embeddings", "embeddings_vocab", "format", "period")
 
 
 def _check_data_param(key: str, value: Any) -> None:

@@ -14,6 +14,7 @@ from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
     Params,
+    _check_int,
     _chronological,
     _fit_scaler,
     _from_indices,
@@ -37,7 +38,9 @@ def _file_path(params: Params, request: _Request) -> str:
 
 
 def _load_csv(params: Params, request: _Request) -> SequenceData:
-    p = _take_params("csv", params, {"path": None, "delimiter": ","})
+    p = _take_params("csv", params, {"path": None, "delimiter": ",", "period": None})
+    if p["period"] is not None:
+        _check_int("csv", "period", p["period"], low=1)
     path = _file_path(p, request)
     if request.target is None:
         raise DataError(f"csv: target (the column to forecast) is required for {path!r}.")
@@ -93,7 +96,7 @@ def _load_csv(params: Params, request: _Request) -> SequenceData:
     window = request.window if request.window is not None else min(24, max(1, len(series) // 10))
     return _chronological(
         request, series, feature_names=inputs, target_index=inputs.index(target),
-        window=window, meta={"source": os.path.basename(path)},
+        window=window, meta={"source": os.path.basename(path), "period": p["period"]},
     )  # fmt: skip
 
 
