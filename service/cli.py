@@ -410,6 +410,8 @@ def submit(
         study = r.json()
         verb = "submitted" if r.status_code == 201 else "already exists (same spec)"
         typer.echo(f"study {study['name']} {verb}: {study['n_trials']} trials, state {study['state']}")
+        for warning in study.get("warnings") or []:
+            typer.echo(f"warning: {warning}")
         if wait:
             raise typer.Exit(_wait(client, study["name"]))
 

@@ -92,6 +92,10 @@ class StudyPublic(StudySummary):
     reevaluations: ReevaluationProgress | None = Field(
         default=None, description="spec.selection: the best trials' runs with more seeds and folds; null without one"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on submit: what makes the result less trustworthy (a val split under RNNTUNE_SMALL_VAL_SPLIT)",
+    )
 
 
 class TrialsPage(BaseModel):

@@ -216,3 +216,23 @@ def test_tied_trials_rank_by_val_loss_then_size(pg_url):
     assert best["number"] == 3 and ranked == [3, 2]
     assert math.isclose(best["value"], 1.0)
     engine.dispose()
+
+
+# --- small val splits --------------------------------------------------------------------------
+
+
+def test_a_small_val_split_is_a_warning_at_submit_recommending_folds(client):
+    small = {**SPEC, "name": "base-small", "priority": -1}
+    r = client.post("/v1/studies", json=small)
+    assert r.status_code == 201
+    (warning,) = r.json()["warnings"]
+    assert "72 samples" in warning and "RNNTUNE_SMALL_VAL_SPLIT" in warning and "selection" in warning
+    digits = {
+        "name": "base-digits", "data": {"name": "digits"}, "metric": "val_accuracy", "direction": "maximize",
+        "search_space": {"hidden_size": {"type": "int", "low": 4, "high": 16}}, "budget": {"n_trials": 1},
+        "priority": -1,
+    }  # fmt: skip
+    r = client.post("/v1/studies", json=digits)
+    assert r.status_code == 201 and r.json()["warnings"] == []  # 270 val digits
+    for name in ("base-small", "base-digits"):
+        assert client.post(f"/v1/studies/{name}/cancel").status_code == 200
