@@ -37,6 +37,7 @@ from rnntune.models.config import (
     DATASETS,
     FILE_DATASETS,
     FOLD_DATASETS,
+    KFOLD_DATASETS,
     OPTIMIZERS,
     SCHEDULERS,
     ModelConfig,
@@ -381,8 +382,8 @@ class SelectionSpec(BaseModel):
     folds: int = Field(
         default=1,
         ge=1,
-        description="forecasting data: rolling-origin (walk-forward) folds of the train + val steps; "
-        "the last is the search's own split",
+        description="folds of the train + val data: rolling-origin (walk-forward) for forecasting, stratified "
+        "k-fold for classification, k-fold for other regression and text; the last is the search's own split",
     )
 
     @property
@@ -593,9 +594,9 @@ class StudySpec(BaseModel):
                 "selection: a study with several objectives keeps its Pareto front (GET .../pareto), not one winner "
                 "by a mean (leave selection out)"
             )
-        if sel.folds > 1 and self.data.name not in FOLD_DATASETS:
+        if sel.folds > 1 and self.data.name not in FOLD_DATASETS + KFOLD_DATASETS:
             raise ValueError(
-                f"selection.folds: rolling-origin folds need forecasting data ({', '.join(FOLD_DATASETS)}), "
+                f"selection.folds: folds need a data set rnntune splits ({', '.join(FOLD_DATASETS + KFOLD_DATASETS)}), "
                 f"but got data.name={self.data.name!r}; use folds: 1"
             )
         if limits is not None and sel.n_runs > limits.max_selection_runs:

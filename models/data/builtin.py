@@ -16,6 +16,8 @@ from rnntune.models.data.splits import (
     _fold_meta,
     _forecasting,
     _from_indices,
+    _kfold,
+    _kfold_meta,
     _make_windows,
     _random_split,
     _reject,
@@ -117,10 +119,11 @@ def _load_adding(params: Params, request: _Request) -> SequenceData:
     markers[rows, second] = 1.0
     x = np.stack([values, markers], axis=2).astype(np.float32)  # (N, T, 2)
     y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)  # (N, 1)
-    splits = _random_split(request, n)
+    splits = _kfold(request, _random_split(request, n))
     return _from_indices(
         request, x, y, splits, task="regression",
-        meta={"kind": "regression", "split": "random", "inputs": ["value", "marker"], **p},
+        meta={"kind": "regression", "split": "random", "inputs": ["value", "marker"], **p,
+              **_kfold_meta(request, None)},
     )  # fmt: skip
 
 
@@ -200,9 +203,9 @@ def _load_digits(params: Params, request: _Request) -> SequenceData:
         stratify=y[rest],
         random_state=request.seed,
     )
-    splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    splits = _kfold(request, {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}, y)
     return _from_indices(
         request, x, y, splits, task="classification", n_classes=10,
         meta={"kind": "classification", "split": "stratified",
-              "source": "sklearn.datasets.load_digits"},
+              "source": "sklearn.datasets.load_digits", **_kfold_meta(request, y)},
     )  # fmt: skip

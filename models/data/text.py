@@ -11,7 +11,16 @@ import numpy as np
 from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _file_path
-from rnntune.models.data.splits import Params, _check_int, _random_split, _reject, _Request, _take_params
+from rnntune.models.data.splits import (
+    Params,
+    _check_int,
+    _kfold,
+    _kfold_meta,
+    _random_split,
+    _reject,
+    _Request,
+    _take_params,
+)
 
 TEXT_DEFAULTS = {
     "path": None,
@@ -141,7 +150,7 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in label_values], dtype=np.int64)
     tokens = [tokenize(text, lowercase=p["lowercase"]) for text in texts]
-    splits = _random_split(request, len(y), labels=y)
+    splits = _kfold(request, _random_split(request, len(y), labels=y), y)  # the vocabulary: the fold's train
     vocab = Vocab.build((tokens[i] for i in splits["train"]), min_freq=p["min_freq"], max_size=p["max_size"])
     arrays = {}
     for split, rows in splits.items():
@@ -200,5 +209,6 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             "truncated": int((n_tokens > p["max_length"]).sum()) if p["max_length"] else 0,
             "val_known_token_fraction": round(float(np.mean(known)), 4) if known else None,
             "embeddings_coverage": round(coverage, 4) if coverage is not None else None,
+            **_kfold_meta(request, y),
         },
     )  # fmt: skip
