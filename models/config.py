@@ -38,6 +38,8 @@ FILE_DATASETS = ("csv", "npz", "text")  # read from a file: a path (or an upload
 CLASSIFICATION_DATASETS = ("digits", "npz", "text")  # the ones that can be classification
 # forecasting: rolling-origin folds over time steps (sine: over its independent series)
 FOLD_DATASETS = ("sine", "sunspots", "co2", "csv")
+# the others: k-fold over train + val (stratified for classification; the val split is the last fold)
+KFOLD_DATASETS = ("adding", "digits", "npz", "text")
 
 
 def _is_int(value: object) -> bool:

@@ -412,6 +412,8 @@ def submit(
         study = r.json()
         verb = "submitted" if r.status_code == 201 else "already exists (same spec)"
         typer.echo(f"study {study['name']} {verb}: {study['n_trials']} trials, state {study['state']}")
+        for warning in study.get("warnings") or []:
+            typer.echo(f"warning: {warning}")
         if wait:
             raise typer.Exit(_wait(client, study["name"]))
 
@@ -487,10 +489,33 @@ def status(
         if s.get("owner"):
             typer.echo(f"owner: {s['owner']}")
         _print_best(s)
-        if s.get("reevaluations") is not None:
+        if s.get("best_trial") or s.get("reevaluations") is not None:
             best = _request(client, "GET", f"/v1/studies/{name}/best")
             if best.status_code == 200 and best.json().get("selection") is not None:
                 _print_selection(best.json()["selection"], s["metric"])
+            if best.status_code == 200:
+                _print_baselines(best.json())
+
+
+def _print_baselines(best: dict) -> None:
+    """The stored model's test score beside the simple models' on the same split, the verdict
+    line, and the result's warnings."""
+    baselines = best.get("baselines")
+    if baselines:
+        key = (best.get("versus_baseline") or {}).get("metric", "test loss").removeprefix("test ")
+        model = (best.get("test_metrics") or {}).get(key)
+        typer.echo(f"test {key}: tuned model {_num(model)}; baselines on the same split:")
+        for name, b in baselines.items():
+            if b.get("skipped"):
+                typer.echo(f"  {name:<15} skipped: {b['skipped']}")
+                continue
+            test = b.get("test") or {}
+            typer.echo(f"  {name:<15} {_num(test.get(key)):>10}  (val {_num((b.get('val') or {}).get(key))})")
+    versus = best.get("versus_baseline")
+    if versus:
+        typer.echo(versus["line"])
+    for warning in best.get("warnings") or []:
+        typer.echo(f"warning: {warning}")
 
 
 def _print_selection(sel: dict, metric: str) -> None:
@@ -584,6 +609,7 @@ def export(
         f"wrote {path} ({len(r.content):,} bytes, sha256 {r.headers.get('x-checksum-sha256', '?')[:12]}): trial #{best['trial_number']}"
     )
     typer.echo(f"  {best['metric']} {best['value']:.6g}; test: {shown or '-'}")
+    _print_baselines(best)
 
 
 def _export_trial(
@@ -642,6 +668,9 @@ def _export_trial(
         f"trial #{number} retrained on {built.device}"
     )
     typer.echo(f"  {', '.join(f'{k} {v:.6g}' for k, v in objectives.items())}; test: {shown or '-'}")
+    _print_baselines(
+        {"baselines": built.baselines, "versus_baseline": built.versus, "test_metrics": built.test, "warnings": []}
+    )
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Uploaded data sets (a spec names one as data.dataset).")

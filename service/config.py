@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     max_initial_trials: int = Field(
         default=Limits.max_initial_trials, ge=1, description="most initial_trials entries a spec may give"
     )
+    # A study's result (service/finalize.py, docs/baselines.md).
+    small_val_split: int = Field(
+        default=100,
+        ge=0,
+        description="a val split with fewer samples gets a warning at submit and in the result "
+        "(recommending selection with folds); 0: never",
+    )
+    baseline_max_elements: int = Field(
+        default=2**25,  # = rnntune.models.baselines.DEFAULT_MAX_ELEMENTS
+        ge=1,
+        description="largest train split (values) the linear baselines are fitted on; larger: skipped, saying so",
+    )
 
     # Client side (rnntune submit / status).
     api_url: str = "http://127.0.0.1:8000"

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from sqlalchemy.orm import sessionmaker
 
-from rnntune.service import __version__, optuna_compat, selection
+from rnntune.service import __version__, optuna_compat, results, selection
 from rnntune.service.model_store import PROCEDURE, store
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import StudySpec
@@ -70,6 +70,9 @@ DATA_META_KEYS = (
 )
 TEST_ATTR = "rnntune_test_metrics"
 MODEL_ATTR = "rnntune_best_model"
+BASELINES_ATTR = "rnntune_baselines"  # {baseline: its test metrics}: the dashboard shows study attributes
+VERSUS_ATTR = "rnntune_versus_baseline"  # one line: does the tuned model beat the best baseline on test
+WARNINGS_ATTR = "rnntune_warnings"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,14 +95,25 @@ class BuiltModel:
     config: dict[str, Any]
     device: str
     test: dict[str, float] | None
+    baselines: dict[str, Any] = dataclasses.field(default_factory=dict)
+    versus: dict[str, Any] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def best_trial(study: optuna.Study, spec: StudySpec) -> TrialRecord:
-    """The trial whose model a finished study stores. Several objectives: the best on the first
-    (ties: better on the next ones, then the earliest), which is always on the Pareto front."""
+def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | None = None) -> TrialRecord:
+    """The trial whose model a finished study stores: the best value, ties broken by the lower
+    val loss, then fewer parameters (``results.tie_key``, what ``GET …/best`` and the selection's
+    candidates use too). Several objectives: the best on the first (ties: better on the next
+    ones, then the earliest), which is always on the Pareto front."""
     if not spec.multi_objective:
-        best = study.best_trial  # ValueError when no trial is complete
-        return TrialRecord(best.number, best.params, best.value, best.user_attrs)
+        if sessions is None:
+            best = study.best_trial  # ValueError when no trial is complete
+            return TrialRecord(best.number, best.params, best.value, best.user_attrs)
+        with sessions() as session:
+            found = results.top_trials(session, optuna_compat.study_id(study), spec.direction, 1)
+        if not found:
+            raise ValueError("no trial is complete")
+        return TrialRecord(found[0]["number"], found[0]["params"], found[0]["value"], found[0]["user_attrs"])
     sign = [-1.0 if d == "maximize" else 1.0 for d in spec.directions()]
     complete = [
         t
@@ -129,7 +143,7 @@ def finalize_study(
     from rnntune.service.objective import Interrupted
 
     started = time.monotonic()
-    best = best_trial(study, spec)
+    best = best_trial(study, spec, sessions)
     chosen = None
     if not spec.selection.is_default:  # the re-evaluated winner, and why
         with sessions() as session:
@@ -154,6 +168,12 @@ def finalize_study(
     with sessions() as session:
         store(session, row)
     study.set_user_attr(TEST_ATTR, _json_safe(built.test))
+    study.set_user_attr(
+        BASELINES_ATTR,
+        _json_safe({k: b.get("test") or {"skipped": b.get("skipped")} for k, b in built.baselines.items()}),
+    )
+    study.set_user_attr(VERSUS_ATTR, built.versus["line"] if built.versus else None)
+    study.set_user_attr(WARNINGS_ATTR, built.warnings)
     study.set_user_attr(
         MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
     )
@@ -228,6 +248,8 @@ def build_model(
             data, x_val=data.x_test, y_val=data.y_test, lengths_val=data.lengths_test
         ).naive_val_loss()
     reproduced = _metric(spec, val)
+    baselines, versus = _baselines(spec, data, test)
+    warnings = result_warnings(len(data.y_val), spec)
     metrics = {
         "metric": spec.metric,
         "trial_value": trial.value,
@@ -244,6 +266,9 @@ def build_model(
         "n_val": len(data.x_val),
         "n_test": len(data.x_test),
         "best_epoch": result.best_epoch,
+        "baselines": baselines,
+        "versus_baseline": versus,
+        "warnings": warnings,
     }
     data_meta = {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta}
     if spec.data.dataset is not None:  # the local copy is named by its sha256: name the upload
@@ -261,6 +286,9 @@ def build_model(
         "data_meta": data_meta,
         "val_metrics": val,
         "test_metrics": test,
+        "baselines": baselines,
+        "versus_baseline": versus,
+        "warnings": warnings,
         "procedure": PROCEDURE,
         **(
             {
@@ -292,6 +320,51 @@ def build_model(
         config={"model": _asdict(model_config), "train": _asdict(train_config), "procedure": PROCEDURE},
         device=result.device,
         test=test,
+        baselines=metrics["baselines"],
+        versus=metrics["versus_baseline"],
+        warnings=warnings,
+    )
+
+
+def _baselines(spec: StudySpec, data, test: dict[str, float] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The simple models on this split (``rnntune.models.baselines``) and the one-line verdict
+    on the study's metric's test counterpart."""
+    from rnntune.models.baselines import fit_baselines, versus
+    from rnntune.service.config import get_settings
+
+    try:
+        baselines = fit_baselines(
+            data, period=data.meta.get("period"), max_elements=get_settings().baseline_max_elements
+        )
+    except Exception as exc:  # a baseline never costs the user the tuned model
+        log.warning("study %s: baselines failed: %s: %s", spec.name, type(exc).__name__, exc)
+        baselines = {"error": {"skipped": f"{type(exc).__name__}: {exc}"}}
+    return _json_safe(baselines), _json_safe(versus(metric_key(spec), test, baselines))
+
+
+def metric_key(spec: StudySpec) -> str:
+    """The metrics key (``loss``, ``mae``, ``accuracy``, ``f1``) of the study's (first) val metric."""
+    from rnntune.service.objective import METRIC_KEYS
+
+    return METRIC_KEYS.get(spec.objective_names()[0], "loss")
+
+
+def result_warnings(n_val: int, spec: StudySpec, threshold: int | None = None) -> list[str]:
+    """What a user should know about how far a study's winner can be trusted: a small val split
+    (``RNNTUNE_SMALL_VAL_SPLIT``) without a selection over folds."""
+    from rnntune.service.config import get_settings
+
+    threshold = get_settings().small_val_split if threshold is None else threshold
+    if n_val >= threshold or spec.selection.folds > 1:
+        return []
+    return [small_val_warning(n_val, threshold)]
+
+
+def small_val_warning(n_val: int, threshold: int) -> str:
+    return (
+        f"the val split holds {n_val} samples (fewer than {threshold}, RNNTUNE_SMALL_VAL_SPLIT): trials tie and "
+        "the best val score is partly luck; add selection: {top_k: 3, folds: 5} to re-evaluate the best "
+        "trials over k-fold (or rolling-origin) val splits"
     )
 
 

@@ -592,6 +592,9 @@ class Objective:
         trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
+        # what breaks a tie on the metric (service/results.py's ``tie_key``): val loss, then size
+        trial.set_user_attr("val_loss", float(best.val_loss))
+        trial.set_user_attr("n_params", int(sum(t.numel() for t in result.state_dict.values())))
         if spec.metric == "val_loss":  # the bar to beat: a model that learned nothing
             trial.set_user_attr("naive_val_loss", round(data.naive_val_loss(), 6))
         if not spec.multi_objective:

@@ -168,20 +168,45 @@ def trials_page(
     return _trials(session, where, order=[trials_t.c.number], limit=limit)
 
 
+def tie_key(trial: dict[str, Any], direction: str) -> tuple[float, float, float, int]:
+    """How complete trials rank: the value, then (ties on it: accuracy 1.0 on a small val split)
+    the lower val loss at the best epoch, then fewer parameters, then the earlier trial. A
+    trial with ``val_loss`` as its metric has that as its value; one without the attributes
+    (an objective plugin's, a command's) ranks after the tied trials that have them."""
+    value = trial["value"]
+    attrs = trial["user_attrs"]
+    val_loss = attrs.get("val_loss")
+    n_params = attrs.get("n_params")
+    return (
+        value if direction == "minimize" else -value,
+        float(val_loss) if val_loss is not None else math.inf,
+        float(n_params) if n_params is not None else math.inf,
+        trial["number"],
+    )
+
+
 def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best COMPLETE trials with a finite value, best first (ties: the earliest); fewer
-    when fewer completed."""
+    """The ``k`` best COMPLETE trials with a finite value, best first (ties on the value: the
+    lower val loss, then fewer parameters, then the earlier: :func:`tie_key`); fewer when fewer
+    completed."""
     order_value = values_t.c.value.asc() if direction == "minimize" else values_t.c.value.desc()
     where = and_(
         trials_t.c.study_id == study_id,
         trials_t.c.state == "COMPLETE",
         values_t.c.value_type == FINITE,
     )
-    return _trials(session, where, order=[order_value, trials_t.c.number], limit=k)
+    first = _trials(session, where, order=[order_value, trials_t.c.number], limit=k)
+    if not first:
+        return []
+    # trials tied with the k-th may outrank some of the first k on the tie-breaks
+    edge = first[-1]["value"]
+    tied = _trials(session, and_(where, values_t.c.value == edge), order=[trials_t.c.number], limit=None)
+    pool = {t["trial_id"]: t for t in [*first, *tied]}
+    return sorted(pool.values(), key=lambda t: tie_key(t, direction))[:k]
 
 
 def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any] | None:
-    """The best COMPLETE trial (ties: the earliest), with its per-epoch curve."""
+    """The best COMPLETE trial (ties: :func:`tie_key`), with its per-epoch curve."""
     found = top_trials(session, study_id, direction, 1)
     if not found:
         return None

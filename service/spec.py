@@ -37,6 +37,7 @@ from rnntune.models.config import (
     DATASETS,
     FILE_DATASETS,
     FOLD_DATASETS,
+    KFOLD_DATASETS,
     OPTIMIZERS,
     SCHEDULERS,
     ModelConfig,
@@ -83,12 +84,12 @@ TEXT_PARAMS = (
     "embeddings_vocab",
 )
 DATA_PARAMS: dict[str, tuple[str, ...]] = {
-    "sine": ("n_series", "length", "noise", "seed"),
+    "sine": ("n_series", "length", "noise", "seed", "period"),
     "adding": ("n_samples", "length", "seed"),
-    "sunspots": (),
-    "co2": ("frequency",),
+    "sunspots": ("period",),
+    "co2": ("frequency", "period"),
     "digits": (),
-    "csv": ("path", "delimiter", "target"),
+    "csv": ("path", "delimiter", "target", "period"),
     "npz": ("path", "scale"),
     "text": TEXT_PARAMS,
 }
@@ -101,6 +102,7 @@ DATA_PARAM_KINDS: dict[str, tuple] = {
     "length": ("int", 2),
     "seed": ("int", None),
     "noise": ("number", 0),
+    "period": ("int", 1),  # forecasting: the season length in steps (the seasonal-naive baseline's)
     "frequency": ("choice", "monthly", "weekly"),
     "path": ("name",),
     "target": ("name",),
@@ -116,7 +118,7 @@ DATA_PARAM_KINDS: dict[str, tuple] = {
     "embeddings": ("ref",),
     "embeddings_vocab": ("ref",),
 }
-NULLABLE_PARAMS = ("max_size", "max_length", "embeddings", "embeddings_vocab", "format")
+NULLABLE_PARAMS = ("max_size", "max_length", "embeddings", "embeddings_vocab", "format", "period")
 
 
 def _check_data_param(key: str, value: Any) -> None:
@@ -389,8 +391,8 @@ class SelectionSpec(BaseModel):
     folds: int = Field(
         default=1,
         ge=1,
-        description="forecasting data: rolling-origin (walk-forward) folds of the train + val steps; "
-        "the last is the search's own split",
+        description="folds of the train + val data: rolling-origin (walk-forward) for forecasting, stratified "
+        "k-fold for classification, k-fold for other regression and text; the last is the search's own split",
     )
 
     @property
@@ -620,9 +622,9 @@ class StudySpec(BaseModel):
                 "selection: a study with several objectives keeps its Pareto front (GET .../pareto), not one winner "
                 "by a mean (leave selection out)"
             )
-        if sel.folds > 1 and self.data.name not in FOLD_DATASETS:
+        if sel.folds > 1 and self.data.name not in FOLD_DATASETS + KFOLD_DATASETS:
             raise ValueError(
-                f"selection.folds: rolling-origin folds need forecasting data ({', '.join(FOLD_DATASETS)}), "
+                f"selection.folds: folds need a data set rnntune splits ({', '.join(FOLD_DATASETS + KFOLD_DATASETS)}), "
                 f"but got data.name={self.data.name!r}; use folds: 1"
             )
         if limits is not None and sel.n_runs > limits.max_selection_runs:

@@ -36,7 +36,7 @@ import numbers
 import os
 from collections.abc import Callable
 
-from rnntune.models.config import BUILTIN_DATASETS, FOLD_DATASETS, TASKS
+from rnntune.models.config import BUILTIN_DATASETS, FOLD_DATASETS, KFOLD_DATASETS, TASKS
 from rnntune.models.data.builtin import _load_adding, _load_co2, _load_digits, _load_sine, _load_sunspots
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _load_csv, _load_npz
@@ -77,9 +77,10 @@ def load_dataset(
     are an error. window/horizon apply to forecasting data sets, target/inputs to csv and path
     to csv/npz (which also accept {"path": ...} in params). seed drives the split.
     file_limits caps what a user's .npz / .npy may hold; their headers are checked before loading.
-    fold = (index, n_folds): forecasting data sets only (FOLD_DATASETS), one of
-    splits.rolling_origin_folds' walk-forward folds of the train + val units (time steps; sine:
-    series) instead of the split, with an empty test split.
+    fold = (index, n_folds): one fold of the train + val data instead of the split, with an empty
+    test split: forecasting data (FOLD_DATASETS) one of splits.rolling_origin_folds' walk-forward
+    folds (time steps; sine: series), the others (KFOLD_DATASETS) a k-fold fold (splits._kfold;
+    stratified for classification) whose last fold is the split itself.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(_LOADERS)}.")
@@ -101,8 +102,9 @@ def load_dataset(
             bounds = "[0, 1)" if low_ok else "(0, 1)"
             raise DataError(f"{name}: {fraction_name} must be in {bounds}, but got {value!r}.")
     if fold is not None:
-        if name not in FOLD_DATASETS:
-            raise DataError(f"{name}: folds apply to forecasting data ({', '.join(FOLD_DATASETS)}), not to {name!r}.")
+        if name not in FOLD_DATASETS + KFOLD_DATASETS:
+            known = ", ".join(FOLD_DATASETS + KFOLD_DATASETS)
+            raise DataError(f"{name}: folds apply to {known}, not to {name!r}.")
         if not isinstance(fold, tuple) or len(fold) != 2:
             raise DataError(f"{name}: fold must be (index, n_folds), but got {fold=}.")
         _check_int(name, "n_folds", fold[1], low=1)

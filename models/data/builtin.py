@@ -16,6 +16,8 @@ from rnntune.models.data.splits import (
     _fold_meta,
     _forecasting,
     _from_indices,
+    _kfold,
+    _kfold_meta,
     _make_windows,
     _random_split,
     _reject,
@@ -25,9 +27,18 @@ from rnntune.models.data.splits import (
 )
 
 
+def _check_period(name: str, p: Params) -> None:
+    """``period``: the season length in time steps (the seasonal-naive baseline's), or None."""
+    if p["period"] is not None:
+        _check_int(name, "period", p["period"], low=1)
+
+
 def _load_sine(params: Params, request: _Request) -> SequenceData:
-    p = _take_params("sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed})
+    p = _take_params(
+        "sine", params, {"n_series": 500, "length": 60, "noise": 0.05, "seed": request.seed, "period": None}
+    )
     _reject(request, "target", "inputs", "path")
+    _check_period("sine", p)
     _check_int("sine", "n_series", p["n_series"], low=3)
     _check_int("sine", "length", p["length"], low=2)
     _check_int("sine", "seed", p["seed"], low=None)
@@ -108,16 +119,18 @@ def _load_adding(params: Params, request: _Request) -> SequenceData:
     markers[rows, second] = 1.0
     x = np.stack([values, markers], axis=2).astype(np.float32)  # (N, T, 2)
     y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)  # (N, 1)
-    splits = _random_split(request, n)
+    splits = _kfold(request, _random_split(request, n))
     return _from_indices(
         request, x, y, splits, task="regression",
-        meta={"kind": "regression", "split": "random", "inputs": ["value", "marker"], **p},
+        meta={"kind": "regression", "split": "random", "inputs": ["value", "marker"], **p,
+              **_kfold_meta(request, None)},
     )  # fmt: skip
 
 
 def _load_sunspots(params: Params, request: _Request) -> SequenceData:
-    _take_params("sunspots", params, {})
+    p = _take_params("sunspots", params, {"period": 11})  # the solar cycle: about 11 years
     _reject(request, "target", "inputs", "path")
+    _check_period("sunspots", p)
     from statsmodels.datasets import sunspots
 
     frame = sunspots.load_pandas().data
@@ -126,7 +139,7 @@ def _load_sunspots(params: Params, request: _Request) -> SequenceData:
     window = request.window if request.window is not None else 24
     data = _chronological(
         request, series, feature_names=["SUNACTIVITY"], target_index=0, window=window,
-        meta={"source": "statsmodels.datasets.sunspots", "frequency": "yearly"},
+        meta={"source": "statsmodels.datasets.sunspots", "frequency": "yearly", "period": p["period"]},
     )  # fmt: skip
     data.meta["segment_times"] = {
         split: [int(years[start]), int(years[stop - 1])] if stop > start else []
@@ -136,10 +149,13 @@ def _load_sunspots(params: Params, request: _Request) -> SequenceData:
 
 
 def _load_co2(params: Params, request: _Request) -> SequenceData:
-    p = _take_params("co2", params, {"frequency": "monthly"})
+    p = _take_params("co2", params, {"frequency": "monthly", "period": None})
     _reject(request, "target", "inputs", "path")
     if p["frequency"] not in ("monthly", "weekly"):
         raise DataError(f"co2: frequency must be 'monthly' or 'weekly', but got {p['frequency']!r}.")
+    if p["period"] is None:  # a year
+        p["period"] = 12 if p["frequency"] == "monthly" else 52
+    _check_period("co2", p)
     from statsmodels.datasets import co2
 
     weekly = co2.load_pandas().data["co2"]
@@ -154,6 +170,7 @@ def _load_co2(params: Params, request: _Request) -> SequenceData:
         meta={
             "source": "statsmodels.datasets.co2",
             "frequency": p["frequency"],
+            "period": p["period"],
             "n_missing_interpolated": n_missing,
             "note": f"{n_missing} missing weekly values were linearly interpolated in time"
             + (", then averaged to monthly means" if p["frequency"] == "monthly" else ""),
@@ -186,9 +203,9 @@ def _load_digits(params: Params, request: _Request) -> SequenceData:
         stratify=y[rest],
         random_state=request.seed,
     )
-    splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    splits = _kfold(request, {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}, y)
     return _from_indices(
         request, x, y, splits, task="classification", n_classes=10,
         meta={"kind": "classification", "split": "stratified",
-              "source": "sklearn.datasets.load_digits"},
+              "source": "sklearn.datasets.load_digits", **_kfold_meta(request, y)},
     )  # fmt: skip

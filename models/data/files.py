@@ -14,9 +14,12 @@ from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
     Params,
+    _check_int,
     _chronological,
     _fit_scaler,
     _from_indices,
+    _kfold,
+    _kfold_meta,
     _random_split,
     _reject,
     _Request,
@@ -37,7 +40,9 @@ def _file_path(params: Params, request: _Request) -> str:
 
 
 def _load_csv(params: Params, request: _Request) -> SequenceData:
-    p = _take_params("csv", params, {"path": None, "delimiter": ","})
+    p = _take_params("csv", params, {"path": None, "delimiter": ",", "period": None})
+    if p["period"] is not None:
+        _check_int("csv", "period", p["period"], low=1)
     path = _file_path(p, request)
     if request.target is None:
         raise DataError(f"csv: target (the column to forecast) is required for {path!r}.")
@@ -93,7 +98,7 @@ def _load_csv(params: Params, request: _Request) -> SequenceData:
     window = request.window if request.window is not None else min(24, max(1, len(series) // 10))
     return _chronological(
         request, series, feature_names=inputs, target_index=inputs.index(target),
-        window=window, meta={"source": os.path.basename(path)},
+        window=window, meta={"source": os.path.basename(path), "period": p["period"]},
     )  # fmt: skip
 
 
@@ -136,14 +141,14 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
         n_classes = int(y.max()) + 1
         if n_classes < 2:
             raise DataError("npz: classification needs at least 2 classes, but y has 1.")
-        splits = _random_split(request, len(y), labels=y)
+        splits = _kfold(request, _random_split(request, len(y), labels=y), y)
         task, split_kind = "classification", "stratified"
     elif np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)):
             raise DataError(f"npz: y has {int((~np.isfinite(y)).sum())} NaN/inf values.")
         y = y.reshape(len(y), -1)
         n_classes = None
-        splits = _random_split(request, len(y))
+        splits = _kfold(request, _random_split(request, len(y)))
         task, split_kind = "regression", "random"
     else:
         raise DataError(f"npz: y must be integer labels or floats, but has dtype {y.dtype}.")
@@ -161,5 +166,5 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
     return _from_indices(
         request, x, y, splits, task=task, n_classes=n_classes, scaler=scaler,
         meta={"kind": task, "split": split_kind, "source": os.path.basename(path),
-              "scaled": bool(p["scale"])},
+              "scaled": bool(p["scale"]), **_kfold_meta(request, y if task == "classification" else None)},
     )  # fmt: skip

@@ -117,6 +117,49 @@ def _fold(request: _Request, n_train: int, n_val: int, min_train: int) -> Fold |
         raise DataError(f"{request.name}: {exc}") from None
 
 
+def _kfold(request: _Request, splits: dict[str, np.ndarray], labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The request's k-fold fold of a random (``labels``: stratified) split, or the split itself.
+
+    The train + val samples are cut into ``n_folds`` blocks: block ``n_folds - 1`` is the val
+    split itself, blocks ``0 .. n_folds - 2`` partition the train split (scikit-learn's
+    ``StratifiedKFold`` by label, else ``KFold``; shuffled, seeded by the split's seed). Fold i
+    validates on block i and trains on the rest, so the last fold is the search's own split. A
+    fold has no test split (the finalize step alone touches it)."""
+    if request.fold is None:
+        return splits
+    index, n_folds = request.fold
+    _check_int(request.name, "fold", index, 0)
+    if index >= n_folds:
+        raise DataError(f"{request.name}: fold must be < n_folds={n_folds}, but got fold={index}.")
+    train, val = splits["train"], splits["val"]
+    empty = train[:0]
+    if index == n_folds - 1:
+        return {"train": train, "val": val, "test": empty}
+    n_blocks = n_folds - 1
+    if n_blocks == 1:
+        block = train
+    else:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        splitter = (StratifiedKFold if labels is not None else KFold)(
+            n_splits=n_blocks, shuffle=True, random_state=request.seed % 2**32
+        )
+        try:
+            folds = list(splitter.split(train, None if labels is None else labels[train]))
+        except ValueError as exc:  # more folds than samples (or than a class's members)
+            raise DataError(f"{request.name}: cannot cut {n_folds} folds: {exc}") from None
+        block = train[folds[index][1]]
+    rest = np.setdiff1d(train, block)
+    return {"train": np.sort(np.concatenate([rest, val])), "val": np.sort(block), "test": empty}
+
+
+def _kfold_meta(request: _Request, labels: np.ndarray | None) -> dict[str, Any]:
+    if request.fold is None:
+        return {}
+    kind = "stratified k-fold" if labels is not None else "k-fold"
+    return {"fold": {"index": request.fold[0], "n_folds": request.fold[1], "kind": kind}}
+
+
 def _fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std over every axis but the last (a constant feature gets std 1)."""
     flat = values.reshape(-1, values.shape[-1]).astype(np.float64)

@@ -13,7 +13,16 @@ import numpy as np
 from rnntune.models import files
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.files import _file_path
-from rnntune.models.data.splits import Params, _check_int, _random_split, _reject, _Request, _take_params
+from rnntune.models.data.splits import (
+    Params,
+    _check_int,
+    _kfold,
+    _kfold_meta,
+    _random_split,
+    _reject,
+    _Request,
+    _take_params,
+)
 
 TEXT_DEFAULTS = {
     "path": None,
@@ -161,7 +170,7 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
         raise DataError(f"{error}.") from None
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in label_values], dtype=np.int64)
-    splits = _random_split(request, len(y), labels=y)
+    splits = _kfold(request, _random_split(request, len(y), labels=y), y)  # the vocabulary: the fold's train
     # Tokens are never all held at once: counted for the vocabulary, then tokenized again and
     # truncated text by text as they are encoded (a few very long rows cost their ids, no more).
     lowercase = p["lowercase"]
@@ -235,5 +244,6 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             "truncated": int((n_tokens > p["max_length"]).sum()) if p["max_length"] else 0,
             "val_known_token_fraction": round(float(np.mean(known)), 4) if known else None,
             "embeddings_coverage": round(coverage, 4) if coverage is not None else None,
+            **_kfold_meta(request, y),
         },
     )  # fmt: skip

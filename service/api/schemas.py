@@ -99,6 +99,10 @@ class StudyPublic(StudySummary):
     reevaluations: ReevaluationProgress | None = Field(
         default=None, description="spec.selection: the best trials' runs with more seeds and folds; null without one"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on submit: what makes the result less trustworthy (a val split under RNNTUNE_SMALL_VAL_SPLIT)",
+    )
 
 
 class TrialsPage(BaseModel):
@@ -251,6 +255,17 @@ class BestPublic(BaseModel):
         description="on the test split, measured once; null until the model is stored"
     )
     model: ModelPublic | None = Field(description="null until the study's budget is spent and the model is stored")
+    baselines: dict[str, Any] | None = Field(
+        default=None,
+        description="simple models fitted and scored on the trials' own split (val and test metrics, or why "
+        "skipped); null until the model is stored (docs/baselines.md)",
+    )
+    versus_baseline: dict[str, Any] | None = Field(
+        default=None,
+        description="whether the stored model beats the best baseline on the study metric's test counterpart, "
+        "by how much, and that as one line",
+    )
+    warnings: list[str] = Field(default_factory=list, description="how far the result can be trusted (small splits)")
     selection: SelectionPublic | None = Field(
         default=None,
         description="spec.selection: the re-evaluated candidates (mean, sd, n) and the winner, whose model is stored; "

@@ -101,3 +101,51 @@ def test_two_workers_re_evaluate_the_best_trials_and_a_killed_run_counts_once(en
     assert len(rows) == 2 and sum("<- winner" in line for line in rows) == 1, out.stdout
     (won,) = [line for line in rows if "<- winner" in line]
     assert won.split()[0] == f"#{winner}" and f"±{sel['candidates'][0]['sd']:.6g}" in out.stdout
+
+
+def test_classification_folds_are_stratified_k_fold_runs_and_a_killed_run_counts_once(env, tmp_path):
+    """selection.folds on classification data (issue 29): each candidate's further runs train on
+    stratified k-fold folds of train + val; a worker killed in the first run's ticket is replaced,
+    the run counts once, and a run re-computed here on the same fold gives the stored value."""
+    import threading
+
+    from rnntune.service import selection
+    from rnntune.service.finalize import TrialRecord
+    from rnntune.service.objective import DataCache
+    from rnntune.service.spec import parse_spec
+
+    body = spec(
+        "reeval-digits", n_trials=2, max_epochs=2, hidden=4,
+        data={"name": "digits", "params": {}, "window": None}, metric="val_accuracy", direction="maximize",
+        selection={"top_k": 2, "seeds": 1, "folds": 3},
+    )  # fmt: skip
+    name = env.create(body)
+    dying = env.faulty_worker("reeval:before:exit", training=None)
+    assert dying.wait(timeout=120) == FAULT_EXIT
+    workers = [env.worker(), env.worker()]
+    try:
+        env.wait_state(name, ("done",), 120)
+    finally:
+        assert stop(*workers) == [0, 0]
+    check_lifecycle(env, name)
+    reevals = [t for t in env.tickets(name) if t["kind"] == "reeval"]
+    assert len(reevals) == 4 and all(t["state"] == "done" for t in reevals)  # 2 candidates x (3 folds - 1)
+    assert sorted(t["attempts"] for t in reevals) == [1, 1, 1, 2]
+    runs = _runs(env, name)
+    assert len(runs) == 6 and all(r["state"] == "complete" for r in runs)
+    assert {(r["seed_index"], r["fold"]) for r in runs} == {(0, 0), (0, 1), (0, 2)}
+
+    parsed = parse_spec(body)
+    run = next(r for r in runs if r["fold"] == 0)
+    settings = Settings(database_url=env.url, data_dir=tmp_path)
+    with TestClient(create_app(settings, dashboard=False)) as client:
+        best = client.get(f"/v1/studies/{name}/best").json()
+        trials = client.get(f"/v1/studies/{name}/trials").json()["items"]
+    params = next(t["params"] for t in trials if t["number"] == run["trial_number"])
+    value, _ = selection.reevaluate(
+        parsed, TrialRecord(run["trial_number"], params, None, {}), seed_index=0, fold=0,
+        device="cpu", data_cache=DataCache(), stop=threading.Event(),
+    )  # fmt: skip
+    assert value == pytest.approx(run["value"], abs=1e-6)
+    assert all(c["n"] == 3 for c in best["selection"]["candidates"])
+    assert set(best["baselines"]) == {"majority", "logistic"}

@@ -70,9 +70,9 @@ def test_sine_folds_run_over_the_series_in_split_order():
     assert len(first.meta["series"]["val"]) == len(whole.meta["series"]["val"]) and len(first.x_test) == 0
 
 
-def test_folds_are_refused_for_data_that_is_not_a_time_series():
-    with pytest.raises(DataError, match="folds apply to forecasting data"):
-        load_dataset("digits", fold=(0, 2))
+def test_bad_folds_are_data_errors():
+    with pytest.raises(DataError, match=r"digits: fold must be < n_folds=2"):  # k-fold (tests/models/test_kfolds.py)
+        load_dataset("digits", fold=(2, 2))
     with pytest.raises(DataError, match=r"fold must be < n_folds=2"):
         load_dataset("sunspots", window=24, fold=(2, 2))
     with pytest.raises(DataError, match="sunspots: folds: 6 folds"):

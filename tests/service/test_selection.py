@@ -38,9 +38,10 @@ def _spec(name: str, **extra) -> dict:
         ({"selection": {"seeds": "two"}}, "selection.seeds", "integer"),
         ({"selection": {"folds": 2, "bogus": 1}}, "selection.bogus", "Extra inputs"),
         (
-            {"data": {"name": "digits"}, "metric": "val_accuracy", "selection": {"folds": 2}},
+            {"data": {"name": "plugin", "plugin": "my-data"}, "selection": {"folds": 2}},
             "selection.folds",
-            "rolling-origin folds need forecasting data (sine, sunspots, co2, csv), but got data.name='digits'",
+            "folds need a data set rnntune splits (sine, sunspots, co2, csv, adding, digits, npz, text), "
+            "but got data.name='plugin'",
         ),
         (
             {"objectives": ["val_loss", "n_params"], "selection": {"top_k": 3}},

@@ -63,6 +63,9 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
             val_metrics=model.metrics.get("val"),
             test_metrics=model.metrics.get("test"),
             model=_model_public(model, row.name),
+            baselines=model.metrics.get("baselines"),
+            versus_baseline=model.metrics.get("versus_baseline"),
+            warnings=model.metrics.get("warnings") or [],
         )
     val_metrics = best["user_attrs"].get("val_metrics")
     if val_metrics is not None and spec.metric == "val_loss":
@@ -165,13 +168,22 @@ def get_importances(name: str, session: SessionDep, storage: StorageDep) -> Impo
     responses={200: {"content": {"text/csv": {}}, "description": "one row per trial"}, 404: {"model": Problem}},
 )
 def trials_csv(name: str, request: Request, session: SessionDep) -> StreamingResponse:
-    """Every trial as CSV: number, state, value, epochs, times, one column per searched parameter."""
+    """Every trial as CSV: number, state, value, epochs, times, one column per searched parameter; once the model is stored, the baselines' test scores in the X-Rnntune-Baselines header."""
     row = study_or_404(session, name)
     param_names = list(stored_spec(row).search_space)
+    headers = {"Content-Disposition": f'attachment; filename="{name}-trials.csv"'}
+    model = model_store.get_model(session, row.id)
+    if model is not None and model.metrics.get("baselines"):  # the bar the trials' winner had to clear
+        key = (model.metrics.get("versus_baseline") or {}).get("metric", "test loss").removeprefix("test ")
+        scores = {k: (b.get("test") or {}).get(key) for k, b in model.metrics["baselines"].items()}
+        headers["X-Rnntune-Baselines"] = json.dumps({"metric": f"test {key}", **scores}, separators=(",", ":"))
+        line = (model.metrics.get("versus_baseline") or {}).get("line")
+        if line:
+            headers["X-Rnntune-Versus-Baseline"] = line
     return StreamingResponse(
         _csv_rows(request.app.state.sessions, row.optuna_study_id, param_names),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}-trials.csv"'},
+        headers=headers,
     )
 
 

@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import command, datasets, queue, registry, results, selection
+from rnntune.service import command, datasets, queue, registry, results, selection, val_split
 from rnntune.service.api.access import CallerDep, OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
@@ -118,7 +118,9 @@ async def create_study(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if not created:
         response.status_code = status.HTTP_200_OK
-    return await run_in_threadpool(_detail, session, row)
+    detail = await run_in_threadpool(_detail, session, row)
+    detail.warnings = await run_in_threadpool(val_split.submit_warnings, session, spec, settings.small_val_split)
+    return detail
 
 
 @router.get("")
