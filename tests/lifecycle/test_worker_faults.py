@@ -179,19 +179,26 @@ def test_a_worker_survives_every_error_at_every_seam(env, tmp_path, monkeypatch,
     check_lifecycle(env, name, trial_less_failures=len(inject.fired))
 
 
+def _held_trial(env: Env, name: str, worker: str) -> tuple[optuna.Study, optuna.Trial]:
+    """A ticket of ``name`` claimed by ``worker`` with a lease of half a second, and the trial it
+    started (its parameters drawn), as a worker leaves them when it is lost mid-trial."""
+    with env.sessions() as s:
+        claim = queue.claim(s, worker, labels=set(), lease_s=0.5)
+    study = optuna.load_study(study_name=name, storage=env.storage)
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+    with env.sessions() as s:
+        assert queue.start_trial(s, claim, worker, trial_id=trial._trial_id, trial_number=trial.number)
+    return study, trial
+
+
 def test_two_workers_meet_a_lost_trial_while_something_else_fails_it(env, tmp_path, monkeypatch):
     """The race of a fresh-clone CI run: a dead holder's trial is RUNNING behind an expired lease;
     two workers start at once, and the trial is failed by another process (Optuna's stale-trial
     check, before) just after a worker read it. No worker dies; the study ends with its exact
     budget, and the lost trial's parameters ran again once."""
     name = env.create(spec("lost-race", n_trials=3, max_epochs=1, n_series=6, hidden=2))
-    with env.sessions() as s:
-        claim = queue.claim(s, "w-dead", labels=set(), lease_s=0.5)
-    study = optuna.load_study(study_name=name, storage=env.storage)
-    dead = study.ask()
-    dead.suggest_float("lr", 1e-3, 1e-2, log=True)
-    with env.sessions() as s:
-        assert queue.start_trial(s, claim, "w-dead", trial_id=dead._trial_id, trial_number=dead.number)
+    _, dead = _held_trial(env, name, "w-dead")
     time.sleep(1.0)  # its lease has expired
 
     real_get_trial = db.ResilientRDBStorage.get_trial
@@ -226,13 +233,7 @@ def test_a_lost_lease_retries_the_same_parameters(env, tmp_path):
     trial, and Optuna recorded it FAIL, before the sweep came. The ticket's next trial runs the
     same parameters, as after a death."""
     name = env.create(spec("lost-lease", n_trials=1, max_epochs=1, n_series=6, hidden=2))
-    with env.sessions() as s:
-        claim = queue.claim(s, "w-cut-off", labels=set(), lease_s=0.5)
-    study = optuna.load_study(study_name=name, storage=env.storage)
-    lost = study.ask()
-    lost.suggest_float("lr", 1e-3, 1e-2, log=True)
-    with env.sessions() as s:
-        assert queue.start_trial(s, claim, "w-cut-off", trial_id=lost._trial_id, trial_number=lost.number)
+    study, lost = _held_trial(env, name, "w-cut-off")
     # what the objective does when the heartbeat finds the lease lost (Objective._interrupted)
     lost.set_user_attr("interrupted", "stopped at epoch 1")
     study.tell(lost, state=TS.FAIL)
