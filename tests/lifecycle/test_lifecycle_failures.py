@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from rnntune.service import migrate, queue, registry
-from rnntune.service.spec import parse_spec
+from rnntune.service.spec import SpecError, parse_spec
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
 from tests.queue_helpers import TS, check_lifecycle, spec, stop
 
@@ -277,25 +277,11 @@ def test_a_retry_carries_its_parameters_and_origin_not_the_dead_run(env):
     check_lifecycle(env, name)
 
 
-def test_sampler_error_reaches_the_study_reason(env):
-    name = env.create(
-        _tiny(
-            "gamma",
-            4,
-            sampler={"name": "tpe", "seed": 0, "gamma": 5, "n_startup_trials": 1},
-            budget={"max_failed_trials": 2},
-        )
-    )
-    w = env.worker()
-    try:
-        env.wait_state(name, ("failed",), 60)
-    finally:
-        assert stop(w) == [0]
-    state, reason = env.study_state(name)
-    assert "last: sampler: TypeError" in reason, reason
-    failed = [t for t in env.trials(name) if t.state == TS.FAIL]
-    assert failed and all(t.user_attrs["fail_reason"] == "sampler" for t in failed)
-    check_lifecycle(env, name)
+def test_a_sampler_option_optuna_would_reject_is_refused_at_submit(env):
+    """TPE ``gamma: 5`` used to be accepted and fail every trial ("sampler: TypeError"); it is a
+    SpecError naming the option now, before any ticket is queued."""
+    with pytest.raises(SpecError, match="sampler.gamma"):
+        env.create(_tiny("gamma", 4, sampler={"name": "tpe", "seed": 0, "gamma": 5, "n_startup_trials": 1}))
 
 
 def test_two_processes_adopting_a_legacy_database_do_not_race():
