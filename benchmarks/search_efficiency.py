@@ -57,7 +57,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import optuna  # noqa: E402
 
-from rnntune.service.objective import DataCache, Objective  # noqa: E402
+from rnntune.service.data_cache import DataCache  # noqa: E402
+from rnntune.service.objective import Objective  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
 from rnntune.service.spec import parse_spec  # noqa: E402
 

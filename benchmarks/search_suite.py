@@ -106,8 +106,10 @@ sys.path.insert(0, str(REPO))
 
 import optuna  # noqa: E402
 
-from rnntune.service.finalize import TrialRecord, best_trial, build_model  # noqa: E402
-from rnntune.service.objective import DataCache, Objective  # noqa: E402
+from rnntune.service.data_cache import DataCache  # noqa: E402
+from rnntune.service.finalize import best_trial, build_model  # noqa: E402
+from rnntune.service.objective import Objective  # noqa: E402
+from rnntune.service.recipe import TrialRecord  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
 from rnntune.service.selection import pick_winner, reevaluate  # noqa: E402
 from rnntune.service.spec import PRUNERS, SAMPLERS, parse_spec  # noqa: E402

@@ -632,8 +632,9 @@ def _export_trial(
 
     import threading
 
-    from rnntune.service.finalize import TrialRecord, build_model
-    from rnntune.service.objective import DataCache, StudyDataError
+    from rnntune.service.data_cache import DataCache, StudyDataError
+    from rnntune.service.finalize import build_model
+    from rnntune.service.recipe import TrialRecord
     from rnntune.service.spec import load_stored
     from rnntune.service.worker import pick_device
 
@@ -651,7 +652,7 @@ def _export_trial(
         file_limits=settings.file_limits,
         allow_root_text=settings.allow_root_text,
     )
-    record = TrialRecord(t["number"], t["params"], t["value"], t["user_attrs"])
+    record = TrialRecord.from_dict(t)
     try:
         built = build_model(spec, record, device=pick_device(device), data_cache=cache, stop=threading.Event())
     except StudyDataError as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rnntune.service.child import parse_patterns
 from rnntune.service.spec import Limits, resolve_roots
 
 if TYPE_CHECKING:
@@ -202,8 +203,6 @@ class Settings(BaseSettings):
     @field_validator("command_env")
     @classmethod
     def _env_patterns(cls, value: str) -> str:
-        from rnntune.service.child import parse_patterns
-
         parse_patterns(value)  # naming the database URL or a token fails at start
         return value
 

@@ -1,7 +1,7 @@
 """Uploaded data sets: validate a CSV / .npz file, store it in ``rnntune_datasets``, find it.
 
 The bytes live in the database, so every worker and every API replica reads the same file
-without a shared filesystem; workers copy it to local disk once (``objective.DataCache``).
+without a shared filesystem; workers copy it to local disk once (``data_cache.DataCache``).
 A file is checked when it is uploaded, so a broken one is a 422 naming the reason, not a failed
 study later. The checks here mirror ``rnntune.models.data`` (which the API cannot import: it pulls in
 torch) and only look at the file; the spec's choices (target column, window) are checked against

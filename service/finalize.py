@@ -2,7 +2,7 @@
 
 When a study's budget is spent, the queue hands one worker a ``finalize`` ticket and the worker
 calls :func:`finalize_study`. It rebuilds the best trial's hyperparameters exactly as the
-objective did (``search.hyperparameters`` + ``objective.build_configs``), trains that
+objective did (``recipe.Recipe``, the one path that builds and trains a trial), trains that
 configuration again on the **train split with the same seed, up to the trial's best epoch**,
 evaluates the weights once on the val split and once on the test split, and stores one
 ``rnntune.models.save_model`` file with the scaler, the configs and the metrics in ``rnntune_models``.
@@ -45,12 +45,14 @@ from sqlalchemy.orm import sessionmaker
 
 from rnntune.service import __version__, optuna_compat, results, selection
 from rnntune.service.model_store import PROCEDURE, store
-from rnntune.service.search import hyperparameters
+from rnntune.service.outcome import Interrupted
+from rnntune.service.recipe import METRIC_KEYS, Recipe, TrialRecord, metric_value
 from rnntune.service.spec import StudySpec
 from rnntune.service.tables import ModelRow
 
-if TYPE_CHECKING:  # the API reads stored models through this module and must not import torch
-    from rnntune.service.objective import DataCache
+if TYPE_CHECKING:
+    from rnntune.models.train import EpochResult, FitResult
+    from rnntune.service.data_cache import DataCache
 
 log = logging.getLogger("rnntune.finalize")
 
@@ -75,16 +77,6 @@ VERSUS_ATTR = "rnntune_versus_baseline"  # one line: does the tuned model beat t
 WARNINGS_ATTR = "rnntune_warnings"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrialRecord:
-    """What re-creating a trial needs of it: an Optuna trial, or one read back from the API."""
-
-    number: int
-    params: dict[str, Any]
-    value: float | None  # the (first) objective's value
-    user_attrs: dict[str, Any]
-
-
 @dataclasses.dataclass
 class BuiltModel:
     """A re-created trial's model file and what was measured of it."""
@@ -107,13 +99,12 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
     ones, then the earliest), which is always on the Pareto front."""
     if not spec.multi_objective:
         if sessions is None:
-            best = study.best_trial  # ValueError when no trial is complete
-            return TrialRecord(best.number, best.params, best.value, best.user_attrs)
+            return TrialRecord.of(study.best_trial)  # ValueError when no trial is complete
         with sessions() as session:
             found = results.top_trials(session, optuna_compat.study_id(study), spec.direction, 1)
         if not found:
             raise ValueError("no trial is complete")
-        return TrialRecord(found[0]["number"], found[0]["params"], found[0]["value"], found[0]["user_attrs"])
+        return TrialRecord.from_dict(found[0])
     sign = [-1.0 if d == "maximize" else 1.0 for d in spec.directions()]
     complete = [
         t
@@ -123,7 +114,7 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
     if not complete:
         raise ValueError("no trial is complete")
     best = min(complete, key=lambda t: ([s * v for s, v in zip(sign, t.values, strict=True)], t.number))
-    return TrialRecord(best.number, best.params, best.values[0], best.user_attrs)
+    return TrialRecord.of(best)
 
 
 def finalize_study(
@@ -140,8 +131,6 @@ def finalize_study(
 
     Raises on failure (no complete trial, broken data, training error); the worker retries or
     records the reason. ``stop`` is honoured at epoch boundaries (raises ``Interrupted``)."""
-    from rnntune.service.objective import Interrupted
-
     started = time.monotonic()
     best = best_trial(study, spec, sessions)
     chosen = None
@@ -188,8 +177,7 @@ def _winner(study: optuna.Study, chosen: dict[str, Any] | None, best: TrialRecor
     if chosen is None or chosen["winner"] is None or chosen["winner"] == best.number:
         return best
     trial_id = next(c["trial_id"] for c in chosen["candidates"] if c["trial"] == chosen["winner"])
-    won = optuna_compat.storage(study).get_trial(trial_id)
-    return TrialRecord(won.number, won.params, won.value, won.user_attrs)
+    return TrialRecord.of(optuna_compat.storage(study).get_trial(trial_id))
 
 
 def build_model(
@@ -207,18 +195,25 @@ def build_model(
     the study's ``selection.summary``, what was chosen and why, kept in the file's metadata);
     ``rnntune export --trial N`` for another (a Pareto-optimal trial of a study with several
     objectives)."""
-    import numpy as np
-    import torch
+    recipe = Recipe.of_trial(spec, trial, data_cache, device=device)
+    result = _retrain(recipe, trial, stop)
+    metrics = _measure(recipe, trial, result)
+    content = _model_file(recipe, trial, result, metrics, chosen)
+    return BuiltModel(
+        content=content,
+        metrics=_json_safe(metrics),
+        hyperparameters=recipe.hp,
+        config={"model": _asdict(recipe.model_config), "train": _asdict(recipe.train_config), "procedure": PROCEDURE},
+        device=result.device,
+        test=metrics["test"],
+        baselines=metrics["baselines"],
+        versus=metrics["versus_baseline"],
+        warnings=metrics["warnings"],
+    )
 
-    from rnntune.models.checkpoint import save_model
-    from rnntune.models.recurrent import SequenceModel
-    from rnntune.models.train import EpochResult, evaluate, fit
-    from rnntune.service.objective import Interrupted, PluginModel, build_configs
 
-    hp = hyperparameters(spec, trial.params)
-    data = data_cache.get(spec, hp["window"], hp.get("max_length"))
-    model_config, train_config = build_configs(spec, hp, data, device=device)
-    factory = PluginModel(spec.model["plugin"], spec, hp) if spec.model.get("plugin") else None
+def _retrain(recipe: Recipe, trial: TrialRecord, stop: threading.Event) -> FitResult:
+    """Train ``recipe`` up to the trial's best epoch (all epochs when it recorded none)."""
     best_epoch = trial.user_attrs.get("best_epoch")
 
     def on_epoch_end(result: EpochResult) -> bool:
@@ -226,31 +221,37 @@ def build_model(
             raise Interrupted(f"finalize stopped at epoch {result.epoch}")
         return best_epoch is not None and result.epoch >= best_epoch
 
-    result = fit(
-        model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=stop.is_set, model_factory=factory
-    )
+    result = recipe.fit(on_epoch_end, should_stop=stop.is_set)
     if best_epoch is not None and result.best_epoch != best_epoch:
         log.warning(
             "study %s: the re-created trial %d peaked at epoch %d, the original at %d",
-            spec.name, trial.number, result.best_epoch, best_epoch,
+            recipe.spec.name, trial.number, result.best_epoch, best_epoch,
         )  # fmt: skip
-    model = (factory or SequenceModel)(model_config).to(result.device)
-    model.load_state_dict(result.state_dict)
-    model.eval()
+    return result
 
-    val = evaluate(model, data.x_val, data.y_val, data.task, train_config.eval_batch_size, data.lengths_val)
+
+def _measure(recipe: Recipe, trial: TrialRecord, result: FitResult) -> dict[str, Any]:
+    """The re-created model's val and test metrics, the baselines on the same split, and how
+    close the val value came to the trial's."""
+    import numpy as np
+    import torch
+
+    from rnntune.models.train import evaluate
+
+    spec, data, batch = recipe.spec, recipe.data, recipe.train_config.eval_batch_size
+    model = recipe.model(result)
+    val = evaluate(model, data.x_val, data.y_val, data.task, batch, data.lengths_val)
     test = None
     if len(data.x_test):
-        test = evaluate(model, data.x_test, data.y_test, data.task, train_config.eval_batch_size, data.lengths_test)
-        test.update(_original_units(model, data, train_config.eval_batch_size, np, torch))
+        test = evaluate(model, data.x_test, data.y_test, data.task, batch, data.lengths_test)
+        test.update(_original_units(model, data, batch, np, torch))
         # the bar to beat on the same windows (last value / train mean / class frequencies)
         test["naive_loss"] = dataclasses.replace(
             data, x_val=data.x_test, y_val=data.y_test, lengths_val=data.lengths_test
         ).naive_val_loss()
     reproduced = _metric(spec, val)
     baselines, versus = _baselines(spec, data, test)
-    warnings = result_warnings(len(data.y_val), spec)
-    metrics = {
+    return {
         "metric": spec.metric,
         "trial_value": trial.value,
         "trial_val_metrics": trial.user_attrs.get("val_metrics"),  # as the trial reported them
@@ -268,27 +269,41 @@ def build_model(
         "best_epoch": result.best_epoch,
         "baselines": baselines,
         "versus_baseline": versus,
-        "warnings": warnings,
+        "warnings": result_warnings(len(data.y_val), spec),
     }
+
+
+def _data_meta(recipe: Recipe) -> dict[str, Any]:
+    spec, data = recipe.spec, recipe.data
     data_meta = {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta}
     if spec.data.dataset is not None:  # the local copy is named by its sha256: name the upload
         data_meta["source"] = f"dataset {spec.data.dataset!r} ({data.meta.get('source', '')})"
     if data.n_classes is not None:
         data_meta["n_classes"] = data.n_classes
+    return data_meta
+
+
+def _model_file(
+    recipe: Recipe, trial: TrialRecord, result: FitResult, metrics: dict[str, Any], chosen: dict[str, Any] | None
+) -> bytes:
+    """The model file (``rnntune.models.save_model``): weights, configs, scaler and metadata."""
+    from rnntune.models.checkpoint import save_model
+
+    spec, data = recipe.spec, recipe.data
     meta = {
         "study": spec.name,
         "trial_number": trial.number,
         "metric": spec.metric,
         "direction": spec.direction,
         "params": trial.params,
-        "hyperparameters": hp,
+        "hyperparameters": recipe.hp,
         "data": spec.data.model_dump(mode="json"),
-        "data_meta": data_meta,
-        "val_metrics": val,
-        "test_metrics": test,
-        "baselines": baselines,
-        "versus_baseline": versus,
-        "warnings": warnings,
+        "data_meta": _data_meta(recipe),
+        "val_metrics": metrics["val"],
+        "test_metrics": metrics["test"],
+        "baselines": metrics["baselines"],
+        "versus_baseline": metrics["versus_baseline"],
+        "warnings": metrics["warnings"],
         "procedure": PROCEDURE,
         **(
             {
@@ -305,25 +320,15 @@ def build_model(
     buffer = io.BytesIO()
     save_model(
         buffer,
-        model_config,
+        recipe.model_config,
         result.state_dict,
-        train_config=train_config,
+        train_config=recipe.train_config,
         scaler=data.scaler,
         meta=meta,
         text=data.text,
-        plugin=factory.record() if factory is not None else None,
+        plugin=recipe.factory.record() if recipe.factory is not None else None,
     )
-    return BuiltModel(
-        content=buffer.getvalue(),
-        metrics=_json_safe(metrics),
-        hyperparameters=hp,
-        config={"model": _asdict(model_config), "train": _asdict(train_config), "procedure": PROCEDURE},
-        device=result.device,
-        test=test,
-        baselines=metrics["baselines"],
-        versus=metrics["versus_baseline"],
-        warnings=warnings,
-    )
+    return buffer.getvalue()
 
 
 def _baselines(spec: StudySpec, data, test: dict[str, float] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -344,8 +349,6 @@ def _baselines(spec: StudySpec, data, test: dict[str, float] | None) -> tuple[di
 
 def metric_key(spec: StudySpec) -> str:
     """The metrics key (``loss``, ``mae``, ``accuracy``, ``f1``) of the study's (first) val metric."""
-    from rnntune.service.objective import METRIC_KEYS
-
     return METRIC_KEYS.get(spec.objective_names()[0], "loss")
 
 
@@ -381,7 +384,6 @@ def _selection_meta(chosen: dict[str, Any]) -> dict[str, Any]:
 
 def _metric(spec: StudySpec, metrics: dict[str, float]) -> float:
     from rnntune.models.train import EpochResult
-    from rnntune.service.objective import metric_value
 
     return metric_value(
         spec, EpochResult(0, math.nan, metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}, 0.0)

@@ -99,3 +99,7 @@ class TrialOutcome:
     def optuna_state(self) -> str | None:
         """COMPLETE / PRUNED, as Optuna and ``rnntune_tickets.outcome`` spell it."""
         return self.kind.name if self.finished else None
+
+
+class Interrupted(Exception):
+    """Raised at an epoch boundary when the worker must stop (shutdown, cancel, lost lease)."""

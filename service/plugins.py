@@ -21,10 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rnntune.service.spec import StudySpec
+from typing import Any
 
 GROUPS = {"model": "rnntune.models", "dataset": "rnntune.datasets", "objective": "rnntune.objectives"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -106,46 +103,6 @@ def load(kind: str, name: str) -> tuple[Any, PluginInfo]:
     if not callable(fn):
         raise PluginError(f"plugin {name!r} ({GROUPS[kind]}) is a {type(fn).__name__}, not a callable")
     return fn, _info(kind, ep)
-
-
-# --- routing: what a study needs, what a worker has ------------------------------------------
-
-
-def requirements(spec: StudySpec) -> dict[str, Any] | None:
-    """What a worker needs to run a spec: ``{"plugins": ["group:name", ...], "command": script}``;
-    None when it uses built-ins only. Stored with the study; a worker claims only the studies
-    whose requirements it meets."""
-    from rnntune.service.command import script_of
-
-    plugins = []
-    if spec.model.get("plugin"):  # model: fixed values, or a model plugin's name and its values
-        plugins.append(f"{GROUPS['model']}:{spec.model['plugin']}")
-    if spec.data is not None and spec.data.plugin:
-        plugins.append(f"{GROUPS['dataset']}:{spec.data.plugin}")
-    objective = spec.objective
-    if objective is not None and objective.plugin:
-        plugins.append(f"{GROUPS['objective']}:{objective.plugin}")
-    out: dict[str, Any] = {}
-    if plugins:
-        out["plugins"] = plugins
-    if objective is not None and objective.command:
-        out["command"] = script_of(objective.command)
-    return out or None
-
-
-def missing(requires: dict[str, Any] | None, capabilities: dict[str, Any] | None) -> list[str]:
-    """What of ``requires`` a worker with ``capabilities`` lacks (empty: it can run the study)."""
-    requires, capabilities = requires or {}, capabilities or {}
-    have = {f"{p['group']}:{p['name']}" for p in capabilities.get("plugins", [])}
-    out = [f"plugin {key}" for key in requires.get("plugins", []) if key not in have]
-    if requires.get("command") and not capabilities.get("commands"):
-        out.append("command trials (rnntune worker --allow-commands DIR)")
-    return out
-
-
-def capabilities(*, commands: bool) -> dict[str, Any]:
-    """A worker's capabilities, as registered in ``rnntune_workers``."""
-    return {"plugins": [p.as_dict() for p in installed()], "commands": commands}
 
 
 # --- objective plugins ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from rnntune.service import optuna_compat, plugins, results
+from rnntune.service import optuna_compat, results, routing
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.spec import StudySpec, broken_reason, stored_spec_problem, try_stored_spec
 from rnntune.service.tables import ENDED, EvaluationRow, StudyRow, StudyState, TicketRow, TicketState, WorkerRow
@@ -270,7 +270,7 @@ def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_h
         max_parallel=budget.max_parallel,
         max_failed=budget.max_failed_trials,
         timeout_s=budget.timeout_s,
-        requires=plugins.requirements(spec),
+        requires=routing.requirements(spec),
     )
     session.add(row)
     session.flush()
@@ -950,7 +950,7 @@ def register_worker(
     session: Session, worker_id: str, *, device: str, labels: set[str], pid: int, capabilities: dict | None = None
 ) -> None:
     """``capabilities``: the plugins installed where the worker runs and whether it runs
-    command trials (``plugins.capabilities``)."""
+    command trials (``routing.capabilities``)."""
     session.execute(delete(WorkerRow).where(WorkerRow.last_heartbeat < db_now(-WORKERS_KEPT_DAYS * 86400.0)))
     session.add(
         WorkerRow(
@@ -1047,8 +1047,8 @@ def unrunnable_reason(requires: dict | None, live: list[dict]) -> str | None:
     """Why no live worker can run a study with these requirements (None: some worker can)."""
     if not requires:
         return None
-    lacking = [plugins.missing(requires, caps) for caps in live]
+    lacking = [routing.missing(requires, caps) for caps in live]
     if any(not m for m in lacking):
         return None
-    needs = sorted({m for ms in lacking for m in ms}) if lacking else plugins.missing(requires, {})
+    needs = sorted({m for ms in lacking for m in ms}) if lacking else routing.missing(requires, {})
     return f"waiting: no live worker can run it (needs {', '.join(needs)})"

@@ -61,7 +61,7 @@ _DIALECT = {
     "sqlite": {"now": "strftime('%Y-%m-%d %H:%M:%f', 'now')"},
 }
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-# "entry-point group:name", as service.plugins.requirements stores them.
+# "entry-point group:name", as service.routing.requirements stores them.
 PLUGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}:[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -86,7 +86,7 @@ def _label_filter(labels: Iterable[str]) -> str:
 def _requires_filter(plugins: Iterable[str], commands: bool) -> str:
     """The studies a worker with these plugins (and command trials or not) can run: no
     ``requires`` (stored as SQL NULL or JSON null), or its plugins among ``plugins`` and no
-    command unless ``commands`` (service.plugins.missing, in SQL)."""
+    command unless ``commands`` (service.routing.missing, in SQL)."""
     plugins = sorted(set(plugins))
     bad = [p for p in plugins if not PLUGIN.fullmatch(p)]
     if bad:

@@ -20,7 +20,6 @@ imports the training code when a worker calls it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import threading
@@ -30,12 +29,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rnntune.service import results
+from rnntune.service.outcome import Interrupted
+from rnntune.service.recipe import Recipe, TrialRecord, metric_value
 from rnntune.service.spec import StudySpec
 from rnntune.service.tables import EvaluationRow
 
 if TYPE_CHECKING:  # worker side only
-    from rnntune.service.finalize import TrialRecord
-    from rnntune.service.objective import DataCache
+    from rnntune.service.data_cache import DataCache
 
 SEED_STRIDE = 1_000_003  # a prime: run seeds of one study never meet another study's seed + small offsets
 
@@ -149,32 +149,30 @@ def reevaluate(
     data_cache: DataCache,
     stop: threading.Event,
 ) -> tuple[float, int]:
-    """Train a candidate again: its hyperparameters rebuilt as the objective built them
-    (``search.hyperparameters`` + ``objective.build_configs``), the training seed of
-    ``seed_index``, on fold ``fold`` of ``selection.folds`` (one fold: the search's own split),
+    """Train a candidate again (``recipe.Recipe``, as the objective trained it) with the
+    training seed of ``seed_index``, on fold ``fold`` of ``selection.folds`` (one fold: the search's own split),
     with the objective's epochs and early stopping and no pruning. Reads no test data (a fold
     has none; the search's split keeps it out of ``fit``). Returns (the study's metric at the
     best epoch, that epoch). Raises ``Interrupted`` when ``stop`` is set, ``DivergedError`` on a
     non-finite metric, ``StudyDataError`` when the fold cannot be cut."""
-    from rnntune.models.train import DivergedError, EpochResult, fit
-    from rnntune.service.objective import Interrupted, PluginModel, build_configs, metric_value
-    from rnntune.service.search import hyperparameters
+    from rnntune.models.train import DivergedError, EpochResult
 
-    hp = hyperparameters(spec, trial.params)
     folds = spec.selection.folds
-    data = data_cache.get(spec, hp["window"], hp.get("max_length"), fold=(fold, folds) if folds > 1 else None)
-    model_config, train_config = build_configs(spec, hp, data, device=device)
-    train_config = dataclasses.replace(train_config, seed=run_seed(spec.seed, seed_index))
-    factory = PluginModel(spec.model["plugin"], spec, hp) if spec.model.get("plugin") else None
+    recipe = Recipe.of_trial(
+        spec,
+        trial,
+        data_cache,
+        device=device,
+        fold=(fold, folds) if folds > 1 else None,
+        seed=run_seed(spec.seed, seed_index),
+    )
 
     def on_epoch_end(result: EpochResult) -> bool:
         if stop.is_set():
             raise Interrupted(f"re-evaluation stopped at epoch {result.epoch}")
         return False
 
-    result = fit(
-        model_config, train_config, data, on_epoch_end=on_epoch_end, should_stop=stop.is_set, model_factory=factory
-    )
+    result = recipe.fit(on_epoch_end, should_stop=stop.is_set)
     value = metric_value(spec, result.history[result.best_epoch - 1])
     if not math.isfinite(value):
         raise DivergedError(f"{spec.metric} is {value} at its best epoch {result.best_epoch}")

@@ -43,7 +43,7 @@ from rnntune.models.config import (
     ModelConfig,
     TrainConfig,
 )
-from rnntune.service import space
+from rnntune.service import plugins, samplers, space
 from rnntune.service.finite import bad_numbers, check_numbers
 from rnntune.service.space import (  # noqa: F401 (the parameter kinds are part of the spec's API)
     MAX_GRID_POINTS,
@@ -289,13 +289,11 @@ class DataSpec(BaseModel):
 
 
 def _check_data_plugin(d: DataSpec) -> None:
-    from rnntune.service.plugins import check_name
-
     if (d.name == "plugin") != (d.plugin is not None):
         raise ValueError("plugin: give data.plugin (an installed data-set plugin) exactly when data.name is 'plugin'")
     if d.plugin is not None:
         try:
-            check_name(d.plugin)
+            plugins.check_name(d.plugin)
         except ValueError as exc:
             raise ValueError(f"plugin: {exc}") from None
 
@@ -312,12 +310,10 @@ class ObjectiveSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one(self) -> ObjectiveSpec:
-        from rnntune.service.plugins import check_name
-
         if (self.plugin is None) == (self.command is None):
             raise ValueError("give exactly one of objective.plugin and objective.command")
         if self.plugin is not None:
-            check_name(self.plugin)
+            plugins.check_name(self.plugin)
             if self.timeout_s is not None:
                 raise ValueError("timeout_s applies to objective.command only")
         return self
@@ -428,9 +424,7 @@ def _fixed_schema(schema: dict[str, Any], group: str) -> None:
     so clients (and schemathesis) generate values the API accepts."""
     schema["properties"] = {name: _hp_schema(hp) for name, hp in HYPERPARAMETERS.items() if hp.group == group}
     if group == "model":  # or an installed model plugin, by its entry-point name
-        from rnntune.service.plugins import NAME_RE as PLUGIN_NAME_RE
-
-        schema["properties"]["plugin"] = {"type": "string", "pattern": PLUGIN_NAME_RE.pattern}
+        schema["properties"]["plugin"] = {"type": "string", "pattern": plugins.NAME_RE.pattern}
 
 
 class StudySpec(BaseModel):
@@ -736,10 +730,8 @@ CUSTOM_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 def _plugin_model(values: dict[str, Any]) -> dict[str, Any]:
     """``model: {plugin: NAME, ...}``: the other keys are the plugin's fixed parameters."""
-    from rnntune.service.plugins import check_name
-
     try:
-        check_name(values["plugin"])
+        plugins.check_name(values["plugin"])
     except ValueError as exc:
         raise ValueError(f"plugin: {exc}") from None
     for key, value in values.items():
@@ -841,17 +833,17 @@ def grid_size(spec: StudySpec) -> int:
 
 def _check_options(spec: StudySpec) -> None:
     """Build the sampler and pruner once so that a bad option is caught here, not in a worker."""
-    from rnntune.service import search  # optuna import deferred: the CLI's --help stays fast
-
-    problems = search.check_options(spec)  # types and domains the constructors leave unchecked
+    s, p = spec.sampler, spec.pruner
+    problems = samplers.check_options(s.name, s.options, p.name, p.options)  # what the constructors leave unchecked
     if problems:
         raise ValueError(problems[0])
+    grid = space.grid_axes(spec.search_space) if s.name == "grid" else None
     try:
-        search.build_sampler(spec, seed_offset=0)
+        samplers.make_sampler(s.name, s.options, seed=s.seed, study_seed=s.seed, grid=grid)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sampler: {exc}") from None
     try:
-        search.build_pruner(spec)
+        samplers.make_pruner(p.name, p.options, max_epochs=spec.budget.max_epochs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"pruner: {exc}") from None
 

@@ -77,7 +77,7 @@ class StudyRow(Base):
     max_failed: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
-    # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (plugins.requirements)
+    # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (routing.requirements)
     requires: Mapped[dict | None] = mapped_column(JSON, default=None)
     # the name of the token that created it (service/api/access.py); None: no name, or older than owners
     owner: Mapped[str | None] = mapped_column(String(64), default=None)

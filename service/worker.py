@@ -25,12 +25,14 @@ from typing import TypeVar
 
 import optuna
 
-from rnntune.service import logs, optuna_compat, plugins, queue
+from rnntune.service import logs, optuna_compat, queue, routing
 from rnntune.service.command import CommandOptions
 from rnntune.service.config import Settings
+from rnntune.service.data_cache import DataCache, StudyDataError
 from rnntune.service.db import TRANSIENT_ERRORS, init_db, make_engine, make_storage, session_factory
-from rnntune.service.objective import DataCache, Interrupted, Objective, StudyDataError
-from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.objective import Objective
+from rnntune.service.outcome import Interrupted, Interruption, Outcome, TrialOutcome
+from rnntune.service.recipe import TrialRecord
 from rnntune.service.search import build_pruner, build_sampler, pinned_sampler
 from rnntune.service.spec import StudySpec, load_stored
 from rnntune.service.tables import ENDED, StudyState
@@ -99,11 +101,11 @@ class Worker:
         # Plugins installed here and command directories the operator allowed: the worker
         # registers them and claims only the studies they cover.
         self.commands = CommandOptions.from_settings(settings, command_dirs)
-        self.capabilities = plugins.capabilities(commands=bool(self.commands.dirs))
+        self.capabilities = routing.capabilities(commands=bool(self.commands.dirs))
 
     def can_run(self, requires: dict) -> bool:
         """Whether this worker has what a study needs (its plugins; its script, in an allowed directory)."""
-        if plugins.missing(requires, self.capabilities):
+        if routing.missing(requires, self.capabilities):
             return False
         return not requires.get("command") or self.commands.can_run(requires["command"])
 
@@ -394,7 +396,6 @@ class Worker:
         too: the expired-lease sweep adds them); a diverged run or data that cannot be cut into
         the fold fails the run at once (it would fail the same way again)."""
         from rnntune.models.train import DivergedError, TrainingStopped
-        from rnntune.service.finalize import TrialRecord
         from rnntune.service.selection import reevaluate
 
         spec = self._spec(claim)
@@ -431,10 +432,9 @@ class Worker:
         started = time.monotonic()
         try:
             trial = self._db(self.storage.get_trial, run["trial_id"])
-            record = TrialRecord(trial.number, trial.params, trial.value, trial.user_attrs)
             value, best_epoch = reevaluate(
                 spec,
-                record,
+                TrialRecord.of(trial),
                 seed_index=run["seed_index"],
                 fold=run["fold"],
                 device=self.device,

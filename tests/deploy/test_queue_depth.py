@@ -13,7 +13,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from rnntune.service import plugins, queue, queue_depth, registry
+from rnntune.service import queue, queue_depth, registry, routing
 from rnntune.service.metrics import registry_for
 from rnntune.service.tables import StudyRow, TicketRow, utcnow
 from tests.queue_helpers import Env, spec
@@ -121,7 +121,7 @@ def _claims(env: Env, labels: tuple[str, ...], plugin_keys: tuple[str, ...] = ()
     }
 
     def can_run(requires: dict) -> bool:
-        return not plugins.missing(requires, caps)
+        return not routing.missing(requires, caps)
 
     have = {"plugins": plugin_keys, "commands": commands}
     with env.engine.connect() as conn:
@@ -183,7 +183,7 @@ PLUGIN = "rnntune.models:gru-attention"
 
 @pytest.fixture(scope="module")
 def needy(env, mixed):
-    """Studies only some workers can run (their stored ``requires``, as plugins.requirements
+    """Studies only some workers can run (their stored ``requires``, as routing.requirements
     writes it): a model plugin, a command objective, both. Labelled ``needs`` so that the label
     sets above never see them."""
     requires = {

@@ -110,8 +110,8 @@ def test_classification_folds_are_stratified_k_fold_runs_and_a_killed_run_counts
     import threading
 
     from rnntune.service import selection
-    from rnntune.service.finalize import TrialRecord
-    from rnntune.service.objective import DataCache
+    from rnntune.service.data_cache import DataCache
+    from rnntune.service.recipe import TrialRecord
     from rnntune.service.spec import parse_spec
 
     body = spec(

@@ -23,8 +23,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
+from rnntune.service.data_cache import DataCache
 from rnntune.service.db import make_engine, session_factory
-from rnntune.service.objective import DataCache
 from tests.api_server import free_port
 from tests.conftest import rnntune
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.objective import DataCache, StudyDataError
+from rnntune.service.data_cache import DataCache, StudyDataError
 from rnntune.service.spec import parse_spec
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}

@@ -183,11 +183,11 @@ def test_times_are_published_as_rfc3339_with_their_offset(trained, client):
 def test_gets_parse_a_stored_spec_once_not_per_request(trained, client, monkeypatch):
     """A study's stored spec is parsed once per process (validation builds a sampler): reads
     through the API use the typed spec, never re-validate the dict per request."""
-    from rnntune.service import search
+    from rnntune.service import samplers
 
     built = []
-    real = search.build_sampler
-    monkeypatch.setattr(search, "build_sampler", lambda *a, **k: built.append(1) or real(*a, **k))
+    real = samplers.make_sampler
+    monkeypatch.setattr(samplers, "make_sampler", lambda *a, **k: built.append(1) or real(*a, **k))
     for _ in range(5):
         for path in ("", "/best", "/trials.csv"):
             assert client.get(f"/v1/studies/{SPEC['name']}{path}").status_code == 200

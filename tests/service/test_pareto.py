@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from rnntune.service import pareto
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.objective import DataCache, Objective
+from rnntune.service.data_cache import DataCache
+from rnntune.service.objective import Objective
 from rnntune.service.spec import SpecError, parse_spec
 from tests.conftest import rnntune
 from tests.test_e2e import free_port, start_api, stop

@@ -12,7 +12,7 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from rnntune.service import plugins, queue
+from rnntune.service import plugins, queue, routing
 from rnntune.service.api.app import create_app
 from rnntune.service.cli import _worker_line
 from rnntune.service.config import Settings
@@ -110,12 +110,12 @@ def test_a_worker_claims_only_what_it_can_run(client, settings, installed, allow
     assert body["reason"] == (
         "waiting: no live worker can run it (needs plugin rnntune.datasets:tiny-sines, plugin rnntune.models:tiny-gru)"
     )
-    with_plugin = plugins.capabilities(commands=False)
+    with_plugin = routing.capabilities(commands=False)
     assert {"group": "rnntune.models", "name": "tiny-gru", "distribution": DIST, "version": VERSION} in with_plugin[
         "plugins"
     ]
-    assert plugins.missing({"plugins": ["rnntune.models:tiny-gru"]}, bare) == ["plugin rnntune.models:tiny-gru"]
-    assert plugins.missing({"plugins": ["rnntune.models:tiny-gru"]}, with_plugin) == []
+    assert routing.missing({"plugins": ["rnntune.models:tiny-gru"]}, bare) == ["plugin rnntune.models:tiny-gru"]
+    assert routing.missing({"plugins": ["rnntune.models:tiny-gru"]}, with_plugin) == []
     with client.app.state.sessions() as s:
         queue.register_worker(s, "full-1", device="cpu", labels=set(), pid=2, capabilities=with_plugin)
     assert client.get("/v1/studies/needs-model").json()["reason"] is None
@@ -178,7 +178,7 @@ def test_a_model_plugin_s_file_is_re_created_through_its_entry_point(installed, 
     import numpy as np
 
     from rnntune.models import TrainConfig, fit, load_model, save_model
-    from rnntune.service.objective import PluginModel, build_configs
+    from rnntune.service.recipe import PluginModel, build_configs
     from rnntune.service.search import hyperparameters
     from rnntune.service.spec import parse_spec
 
@@ -260,7 +260,7 @@ def test_cancelling_a_command_study_stops_its_child(client, settings, allowed):
 
 
 def test_a_data_plugin_may_return_arrays_and_a_task(installed):
-    from rnntune.service.objective import _plugin_data
+    from rnntune.service.data_cache import _plugin_data
 
     data = _plugin_data("sine-arrays", {"seed": 1})
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (35, 7, 8)

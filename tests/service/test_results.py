@@ -197,7 +197,8 @@ def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, s
 
     from rnntune.models.train import TrainingStopped
     from rnntune.service import finalize, model_store, registry
-    from rnntune.service.objective import DataCache, Interrupted
+    from rnntune.service.data_cache import DataCache
+    from rnntune.service.outcome import Interrupted
     from rnntune.service.spec import StudySpec
 
     sessions = client.app.state.sessions

@@ -10,7 +10,9 @@ import warnings
 import optuna
 import pytest
 
-from rnntune.service.objective import DataCache, Objective, build_configs
+from rnntune.service.data_cache import DataCache
+from rnntune.service.objective import Objective
+from rnntune.service.recipe import build_configs
 from rnntune.service.search import build_pruner, build_sampler, hyperparameters
 from rnntune.service.spec import OPTIMIZERS, PRUNERS, SAMPLERS, SCHEDULERS, parse_spec
 

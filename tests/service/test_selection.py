@@ -263,7 +263,7 @@ def test_fewer_complete_trials_than_top_k_make_fewer_candidates(env):
 
 
 def test_a_worker_keeps_one_copy_of_the_data_per_fold():
-    from rnntune.service.objective import DataCache
+    from rnntune.service.data_cache import DataCache
 
     study = parse_spec(spec("cache", n_trials=1, n_series=12, selection={"folds": 2}))
     cache = DataCache()
