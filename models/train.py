@@ -71,7 +71,9 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
 
 
 @torch.no_grad()
-def inference_latency_ms(model: nn.Module, x: Tensor, lengths: Tensor | None = None, *, repeats: int = 30) -> float:
+def inference_latency_ms(
+    model: nn.Module, x: Tensor | np.ndarray, lengths: Tensor | np.ndarray | None = None, *, repeats: int = 30
+) -> float:
     """Batch-1 inference time in milliseconds on the model's device: the median of ``repeats``
     timed forward passes of ``x[:1]`` (after three untimed warm-up passes), synchronising the
     device around each so that a GPU's queued work is counted."""
@@ -105,11 +107,11 @@ def inference_latency_ms(model: nn.Module, x: Tensor, lengths: Tensor | None = N
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | np.ndarray,
+    y: Tensor | np.ndarray,
     task: str,
     batch_size: int = 1024,
-    lengths: Tensor | None = None,
+    lengths: Tensor | np.ndarray | None = None,
 ) -> dict[str, float]:
     """{"loss": MSE or cross-entropy, "mae" (regression) or "accuracy" and "f1" (classification:
     macro-F1 over the classes present in y or the predictions, as scikit-learn's

@@ -70,6 +70,8 @@ class DataCache:
         """``max_length`` (text: a searched truncation) overrides ``data.params.max_length``;
         ``fold`` (index, n_folds): a rolling-origin fold instead of the split (``load_dataset``)."""
         d = spec.data
+        if d is None:
+            raise StudyDataError("data: this study has none (its objective plugin or command trains)")
         key = f"{spec.name}|{d.model_dump_json()}|{window}|{max_length}|{fold}"
         if key in self._items:
             self._items.move_to_end(key)
@@ -87,7 +89,7 @@ class DataCache:
             path = self._allowed(field, path)
             if d.name == "text" and not self.allow_root_text:
                 raise StudyDataError(f"{field}: {ROOT_TEXT_REASON}")
-        if d.name == "plugin":
+        if d.name == "plugin" and d.plugin is not None:
             data = _plugin_data(d.plugin, params)
             self._items[key] = data
             return data
@@ -198,5 +200,5 @@ def _split_arrays(name: str, arrays: dict[str, Any], seed: int) -> SequenceData:
     order = np.random.default_rng(seed).permutation(len(x))
     n_train, n_val = int(0.7 * len(x)), max(1, int(0.15 * len(x)))
     parts = np.split(order, [n_train, n_train + n_val])
-    splits = [a[idx] for idx in parts for a in (x, y)]
-    return SequenceData(name, task, *splits, meta={"source": f"plugin {name}"})
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = ((x[idx], y[idx]) for idx in parts)
+    return SequenceData(name, task, x_train, y_train, x_val, y_val, x_test, y_test, meta={"source": f"plugin {name}"})

@@ -101,7 +101,7 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
         if sessions is None:
             return TrialRecord.of(study.best_trial)  # ValueError when no trial is complete
         with sessions() as session:
-            found = results.top_trials(session, optuna_compat.study_id(study), spec.direction, 1)
+            found = results.top_trials(session, optuna_compat.study_id(study), spec.directions()[0], 1)
         if not found:
             raise ValueError("no trial is complete")
         return TrialRecord.from_dict(found[0])
@@ -275,6 +275,7 @@ def _measure(recipe: Recipe, trial: TrialRecord, result: FitResult) -> dict[str,
 
 def _data_meta(recipe: Recipe) -> dict[str, Any]:
     spec, data = recipe.spec, recipe.data
+    assert spec.data is not None  # a recipe trains the built-in way, on the spec's data
     data_meta = {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta}
     if spec.data.dataset is not None:  # the local copy is named by its sha256: name the upload
         data_meta["source"] = f"dataset {spec.data.dataset!r} ({data.meta.get('source', '')})"
@@ -297,7 +298,7 @@ def _model_file(
         "direction": spec.direction,
         "params": trial.params,
         "hyperparameters": recipe.hp,
-        "data": spec.data.model_dump(mode="json"),
+        "data": spec.data.model_dump(mode="json") if spec.data is not None else None,
         "data_meta": _data_meta(recipe),
         "val_metrics": metrics["val"],
         "test_metrics": metrics["test"],

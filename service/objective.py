@@ -26,6 +26,8 @@ from rnntune.service.recipe import METRIC_KEYS, Recipe, metric_value
 from rnntune.service.search import suggest
 from rnntune.service.spec import StudySpec
 
+Ids = tuple[int, int]  # an Optuna trial's (row id, number)
+
 
 class SearchError(Exception):
     """The sampler or the pruner raised: ``part`` says which (a trial attribute and the reason's
@@ -95,10 +97,9 @@ class Objective:
             return TrialOutcome.failed("the objective recorded no outcome", self.trial_id, self.trial_number)
         return self._outcome
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        self.trial_number = trial.number
-        self.trial_id = optuna_compat.trial_id(trial)
-        ids = (self.trial_id, trial.number)
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        ids: Ids = (optuna_compat.trial_id(trial), trial.number)
+        self.trial_id, self.trial_number = ids
         try:
             if self.on_trial_start is not None:
                 self.on_trial_start(trial)
@@ -141,12 +142,12 @@ class Objective:
         self._outcome = TrialOutcome.complete(*ids, float(values[0]))  # the first objective's
         return value
 
-    def _fail(self, trial, fail_reason: str, error: str, ids, *, kind: Outcome = Outcome.FAILED) -> None:
+    def _fail(self, trial, fail_reason: str, error: str, ids: Ids, *, kind: Outcome = Outcome.FAILED) -> None:
         _retry_db(trial.set_user_attr, "fail_reason", fail_reason)
         _retry_db(trial.set_user_attr, "error", error)
         self._outcome = TrialOutcome(kind, *ids, reason=error)
 
-    def _interrupted(self, trial, exc: BaseException, ids) -> None:
+    def _interrupted(self, trial, exc: BaseException, ids: Ids) -> None:
         why = self.interruption()
         _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
@@ -168,6 +169,7 @@ class Objective:
     def _own(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
         """The user's own training: an objective plugin called in-process, or a command child."""
         spec, started = self.spec, time.monotonic()
+        assert spec.objective is not None  # _train runs the specs without one
         if spec.objective.plugin is not None:
             name = spec.objective.plugin
             fn, _ = plugins.load("objective", name)
@@ -186,6 +188,7 @@ class Objective:
 
     def _command(self, trial: optuna.Trial, hp: dict[str, Any], started: float) -> float:
         spec, opts = self.spec, self.commands
+        assert spec.objective is not None and spec.objective.command is not None
         argv = spec.objective.command
         script = command.resolve_script(command.script_of(argv), list(opts.dirs))
         if script is None:
@@ -207,6 +210,8 @@ class Objective:
         trial.set_user_attr("epochs", result.steps)
         if result.state == "PRUNED":
             raise optuna.TrialPruned(f"pruned at step {result.steps}; the command was stopped")
+        if result.value is None:  # command.run raises instead of finishing without a value
+            raise command.CommandFailed("the command finished without a value")
         return result.value
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float | tuple[float, ...]:

@@ -98,7 +98,7 @@ def summary(session: Session, study_id: int, optuna_study_id: int, spec: StudySp
     runs = [r for r in rows if r.ticket_id is not None]
     done = sum(r.state != "pending" for r in runs)
     total = len(runs) if rows else sel.top_k * (sel.seeds * sel.folds - 1)
-    winner = pick_winner(candidates, spec.direction) if rows and done == len(runs) else None
+    winner = pick_winner(candidates, spec.directions()[0]) if rows and done == len(runs) else None
     return {
         "top_k": sel.top_k,
         "seeds": sel.seeds,
