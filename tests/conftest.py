@@ -59,6 +59,32 @@ def db_url(request):
     return request.getfixturevalue("pg_url" if request.param == "postgres" else "sqlite_url")
 
 
+def make_settings(database_url: str, data_dir: Path, **overrides):
+    """Settings for a test: its database, a data folder of its own and a fast poll; ``overrides``
+    as ``Settings`` takes them."""
+    from rnntune.service.config import Settings
+
+    return Settings(**{"database_url": database_url, "poll_interval_s": 0.2, "data_dir": data_dir, **overrides})
+
+
+@pytest.fixture(scope="module")
+def settings(db_url, tmp_path_factory):
+    """A module's settings on ``db_url``: both databases, unless the module's own ``db_url``
+    picks one (``return pg_url``); a module that needs more overrides ``settings``."""
+    return make_settings(db_url, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    """The API of ``settings``, in process, without the dashboard."""
+    from fastapi.testclient import TestClient
+
+    from rnntune.service.api.app import create_app
+
+    with TestClient(create_app(settings, dashboard=False)) as c:
+        yield c
+
+
 @pytest.fixture
 def env():
     """A PostgreSQL database of the test's own, as ``tests.queue_helpers.Env``: for tests whose

@@ -17,16 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from starlette.websockets import WebSocketDisconnect
 
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.data_cache import DataCache
 from rnntune.service.db import make_engine, session_factory
 from tests.api_server import free_port
-from tests.conftest import rnntune
+from tests.conftest import make_settings, rnntune
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "leftover-token-0123456789"
@@ -85,13 +82,7 @@ def test_serve_never_prints_the_database_password(pg_url):
 
 @pytest.fixture(scope="module")
 def settings(pg_url, tmp_path_factory):
-    return Settings(database_url=pg_url, api_tokens=TOKEN, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+    return make_settings(pg_url, tmp_path_factory.mktemp("data"), api_tokens=TOKEN)
 
 
 def upload(client, name: str, content: bytes = b"value\n1\n2\n3\n4\n5\n6\n7\n8\n"):

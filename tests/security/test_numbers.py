@@ -13,10 +13,8 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from rnntune.service import queue
-from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
 from rnntune.service.db import make_engine, session_factory
 
@@ -26,14 +24,8 @@ SINE = '{"name": "sine", "params": {"n_series": 20, "length": 20}, "window": 8}'
 
 
 @pytest.fixture(scope="module")
-def settings(pg_url):
-    return Settings(database_url=pg_url)
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+def db_url(pg_url):
+    return pg_url
 
 
 def spec_json(name: str, **parts: str) -> str:

@@ -8,12 +8,11 @@ contents beyond the column names of a file its user was allowed to name.
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
 from rnntune.service.data_cache import DataCache, StudyDataError
 from rnntune.service.spec import parse_spec
+from tests.conftest import make_settings
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
 SECRET = "sekrit-value-4242"
@@ -33,9 +32,8 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(pg_url, root):
-    with TestClient(create_app(Settings(database_url=pg_url, data_roots=str(root)), dashboard=False)) as c:
-        yield c
+def settings(pg_url, root, tmp_path_factory):
+    return make_settings(pg_url, tmp_path_factory.mktemp("data"), data_roots=str(root))
 
 
 @pytest.mark.parametrize(

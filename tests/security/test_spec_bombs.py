@@ -7,11 +7,9 @@ capped (``RNNTUNE_MAX_SPEC_KB``), so nothing large is ever built or stored.
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.spec import SpecError, load_spec
+from tests.conftest import make_settings
 
 YAML = {"Content-Type": "application/yaml"}
 BOMB = """\
@@ -31,9 +29,8 @@ budget: {n_trials: 2}
 
 
 @pytest.fixture(scope="module")
-def client(sqlite_url):
-    with TestClient(create_app(Settings(database_url=sqlite_url, max_spec_kb=16), dashboard=False)) as c:
-        yield c
+def settings(sqlite_url, tmp_path_factory):
+    return make_settings(sqlite_url, tmp_path_factory.mktemp("data"), max_spec_kb=16)
 
 
 def test_an_alias_bomb_is_refused_before_it_expands(client):

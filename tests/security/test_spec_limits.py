@@ -8,11 +8,8 @@ import time
 
 import optuna
 import pytest
-from fastapi.testclient import TestClient
 
 from rnntune.service import spec as spec_module
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.spec import SpecError, parse_spec
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
@@ -24,9 +21,8 @@ def spec(**parts) -> dict:
 
 
 @pytest.fixture(scope="module")
-def client(sqlite_url):
-    with TestClient(create_app(Settings(database_url=sqlite_url), dashboard=False)) as c:
-        yield c
+def db_url(sqlite_url):
+    return sqlite_url
 
 
 @pytest.mark.parametrize(

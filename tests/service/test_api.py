@@ -10,7 +10,6 @@ import yaml
 from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,12 +22,8 @@ SPEC["priority"] = 10  # the worker below takes these 4 tickets before any other
 
 
 @pytest.fixture(scope="module")
-def settings(db_url):
-    return Settings(database_url=db_url, poll_interval_s=0.2)
-
-
-@pytest.fixture(scope="module")
 def client(settings):
+    """With the dashboard: some tests here read it."""
     with TestClient(create_app(settings)) as c:
         yield c
 

@@ -12,14 +12,12 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from rnntune.models.baselines import RIDGE_ALPHAS, fit_baselines, versus
 from rnntune.models.data import load_dataset
 from rnntune.service import results
 from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 from tests.api_server import serving
 from tests.conftest import REPO
@@ -109,14 +107,8 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def settings(pg_url, tmp_path_factory):
-    return Settings(database_url=pg_url, poll_interval_s=0.2, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+def db_url(pg_url):
+    return pg_url
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +164,6 @@ def test_the_model_file_and_the_trials_csv_carry_the_baselines(finished, client)
 
 
 def test_rnntune_status_shows_the_baselines_and_the_verdict(finished, settings):
-    from rnntune.service.api.app import create_app
 
     with serving(create_app(settings, dashboard=False)) as url:
         r = subprocess.run(

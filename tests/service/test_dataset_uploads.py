@@ -10,13 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 from tests.api_server import serving
-from tests.conftest import REPO
+from tests.conftest import REPO, make_settings
 
 ENERGY = REPO / "studies" / "data" / "energy-load.csv"
 LIMIT_MB = 0.1  # 100 KiB: the example CSV (28 KB) fits, a 200 KB file does not
@@ -24,15 +22,7 @@ LIMIT_MB = 0.1  # 100 KiB: the example CSV (28 KB) fits, a 200 KB file does not
 
 @pytest.fixture(scope="module")
 def settings(db_url, tmp_path_factory):
-    return Settings(
-        database_url=db_url, poll_interval_s=0.2, max_upload_mb=LIMIT_MB, data_dir=tmp_path_factory.mktemp("data")
-    )
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+    return make_settings(db_url, tmp_path_factory.mktemp("data"), max_upload_mb=LIMIT_MB)
 
 
 def upload(client, content: bytes, filename: str, **fields):

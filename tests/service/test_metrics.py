@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from rnntune.service import queue
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,17 +25,6 @@ SPEC["initial_trials"] = [GOOD, BAD]
 SPEC["pruner"] = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0, "interval_steps": 1}
 SPEC["budget"] = {"n_trials": 2, "max_epochs": 3}
 SPEC["priority"] = 10
-
-
-@pytest.fixture(scope="module")
-def settings(db_url):
-    return Settings(database_url=db_url, poll_interval_s=0.2)
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from fastapi.testclient import TestClient
 
 from rnntune.service import plugins, queue, routing
-from rnntune.service.api.app import create_app
 from rnntune.service.cli import _worker_line
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
-from tests.conftest import REPO
+from tests.conftest import REPO, make_settings
 from tests.plugin_helpers import DIST, VERSION, make_plugin_dist
 
 DATA = {"name": "plugin", "plugin": "tiny-sines", "params": {"n": 60}}
@@ -32,19 +29,13 @@ def allowed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(pg_url, tmp_path_factory, allowed):
-    return Settings(
-        database_url=pg_url,
-        data_dir=tmp_path_factory.mktemp("data"),
+    return make_settings(
+        pg_url,
+        tmp_path_factory.mktemp("data"),
         poll_interval_s=0.1,
         command_dirs=str(allowed),
         max_command_timeout_s=3600,
     )
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
 
 
 @pytest.fixture

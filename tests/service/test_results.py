@@ -14,10 +14,8 @@ import typing
 import numpy as np
 import optuna
 import pytest
-from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.worker import Worker
 from tests.api_server import serving
 from tests.conftest import REPO
@@ -41,17 +39,6 @@ SPEC = {
     "budget": {"n_trials": 5, "max_epochs": 3},
     "priority": 10,
 }
-
-
-@pytest.fixture(scope="module")
-def settings(db_url, tmp_path_factory):
-    return Settings(database_url=db_url, poll_interval_s=0.2, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -11,25 +11,16 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from rnntune.service import queue
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.spec import parse_spec
 from rnntune.service.tables import StudyRow, TicketRow
 from tests.service.test_dataset_uploads import csv_spec, series_csv, upload
 
 
 @pytest.fixture(scope="module")
-def settings(pg_url, tmp_path_factory):
-    return Settings(database_url=pg_url, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+def db_url(pg_url):
+    return pg_url
 
 
 def test_add_study_registers_a_parsed_spec(client):

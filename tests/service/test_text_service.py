@@ -8,11 +8,8 @@ import io
 
 import optuna
 import pytest
-from fastapi.testclient import TestClient
 
 from rnntune.service import search
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.spec import SpecError, parse_spec
 from rnntune.service.worker import Worker
 from tests.conftest import REPO
@@ -116,14 +113,8 @@ def test_text_hyperparameters_reach_the_configs_and_the_data():
 
 
 @pytest.fixture(scope="module")
-def settings(sqlite_url, tmp_path_factory):
-    return Settings(database_url=sqlite_url, poll_interval_s=0.2, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+def db_url(sqlite_url):
+    return sqlite_url
 
 
 def upload(client, content: bytes, filename: str, **fields):

@@ -10,14 +10,11 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from rnntune.service import queue
-from rnntune.service.api.app import create_app
-from rnntune.service.config import Settings
 from rnntune.service.tables import utcnow
 from tests.api_server import serving
-from tests.conftest import REPO
+from tests.conftest import REPO, make_settings
 
 SPEC = {
     "name": "workers-view",
@@ -28,14 +25,8 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def client(db_url, tmp_path_factory):
-    settings = Settings(
-        database_url=db_url,
-        lease_s=30,
-        data_dir=tmp_path_factory.mktemp("data"),
-    )
-    with TestClient(create_app(settings, dashboard=False)) as c:
-        yield c
+def settings(db_url, tmp_path_factory):
+    return make_settings(db_url, tmp_path_factory.mktemp("data"), lease_s=30)
 
 
 def test_workers_listing(client):
