@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 rounds="${1:-20}"
 examples="${RNNTUNE_PROP_EXAMPLES:-200}"
 tests="${STRESS_TESTS:-tests/test_queue.py tests/lifecycle tests/deploy/test_pgbouncer.py}"
-out="$(mktemp -d)"
-trap 'kill "$hog" 2>/dev/null; rm -rf "$out"' EXIT
+out="${STRESS_LOGS:-$(mktemp -d)}"  # each round's log and junit XML stay here for a failure's post-mortem
+mkdir -p "$out"
+trap 'kill "$hog" 2>/dev/null' EXIT
 
 # One core kept busy for the whole run.
 .venv/bin/python -c 'while True: pass' &
@@ -26,6 +27,7 @@ for i in $(seq "$rounds"); do
     --deselect tests/lifecycle/test_lifecycle_machine.py::test_lifecycle_invariants_under_random_faults \
     --junitxml="$out/round-$i.xml" >"$out/round-$i.log" 2>&1
   echo "round $i/$rounds: $(tail -n 1 "$out/round-$i.log")"
+  grep -E '^(FAILED|ERROR) ' "$out/round-$i.log" || true
 done
 RNNTUNE_PROP_EXAMPLES="$examples" .venv/bin/python -m pytest -q -p no:cacheprovider \
   tests/lifecycle/test_lifecycle_machine.py --junitxml="$out/property.xml" >"$out/property.log" 2>&1
@@ -50,5 +52,6 @@ print(f"{'test':<{width}}  runs  failures")
 for name in sorted(runs):
     print(f"{name:<{width}}  {runs[name]:>4}  {failures[name]:>8}")
 print(f"{'total':<{width}}  {sum(runs.values()):>4}  {sum(failures.values()):>8}")
+print(f"logs: {sys.argv[1]}")
 sys.exit(1 if sum(failures.values()) else 0)
 EOF
