@@ -1,7 +1,7 @@
 """Optuna's samplers and pruners by the names a spec gives, and the checks of their options.
 
 Takes plain values (a name, its options, a seed), never a spec: the spec's validation
-(``service/spec.py``) and the worker's search (``service/search.py``) both build through here.
+(``service/spec/``) and the worker's search (``service/search.py``) both build through here.
 optuna is imported when a sampler or pruner is built, so importing the spec stays fast."""
 
 from __future__ import annotations
