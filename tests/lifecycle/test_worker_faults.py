@@ -124,7 +124,7 @@ def _install(seam: str, inject: Inject, monkeypatch) -> dict:
         "settle": (queue, "settle", False),
         "settle-committed": (queue, "settle", True),
         "renew": (queue, "renew", False),
-        "sweep": (queue, "requeue_expired", False),
+        "sweep": (queue.tickets, "requeue_expired", False),  # where claim looks it up
     }
     if seam == "objective":
 
