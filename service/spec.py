@@ -170,14 +170,16 @@ class _Hp(BaseModel):
 
 def _config_defaults(table: dict[str, _Hp]) -> dict[str, _Hp]:
     """A model or training hyperparameter is the ``ModelConfig`` / ``TrainConfig`` field of its
-    name, and its default is that field's: read from the dataclasses, so it is written once."""
+    name, and its default is that field's (read from the dataclasses, so it is written once),
+    unless the table gives the spec's own (``highway``: on for forecasting data)."""
     fields = {f.name: f for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
     out = {}
     for name, hp in table.items():
         if hp.group != "data":
             if name not in fields or fields[name].default is dataclasses.MISSING:
                 raise TypeError(f"hyperparameter {name!r} is not a ModelConfig / TrainConfig field with a default")
-            hp = hp.model_copy(update={"default": fields[name].default})
+            if "default" not in hp.model_fields_set:  # set here only where the spec's default differs
+                hp = hp.model_copy(update={"default": fields[name].default})
         out[name] = hp
     return out
 
@@ -189,6 +191,10 @@ HYPERPARAMETERS: dict[str, _Hp] = _config_defaults(
         "num_layers": _Hp(kind="int", group="model", low=1, high=16),
         "bidirectional": _Hp(kind="bool", group="model"),
         "dropout": _Hp(kind="float", group="model", low=0.0, high=1.0, high_open=True),
+        # forecasting only: LSTNet's linear skip over the target's last highway_window steps
+        # on by default (the model library's ModelConfig keeps it off): benchmarks/highway.py
+        "highway": _Hp(kind="bool", group="model", default=True),
+        "highway_window": _Hp(kind="int", group="model", low=1, high=100000),
         "optimizer": _Hp(kind="str", group="training", choices=OPTIMIZERS),
         "lr": _Hp(kind="float", group="training", low=1e-8, high=10.0),
         "momentum": _Hp(kind="float", group="training", low=0.0, high=1.0, high_open=True),
@@ -645,6 +651,7 @@ class StudySpec(BaseModel):
             if self.data.name in ("digits", "text") and name == "val_mae":
                 raise ValueError(f"{where}: val_mae needs a regression data set, but data.name={self.data.name!r}")
         _check_text(self)
+        _check_highway(self)
         for name in self.search_space:
             if name not in HYPERPARAMETERS:
                 continue  # a model plugin's own parameter
@@ -810,6 +817,24 @@ def _check_text(spec: StudySpec) -> None:
         raise ValueError(
             f"data.params.{missing}: embeddings and embeddings_vocab go together (a matrix and its tokens)"
         )
+
+
+def _check_highway(spec: StudySpec) -> None:
+    """``highway`` / ``highway_window`` read a forecaster's target column: forecasting data only."""
+    if spec.data.name in FOLD_DATASETS or spec.data.name == PLUGIN_DATASET:
+        return
+    searched = spec.search_space.get("highway")
+    can_be_on = isinstance(searched, CategoricalParam) and True in searched.choices
+    for name, used in (
+        ("highway", spec.model.get("highway") is True or can_be_on),
+        ("highway_window", "highway_window" in spec.model or "highway_window" in spec.search_space),
+    ):
+        if used:
+            where = f"search_space.{name}" if name in spec.search_space else f"model.{name}"
+            raise ValueError(
+                f"{where}: the highway applies to forecasting data ({', '.join(FOLD_DATASETS)}), "
+                f"but got data.name={spec.data.name!r}"
+            )
 
 
 def _check_param_domain(name: str, hp: _Hp, param: Param) -> None:
@@ -1077,6 +1102,7 @@ class Limits:
 
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+HIGHWAYLESS = ("adding", "digits", "npz", "text")  # not forecasting: build_configs adds no highway
 
 
 def _upper(spec: StudySpec, name: str) -> Any:
@@ -1159,6 +1185,8 @@ def model_params_upper(
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
     outputs = n_outputs or _n_outputs(spec, limits)
+    if _upper(spec, "highway") and spec.data.name not in HIGHWAYLESS:  # highway_window weights per output
+        n += int(_upper(spec, "highway_window")) * outputs + outputs
     return n + width * outputs + outputs  # + the head
 
 
