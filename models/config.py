@@ -29,7 +29,7 @@ BUILTIN_DATASETS: dict[str, str] = {
     "10-class classification, stratified split.",
     "csv": "A time-series CSV file (path, target, inputs); chronological forecasting with train-only scaling.",
     "npz": "An .npz file with X (N, T, F) and y: (N,) integer labels (classification) or "
-    "(N,) / (N, K) floats (regression).",
+    "(N,) / (N, K) floats (regression); optionally lengths (N,) for sequences padded to T.",
     "text": "Labelled text (CSV or JSONL with text and label columns): token ids padded to "
     "(N, T) with lengths, vocabulary built on the train split; stratified split.",
 }
