@@ -16,6 +16,15 @@ Tasks (``--tasks``), each with a tutorial grid and the same ranges for the other
               5 epochs a trial (studies/classic/rnn-text-grid.yaml, the IMDb-style tutorial grid)
     digits    8x8 digits as 8 rows of 8, RNN: hidden {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x
               batch {32, 64, 128}, 20 epochs a trial
+    ragged    the same digits (scikit-learn's bundled copy) read column by column with the blank
+              columns at either side dropped: 2-8 steps of 8 pixels, an .npz padded with
+              ``lengths`` (trained packed), GRU, digits' grid, 20 epochs a trial
+
+Beside the strategies, each task and seed has the baselines every study's result holds
+(``rnntune.models.baselines`` on the trials' split) as rows ``baseline:NAME`` (test: its test
+loss; best val: its val loss), and each table ends with one line per strategy saying whether its
+median take-home test loss beats the best baseline's, and in how many seeds it beat that seed's
+best baseline (what the study result's ``versus_baseline`` says, seed by seed).
 
 Strategies (``--strategies``), named SAMPLER or SAMPLER+PRUNER with the spec's names and Optuna's
 default options (what a spec that names them gets); no pruner means no pruning:
@@ -94,6 +103,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -173,6 +183,38 @@ TASKS = {
         epochs=20,
     ),
 }
+
+
+def ragged_digits(path: Path) -> str:
+    """scikit-learn's bundled 8x8 digits (``load_digits`` reads the copy inside the package; nothing
+    is downloaded) read column by column, left to right, with the blank columns before the first
+    and after the last stroke dropped: sequences of 2-8 steps of 8 pixels (a narrow 1 is short),
+    padded to 8 with ``lengths``, as an .npz a user would upload. Written once; returns its path."""
+    if not path.exists():
+        import numpy as np
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        columns = digits.images.transpose(0, 2, 1)  # (N, 8 columns, 8 pixels)
+        ink = columns.sum(axis=2) > 0  # (N, 8)
+        first, last = ink.argmax(axis=1), 7 - ink[:, ::-1].argmax(axis=1)
+        lengths = last - first + 1
+        x = np.zeros_like(columns)
+        for i, (start, n) in enumerate(zip(first, lengths, strict=True)):
+            x[i, :n] = columns[i, start : start + n]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, X=x, y=digits.target.astype(np.int64), lengths=lengths.astype(np.int64))
+    return str(path)
+
+
+RAGGED = Path(tempfile.gettempdir()) / "rnntune-search-suite" / "digits-columns.npz"
+TASKS["ragged"] = Task(
+    data={"name": "npz", "path": str(RAGGED), "params": {"scale": True}},
+    model={"cell": "gru"},
+    grid=TASKS["digits"].grid,
+    space=TASKS["digits"].space,
+    epochs=20,
+)
 STRATEGIES = ("grid", "random", "tpe+median", "tpe+hyperband", "random+successive_halving", "gp", "cmaes")
 
 
@@ -436,7 +478,9 @@ def run_seed(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     have = have or {}
-    cache = DataCache(data_roots=[str(REPO / "studies" / "data")], allow_root_text=True)  # the text task's file
+    ragged_digits(RAGGED)
+    # the text task's file and the ragged digits' .npz
+    cache = DataCache(data_roots=[str(REPO / "studies" / "data"), str(RAGGED.parent)], allow_root_text=True)
     n_grid = math.prod(len(v) for v in task_grid(task_name, args).values())
     budget = round(n_grid * task_epochs(task_name, args) * args.budget)
     grid = have.get("grid")
@@ -445,6 +489,10 @@ def run_seed(
         grid.update(reach=grid["epochs"], budget=budget)  # the grid knows its best only once every point has run
         _save(args, task_name, seed, "grid", grid)
     outs = {}
+    if not any(is_baseline(strategy) for strategy in have):
+        for strategy, out in run_baselines(task_name, seed, args, cache, budget).items():
+            _save(args, task_name, seed, strategy, out)
+            have = {**have, strategy: out}
     for strategy in args.strategies:
         if strategy in have or strategy == "grid":
             outs[strategy] = have.get(strategy, grid)
@@ -454,7 +502,34 @@ def run_seed(
         out["budget"] = budget
         _save(args, task_name, seed, strategy, out)
         outs[strategy] = out
-    return outs
+    return {**outs, **{k: v for k, v in have.items() if is_baseline(k)}}
+
+
+def is_baseline(strategy: str) -> bool:
+    return strategy.startswith("baseline:")
+
+
+def run_baselines(
+    task_name: str, seed: int, args: argparse.Namespace, cache: DataCache, budget: int
+) -> dict[str, dict]:
+    """The baselines every study's result holds (``rnntune.models.baselines``), fitted on the split
+    the trials use, as rows ``baseline:NAME``: test = its test loss, best val = its val loss."""
+    from rnntune.models.baselines import fit_baselines
+
+    spec = make_spec(task_name, "random", seed, args, 1)
+    hp = spec.fixed_params()
+    data = cache.get(spec, hp.get("window"), hp.get("max_length"))
+    out = {}
+    for name, fitted in fit_baselines(data, period=data.meta.get("period")).items():
+        if fitted.get("test") is None:
+            continue  # skipped (no period, too big): the result says why
+        val, test = fitted["val"]["loss"], fitted["test"]["loss"]
+        out[f"baseline:{name}"] = {
+            "trajectory": [], "epochs": 0, "trials": 0, "pruned": 0, "reach": None, "budget": budget,
+            "best_val": val, "test": test, "test_third": test, "gap": test - val, "gap_mean": test - val,
+            "seconds": fitted["seconds"],
+        }  # fmt: skip
+    return out
 
 
 def header(tasks: list[str], seeds: list[int], args: argparse.Namespace) -> str:
@@ -800,7 +875,8 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
                 f"{'to grid best':>12} {'reached':>8} {'test < grid':>11} {'p':>5}"
             )
         grid_test = {o["seed"]: o["test"] for o in by_strategy["grid"]}
-        for strategy, outs in by_strategy.items():
+        ordered = sorted(by_strategy.items(), key=lambda item: is_baseline(item[0]))  # the baselines last
+        for strategy, outs in ordered:
             paired = [o for o in outs if o["seed"] in grid_test]
             wins = sum(o["test"] < grid_test[o["seed"]] for o in paired)
             losses = sum(o["test"] > grid_test[o["seed"]] for o in paired)
@@ -810,6 +886,8 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
             reach = _median([o["reach"] if o["reach"] is not None else math.inf for o in outs])
             shown = f"{reach:.0f}" if math.isfinite(reach) else f">{budget}"
             reached = f"{sum(o['reach'] is not None for o in outs)}/{len(outs)}"
+            if is_baseline(strategy):  # fitted, not searched
+                shown, reached = "-", "-"
             test, third = _median([o["test"] for o in outs]), _median([o["test_third"] for o in outs])
             best_val = _median([o["best_val"] for o in outs])
             if markdown:
@@ -823,6 +901,36 @@ def _summarize(results: dict[str, dict[str, list[dict]]], budget_x: float, markd
                     f"{shown:>12} "
                     f"{reached:>8} {below:>11} {p:>5}"
                 )
+        for line in verdicts(by_strategy):
+            print(f"\n{line}" if markdown else line)
+
+
+def verdicts(by_strategy: dict[str, list[dict]]) -> list[str]:
+    """One line per searched strategy: does its median take-home test loss beat the best
+    baseline's (the baseline with the lowest median test loss), and in how many seeds it beat
+    that seed's best baseline (the study result's own verdict, seed by seed)."""
+    baselines = {k: v for k, v in by_strategy.items() if is_baseline(k)}
+    if not baselines:
+        return []
+    best = min(baselines, key=lambda k: _median([o["test"] for o in baselines[k]]))
+    bar = _median([o["test"] for o in baselines[best]])
+    per_seed: dict[int, float] = {}
+    for outs in baselines.values():
+        for o in outs:
+            per_seed[o["seed"]] = min(per_seed.get(o["seed"], math.inf), o["test"])
+    lines = []
+    for strategy, outs in by_strategy.items():
+        if is_baseline(strategy):
+            continue
+        test = _median([o["test"] for o in outs])
+        paired = [o for o in outs if o["seed"] in per_seed]
+        wins = sum(o["test"] < per_seed[o["seed"]] for o in paired)
+        verb = "beats" if test < bar else "does NOT beat"
+        lines.append(
+            f"vs baselines: {strategy} {verb} the best baseline ({best.removeprefix('baseline:')}): median test "
+            f"{test:.4f} vs {bar:.4f} ({(test - bar) / bar:+.1%}); below that seed's best baseline in {wins}/{len(paired)} seeds"
+        )
+    return lines
 
 
 if __name__ == "__main__":

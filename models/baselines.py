@@ -12,7 +12,7 @@ reports, in the same units (scaled MSE for scaled regression, cross-entropy for 
 - other regression: ``mean`` (the train mean) and ``ridge`` on the flattened sequences;
 - numeric classification: ``majority`` (the most frequent train class; its loss is that of the
   train class frequencies) and ``logistic`` (a logistic regression on the flattened, padded
-  sequences, standardised);
+  sequences, standardised; with ``lengths``, the steps beyond each sequence's own are zeros);
 - text: ``majority`` and ``bow_logistic`` (a logistic regression on bag-of-words token counts).
 
 :func:`versus` says in one line whether a tuned model's test score beats the best of them.
@@ -158,8 +158,12 @@ def _majority(data: SequenceData, **_: Any) -> dict[str, Any]:
 
 
 def _flat(data: SequenceData, split: str) -> np.ndarray:
+    """(N, T * F): the padded sequence, steps beyond a variable-length sequence's own set to 0."""
     x: np.ndarray = getattr(data, f"x_{split}")
-    return x.reshape(len(x), -1).astype(np.float64)  # (N, T * F), padding included
+    lengths = getattr(data, f"lengths_{split}")
+    if lengths is not None:
+        x = np.where(np.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 0.0)
+    return x.reshape(len(x), -1).astype(np.float64)
 
 
 def _too_big(data: SequenceData, max_elements: int) -> str | None:

@@ -163,21 +163,49 @@ class Predictor:
     def _forward(self, x: np.ndarray | Texts, batch_size: int) -> np.ndarray:
         if self.text is not None and self._vocab is not None:  # both or neither (__init__)
             return self._forward_text(x, self.text, self._vocab, batch_size)
-        values = np.asarray(x, dtype=np.float64)
-        if values.ndim != 3 or values.shape[2] != self.config.input_size:
-            raise ValueError(
-                f"x must be (N, T, {self.config.input_size}) in original units, but got shape {values.shape}."
-            )
+        values, lengths = self._padded(x)
         if self.scaler is not None and "x_mean" in self.scaler:
             values = (values - np.asarray(self.scaler["x_mean"])) / np.asarray(self.scaler["x_std"])
+        if lengths is not None:  # padding is zeros, as the loader made it
+            values = np.where(np.arange(values.shape[1])[None, :, None] < lengths[:, None, None], values, 0.0)
         inputs = torch.as_tensor(values.astype(np.float32), device=self.device)  # (N, T, F)
+        lengths_t = None if lengths is None else torch.as_tensor(lengths)
         self.model.eval()
-        outputs = [
-            self.model(inputs[start : start + batch_size]).float().cpu() for start in range(0, len(inputs), batch_size)
-        ]
+        outputs = []
+        for start in range(0, len(inputs), batch_size):
+            if lengths_t is None:
+                out = self.model(inputs[start : start + batch_size])
+            else:  # trimmed to the batch's longest sequence, packed
+                lb = lengths_t[start : start + batch_size]
+                out = self.model(inputs[start : start + batch_size, : int(lb.max())], lb)
+            outputs.append(out.float().cpu())
         if not outputs:
             return np.zeros((0, self.config.output_size), np.float32)
         return torch.cat(outputs).numpy()  # (N, output_size)
+
+    def _padded(self, x: np.ndarray | Sequence[np.ndarray] | Texts) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, T, F) values and, for a list of (T_i, F) sequences (ragged), their lengths (N,)
+        with the values zero-padded to the longest; an (N, T, F) array is N full-length ones."""
+        width = self.config.input_size
+        if isinstance(x, (list, tuple)) and x and all(np.ndim(item) == 2 for item in x):
+            rows = [np.asarray(item, dtype=np.float64) for item in x]
+            for i, row in enumerate(rows):
+                if row.shape[0] < 1 or row.shape[1] != width:
+                    raise ValueError(
+                        f"x[{i}] must be (T_i >= 1, {width}) in original units, but got shape {row.shape}."
+                    )
+            lengths = np.array([len(row) for row in rows], dtype=np.int64)
+            values = np.zeros((len(rows), int(lengths.max()), width))
+            for i, row in enumerate(rows):
+                values[i, : len(row)] = row
+            return values, lengths
+        values = np.asarray(x, dtype=np.float64)
+        if values.ndim != 3 or values.shape[2] != width:
+            raise ValueError(
+                f"x must be (N, T, {width}) or a list of (T_i, {width}) sequences in original units, "
+                f"but got shape {values.shape}."
+            )
+        return values, None
 
     @overload
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray: ...
@@ -186,8 +214,9 @@ class Predictor:
     def predict(self, x: Texts, batch_size: int = 1024) -> list[str]: ...
 
     def predict(self, x: np.ndarray | Texts, batch_size: int = 1024) -> np.ndarray | list[str]:
-        """x (N, T, F) in original units -> regression: (N, output_size) float32 in original
-        units; classification: (N,) int64 class indices.
+        """x (N, T, F) in original units, or a list of N sequences (T_i, F) of their own lengths
+        (padded and packed here) -> regression: (N, output_size) float32 in original units;
+        classification: (N,) int64 class indices.
 
         Text models: x is a list of raw strings (or UTF-8 bytes), tokenized, encoded and
         truncated as in training -> a list of label names (``labels``); ``predict_indices``
@@ -227,7 +256,7 @@ def load_model(path: str | os.PathLike[str] | IO[bytes], device: str | torch.dev
         raise ValueError(
             f"{path!r} has model file version {payload.get('version')!r}; this code reads version {VERSION}."
         )
-    config = ModelConfig(**payload["model_config"])
+    config = ModelConfig(**{"highway": False, **payload["model_config"]})  # files from before the highway
     model = build_plugin_model(payload["plugin"]) if payload.get("plugin") else SequenceModel(config)
     model.load_state_dict(payload["state_dict"])
     model.to(pick_device(device)).eval()

@@ -29,7 +29,7 @@ BUILTIN_DATASETS: dict[str, str] = {
     "10-class classification, stratified split.",
     "csv": "A time-series CSV file (path, target, inputs); chronological forecasting with train-only scaling.",
     "npz": "An .npz file with X (N, T, F) and y: (N,) integer labels (classification) or "
-    "(N,) / (N, K) floats (regression).",
+    "(N,) / (N, K) floats (regression); optionally lengths (N,) for sequences padded to T.",
     "text": "Labelled text (CSV or JSONL with text and label columns): token ids padded to "
     "(N, T) with lengths, vocabulary built on the train split; stratified split.",
 }
@@ -65,6 +65,11 @@ class ModelConfig:
     embed_dim: int | None = None
     padding_idx: int = 0
     freeze_embeddings: bool = False  # keep the embedding as loaded (e.g. a user's matrix)
+    # LSTNet's highway: a linear map of the last highway_window steps of input feature
+    # highway_target (a forecaster's target column) added to the head's output (regression only)
+    highway: bool = False
+    highway_window: int = 24
+    highway_target: int = 0
 
     def __post_init__(self) -> None:
         input_size, output_size = self.input_size, self.output_size
@@ -91,6 +96,7 @@ class ModelConfig:
             raise ValueError(f"bidirectional must be a bool, but got {bidirectional=}.")
         if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a float in [0, 1), but got {dropout=}.")
+        self._check_highway()
         vocab_size, embed_dim = self.vocab_size, self.embed_dim
         padding_idx, freeze_embeddings = self.padding_idx, self.freeze_embeddings
         if not isinstance(freeze_embeddings, bool):
@@ -110,6 +116,17 @@ class ModelConfig:
             raise ValueError(f"padding_idx must be in [0, vocab_size), but got {padding_idx=}.")
         if input_size != 1:
             raise ValueError(f"a text model reads one token id per step: input_size must be 1, but got {input_size=}.")
+
+    def _check_highway(self) -> None:
+        highway, window, target = self.highway, self.highway_window, self.highway_target
+        if not isinstance(highway, bool):
+            raise ValueError(f"highway must be a bool, but got {highway=}.")
+        if not _is_int(window) or window < 1:
+            raise ValueError(f"highway_window must be an integer >= 1, but got {window=}.")
+        if not _is_int(target) or not 0 <= target < self.input_size:
+            raise ValueError(f"highway_target must be a feature index in [0, input_size), but got {target=}.")
+        if highway and (self.task != "regression" or self.vocab_size is not None):
+            raise ValueError(f"highway applies to numeric regression (forecasting), but got task={self.task!r}.")
 
     @property
     def is_text(self) -> bool:

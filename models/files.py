@@ -165,8 +165,9 @@ def _is_numeric(dtype: np.dtype) -> bool:
 
 
 def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()) -> dict[str, Any]:
-    """Check an ``.npz`` of ``X`` (N, T, F) and ``y`` (N,) labels or (N, K) targets without
-    loading it; return its ``info`` (shapes, task, classes). ``source``: a path, bytes or a file."""
+    """Check an ``.npz`` of ``X`` (N, T, F), ``y`` (N,) labels or (N, K) targets and optionally
+    ``lengths`` (N,) (variable-length sequences, padded to T) without loading it; return its
+    ``info`` (shapes, task, classes, the lengths' range). ``source``: a path, bytes or a file."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
@@ -223,7 +224,8 @@ def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()
         with archive.open(members[y_key][0]) as stream:
             read_npy_header(stream, "y")
             ys = _summarise(stream, y, "y")
-    info: dict[str, Any] = {"X": list(x.shape), "y": list(y.shape)}
+        lengths = _check_lengths(archive, members.get("lengths"), x.shape)
+    info: dict[str, Any] = {"X": list(x.shape), "y": list(y.shape), **lengths}
     if np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "b":
         if len(y.shape) != 1:
             raise FileCheckError(f"integer labels y must be (N,), but have shape {list(y.shape)}")
@@ -241,6 +243,30 @@ def check_npz(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()
     else:
         raise FileCheckError(f"y must be integer labels or floats, but has dtype {y.dtype}")
     return info
+
+
+def _check_lengths(
+    archive: zipfile.ZipFile, member: tuple[zipfile.ZipInfo, ArrayHeader] | None, x_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """An .npz's optional ``lengths`` (N,): each padded sequence's real steps, a plain integer
+    array with 1 <= lengths <= T. {} without one, else its range for the data set's info."""
+    if member is None:
+        return {}
+    n, steps = x_shape[0], x_shape[1]
+    header = member[1]
+    if header.dtype.kind not in "iu" or header.dtype.names is not None:
+        raise FileCheckError(f"lengths must be a plain integer array, but has dtype {header.dtype}")
+    if header.shape != (n,):
+        raise FileCheckError(f"lengths must have shape [{n}] (one per sequence of X), but has {list(header.shape)}")
+    with archive.open(member[0]) as stream:
+        read_npy_header(stream, "lengths")
+        summary = _summarise(stream, header, "lengths")
+    low, high = int(summary.low or 0), int(summary.high or 0)  # N >= 1 values: both are set
+    if low < 1:
+        raise FileCheckError(f"lengths must be >= 1 (every sequence has a step), but lengths has {low}")
+    if high > steps:
+        raise FileCheckError(f"lengths must be <= T = {steps} (X's padded steps), but lengths has {high}")
+    return {"lengths": [low, high]}
 
 
 def check_npy(source: str | bytes | IO[bytes], limits: FileLimits = FileLimits()) -> dict[str, Any]:

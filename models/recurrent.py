@@ -8,12 +8,19 @@ the output at the last time step to the task's head:
 For regression the head's outputs are the predicted values (horizon * n_targets of them for
 forecasting); for classification they are logits over n_classes.
 
-Text (``vocab_size`` set): the input is token ids (B, T) and an embedding comes first; with
-``lengths`` (B,) the embedded batch is packed (``pack_padded_sequence``), so padding never reaches
-the recurrent state, and the head reads the final hidden state of each sequence's own last token:
+Variable-length sequences (``lengths`` (B,) given): the batch is packed
+(``pack_padded_sequence``), so padding never reaches the recurrent state, and the head reads the
+final hidden state of each sequence's own last step:
 
-    ids (B, T) -> embedding (B, T, E) -> packed -> recurrent stack -> h_n of the last layer
-               (B, H * D) -> dropout -> linear -> (B, n_classes)
+    x (B, T, F) -> packed -> recurrent stack -> h_n of the last layer (B, H * D) -> dropout -> linear
+
+Text (``vocab_size`` set): the input is token ids (B, T), embedded first, and always packed:
+
+    ids (B, T) -> embedding (B, T, E) -> packed -> recurrent stack -> h_n ... -> (B, n_classes)
+
+With ``highway`` (LSTNet's highway component, Lai et al. 2018), a linear map of the last
+``highway_window`` values of the target feature is added to the head's output, so the model holds
+a linear autoregression beside the RNN: (B, W) -> linear -> (B, output_size), summed.
 """
 
 from __future__ import annotations
@@ -49,44 +56,63 @@ class SequenceModel(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size * config.num_directions, config.output_size)
+        # LSTNet's highway: a linear autoregression on the target's last steps, beside the RNN
+        self.highway = nn.Linear(config.highway_window, config.output_size) if config.highway else None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         if self.config.is_text:
-            return self._forward_text(x, lengths)
+            if x.ndim != 2:
+                raise ValueError(f"expected token ids of shape (batch, time), but got {tuple(x.shape)}.")
+            return self._head(self._last_packed(self.embedding(x), lengths))  # ids (B, T) -> (B, T, E)
         if x.ndim != 3 or x.shape[2] != self.config.input_size:
             raise ValueError(
                 f"expected input of shape (batch, time, {self.config.input_size}), but got {tuple(x.shape)}."
             )
-        out, _ = self.rnn(x)  # (B, T, H * D); the directions are concatenated on the last axis
-        if self.config.bidirectional:
-            hidden = self.config.hidden_size
-            forward_last = out[:, -1, :hidden]  # (B, H): forward direction after reading all T
-            backward_last = out[:, 0, hidden:]  # (B, H): backward direction after reading all T
-            last = torch.cat([forward_last, backward_last], dim=1)  # (B, 2H)
-        else:
-            last = out[:, -1, :]  # (B, H)
-        result: Tensor = self.head(self.drop(last))  # (B, output_size)
+        last = self._last(x) if lengths is None else self._last_packed(x, lengths)
+        result = self._head(last)  # (B, output_size)
+        if self.highway is not None:
+            result = result + self.highway(self._highway_inputs(x, lengths))
         return result
 
-    def _forward_text(self, ids: Tensor, lengths: Tensor | None) -> Tensor:
-        if ids.ndim != 2:
-            raise ValueError(f"expected token ids of shape (batch, time), but got {tuple(ids.shape)}.")
-        embedded = self.embedding(ids)  # (B, T, E)
-        if lengths is None:  # every row is full length
-            lengths = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            embedded, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False
-        )
-        _, h_n = self.rnn(packed)  # h_n: (L * D, B, H), in the batch's own order
-        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
-            h_n = h_n[0]
-        if self.config.bidirectional:
-            # forward after each row's last token, backward after reading back to its first
-            last = torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
-        else:
-            last = h_n[-1]  # (B, H)
-        result: Tensor = self.head(self.drop(last))  # (B, output_size)
+    def _head(self, last: Tensor) -> Tensor:
+        result: Tensor = self.head(self.drop(last))  # (B, H * D) -> (B, output_size)
         return result
+
+    def _last(self, x: Tensor) -> Tensor:
+        """Every row full length: the outputs after the last step (and, backward, the first)."""
+        out: Tensor = self.rnn(x)[0]  # (B, T, H * D); the directions are concatenated on the last axis
+        if not self.config.bidirectional:
+            return out[:, -1, :]  # (B, H)
+        hidden = self.config.hidden_size
+        forward_last = out[:, -1, :hidden]  # (B, H): forward direction after reading all T
+        backward_last = out[:, 0, hidden:]  # (B, H): backward direction after reading all T
+        return torch.cat([forward_last, backward_last], dim=1)  # (B, 2H)
+
+    def _last_packed(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """Rows of their own lengths, packed: padding never reaches the recurrent state; the final
+        hidden state of each row's own last step (backward: after reading back to its first)."""
+        if lengths is None:  # every row is full length
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False
+        )
+        state = self.rnn(packed)[1]  # h_n: (L * D, B, H), in the batch's own order
+        h_n: Tensor = state[0] if isinstance(state, tuple) else state  # LSTM: (h_n, c_n)
+        if self.config.bidirectional:
+            return torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
+        return h_n[-1]  # (B, H)
+
+    def _highway_inputs(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """The last highway_window steps of the highway feature (B, W); with lengths, each row's
+        own last steps (zeros before a row shorter than W)."""
+        window, target = self.config.highway_window, self.config.highway_target
+        if x.shape[1] < window:
+            raise ValueError(f"the highway reads the last {window} steps, but the input has {x.shape[1]}.")
+        if lengths is None:
+            return x[:, -window:, target]  # (B, W)
+        steps = lengths.to(x.device, torch.int64)[:, None] - window + torch.arange(window, device=x.device)  # (B, W)
+        values = x[:, :, target].gather(1, steps.clamp(min=0))  # (B, W)
+        return values * (steps >= 0)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

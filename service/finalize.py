@@ -398,8 +398,14 @@ def _original_units(model, data, batch_size: int, np, torch) -> dict[str, float]
         return {}
     device = next(model.parameters()).device
     x = torch.as_tensor(data.x_test, device=device)
+    lengths = None if data.lengths_test is None else torch.as_tensor(data.lengths_test)
     with torch.no_grad():
-        out = torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]).numpy()
+        out = torch.cat(
+            [
+                model(x[i : i + batch_size], *(() if lengths is None else (lengths[i : i + batch_size],))).float().cpu()
+                for i in range(0, len(x), batch_size)
+            ]
+        ).numpy()
     y_std = np.asarray(scaler["y_std"])  # differences need the scale only, not the mean
     error = (out.astype(np.float64) - data.y_test.astype(np.float64)) * y_std  # (N, K), original units
     mse = float(np.mean(error**2))

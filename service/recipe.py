@@ -130,6 +130,7 @@ def build_configs(
         num_layers=hp["num_layers"],
         bidirectional=hp["bidirectional"],
         dropout=hp["dropout"],
+        **_highway(hp, data),
         **text,
     )
     train_config = TrainConfig(
@@ -148,6 +149,15 @@ def build_configs(
         device=device,
     )
     return model_config, train_config
+
+
+def _highway(hp: dict[str, Any], data: SequenceData) -> dict[str, Any]:
+    """The highway's ModelConfig fields, over at most the window: forecasting data only (the spec
+    refuses ``highway`` on built-in data of another kind; a data plugin's other kinds go without)."""
+    if not hp.get("highway") or data.meta.get("kind") != "forecasting":
+        return {}
+    window = min(int(hp["highway_window"]), data.window)
+    return {"highway": True, "highway_window": window, "highway_target": int(data.meta["target_index"])}
 
 
 def metric_value(spec: StudySpec, result: EpochResult) -> float:

@@ -58,8 +58,10 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         "grid",
         "p",
     ]
-    rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip()}
-    assert list(rows) == ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl", "tpe+median/2x2x2"]
+    rows = {line.split()[0]: line.split() for line in summary[2:] if line.strip() and not line.startswith("vs ")}
+    searched = ["grid", "random", "tpe+median", "tpe+median@2", "tpe+median@2cl", "tpe+median/2x2x2"]
+    baselines = ["baseline:persistence", "baseline:seasonal_naive", "baseline:ridge_ar"]
+    assert list(rows) == searched + baselines  # the baselines last
     for name, row in rows.items():
         test_full, test_third, best_val, gap, gap_mean = (float(v) for v in row[1:6])
         assert all(math.isfinite(v) and v > 0 for v in (test_full, test_third, best_val)), row
@@ -67,7 +69,13 @@ def test_tiny_suite_prints_every_strategy_side_by_side(capsys):
         if "/" not in name:  # without re-evaluation the reported val is the winner's one run
             assert gap_mean == gap, row
     assert rows["grid"][6] == "8"  # the grid knows its best after all its epochs
-    assert rows["grid"][8] == "-" and all(row[8] in ("0/1", "1/1") for name, row in rows.items() if name != "grid")
+    assert rows["grid"][8] == "-" and all(
+        row[8] in ("0/1", "1/1") for name, row in rows.items() if name in searched[1:]
+    )
+    assert all(rows[name][6:8] == ["-", "-"] for name in baselines), "fitted, not searched: no epochs to reach"
+    verdicts = [line for line in summary if line.startswith("vs baselines: ")]
+    assert [line.split()[2] for line in verdicts] == searched
+    assert all(("beats the best baseline" in line) != ("does NOT beat" in line) for line in verdicts), verdicts
     assert all(row[9] == "1.00" for name, row in rows.items() if name != "grid"), "one seed is no evidence"
 
 
@@ -130,7 +138,7 @@ def test_runs_split_by_seed_summarize_as_one(tmp_path, capsys):
 def test_options_are_checked():
     suite = load_suite()
     assert suite.thin([1, 2, 3], 2) == [1, 3] and suite.thin([1, 2, 3], 1) == [2] and suite.thin([1, 2], None) == [1, 2]
-    assert suite.per_task("sunspots=4,2") == {"sunspots": 2, "text": 2, "digits": 2}
+    assert suite.per_task("sunspots=4,2") == {"sunspots": 2, "text": 2, "digits": 2, "ragged": 2}
     assert suite.per_task("text=2") == {"text": 2}
     for bad in (
         ["--strategies", "tpe+nope"],
@@ -227,7 +235,8 @@ def test_results_folder_runs_only_what_it_does_not_hold(tmp_path, capsys, monkey
     for row in table[2:]:
         name, test, *_, below, p = (c.strip() for c in row)
         assert abs(float(test) - float(plain[name][1])) <= 6e-4 and [below, p] == plain[name][8:10], (row, plain[name])
-    assert [row[0].strip() for row in table[2:]] == ["grid", "tpe+median", "random"]
+    names = [row[0].strip() for row in table[2:]]
+    assert names[:3] == ["grid", "tpe+median", "random"] and all(n.startswith("baseline:") for n in names[3:])
 
 
 def test_each_scale_keeps_its_own_results_files(tmp_path, capsys, monkeypatch):
@@ -244,7 +253,7 @@ def test_each_scale_keeps_its_own_results_files(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sunspots-8x1-seed-0.txt", "sunspots-8x2-seed-0.txt"]
     for epochs in (1, 2):
         lines = (tmp_path / f"sunspots-8x{epochs}-seed-0.txt").read_text().splitlines()
-        assert suite.scales(lines[0])["sunspots"][:2] == (8, epochs) and len(lines) == 3
+        assert suite.scales(lines[0])["sunspots"][:2] == (8, epochs) and len(lines) == 3 + 3  # + 3 baselines
     capsys.readouterr()
     suite.main(["--summarize", str(tmp_path)])
     out = capsys.readouterr().out
@@ -269,4 +278,32 @@ def test_a_seed_repeats_to_the_last_digit(capsys):
         lines.append(
             [line.rsplit(None, 1)[0] for line in capsys.readouterr().out.splitlines() if suite.parse_line(line)]
         )
-    assert len(lines[0]) == 3 and lines[0] == lines[1]
+    assert len(lines[0]) == 3 + 3 and lines[0] == lines[1]  # grid, two strategies, three baselines
+
+
+def test_baseline_rows_are_the_results_baselines_on_the_trials_split(capsys):
+    """A task's baseline:NAME rows are ``fit_baselines`` on the very data the trials train on."""
+    from rnntune.models.baselines import fit_baselines
+    from rnntune.models.data import load_dataset
+
+    suite = load_suite()
+    suite.main(["--tasks", "sunspots", "--seeds", "1", "--axis-values", "1", "--epochs", "1", "--strategies", "random"])
+    rows = {p[2]: p[3] for p in map(suite.parse_line, capsys.readouterr().out.splitlines()) if p}
+    data = load_dataset("sunspots", window=24)
+    by_hand = fit_baselines(data, period=data.meta["period"])
+    for name in ("persistence", "seasonal_naive", "ridge_ar"):
+        assert rows[f"baseline:{name}"]["test"] == pytest.approx(by_hand[name]["test"]["loss"], abs=5e-5)
+        assert rows[f"baseline:{name}"]["best_val"] == pytest.approx(by_hand[name]["val"]["loss"], abs=5e-5)
+
+
+def test_the_ragged_task_is_scikit_learns_digits_by_columns_with_lengths(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    suite = load_suite()
+    with np.load(suite.ragged_digits(tmp_path / "digits.npz"), allow_pickle=False) as f:
+        x, y, lengths = f["X"], f["y"], f["lengths"]
+    images = load_digits().images
+    assert x.shape == (1797, 8, 8) and lengths.min() >= 2 and lengths.max() == 8 and len(set(lengths)) > 3
+    assert np.all(x[np.arange(8)[None, :] >= lengths[:, None]] == 0)
+    assert np.array_equal(x.sum(axis=(1, 2)), images.sum(axis=(1, 2))) and np.array_equal(y, load_digits().target)

@@ -38,7 +38,8 @@ class SequenceData:
     # int64 (N,) the true lengths (>= 1); each split is padded to its own longest row. ``text``
     # is what a model file needs to predict from raw strings (tokenizer settings, vocabulary,
     # label names, max_length); ``embeddings`` an optional (vocab_size, D) float32 matrix that
-    # fit() loads into the model's embedding. None for every numeric data set.
+    # fit() loads into the model's embedding. A numeric data set of variable-length sequences
+    # (an .npz with ``lengths``) has lengths_* too, x_* padded to one T (with zeros), and no text.
     lengths_train: np.ndarray | None = field(default=None, repr=False)
     lengths_val: np.ndarray | None = field(default=None, repr=False)
     lengths_test: np.ndarray | None = field(default=None, repr=False)
@@ -48,7 +49,7 @@ class SequenceData:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DataError(f"{self.name}: task must be one of {TASKS}, but got {self.task=}.")
-        if self.lengths_train is not None:
+        if self.text is not None:
             self._check_text()
             return
         y_dtype = np.int64 if self.task == "classification" else np.float32
@@ -78,6 +79,23 @@ class SequenceData:
                 y = getattr(self, f"y_{split}")
                 if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
                     raise DataError(f"{self.name}: y_{split} has labels outside [0, {self.n_classes}).")
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Variable-length numeric sequences: lengths_* (N,) int64 in [1, T] for every split, or none."""
+        given = [getattr(self, f"lengths_{split}") is not None for split in ("train", "val", "test")]
+        if not any(given):
+            return
+        if not all(given):
+            raise DataError(f"{self.name}: lengths must be given for every split or none.")
+        for split in ("train", "val", "test"):
+            lengths = np.ascontiguousarray(getattr(self, f"lengths_{split}"), dtype=np.int64)
+            x = getattr(self, f"x_{split}")
+            if lengths.shape != (len(x),):
+                raise DataError(f"{self.name}: lengths_{split} must be ({len(x)},), but got {lengths.shape}.")
+            if len(x) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
+                raise DataError(f"{self.name}: lengths_{split} must be in [1, {x.shape[1]}].")
+            setattr(self, f"lengths_{split}", lengths)
 
     def _check_text(self) -> None:
         if self.task != "classification" or self.text is None:
@@ -110,7 +128,7 @@ class SequenceData:
 
     @property
     def input_size(self) -> int:
-        if self.lengths_train is not None:
+        if self.text is not None:
             return 1  # one token id per step; the model's embedding makes the features
         return int(self.x_train.shape[2])
 

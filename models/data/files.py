@@ -131,6 +131,10 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
         raise DataError(f"npz: X must be numeric, but has dtype {x.dtype}.")
     if not np.all(np.isfinite(x)):
         raise DataError(f"npz: X has {int((~np.isfinite(x)).sum())} NaN/inf values.")
+    lengths = arrays.get("lengths")
+    if lengths is not None:  # check_npz checked its dtype, shape and range
+        lengths = lengths.astype(np.int64)
+        x = np.where(np.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 0)  # padding: 0
 
     if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
         if y.ndim != 1:
@@ -156,8 +160,9 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
     scaler = None
     x = x.astype(np.float64)
     if p["scale"]:
-        x_mean, x_std = _fit_scaler(x[splits["train"]])
-        x = (x - x_mean) / x_std
+        real = _real_steps(lengths, len(x), x.shape[1])  # (N, T)
+        x_mean, x_std = _fit_scaler(x[splits["train"]][real[splits["train"]]])  # (M, F): real steps only
+        x = np.where(real[:, :, None], (x - x_mean) / x_std, 0)
         scaler = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist()}
         if task == "regression":
             y_mean, y_std = _fit_scaler(y[splits["train"]])
@@ -166,5 +171,14 @@ def _load_npz(params: Params, request: _Request) -> SequenceData:
     return _from_indices(
         request, x, y, splits, task=task, n_classes=n_classes, scaler=scaler,
         meta={"kind": task, "split": split_kind, "source": os.path.basename(path),
-              "scaled": bool(p["scale"]), **_kfold_meta(request, y if task == "classification" else None)},
+              "scaled": bool(p["scale"]), **_kfold_meta(request, y if task == "classification" else None),
+              **({"lengths": [int(lengths.min()), int(lengths.max())]} if lengths is not None else {})},
+        lengths=lengths,
     )  # fmt: skip
+
+
+def _real_steps(lengths: np.ndarray | None, n: int, steps: int) -> np.ndarray:
+    """(N, T) bool: which steps of each sequence are real (not padding); all, without lengths."""
+    if lengths is None:
+        return np.ones((n, steps), bool)
+    return np.arange(steps)[None, :] < lengths[:, None]

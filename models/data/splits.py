@@ -333,7 +333,14 @@ def _from_indices(
     n_classes: int | None = None,
     scaler: Scaler | None = None,
     meta: dict[str, Any],
+    lengths: np.ndarray | None = None,
 ) -> SequenceData:
+    """The split's arrays; ``lengths`` (N,): variable-length sequences' real steps."""
+    if lengths is not None:
+        return SequenceData(
+            name=request.name, task=task, n_classes=n_classes, scaler=scaler, meta=meta,
+            **{f"{a}_{split}": v[splits[split]] for split in splits for a, v in (("x", x), ("y", y), ("lengths", lengths))},
+        )  # fmt: skip
     return SequenceData(
         name=request.name,
         task=task,

@@ -135,14 +135,16 @@ class _Hp(BaseModel):
 
 def _config_defaults(table: dict[str, _Hp]) -> dict[str, _Hp]:
     """A model or training hyperparameter is the ``ModelConfig`` / ``TrainConfig`` field of its
-    name, and its default is that field's: read from the dataclasses, so it is written once."""
+    name, and its default is that field's (read from the dataclasses, so it is written once),
+    unless the table gives the spec's own (``highway``: on for forecasting data)."""
     fields = {f.name: f for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
     out = {}
     for name, hp in table.items():
         if hp.group != "data":
             if name not in fields or fields[name].default is dataclasses.MISSING:
                 raise TypeError(f"hyperparameter {name!r} is not a ModelConfig / TrainConfig field with a default")
-            hp = hp.model_copy(update={"default": fields[name].default})
+            if "default" not in hp.model_fields_set:  # set here only where the spec's default differs
+                hp = hp.model_copy(update={"default": fields[name].default})
         out[name] = hp
     return out
 
@@ -154,6 +156,10 @@ HYPERPARAMETERS: dict[str, _Hp] = _config_defaults(
         "num_layers": _Hp(kind="int", group="model", low=1, high=16),
         "bidirectional": _Hp(kind="bool", group="model"),
         "dropout": _Hp(kind="float", group="model", low=0.0, high=1.0, high_open=True),
+        # forecasting only: LSTNet's linear skip over the target's last highway_window steps
+        # on by default (the model library's ModelConfig keeps it off): benchmarks/highway.py
+        "highway": _Hp(kind="bool", group="model", default=True),
+        "highway_window": _Hp(kind="int", group="model", low=1, high=100000),
         "optimizer": _Hp(kind="str", group="training", choices=OPTIMIZERS),
         "lr": _Hp(kind="float", group="training", low=1e-8, high=10.0),
         "momentum": _Hp(kind="float", group="training", low=0.0, high=1.0, high_open=True),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rnntune.spec")
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+HIGHWAYLESS = ("adding", "digits", "npz", "text")  # not forecasting: build_configs adds no highway
 
 
 def _upper(spec: StudySpec, name: str) -> Any:
@@ -101,6 +102,8 @@ def model_params_upper(
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
     outputs = n_outputs or _n_outputs(spec, limits)
+    if _upper(spec, "highway") and spec.data.name not in HIGHWAYLESS:  # highway_window weights per output
+        n += int(_upper(spec, "highway_window")) * outputs + outputs
     return n + width * outputs + outputs  # + the head
 
 

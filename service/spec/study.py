@@ -266,6 +266,7 @@ class StudySpec(BaseModel):
             if self.data.name in ("digits", "text") and name == "val_mae":
                 raise ValueError(f"{where}: val_mae needs a regression data set, but data.name={self.data.name!r}")
         _check_text(self)
+        _check_highway(self)
         for name in self.search_space:
             if name not in HYPERPARAMETERS:
                 continue  # a model plugin's own parameter
@@ -399,6 +400,24 @@ def _check_text(spec: StudySpec) -> None:
         raise ValueError(
             f"data.params.{missing}: embeddings and embeddings_vocab go together (a matrix and its tokens)"
         )
+
+
+def _check_highway(spec: StudySpec) -> None:
+    """``highway`` / ``highway_window`` read a forecaster's target column: forecasting data only."""
+    if spec.data.name in FOLD_DATASETS or spec.data.name == PLUGIN_DATASET:
+        return
+    searched = spec.search_space.get("highway")
+    can_be_on = isinstance(searched, CategoricalParam) and True in searched.choices
+    for name, used in (
+        ("highway", spec.model.get("highway") is True or can_be_on),
+        ("highway_window", "highway_window" in spec.model or "highway_window" in spec.search_space),
+    ):
+        if used:
+            where = f"search_space.{name}" if name in spec.search_space else f"model.{name}"
+            raise ValueError(
+                f"{where}: the highway applies to forecasting data ({', '.join(FOLD_DATASETS)}), "
+                f"but got data.name={spec.data.name!r}"
+            )
 
 
 def grid_size(spec: StudySpec) -> int:

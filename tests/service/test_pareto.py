@@ -156,7 +156,8 @@ def test_objective_returns_each_objective_and_records_curve():
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
     val_loss, n_params, latency_ms, val_mae = trial.values
     hidden = trial.params["hidden_size"]
-    assert n_params == 3 * (hidden * 1 + hidden * hidden + 2 * hidden) + hidden + 1  # a GRU layer + linear head
+    highway = min(24, SINE["window"]) + 1  # the default highway: its window's weights + a bias
+    assert n_params == 3 * (hidden * 1 + hidden * hidden + 2 * hidden) + hidden + 1 + highway  # GRU + head + highway
     assert 0 < latency_ms < 1000
     curve = pareto.first_objective_trial(trial).intermediate_values
     assert sorted(curve) == [1, 2, 3] and min(curve.values()) == pytest.approx(val_loss)
