@@ -758,6 +758,9 @@ def resume(name: Annotated[str, typer.Argument(help="the study")], api_url: ApiO
     _control("resume", name, api_url)
 
 
+from rnntune.service import cli_studies  # noqa: E402, F401  (registers extend, delete, models)
+
+
 def main() -> None:
     app()
 

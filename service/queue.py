@@ -82,7 +82,14 @@ _TRIALS = optuna_compat.trials_t
 _TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
 _CLAIMABLE = (
     select(
-        _S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel, _S.c.requires, _TRIALS_OPEN.label("trials_open")
+        _S.c.id,
+        _S.c.name,
+        _S.c.state,
+        _S.c.labels,
+        _S.c.max_parallel,
+        _S.c.requires,
+        _S.c.created_at,
+        _TRIALS_OPEN.label("trials_open"),
     )
     .where(
         _S.c.state.in_(ACTIVE),
@@ -227,6 +234,13 @@ class Claim:
     params: dict[str, Any] | None = None
     retry_of: int | None = None
     deaths: int = 0
+    created_at: Any = None  # the study row's: with its id, what tells a deleted study from a new one
+
+    @property
+    def study_key(self) -> tuple[int, Any]:
+        """The study's identity for a worker's caches: SQLite gives a new study the id of a
+        deleted one that was the newest (and Optuna's study id too), never its creation time."""
+        return (self.study_id, self.created_at)
 
     def back(self, outcome: TrialOutcome) -> dict[str, Any]:
         """The parameter columns of this ticket going back to the queue after ``outcome``: an
@@ -255,9 +269,12 @@ class Settled:
 # --- studies ---------------------------------------------------------------------------------
 
 
-def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str) -> StudyRow:
+def add_study(
+    session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str, warm: list[dict[str, Any]] = ()
+) -> StudyRow:
     """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget,
-    the first ones with the parameters of ``initial_trials`` (caller commits)."""
+    the first ones with the parameters of ``initial_trials``, then ``warm`` (a warm start's:
+    service/warm_start.py) (caller commits)."""
     budget = spec.budget
     row = StudyRow(
         name=spec.name,
@@ -275,11 +292,17 @@ def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_h
     session.add(row)
     session.flush()
     # run first, as given: the first tickets carry them, each distinct entry once
-    initial = list({json.dumps(p, sort_keys=True, default=str): p for p in spec.initial_trials}.values())
+    first = [*spec.initial_trials, *warm]
+    initial = list({json.dumps(p, sort_keys=True, default=str): p for p in first}.values())
     session.add_all(
         TicketRow(study_id=row.id, seq=i, params=initial[i] if i < len(initial) else None) for i in range(row.n_trials)
     )
     return row
+
+
+def study_keys(study_ids: list[int]):
+    """(id, created_at) of these studies that exist: :attr:`Claim.study_key` of each."""
+    return select(StudyRow.id, StudyRow.created_at).where(StudyRow.id.in_(study_ids))
 
 
 def finish_study(session: Session, study_id: int, state: StudyState, reason: str | None = None) -> None:
@@ -313,7 +336,12 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)
     if study.state not in ACTIVE:
         return True
-    kinds = set(session.scalars(select(TicketRow.kind).where(TicketRow.study_id == study_id).distinct()))
+    # this round's helper tickets only: an extended study made its earlier rounds' result already
+    kinds = set(
+        session.scalars(
+            select(TicketRow.kind).where(TicketRow.study_id == study_id, TicketRow.round == study.round).distinct()
+        )
+    )
     spec = try_stored_spec(study)
     if spec is None:  # it no longer parses: nothing more can run, and it says why
         finish_study(session, study_id, StudyState.FAILED, broken_reason(study))
@@ -323,7 +351,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
         if REEVAL not in kinds and not spec.selection.is_default and _add_reevals(session, study, spec):
             return True
         last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id))
-        session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE))
+        session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE, round=study.round))
         session.flush()
         return True
     session.execute(update(StudyRow).where(StudyRow.id == study_id).values(state=StudyState.DONE, finished_at=db_now()))
@@ -340,10 +368,12 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
     candidates = results.top_trials(session, study.optuna_study_id, spec.direction, sel.top_k)
     own = (0, sel.folds - 1)
     runs = [(s, f) for s in range(sel.seeds) for f in range(sel.folds) if (s, f) != own]
+    last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study.id))
     for rank, trial in enumerate(candidates):
         session.add(
             EvaluationRow(
                 study_id=study.id,
+                round=study.round,
                 trial_id=trial["trial_id"],
                 trial_number=trial["number"],
                 rank=rank,
@@ -357,13 +387,14 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
         )
     tickets = []
     for i, ((seed_index, fold), (rank, trial)) in enumerate((r, c) for r in runs for c in enumerate(candidates)):
-        ticket = TicketRow(study_id=study.id, seq=study.n_trials + i, kind=REEVAL)
+        ticket = TicketRow(study_id=study.id, seq=last + 1 + i, kind=REEVAL, round=study.round)
         tickets.append((ticket, rank, trial, seed_index, fold))
     session.add_all(t[0] for t in tickets)
     session.flush()
     session.add_all(
         EvaluationRow(
             study_id=study.id,
+            round=study.round,
             ticket_id=ticket.id,
             trial_id=trial["trial_id"],
             trial_number=trial["number"],
@@ -418,8 +449,8 @@ def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> 
 
 def _claimable_studies(
     session: Session, labels: set[str], can_run: Callable[[dict], bool] | None = None
-) -> list[tuple[int, str, str, bool]]:
-    """(id, name, state, trials_open) of the active studies with a queued ticket that this
+) -> list[tuple[int, str, str, bool, Any]]:
+    """(id, name, state, trials_open, created_at) of the active studies with a queued ticket that this
     worker may run now (its labels, the study's ``max_parallel``, its deadline), in claim order:
     priority, then age. ``trials_open`` False: past its deadline, only its finalize ticket."""
     # ``can_run(requires)``: whether this worker has the plugins / command directory a study needs
@@ -442,7 +473,7 @@ def _claimable_studies(
             ).all()
         )
     return [
-        (row.id, row.name, row.state, bool(row.trials_open))
+        (row.id, row.name, row.state, bool(row.trials_open), row.created_at)
         for row in studies
         if row.max_parallel is None or running.get(row.id, 0) < row.max_parallel
     ]
@@ -463,18 +494,18 @@ def claim(
 
     ``housekeeping`` first settles expired leases and ends timed-out studies; a busy worker
     does it every few seconds rather than on every claim (leases last a minute or more).
-    The claim's spec is left out (None) for the study ids in ``known_specs``: a study's spec
-    never changes, and a worker keeps the ones it has."""
+    The claim's spec is left out (None) for the studies whose :attr:`Claim.study_key` is in
+    ``known_specs``: a study's spec never changes, and a worker keeps the ones it has."""
     if housekeeping:
         requeue_expired(session, max_retries=max_retries)
         _expire_timeouts(session)
     conn = session.connection()
-    for study_id, name, state, trials_open in _claimable_studies(session, labels, can_run):
+    for study_id, name, state, trials_open, created_at in _claimable_studies(session, labels, can_run):
         lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
         row = conn.execute(_LEASE, lease).first()
         if row is None:
             continue
-        spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
+        spec = None if (study_id, created_at) in known_specs else conn.scalar(_SPEC, {"study": study_id})
         broken = None if spec is None else stored_spec_problem(spec)
         if broken is not None:  # never handed to a worker: the study fails, saying why
             _fail_broken(session, study_id, row.id, broken)
@@ -496,6 +527,7 @@ def claim(
             row.params or None,
             row.retry_of,
             row.deaths or 0,
+            created_at,
         )
     session.commit()
     return None
@@ -626,10 +658,15 @@ def finalizing(session: Session, study_ids: list[int]) -> set[int]:
     (a reeval or finalize ticket exists and is not done): the API shows them as ``finalizing``."""
     if not study_ids:
         return set()
-    q = select(TicketRow.study_id).where(
-        TicketRow.study_id.in_(study_ids),
-        TicketRow.kind.in_((REEVAL, FINALIZE)),
-        TicketRow.state != TicketState.DONE,
+    q = (
+        select(TicketRow.study_id)
+        .join(StudyRow, StudyRow.id == TicketRow.study_id)
+        .where(
+            TicketRow.study_id.in_(study_ids),
+            TicketRow.round == StudyRow.round,  # an extended study's earlier results are made
+            TicketRow.kind.in_((REEVAL, FINALIZE)),
+            TicketRow.state != TicketState.DONE,
+        )
     )
     return set(session.scalars(q))
 

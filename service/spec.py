@@ -408,6 +408,26 @@ class SelectionSpec(BaseModel):
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # names are matched with fullmatch: no trailing "\n"
 
 
+class WarmStartSpec(BaseModel):
+    """Start from earlier studies (``service/warm_start.py``): each one's ``top_k`` best complete
+    trials that fit this search space run first (counted in ``n_trials``); where the spaces and
+    objectives match, their trials are the sampler's history too."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_by_name=True, serialize_by_alias=True)
+    from_: list[str] = Field(alias="from", min_length=1, description="the studies to start from, by name")
+    top_k: int = Field(default=5, ge=1, le=INT32_MAX, description="best complete trials taken from each")
+
+    @field_validator("from_")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+                raise ValueError(f"from[{i}]: a study name ({NAME_RE.pattern}), but got {name!r}")
+            if name in names[:i]:
+                raise ValueError(f"from[{i}]: {name!r} is named twice")
+        return names
+
+
 def _hp_schema(hp: _Hp) -> dict[str, Any]:
     """One hyperparameter's domain as JSON Schema (what the validators above enforce), and the
     value a study trains with when the spec neither fixes nor searches it."""
@@ -481,6 +501,9 @@ class StudySpec(BaseModel):
     selection: SelectionSpec = Field(
         default_factory=SelectionSpec,
         description="re-evaluate the top_k trials with more seeds (and folds) and keep the best mean",
+    )
+    warm_start: WarmStartSpec | None = Field(
+        default=None, description="run the best trials of earlier studies first, and learn from their history"
     )
     seed: int = Field(default=0, ge=0, le=SEED_MAX, description="training seed: same params + seed, same curve")
     labels: list[str] = Field(default_factory=list, description="only workers with all these labels run it")
@@ -687,10 +710,32 @@ class StudySpec(BaseModel):
             raise ValueError(
                 f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}"
             )
+        self._warm_start(limits)
         if limits is not None:
             check_limits(self, limits)  # before anything is built from the spec
         _check_options(self)
         return self
+
+    def _warm_start(self, limits: Limits | None) -> None:
+        """What can be checked of ``warm_start`` without the database (service/warm_start.py
+        checks the studies it names at submission)."""
+        warm = self.warm_start
+        if warm is None:
+            return
+        if self.sampler.name == "grid":
+            raise ValueError("warm_start: a grid search runs each point of its grid once; leave warm_start out")
+        if self.name in warm.from_:
+            raise ValueError(f"warm_start.from[{warm.from_.index(self.name)}]: a study cannot start from itself")
+        if limits is not None and len(warm.from_) > limits.max_warm_start_studies:
+            raise ValueError(
+                f"warm_start.from: {len(warm.from_)} studies, over this server's limit "
+                f"RNNTUNE_MAX_WARM_START_STUDIES={limits.max_warm_start_studies}"
+            )
+        if limits is not None and warm.top_k > limits.max_warm_start_trials:
+            raise ValueError(
+                f"warm_start.top_k: {warm.top_k}, over this server's limit "
+                f"RNNTUNE_MAX_WARM_START_TRIALS={limits.max_warm_start_trials}"
+            )
 
     # --- helpers used by the API and the worker -----------------------------------------
     def objective_names(self) -> list[str]:
@@ -727,6 +772,8 @@ class StudySpec(BaseModel):
             data.pop("objectives", None)
         if self.selection.is_default:  # and one that keeps the single best as it did before `selection`
             data.pop("selection", None)
+        if data.get("warm_start") is None:  # and one without a warm start as it did before `warm_start`
+            data.pop("warm_start", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -1074,6 +1121,8 @@ class Limits:
     max_vocab: int = 100_000
     max_text_length: int = 512
     max_initial_trials: int = 1000
+    max_warm_start_studies: int = 10
+    max_warm_start_trials: int = 100
 
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
