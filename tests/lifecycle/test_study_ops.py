@@ -69,19 +69,11 @@ def workers(env: Env, tmp_path, n: int = 2, **settings) -> list[Running]:
 
 def tiny(name: str, n_trials: int, **extra) -> dict:
     """A sine study of two searched parameters whose trials last a fraction of a second."""
-    return spec(
-        name,
-        n_trials=n_trials,
-        max_epochs=1,
-        n_series=8,
-        hidden=2,
-        search_space={
-            "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-            "num_layers": {"type": "int", "low": 1, "high": 2},
-        },
-        model={"cell": "gru"},
-        **extra,
-    )
+    space = {
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+        "num_layers": {"type": "int", "low": 1, "high": 2},
+    }
+    return spec(name, n_trials=n_trials, max_epochs=1, n_series=8, hidden=2, **{"search_space": space, **extra})
 
 
 def versions(client, name: str) -> list[dict]:

@@ -89,6 +89,27 @@ def test_an_admin_changes_anything_and_bare_secrets_are_admins(client):
     assert r.status_code == 403 and "has no owner" in r.json()["detail"]
 
 
+def test_extend_and_delete_are_the_owners_and_a_warm_start_may_read_anyone(client):
+    assert client.post("/v1/studies", json=study("alices-ext"), headers=auth(ALICE)).status_code == 201
+    for method, path, kwargs in (
+        ("POST", "/v1/studies/alices-ext/extend", {"json": {"n_trials": 1}}),
+        ("DELETE", "/v1/studies/alices-ext", {}),
+    ):
+        r = client.request(method, path, headers=auth(BOB), **kwargs)
+        assert r.status_code == 403 and "'alice'" in r.json()["detail"], (path, r.text)
+        r = client.request(method, path, headers=auth(READER), **kwargs)
+        assert r.status_code == 403 and "'read'" in r.json()["detail"], (path, r.text)
+    assert client.get("/v1/studies/alices-ext/models", headers=auth(READER)).json()["items"] == []
+    r = client.post("/v1/studies/alices-ext/extend", json={"n_trials": 1}, headers=auth(ALICE))
+    assert r.status_code == 200 and r.json()["n_trials"] == 3
+    # reading is everyone's: bob may start his study from alice's (her trials' params he can list anyway)
+    warm = {**study("bobs-warm"), "warm_start": {"from": ["alices-ext"], "top_k": 1}}
+    assert client.post("/v1/studies", json=warm, headers=auth(BOB)).status_code == 201
+    assert client.delete("/v1/studies/bobs-warm", headers=auth(ADMIN)).status_code == 204
+    assert client.delete("/v1/studies/alices-ext", headers=auth(ALICE)).status_code == 204
+    assert client.get("/v1/studies/alices-ext", headers=auth(ALICE)).status_code == 404
+
+
 def test_data_sets_belong_to_their_uploader(client):
     r = upload(client, "alices-data", ALICE)
     assert r.status_code == 201 and r.json()["owner"] == "alice"
