@@ -766,4 +766,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m``: run the imported module's app, the one the commands of cli_studies are on
+    from rnntune.service.cli import main as imported_main
+
+    imported_main()

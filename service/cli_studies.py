@@ -1,5 +1,6 @@
 """``rnntune extend``, ``rnntune delete`` and ``rnntune models``: a study after its budget
-(client commands: HTTP to ``RNNTUNE_API_URL``; registered on :data:`rnntune.service.cli.app`)."""
+(client commands: HTTP to ``RNNTUNE_API_URL``; registered on :data:`rnntune.service.cli.app`, which imports
+this module at its end)."""
 
 from __future__ import annotations
 

@@ -88,6 +88,12 @@ def extendable(session: Session, study: StudyRow) -> None:
         raise Refused(
             f"study {study.name!r} failed ({study.reason}); only a study that failed by max_failed_trials can be extended"
         )
+    past_deadline = select(StudyRow.deadline_at <= queue.db_now()).where(StudyRow.id == study.id)
+    if study.state not in ENDED and study.deadline_at is not None and session.scalar(past_deadline):
+        raise Refused(
+            f"study {study.name!r} reached budget.timeout_s and is ending; extend it once it is done "
+            "(a new round has a fresh deadline)"
+        )
     held = held_tickets(session, study.id)
     if study.state in ENDED and held:
         raise Refused(f"study {study.name!r} ended, but workers still hold {held} of its tickets; try again shortly")

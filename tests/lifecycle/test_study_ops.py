@@ -178,8 +178,6 @@ def test_a_worse_model_keeps_the_old_one_current_and_a_retry_replaces_its_round(
 
 
 def test_extend_is_refused_while_finalizing_and_checks_its_limits(env, client):
-    from rnntune.service import queue
-
     name = env.create(tiny("ext-refused", 1))
     assert client.post("/v1/studies/nope/extend", json={"n_trials": 1}).status_code == 404
     r = client.post(f"/v1/studies/{name}/extend", json={"n_trials": 0})
@@ -189,11 +187,21 @@ def test_extend_is_refused_while_finalizing_and_checks_its_limits(env, client):
     # a queued study's budget grows in its round
     r = client.post(f"/v1/studies/{name}/extend", json={"n_trials": 1})
     assert r.status_code == 200 and r.json()["n_trials"] == 2
-    # spend both trial tickets by hand: the finalize ticket is queued, the study finalizing
+    spend(env, name, 2)  # the finalize ticket is queued: the study is finalizing
+    assert client.get(f"/v1/studies/{name}").json()["state"] == "finalizing"
+    r = client.post(f"/v1/studies/{name}/extend", json={"n_trials": 1})
+    assert r.status_code == 409 and "finalizing" in r.json()["detail"]
+
+
+def spend(env: Env, name: str, n: int) -> None:
+    """Run ``n`` trial tickets of ``name`` by hand, as a worker would (claim, start, tell, settle)."""
+    from rnntune.service import queue
+
     study = optuna.load_study(study_name=name, storage=env.storage)
-    for _ in range(2):
+    for _ in range(n):
         with env.sessions() as s:
             claim = queue.claim(s, "hand", labels=set(), lease_s=30)
+        assert claim is not None and claim.kind == "trial" and claim.study_name == name
         trial = study.ask()
         trial.suggest_float("lr", 1e-3, 1e-1, log=True)
         trial.suggest_int("num_layers", 1, 2)
@@ -202,9 +210,45 @@ def test_extend_is_refused_while_finalizing_and_checks_its_limits(env, client):
         study.tell(trial, 0.5)
         with env.sessions() as s:
             queue.settle(s, claim, "hand", queue.TrialOutcome(queue.Outcome.COMPLETE, trial._trial_id, trial.number))
-    assert client.get(f"/v1/studies/{name}").json()["state"] == "finalizing"
+
+
+def test_a_timed_out_study_extends_with_a_fresh_deadline_and_a_data_failure_does_not(env, client):
+    from rnntune.service import queue
+
+    name = env.create(tiny("ext-timeout", 2, budget={"timeout_s": 3600}))
+    spend(env, name, 1)
+    past = "started_at = started_at - interval '2 hours', deadline_at = deadline_at - interval '2 hours'"
+    with env.engine.begin() as c:
+        c.execute(sa.text(f"UPDATE rnntune_studies SET {past} WHERE name = :n"), {"n": name})
     r = client.post(f"/v1/studies/{name}/extend", json={"n_trials": 1})
-    assert r.status_code == 409 and "finalizing" in r.json()["detail"]
+    assert r.status_code == 409 and "timeout_s" in r.json()["detail"]  # running, past its deadline: ending
+    with env.sessions() as s:
+        queue.requeue_expired_now(s)
+        queue._expire_timeouts(s)  # what a claim's housekeeping does: the queued ticket is cancelled
+        s.commit()
+    with env.sessions() as s:  # the finalize ticket: the study ends done, its reason the timeout
+        claim = queue.claim(s, "hand", labels=set(), lease_s=30)
+        assert claim.kind == "finalize"
+        queue.settle_finalize(s, claim, "hand", error=None, final=True)
+    assert env.study_state(name) == ("done", "budget.timeout_s=3600 reached")
+    r = client.post(f"/v1/studies/{name}/extend", json={"n_trials": 2})
+    assert r.status_code == 200, r.text
+    row = env.study_row(name)
+    assert (row["state"], row["reason"], row["round"], row["n_trials"], row["n_failed"]) == ("running", None, 1, 3, 0)
+    with env.engine.connect() as c:
+        left = c.execute(
+            sa.text("SELECT deadline_at - timezone('utc', now()) FROM rnntune_studies WHERE name = :n"), {"n": name}
+        )
+        assert left.scalar().total_seconds() > 3500  # a fresh deadline from now
+    spend(env, name, 2)  # the new tickets are claimable again
+    assert client.get(f"/v1/studies/{name}").json()["state"] == "finalizing"
+
+    broken = env.create(tiny("ext-data-failed", 2))
+    with env.sessions() as s:
+        queue.finish_study(s, env.study_row(broken)["id"], queue.StudyState.FAILED, "data: cannot be loaded")
+        s.commit()
+    r = client.post(f"/v1/studies/{broken}/extend", json={"n_trials": 1})
+    assert r.status_code == 409 and "max_failed_trials" in r.json()["detail"]
 
 
 def test_delete_refuses_running_trials_force_removes_everything_and_the_name_is_free(env, client, tmp_path):

@@ -132,6 +132,9 @@ def test_all_tokens_equal_without_named_tokens_or_when_shared(pg_url, tmp_path):
             first, second = (ALICE, BOB) if access == "shared" else (PLAIN, ADMIN)
             assert c.post("/v1/studies", json=study(name), headers=auth(first)).status_code == 201
             assert c.post(f"/v1/studies/{name}/cancel", headers=auth(second)).status_code == 200
+            r = c.post(f"/v1/studies/{name}/extend", json={"n_trials": 1}, headers=auth(second))
+            assert r.status_code == 200, r.text
+            assert c.delete(f"/v1/studies/{name}", headers=auth(second)).status_code == 204
             if access == "shared":  # roles are ignored too
                 r = c.post("/v1/studies", json=study(f"{name}-r"), headers=auth(READER))
                 assert r.status_code == 201, r.text
@@ -172,6 +175,16 @@ def test_the_cli_shows_owners_and_refusals(pg_url, tmp_path):
         assert listed.returncode == 0 and "cli-owned:" in listed.stdout and "owner alice" in listed.stdout
         refused = cli("cancel", "cli-owned", token=BOB)
         assert refused.returncode == 1 and "403" in refused.stdout and "belongs to 'alice'" in refused.stdout
+        for command in (("extend", "cli-owned", "--trials", "2"), ("delete", "cli-owned", "--force")):
+            refused = cli(*command, token=BOB)
+            assert refused.returncode == 1 and "belongs to 'alice'" in refused.stdout, refused.stdout
+        extended = cli("extend", "cli-owned", "--trials", "2", token=ALICE)
+        assert extended.returncode == 0 and "0/4 finished" in extended.stdout, extended.stdout
+        listed = cli("models", "cli-owned", token=READER)
+        assert listed.returncode == 0 and "no model stored yet" in listed.stdout, listed.stdout
+        assert cli("delete", "cli-owned", token=ALICE).returncode == 0
+        gone = cli("delete", "cli-owned", token=ALICE)
+        assert gone.returncode == 1 and "no study named 'cli-owned'" in gone.stdout
 
 
 def test_only_an_admin_writes_through_the_dashboard(pg_url, tmp_path):

@@ -28,6 +28,7 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
     "/{name}/extend",
     responses={
         **CONTROL_RESPONSES,
+        400: {"model": Problem, "description": "the body is not JSON"},
         409: {"model": Problem, "description": "finalizing, failed for a reason other than its budget, or still held"},
         422: {"model": ValidationProblem, "description": "n_trials out of range or over the server's limit"},
     },
