@@ -759,9 +759,15 @@ def resume(name: Annotated[str, typer.Argument(help="the study")], api_url: ApiO
     _control("resume", name, api_url)
 
 
+from rnntune.service import cli_studies  # noqa: E402, F401  (registers extend, delete, models)
+
+
 def main() -> None:
     app()
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m``: run the imported module's app, the one the commands of cli_studies are on
+    from rnntune.service.cli import main as imported_main
+
+    imported_main()

@@ -136,6 +136,25 @@ class Settings(BaseSettings):
     max_initial_trials: int = Field(
         default=Limits.max_initial_trials, ge=1, description="most initial_trials entries a spec may give"
     )
+    # Study lifecycle (service/study_ops.py, service/warm_start.py; docs/studies.md).
+    max_warm_start_studies: int = Field(
+        default=Limits.max_warm_start_studies, ge=1, description="most studies a spec's warm_start.from may name"
+    )
+    max_warm_start_trials: int = Field(
+        default=Limits.max_warm_start_trials,
+        ge=1,
+        description="largest warm_start.top_k (trials taken from each study)",
+    )
+    max_warm_start_history: int = Field(
+        default=1000,
+        ge=0,
+        description="most earlier trials given to a warm-started study's sampler as its history (per source study)",
+    )
+    delete_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="DELETE /v1/studies/{name}?force=true: how long to wait for workers to stop its trials",
+    )
     # A study's result (service/finalize.py, docs/baselines.md).
     small_val_split: int = Field(
         default=100,
@@ -252,6 +271,8 @@ class Settings(BaseSettings):
             max_vocab=self.max_vocab,
             max_text_length=self.max_text_length,
             max_initial_trials=self.max_initial_trials,
+            max_warm_start_studies=self.max_warm_start_studies,
+            max_warm_start_trials=self.max_warm_start_trials,
         )
 
     @property

@@ -59,6 +59,11 @@ class DataCache:
         self.file_limits = file_limits
         self._items: OrderedDict[str, SequenceData] = OrderedDict()
 
+    def forget(self, study_name: str) -> None:
+        """Drop the data sets loaded for a study (deleted: a new one may take its name)."""
+        for key in [k for k in self._items if k.startswith(f"{study_name}|")]:
+            del self._items[key]
+
     def get(
         self,
         spec: StudySpec,

@@ -99,7 +99,15 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
     ones, then the earliest), which is always on the Pareto front."""
     if not spec.multi_objective:
         if sessions is None:
-            return TrialRecord.of(study.best_trial)  # ValueError when no trial is complete
+            own = [
+                t
+                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if results.WARM_ATTR not in t.user_attrs and t.value is not None and math.isfinite(t.value)
+            ]
+            if not own:
+                raise ValueError("no trial is complete")
+            one = -1.0 if spec.direction == "maximize" else 1.0
+            return TrialRecord.of(min(own, key=lambda t: (one * t.values[0], t.number)))
         with sessions() as session:
             found = results.top_trials(session, optuna_compat.study_id(study), spec.directions()[0], 1)
         if not found:
@@ -109,7 +117,7 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.values is not None and all(math.isfinite(v) for v in t.values)
+        if t.values is not None and all(math.isfinite(v) for v in t.values) and results.WARM_ATTR not in t.user_attrs
     ]
     if not complete:
         raise ValueError("no trial is complete")
@@ -154,8 +162,12 @@ def finalize_study(
         size=len(built.content),
         content=built.content,
     )
+    row.metric = _version_metric(best, chosen)
     with sessions() as session:
-        store(session, row)
+        current = store(session, row, spec.directions()[0])
+    if not current:  # an extension that found nothing better: the earlier version stays what users get
+        log.info("study %s: model of trial %d stored as a previous version (not better)", spec.name, best.number)
+        return
     study.set_user_attr(TEST_ATTR, _json_safe(built.test))
     study.set_user_attr(
         BASELINES_ATTR,
@@ -169,6 +181,16 @@ def finalize_study(
     log.info(
         "study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, built.metrics["val"], built.test
     )
+
+
+def _version_metric(best: TrialRecord, chosen: dict[str, Any] | None) -> float | None:
+    """What a model version is compared on (``model_store``): the selection winner's mean over its
+    runs, or the trial's own value (several objectives: the first's)."""
+    if chosen is not None and chosen["winner"] == best.number:
+        mean = next((c["mean"] for c in chosen["candidates"] if c["trial"] == best.number), None)
+        if mean is not None:
+            return float(mean)
+    return best.value if best.value is not None and math.isfinite(best.value) else None
 
 
 def _winner(study: optuna.Study, chosen: dict[str, Any] | None, best: TrialRecord) -> TrialRecord:

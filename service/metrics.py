@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
-from rnntune.service.results import TRIAL_STATES, _state
+from rnntune.service.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
 
@@ -87,7 +87,9 @@ class RnntuneCollector(Collector):
         # Trials per study and state: one grouped query.
         counts = {(study.optuna_study_id, s): 0 for study in studies for s in TRIAL_STATES}
         for sid, state, n in session.execute(
-            select(trials_t.c.study_id, trials_t.c.state, func.count()).group_by(trials_t.c.study_id, trials_t.c.state)
+            select(trials_t.c.study_id, trials_t.c.state, func.count())
+            .where(NOT_WARM)
+            .group_by(trials_t.c.study_id, trials_t.c.state)
         ):
             counts[(sid, _state(state))] = n
         trials = GaugeMetricFamily("rnntune_trials", "trials by study and Optuna state", labels=["study", "state"])

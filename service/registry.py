@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service import optuna_compat, queue, results
+from rnntune.service import optuna_compat, queue, results, warm_start
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, StudyState
 
@@ -60,10 +60,16 @@ def _same_or_conflict(row: StudyRow, digest: str) -> StudyRow:
 
 
 def create_study(
-    session: Session, storage: optuna.storages.BaseStorage, spec: StudySpec, *, owner: str | None = None
+    session: Session,
+    storage: optuna.storages.BaseStorage,
+    spec: StudySpec,
+    *,
+    owner: str | None = None,
+    warm: warm_start.Plan | None = None,
 ) -> tuple[StudyRow, bool]:
     """Create the Optuna study, register it and queue its tickets (the first ones carry
-    ``initial_trials``' parameters); ``owner``: the creating token's name (``service.api.access``).
+    ``initial_trials``' parameters, then a warm start's, whose history goes to the Optuna study);
+    ``owner``: the creating token's name (``service.api.access``).
 
     Idempotent: the same spec under an existing name returns that study (``created`` False);
     another spec under that name raises :class:`StudyConflict`. Optuna's unique study name is
@@ -96,7 +102,15 @@ def create_study(
             optuna_compat.set_metric_names(
                 study, spec.objective_names()
             )  # the dashboard labels values by them, not "Objective 0"
-        row = queue.add_study(session, spec=spec, optuna_study_id=optuna_compat.study_id(study), spec_hash=digest)
+        if warm is not None:
+            warm_start.add_history(study, warm.history)
+        row = queue.add_study(
+            session,
+            spec=spec,
+            optuna_study_id=optuna_compat.study_id(study),
+            spec_hash=digest,
+            warm=warm.params if warm is not None else [],
+        )
         row.owner = owner
         session.commit()
     except IntegrityError:
@@ -121,7 +135,11 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     stored = study.user_attrs.get(SPEC_HASH_ATTR)
     if stored is not None and stored != digest:
         raise StudyConflict(f"a study named {spec.name!r} was being created with a different spec")
-    ran = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+    ran = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state != optuna.trial.TrialState.WAITING and warm_start.WARM_ATTR not in t.user_attrs
+    ]
     if ran or study.direction.name.lower() != spec.direction:
         raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune")
     return study

@@ -36,6 +36,12 @@ def _has_attr(keys: tuple[str, ...]):
     )
 
 
+# A trial given to a warm-started study's sampler from an earlier study (service/warm_start.py):
+# history, not one of this study's trials. Nothing rnntune counts or ranks includes it.
+WARM_ATTR = "warm_start_from"
+NOT_WARM = ~_has_attr((WARM_ATTR,))
+
+
 def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
     """{optuna study id: {state: count}} for every Optuna state, zeros included, and
     ``INTERRUPTED``: the FAIL trials that were interrupted, not failed (counted in ``FAIL`` too).
@@ -45,7 +51,7 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
         return counts
     rows = session.execute(
         select(trials_t.c.study_id, trials_t.c.state, func.count())
-        .where(trials_t.c.study_id.in_(study_ids))
+        .where(trials_t.c.study_id.in_(study_ids), NOT_WARM)
         .group_by(trials_t.c.study_id, trials_t.c.state)
     )
     for sid, state, n in rows:
@@ -69,7 +75,7 @@ def n_complete(session: Session, study_id: int) -> int:
     return session.scalar(
         select(func.count())
         .select_from(trials_t)
-        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
+        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE", NOT_WARM)
     )
 
 
@@ -85,6 +91,7 @@ def best_values(session: Session, directions: dict[int, str]) -> dict[int, float
             trials_t.c.state == "COMPLETE",
             values_t.c.objective == 0,
             values_t.c.value_type == FINITE,
+            NOT_WARM,
         )
         .group_by(trials_t.c.study_id)
     )
@@ -194,6 +201,7 @@ def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[
         trials_t.c.study_id == study_id,
         trials_t.c.state == "COMPLETE",
         values_t.c.value_type == FINITE,
+        NOT_WARM,
     )
     first = _trials(session, where, order=[order_value, trials_t.c.number], limit=k)
     if not first:
@@ -240,7 +248,7 @@ def complete_values(session: Session, study_id: int) -> list[tuple[int, list[flo
     rows = session.execute(
         select(trials_t.c.number, values_t.c.objective, values_t.c.value)
         .join(values_t, values_t.c.trial_id == trials_t.c.trial_id)
-        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE")
+        .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE", NOT_WARM)
         .order_by(trials_t.c.number, values_t.c.objective)
     )
     out: dict[int, list[float | None]] = {}

@@ -32,7 +32,7 @@ from rnntune.service import results
 from rnntune.service.outcome import Interrupted
 from rnntune.service.recipe import Recipe, TrialRecord, metric_value
 from rnntune.service.spec import StudySpec
-from rnntune.service.tables import EvaluationRow
+from rnntune.service.tables import EvaluationRow, StudyRow
 
 if TYPE_CHECKING:  # worker side only
     from rnntune.service.data_cache import DataCache
@@ -84,7 +84,7 @@ def summary(session: Session, study_id: int, optuna_study_id: int, spec: StudySp
     rows = list(
         session.scalars(
             select(EvaluationRow)
-            .where(EvaluationRow.study_id == study_id)
+            .where(EvaluationRow.study_id == study_id, EvaluationRow.round == _round(session, study_id))
             .order_by(EvaluationRow.rank, EvaluationRow.seed_index, EvaluationRow.fold)
         )
     )
@@ -112,6 +112,11 @@ def summary(session: Session, study_id: int, optuna_study_id: int, spec: StudySp
     }
 
 
+def _round(session: Session, study_id: int):
+    """The study's current round, as a subquery: an extended study's selection is its last round's."""
+    return select(StudyRow.round).where(StudyRow.id == study_id).scalar_subquery()
+
+
 def pick_winner(candidates: list[dict[str, Any]], direction: str) -> int | None:
     """The trial number of the candidate with the best mean (ties: the better search rank)."""
     sign = 1.0 if direction == "minimize" else -1.0
@@ -132,7 +137,7 @@ def progress(session: Session, study_id: int, spec: StudySpec) -> dict[str, int]
             func.count(),
             func.count(EvaluationRow.ticket_id),
             func.count(EvaluationRow.ticket_id).filter(EvaluationRow.state != "pending"),
-        ).where(EvaluationRow.study_id == study_id)
+        ).where(EvaluationRow.study_id == study_id, EvaluationRow.round == _round(session, study_id))
     ).one()
     if not n_rows:
         return {"done": 0, "total": sel.top_k * (sel.seeds * sel.folds - 1)}

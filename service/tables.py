@@ -4,7 +4,8 @@
 - ``rnntune_tickets``: one row per trial slot of a study's budget; a worker leases one at a time.
 - ``rnntune_workers``: one row per worker process, with its heartbeat, current ticket and trial.
 - ``rnntune_datasets``: uploaded data files (bytes, sha256, what validation found in them).
-- ``rnntune_models``: a finished study's best model: the model file's bytes, its config and metrics.
+- ``rnntune_models``: a finished study's models, one version per round (its budget, then each
+  extension): the model file's bytes, config and metrics; the ``current`` one is the best.
 - ``rnntune_evaluations``: re-evaluation runs of a study's best trials (``selection``), one per
   ``reeval`` ticket, plus each candidate's search trial as its own first value.
 """
@@ -14,7 +15,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -77,6 +91,9 @@ class StudyRow(Base):
     max_failed: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
+    # 0 for the submitted budget, + 1 for each extension (service/study_ops.py): a round's trial,
+    # reeval and finalize tickets carry it, and each round stores at most one model version
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (routing.requirements)
     requires: Mapped[dict | None] = mapped_column(JSON, default=None)
     # the name of the token that created it (service/api/access.py); None: no name, or older than owners
@@ -95,6 +112,7 @@ class TicketRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)  # 0 .. n_trials-1: seeds the sampler
     kind: Mapped[str] = mapped_column(String(16), default="trial")  # trial / reeval / finalize
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the study's round it belongs to
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -166,11 +184,18 @@ class DatasetRow(Base):
 
 
 class ModelRow(Base):
-    """A study's result: the best configuration retrained, tested once, saved as one model file."""
+    """One version of a study's result: the best configuration of a round retrained, tested
+    once, saved as one model file. A study's first budget stores version 1; each extension's
+    finalize stores the next, and ``is_current`` moves to it only when its metric is better."""
 
     __tablename__ = "rnntune_models"
 
-    study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer, default=1)  # 1, 2, ...: in the order they were stored
+    round: Mapped[int] = mapped_column(Integer, default=0)  # the study's round that made it (a retry replaces it)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True)  # what /best and /best/model serve
+    metric: Mapped[float | None] = mapped_column(Float, default=None)  # what versions are compared on
     trial_number: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict] = mapped_column(JSON)  # the trial's searched parameters
     hyperparameters: Mapped[dict] = mapped_column(JSON)  # every hyperparameter, searched or not
@@ -182,6 +207,11 @@ class ModelRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # rnntune.models.save_model's file
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "version", name="uq_rnntune_models_study_version"),
+        UniqueConstraint("study_id", "round", name="uq_rnntune_models_study_round"),
+    )
 
 
 class EvaluationRow(Base):
@@ -200,6 +230,7 @@ class EvaluationRow(Base):
     trial_id: Mapped[int] = mapped_column(Integer)  # the candidate's Optuna trial
     trial_number: Mapped[int] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)  # 0: the search's best trial
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the study's round that chose it
     seed_index: Mapped[int] = mapped_column(Integer)  # 0: the study's training seed, the trial's own
     fold: Mapped[int] = mapped_column(Integer)  # 0 .. folds-1; folds-1: the search's own split
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / complete / failed

@@ -88,8 +88,8 @@ class Worker:
         self.engine = make_engine(settings)
         self.sessions = session_factory(self.engine)
         self.storage = make_storage(settings)
-        self._studies: dict[str, optuna.Study] = {}
-        self._specs: dict[int, StudySpec] = {}
+        self._studies: dict[tuple, optuna.Study] = {}
+        self._specs: dict[tuple, StudySpec] = {}  # by Claim.study_key
         self._next_housekeeping = 0.0
         self.data_cache = DataCache(
             sessions=self.sessions,
@@ -206,7 +206,24 @@ class Worker:
         if housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
             self._db(self.data_cache.prune)  # remove copies of deleted data sets
+            self._db(self._forget_deleted)
         return claim
+
+    def _forget_deleted(self) -> None:
+        """Drop what this worker cached of studies deleted since (their spec, Optuna study and
+        loaded data): a new study may take the name."""
+        keys = set(self._specs) | set(self._studies)
+        if not keys:
+            return
+        with self.sessions() as s:
+            alive = {tuple(r) for r in s.execute(queue.study_keys([k[0] for k in keys])).all()}
+        for key in keys - alive:
+            spec = self._specs.pop(key, None)
+            study = self._studies.pop(key, None)
+            name = spec.name if spec is not None else study.study_name if study is not None else None
+            if name is not None:
+                self.data_cache.forget(name)
+            log.info("worker %s: forgot deleted study %s", self.id, name)
 
     def _back_off(self, outcome: TrialOutcome) -> None:
         """After a failure outside training (the trial never ran: no trial id), wait before the
@@ -474,7 +491,7 @@ class Worker:
         (its worker died between Optuna's ``ask`` and recording it on the ticket, before any
         training). Fail them, saying why, rather than leave them for ever."""
         TS = optuna.trial.TrialState
-        study = self._studies.get(claim.study_name)
+        study = self._studies.get(claim.study_key)
         if study is None:
             return
         try:
@@ -530,11 +547,11 @@ class Worker:
     def _spec(self, claim: queue.Claim) -> StudySpec:
         """A study's spec, validated once per worker (it was validated at submission; a study's
         spec never changes), not once per ticket."""
-        if claim.study_id not in self._specs:
+        if claim.study_key not in self._specs:
             if len(self._specs) >= 32:
                 self._specs.clear()
-            self._specs[claim.study_id] = load_stored(claim.spec)
-        return self._specs[claim.study_id]
+            self._specs[claim.study_key] = load_stored(claim.spec)
+        return self._specs[claim.study_key]
 
     def _study(self, claim: queue.Claim, spec: StudySpec) -> optuna.Study:
         """One Study object per study for the worker's life: its storage cache then reads only
@@ -545,17 +562,17 @@ class Worker:
         ticket this worker runs for the study: a single worker's run is reproducible, and two
         workers never share a seed (no two run the same ticket first; a retried ticket's
         attempt count moves the offset)."""
-        name = claim.study_name
-        if name not in self._studies:
+        key = claim.study_key  # a deleted study's name may come back as another study
+        if key not in self._studies:
             if len(self._studies) >= 32:
                 self._studies.clear()
-            self._studies[name] = optuna.load_study(
-                study_name=name,
+            self._studies[key] = optuna.load_study(
+                study_name=claim.study_name,
                 storage=self.storage,
                 sampler=build_sampler(spec, seed_offset=claim.seq + 100_003 * (claim.attempts - 1)),
                 pruner=build_pruner(spec),
             )
-        return self._studies[name]
+        return self._studies[key]
 
     # --- background: lease renewal, worker heartbeat, cancel detection -------------------
     def _heartbeat_loop(self) -> None:

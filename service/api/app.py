@@ -16,7 +16,7 @@ from starlette.routing import compile_path
 
 from rnntune.service import __version__, queue
 from rnntune.service.api.dashboard import dashboard_app
-from rnntune.service.api.routes import datasets, health, metrics, plugins, results, studies, workers
+from rnntune.service.api.routes import datasets, health, metrics, plugins, results, studies, study_ops, workers
 from rnntune.service.api.security import BodyLimit, BrowserGuard, TokenAuth, allowed_hosts, is_dashboard_path
 from rnntune.service.config import Settings
 from rnntune.service.db import init_db, make_engine, make_storage, session_factory
@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
     app.state.storage = storage
     app.include_router(health.router)
     app.include_router(studies.router)
+    app.include_router(study_ops.router)
     app.include_router(results.router)
     app.include_router(datasets.router)
     app.include_router(workers.router)

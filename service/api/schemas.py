@@ -205,6 +205,34 @@ class ModelPublic(BaseModel):
     download: str = Field(description="GET this path for the model file (rnntune.load_model reads it)")
 
 
+class ModelVersion(BaseModel):
+    """One stored model of a study: its first budget's, then one per extension."""
+
+    version: int = Field(description="1, 2, ...: in the order the versions were stored")
+    trial_number: int
+    metric: float | None = Field(
+        description="what versions are compared on: the trial's value, or with a selection the winner's mean"
+    )
+    current: bool = Field(description="the version GET …/best and …/best/model serve (the best metric)")
+    sha256: str
+    size: int
+    created_at: UTCDateTime
+
+
+class ModelVersionList(BaseModel):
+    study: str
+    metric: str
+    direction: str
+    items: list[ModelVersion] = Field(description="oldest first; empty until the first model is stored")
+
+
+class ExtendRequest(BaseModel):
+    """POST /v1/studies/{name}/extend."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_trials: int = Field(ge=1, le=2**31 - 1, description="more trial tickets to run")
+
+
 class SelectionRun(BaseModel):
     seed_index: int = Field(description="0: the study's training seed (the search trial's own)")
     fold: int = Field(description="rolling-origin fold; the last is the search's own split")

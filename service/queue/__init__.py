@@ -51,6 +51,7 @@ from rnntune.service.queue.studies import (
     finish_study,
     pause_study,
     resume_study,
+    study_keys,
 )
 from rnntune.service.queue.tickets import (
     claim,
@@ -103,6 +104,7 @@ __all__ = [
     "settle",
     "settle_finalize",
     "settle_reeval",
+    "study_keys",
     "start_trial",
     "unrunnable_reason",
     "worker_heartbeat",

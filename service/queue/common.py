@@ -80,7 +80,14 @@ _TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
 
 _CLAIMABLE = (
     select(
-        _S.c.id, _S.c.name, _S.c.state, _S.c.labels, _S.c.max_parallel, _S.c.requires, _TRIALS_OPEN.label("trials_open")
+        _S.c.id,
+        _S.c.name,
+        _S.c.state,
+        _S.c.labels,
+        _S.c.max_parallel,
+        _S.c.requires,
+        _S.c.created_at,
+        _TRIALS_OPEN.label("trials_open"),
     )
     .where(
         _S.c.state.in_(ACTIVE),
@@ -251,6 +258,13 @@ class Claim:
     params: dict[str, Any] | None = None
     retry_of: int | None = None
     deaths: int = 0
+    created_at: Any = None  # the study row's: with its id, what tells a deleted study from a new one
+
+    @property
+    def study_key(self) -> tuple[int, Any]:
+        """The study's identity for a worker's caches: SQLite gives a new study the id of a
+        deleted one that was the newest (and Optuna's study id too), never its creation time."""
+        return (self.study_id, self.created_at)
 
     def back(self, outcome: TrialOutcome) -> dict[str, Any]:
         """The parameter columns of this ticket going back to the queue after ``outcome``: an

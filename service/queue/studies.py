@@ -27,9 +27,12 @@ from rnntune.service.tables import EvaluationRow, StudyRow, StudyState, TicketRo
 log = logging.getLogger("rnntune.queue")
 
 
-def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str) -> StudyRow:
+def add_study(
+    session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str, warm: list[dict[str, Any]] = ()
+) -> StudyRow:
     """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget,
-    the first ones with the parameters of ``initial_trials`` (caller commits)."""
+    the first ones with the parameters of ``initial_trials``, then ``warm`` (a warm start's:
+    service/warm_start.py) (caller commits)."""
     budget = spec.budget
     row = StudyRow(
         name=spec.name,
@@ -47,11 +50,17 @@ def add_study(session: Session, *, spec: StudySpec, optuna_study_id: int, spec_h
     session.add(row)
     session.flush()
     # run first, as given: the first tickets carry them, each distinct entry once
-    initial = list({json.dumps(p, sort_keys=True, default=str): p for p in spec.initial_trials}.values())
+    first = [*spec.initial_trials, *warm]
+    initial = list({json.dumps(p, sort_keys=True, default=str): p for p in first}.values())
     session.add_all(
         TicketRow(study_id=row.id, seq=i, params=initial[i] if i < len(initial) else None) for i in range(row.n_trials)
     )
     return row
+
+
+def study_keys(study_ids: list[int]):
+    """(id, created_at) of these studies that exist: :attr:`Claim.study_key` of each."""
+    return select(StudyRow.id, StudyRow.created_at).where(StudyRow.id.in_(study_ids))
 
 
 def finish_study(session: Session, study_id: int, state: StudyState, reason: str | None = None) -> None:
@@ -85,7 +94,12 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)
     if study.state not in ACTIVE:
         return True
-    kinds = set(session.scalars(select(TicketRow.kind).where(TicketRow.study_id == study_id).distinct()))
+    # this round's helper tickets only: an extended study made its earlier rounds' result already
+    kinds = set(
+        session.scalars(
+            select(TicketRow.kind).where(TicketRow.study_id == study_id, TicketRow.round == study.round).distinct()
+        )
+    )
     spec = try_stored_spec(study)
     if spec is None:  # it no longer parses: nothing more can run, and it says why
         finish_study(session, study_id, StudyState.FAILED, broken_reason(study))
@@ -95,7 +109,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
         if REEVAL not in kinds and not spec.selection.is_default and _add_reevals(session, study, spec):
             return True
         last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id))
-        session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE))
+        session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE, round=study.round))
         session.flush()
         return True
     session.execute(update(StudyRow).where(StudyRow.id == study_id).values(state=StudyState.DONE, finished_at=db_now()))
@@ -112,10 +126,12 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
     candidates = results.top_trials(session, study.optuna_study_id, spec.direction, sel.top_k)
     own = (0, sel.folds - 1)
     runs = [(s, f) for s in range(sel.seeds) for f in range(sel.folds) if (s, f) != own]
+    last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study.id))
     for rank, trial in enumerate(candidates):
         session.add(
             EvaluationRow(
                 study_id=study.id,
+                round=study.round,
                 trial_id=trial["trial_id"],
                 trial_number=trial["number"],
                 rank=rank,
@@ -129,13 +145,14 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
         )
     tickets = []
     for i, ((seed_index, fold), (rank, trial)) in enumerate((r, c) for r in runs for c in enumerate(candidates)):
-        ticket = TicketRow(study_id=study.id, seq=study.n_trials + i, kind=REEVAL)
+        ticket = TicketRow(study_id=study.id, seq=last + 1 + i, kind=REEVAL, round=study.round)
         tickets.append((ticket, rank, trial, seed_index, fold))
     session.add_all(t[0] for t in tickets)
     session.flush()
     session.add_all(
         EvaluationRow(
             study_id=study.id,
+            round=study.round,
             ticket_id=ticket.id,
             trial_id=trial["trial_id"],
             trial_number=trial["number"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -47,8 +48,8 @@ log = logging.getLogger("rnntune.queue")
 
 def _claimable_studies(
     session: Session, labels: set[str], can_run: Callable[[dict], bool] | None = None
-) -> list[tuple[int, str, str, bool]]:
-    """(id, name, state, trials_open) of the active studies with a queued ticket that this
+) -> list[tuple[int, str, str, bool, Any]]:
+    """(id, name, state, trials_open, created_at) of the active studies with a queued ticket that this
     worker may run now (its labels, the study's ``max_parallel``, its deadline), in claim order:
     priority, then age. ``trials_open`` False: past its deadline, only its finalize ticket."""
     # ``can_run(requires)``: whether this worker has the plugins / command directory a study needs
@@ -71,7 +72,7 @@ def _claimable_studies(
             ).all()
         )
     return [
-        (row.id, row.name, row.state, bool(row.trials_open))
+        (row.id, row.name, row.state, bool(row.trials_open), row.created_at)
         for row in studies
         if row.max_parallel is None or running.get(row.id, 0) < row.max_parallel
     ]
@@ -92,18 +93,18 @@ def claim(
 
     ``housekeeping`` first settles expired leases and ends timed-out studies; a busy worker
     does it every few seconds rather than on every claim (leases last a minute or more).
-    The claim's spec is left out (None) for the study ids in ``known_specs``: a study's spec
-    never changes, and a worker keeps the ones it has."""
+    The claim's spec is left out (None) for the studies whose :attr:`Claim.study_key` is in
+    ``known_specs``: a study's spec never changes, and a worker keeps the ones it has."""
     if housekeeping:
         requeue_expired(session, max_retries=max_retries)
         _expire_timeouts(session)
     conn = session.connection()
-    for study_id, name, state, trials_open in _claimable_studies(session, labels, can_run):
+    for study_id, name, state, trials_open, created_at in _claimable_studies(session, labels, can_run):
         lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
         row = conn.execute(_LEASE, lease).first()
         if row is None:
             continue
-        spec = None if study_id in known_specs else conn.scalar(_SPEC, {"study": study_id})
+        spec = None if (study_id, created_at) in known_specs else conn.scalar(_SPEC, {"study": study_id})
         broken = None if spec is None else stored_spec_problem(spec)
         if broken is not None:  # never handed to a worker: the study fails, saying why
             _fail_broken(session, study_id, row.id, broken)
@@ -125,6 +126,7 @@ def claim(
             row.params or None,
             row.retry_of,
             row.deaths or 0,
+            created_at,
         )
     session.commit()
     return None
@@ -238,10 +240,15 @@ def finalizing(session: Session, study_ids: list[int]) -> set[int]:
     (a reeval or finalize ticket exists and is not done): the API shows them as ``finalizing``."""
     if not study_ids:
         return set()
-    q = select(TicketRow.study_id).where(
-        TicketRow.study_id.in_(study_ids),
-        TicketRow.kind.in_((REEVAL, FINALIZE)),
-        TicketRow.state != TicketState.DONE,
+    q = (
+        select(TicketRow.study_id)
+        .join(StudyRow, StudyRow.id == TicketRow.study_id)
+        .where(
+            TicketRow.study_id.in_(study_ids),
+            TicketRow.round == StudyRow.round,  # an extended study's earlier results are made
+            TicketRow.kind.in_((REEVAL, FINALIZE)),
+            TicketRow.state != TicketState.DONE,
+        )
     )
     return set(session.scalars(q))
 

@@ -82,6 +82,7 @@ from rnntune.service.spec.sections import (
     PrunerSpec,
     SamplerSpec,
     SelectionSpec,
+    WarmStartSpec,
 )
 from rnntune.service.spec.study import (
     StudySpec,
@@ -132,6 +133,7 @@ __all__ = [
     "SamplerSpec",
     "Scalar",
     "SelectionSpec",
+    "WarmStartSpec",
     "SpecError",
     "StudySpec",
     "TEXT_ONLY",

@@ -50,7 +50,7 @@ def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-_LOC_RE = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_0-9]+)*$")
+_LOC_RE = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_0-9]+(\[\d+\])?)*$")
 
 
 _STORED: dict[str, StudySpec] = {}

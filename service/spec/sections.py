@@ -26,6 +26,7 @@ from rnntune.service.spec.hyperparameters import (
     SAMPLERS,
     _check_data_param,
 )
+from rnntune.service.spec.values import NAME_RE
 
 log = logging.getLogger("rnntune.spec")
 
@@ -192,3 +193,23 @@ class SelectionSpec(BaseModel):
     def n_runs(self) -> int:
         """Runs per candidate (its search trial included) times candidates."""
         return self.top_k * self.seeds * self.folds
+
+
+class WarmStartSpec(BaseModel):
+    """Start from earlier studies (``service/warm_start.py``): each one's ``top_k`` best complete
+    trials that fit this search space run first (counted in ``n_trials``); where the spaces and
+    objectives match, their trials are the sampler's history too."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_by_name=True, serialize_by_alias=True)
+    from_: list[str] = Field(alias="from", min_length=1, description="the studies to start from, by name")
+    top_k: int = Field(default=5, ge=1, le=INT32_MAX, description="best complete trials taken from each")
+
+    @field_validator("from_")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+                raise ValueError(f"from[{i}]: a study name ({NAME_RE.pattern}), but got {name!r}")
+            if name in names[:i]:
+                raise ValueError(f"from[{i}]: {name!r} is named twice")
+        return names

@@ -25,6 +25,7 @@ from rnntune.service import samplers, space
 from rnntune.service.finite import check_numbers
 from rnntune.service.space import (
     MAX_GRID_POINTS,
+    CategoricalParam,
     Param,
 )
 from rnntune.service.spec.hyperparameters import (
@@ -38,7 +39,15 @@ from rnntune.service.spec.hyperparameters import (
     _check_value,
 )
 from rnntune.service.spec.limits import Limits
-from rnntune.service.spec.sections import BudgetSpec, DataSpec, ObjectiveSpec, PrunerSpec, SamplerSpec, SelectionSpec
+from rnntune.service.spec.sections import (
+    BudgetSpec,
+    DataSpec,
+    ObjectiveSpec,
+    PrunerSpec,
+    SamplerSpec,
+    SelectionSpec,
+    WarmStartSpec,
+)
 from rnntune.service.spec.values import (
     CUSTOM_METRIC_RE,
     CUSTOM_PARAM_RE,
@@ -101,6 +110,9 @@ class StudySpec(BaseModel):
     selection: SelectionSpec = Field(
         default_factory=SelectionSpec,
         description="re-evaluate the top_k trials with more seeds (and folds) and keep the best mean",
+    )
+    warm_start: WarmStartSpec | None = Field(
+        default=None, description="run the best trials of earlier studies first, and learn from their history"
     )
     seed: int = Field(default=0, ge=0, le=SEED_MAX, description="training seed: same params + seed, same curve")
     labels: list[str] = Field(default_factory=list, description="only workers with all these labels run it")
@@ -309,10 +321,32 @@ class StudySpec(BaseModel):
             raise ValueError(
                 f"initial_trials: {len(self.initial_trials)} given but budget.n_trials is {self.budget.n_trials}"
             )
+        self._warm_start(limits)
         for check in checks:  # before anything is built from the spec
             check(self)
         _check_options(self)
         return self
+
+    def _warm_start(self, limits: Limits | None) -> None:
+        """What can be checked of ``warm_start`` without the database (service/warm_start.py
+        checks the studies it names at submission)."""
+        warm = self.warm_start
+        if warm is None:
+            return
+        if self.sampler.name == "grid":
+            raise ValueError("warm_start: a grid search runs each point of its grid once; leave warm_start out")
+        if self.name in warm.from_:
+            raise ValueError(f"warm_start.from[{warm.from_.index(self.name)}]: a study cannot start from itself")
+        if limits is not None and len(warm.from_) > limits.max_warm_start_studies:
+            raise ValueError(
+                f"warm_start.from: {len(warm.from_)} studies, over this server's limit "
+                f"RNNTUNE_MAX_WARM_START_STUDIES={limits.max_warm_start_studies}"
+            )
+        if limits is not None and warm.top_k > limits.max_warm_start_trials:
+            raise ValueError(
+                f"warm_start.top_k: {warm.top_k}, over this server's limit "
+                f"RNNTUNE_MAX_WARM_START_TRIALS={limits.max_warm_start_trials}"
+            )
 
     # --- helpers used by the API and the worker -----------------------------------------
     def objective_names(self) -> list[str]:
@@ -349,6 +383,8 @@ class StudySpec(BaseModel):
             data.pop("objectives", None)
         if self.selection.is_default:  # and one that keeps the single best as it did before `selection`
             data.pop("selection", None)
+        if data.get("warm_start") is None:  # and one without a warm start as it did before `warm_start`
+            data.pop("warm_start", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

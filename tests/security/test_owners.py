@@ -89,6 +89,27 @@ def test_an_admin_changes_anything_and_bare_secrets_are_admins(client):
     assert r.status_code == 403 and "has no owner" in r.json()["detail"]
 
 
+def test_extend_and_delete_are_the_owners_and_a_warm_start_may_read_anyone(client):
+    assert client.post("/v1/studies", json=study("alices-ext"), headers=auth(ALICE)).status_code == 201
+    for method, path, kwargs in (
+        ("POST", "/v1/studies/alices-ext/extend", {"json": {"n_trials": 1}}),
+        ("DELETE", "/v1/studies/alices-ext", {}),
+    ):
+        r = client.request(method, path, headers=auth(BOB), **kwargs)
+        assert r.status_code == 403 and "'alice'" in r.json()["detail"], (path, r.text)
+        r = client.request(method, path, headers=auth(READER), **kwargs)
+        assert r.status_code == 403 and "'read'" in r.json()["detail"], (path, r.text)
+    assert client.get("/v1/studies/alices-ext/models", headers=auth(READER)).json()["items"] == []
+    r = client.post("/v1/studies/alices-ext/extend", json={"n_trials": 1}, headers=auth(ALICE))
+    assert r.status_code == 200 and r.json()["n_trials"] == 3
+    # reading is everyone's: bob may start his study from alice's (her trials' params he can list anyway)
+    warm = {**study("bobs-warm"), "warm_start": {"from": ["alices-ext"], "top_k": 1}}
+    assert client.post("/v1/studies", json=warm, headers=auth(BOB)).status_code == 201
+    assert client.delete("/v1/studies/bobs-warm", headers=auth(ADMIN)).status_code == 204
+    assert client.delete("/v1/studies/alices-ext", headers=auth(ALICE)).status_code == 204
+    assert client.get("/v1/studies/alices-ext", headers=auth(ALICE)).status_code == 404
+
+
 def test_data_sets_belong_to_their_uploader(client):
     r = upload(client, "alices-data", ALICE)
     assert r.status_code == 201 and r.json()["owner"] == "alice"
@@ -111,6 +132,9 @@ def test_all_tokens_equal_without_named_tokens_or_when_shared(pg_url, tmp_path):
             first, second = (ALICE, BOB) if access == "shared" else (PLAIN, ADMIN)
             assert c.post("/v1/studies", json=study(name), headers=auth(first)).status_code == 201
             assert c.post(f"/v1/studies/{name}/cancel", headers=auth(second)).status_code == 200
+            r = c.post(f"/v1/studies/{name}/extend", json={"n_trials": 1}, headers=auth(second))
+            assert r.status_code == 200, r.text
+            assert c.delete(f"/v1/studies/{name}", headers=auth(second)).status_code == 204
             if access == "shared":  # roles are ignored too
                 r = c.post("/v1/studies", json=study(f"{name}-r"), headers=auth(READER))
                 assert r.status_code == 201, r.text
@@ -151,6 +175,16 @@ def test_the_cli_shows_owners_and_refusals(pg_url, tmp_path):
         assert listed.returncode == 0 and "cli-owned:" in listed.stdout and "owner alice" in listed.stdout
         refused = cli("cancel", "cli-owned", token=BOB)
         assert refused.returncode == 1 and "403" in refused.stdout and "belongs to 'alice'" in refused.stdout
+        for command in (("extend", "cli-owned", "--trials", "2"), ("delete", "cli-owned", "--force")):
+            refused = cli(*command, token=BOB)
+            assert refused.returncode == 1 and "belongs to 'alice'" in refused.stdout, refused.stdout
+        extended = cli("extend", "cli-owned", "--trials", "2", token=ALICE)
+        assert extended.returncode == 0 and "0/4 finished" in extended.stdout, extended.stdout
+        listed = cli("models", "cli-owned", token=READER)
+        assert listed.returncode == 0 and "no model stored yet" in listed.stdout, listed.stdout
+        assert cli("delete", "cli-owned", token=ALICE).returncode == 0
+        gone = cli("delete", "cli-owned", token=ALICE)
+        assert gone.returncode == 1 and "no study named 'cli-owned'" in gone.stdout
 
 
 def test_only_an_admin_writes_through_the_dashboard(pg_url, tmp_path):

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from rnntune.models.recurrent import SequenceModel
-from rnntune.service.objective import DataCache, build_configs
+from rnntune.service.data_cache import DataCache
+from rnntune.service.recipe import build_configs
 from rnntune.service.search import hyperparameters, suggest
 from rnntune.service.spec import Limits, SpecError, check_limits, model_params_upper, parse_spec
 

@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import command, datasets, queue, registry, results, selection, val_split
+from rnntune.service import command, datasets, queue, registry, results, selection, val_split, warm_start
 from rnntune.service.api.access import CallerDep, OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
@@ -112,8 +112,18 @@ async def create_study(
     data_errors = await run_in_threadpool(datasets.check_spec, session, spec, settings.limits)
     if data_errors:
         raise _unprocessable(data_errors)
+    # warm_start: the studies it names exist and their spaces fit (a resubmission is that study)
+    warm = None
+    if spec.warm_start is not None and registry.get_study(session, spec.name) is None:
+        warm, warm_errors = await run_in_threadpool(
+            warm_start.plan, session, spec, max_history=settings.max_warm_start_history
+        )
+        if warm_errors:
+            raise _unprocessable(warm_errors)
     try:
-        row, created = await run_in_threadpool(registry.create_study, session, storage, spec, owner=caller.name)
+        row, created = await run_in_threadpool(
+            registry.create_study, session, storage, spec, owner=caller.name, warm=warm
+        )
     except registry.StudyConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if not created:
