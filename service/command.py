@@ -45,7 +45,7 @@ from rnntune.reporting import (
     REPORT_FD_ENV,
     REPORT_PREFIX,
 )
-from rnntune.service.child import child_env, die_with_parent, parse_patterns
+from rnntune.service.child import child_env, parse_patterns, reaped
 
 # Bare program names that run the script given as their first argument. "python" and "python3"
 # are the worker's own interpreter (so ``from rnntune import report`` works in the child).
@@ -248,7 +248,8 @@ def run(
 ) -> CommandResult:
     """Run one trial's child to its end. ``on_report(step, value)`` records a step and answers
     whether to prune; pruning, ``stop`` and the time limit end the child (SIGTERM to its process
-    group, SIGKILL after ``grace_s``); so does the worker's death (``service.child``). The child
+    group, SIGKILL after ``grace_s``); its exit, or the worker's death, ends whatever it started
+    (``service.reaper``, the child's direct parent). The child
     sees the worker's environment only as far as :func:`~rnntune.service.child.child_env` allows
     (``env_extra``: the operator's ``RNNTUNE_COMMAND_ENV``). Raises :class:`CommandFailed` (non-zero exit, time limit,
     no value) or :class:`CommandStopped`; an exception from ``on_report`` propagates after the
@@ -274,7 +275,7 @@ def run(
     try:
         try:
             child = subprocess.Popen(
-                argv,
+                reaped(argv, (report_w, reply_r)),  # ends what the script starts, with the worker too
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -282,7 +283,6 @@ def run(
                 stderr=subprocess.PIPE,
                 pass_fds=(report_w, reply_r),
                 start_new_session=True,  # its own process group: stopping it stops what it started
-                preexec_fn=die_with_parent(),  # SIGKILL when the worker dies
             )
         except OSError as exc:
             raise CommandFailed(f"could not start {argv[0]!r}: {exc.strerror or exc}") from exc
