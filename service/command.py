@@ -106,13 +106,7 @@ def check_allowed(argv: list[str], command_dirs: list[Path]) -> str | None:
     if not os.path.isabs(script):
         # where this server sees the directories too: a name that is there but leads out of
         # them (a symlink) could never be run by a worker, so it would wait for ever
-        present = [d / script for d in command_dirs if os.path.lexists(d / script)]
-        if present and resolve_script(script, command_dirs) is None:
-            return (
-                f"{script!r} leads out of the allowed command directories (RNNTUNE_COMMAND_DIRS), "
-                "through a symlink or '..': no worker may run it"
-            )
-        return None
+        return escape_reason(script, command_dirs)
     if resolve_script(script, command_dirs) is None:
         return (
             "an absolute script must lie inside the allowed command directories (RNNTUNE_COMMAND_DIRS); "
@@ -164,6 +158,20 @@ def resolve_script(script: str, command_dirs: list[Path]) -> Path | None:
             if (real == base or base in real.parents) and real.is_file():
                 return real
     return None
+
+
+def escape_reason(script: str, command_dirs: list[Path]) -> str | None:
+    """Why a relative ``script`` that is present in an allowed directory may not run there: it
+    leads out of them (a symlink, to a file or through a directory); None when it runs, or is
+    not there at all (another worker may have it)."""
+    if os.path.isabs(script) or not any(os.path.lexists(d / script) for d in command_dirs):
+        return None
+    if resolve_script(script, command_dirs) is not None:
+        return None
+    return (
+        f"{script!r} leads out of the allowed command directories (RNNTUNE_COMMAND_DIRS), "
+        "through a symlink or '..': no worker may run it"
+    )
 
 
 def build_argv(argv: list[str], params: dict[str, Any], script: Path) -> list[str]:
@@ -222,7 +230,11 @@ class CommandOptions:
         )
 
     def can_run(self, script: str) -> bool:
-        return resolve_script(script, list(self.dirs)) is not None
+        """Whether this worker takes the study's trials: it runs the script, or the script is in
+        its directories but leads out of them, and the trial fails the study saying so (rather
+        than leave it waiting for a worker that never comes)."""
+        dirs = list(self.dirs)
+        return resolve_script(script, dirs) is not None or escape_reason(script, dirs) is not None
 
 
 @dataclass

@@ -217,3 +217,34 @@ def test_what_a_finished_child_left_running_is_ended(tmp_path):
         for pid in _pids(tmp_path, "left"):
             if not _gone(pid):
                 os.kill(pid, 9)
+
+
+def test_a_script_that_links_out_fails_its_study_with_a_reason(env, tmp_path):
+    """The API host cannot see the workers' command directories (it accepted the spec), and the
+    script there is a symlink out of them: the worker refuses it, and the study fails saying so,
+    instead of waiting, unclaimed, without a reason."""
+    allowed, outside = tmp_path / "scripts", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    ran = tmp_path / "ran"
+    (outside / "evil.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\nprint('RNNTUNE_FINAL value=1')\n")
+    (allowed / "evil.py").symlink_to(outside / "evil.py")
+    name = env.create(
+        {
+            "name": "linked-out",
+            "objective": {"command": ["python", "evil.py"]},
+            "direction": "minimize",
+            "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+            "budget": {"n_trials": 3},
+        }
+    )
+    worker = env.worker("--allow-commands", str(allowed))
+    try:
+        assert env.wait_state(name, ("failed", "done", "cancelled"), 90) == "failed"
+        summary = env.summary(name)  # what GET /v1/studies shows
+        assert "symlink" in summary["reason"] and "RNNTUNE_COMMAND_DIRS" in summary["reason"], summary
+        assert len(env.trials(name)) == 1  # refused once, not tried trial after trial
+        assert not ran.exists()  # the target never ran
+        assert worker.poll() is None  # and the worker goes on
+    finally:
+        kill9(worker)
