@@ -45,7 +45,8 @@ class FileLimits:
     ``max_classes``: classes a classification file implies (an .npz's largest label + 1, a text
     file's distinct labels): the model's head and every per-class table grow with it;
     ``max_vocab`` / ``max_text_length``: a text data set's vocabulary (its most frequent tokens)
-    and the tokens kept per text (the padded length), when the spec sets none, and their caps."""
+    and the tokens kept per text (the padded length), when the spec sets none, and their caps;
+    ``max_text_cells``: a text data set's padded token ids, rows x padded length (8 bytes each)."""
 
     max_elements: int = 2**27
     max_compression_ratio: float = 200.0
@@ -53,6 +54,7 @@ class FileLimits:
     max_classes: int = 1000
     max_vocab: int = 100_000
     max_text_length: int = 512
+    max_text_cells: int = 2**27
 
 
 def check_classes(n_classes: int, limits: FileLimits, where: str) -> None:

@@ -136,13 +136,17 @@ class Vocab:
 
 
 def encode_texts(
-    token_lists: Iterable[Sequence[str]], vocab: Vocab, max_length: int | None = None
+    token_lists: Iterable[Sequence[str]], vocab: Vocab, max_length: int | None = None, max_cells: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ids int64 (N, T) padded with 0, lengths int64 (N,) >= 1; T = the longest (truncated) row."""
+    """ids int64 (N, T) padded with 0, lengths int64 (N,) >= 1; T = the longest (truncated) row.
+    ``max_cells``: ValueError, before the padded array is made, when N x T is over it."""
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ValueError(f"max_length must be None or an integer >= 1, but got {max_length=}")
     rows = [vocab.encode(tokens[:max_length] if max_length else tokens) for tokens in token_lists]
     lengths = np.array([max(1, len(row)) for row in rows], dtype=np.int64)
+    cells = len(rows) * (int(lengths.max()) if len(rows) else 1)
+    if max_cells is not None and cells > max_cells:
+        raise ValueError(f"{len(rows)} rows padded to {int(lengths.max())} tokens are {cells} cells, over {max_cells}")
     ids = np.full((len(rows), int(lengths.max()) if len(rows) else 1), PAD_ID, dtype=np.int64)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row

@@ -6,21 +6,21 @@ The child runs whoever submitted the spec's script, so it gets only what a train
   ``RNNTUNE_COMMAND_ENV`` (names or ``fnmatch`` patterns such as ``AWS_*``), never one of
   :data:`NEVER_ENV` (the database URL and the API tokens) whatever the patterns say, plus the
   variables the reporting protocol sets (``rnntune.reporting``);
-- **lifetime**: on Linux the kernel sends the child SIGKILL when the worker thread that started it
-  dies (``prctl(PR_SET_PDEATHSIG)``), so a ``kill -9`` of the worker takes its child too. Processes
-  the child starts itself are in its process group, which the worker stops on every other way out
-  (cancel, prune, time limit, shutdown); after a ``kill -9`` they are the child's to end.
+- **lifetime**: the script runs under a small reaper (:mod:`rnntune.service.reaper`), its direct
+  parent and the leader of its process group, which the worker signals on every way out (cancel,
+  prune, time limit, shutdown). The reaper learns of the worker's death from the kernel
+  (``prctl(PR_SET_PDEATHSIG)``, Linux; elsewhere by polling) and is a child subreaper, so a ``kill
+  -9`` of the worker ends the script and everything it started (``cmd &``, subprocesses, even a
+  ``setsid`` daemon); so does the script's own exit.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import fnmatch
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 # What a training script (Python, R, Julia, a shell) commonly needs of its environment: where
 # programs and libraries are, the user and locale, temporary and cache directories, the GPU
@@ -52,7 +52,7 @@ DEFAULT_ENV = (
 # Secrets of the worker and the API: never passed, whatever RNNTUNE_COMMAND_ENV says.
 NEVER_ENV = ("RNNTUNE_DATABASE_URL", "RNNTUNE_API_TOKENS", "RNNTUNE_API_TOKEN")
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+REAPER = Path(__file__).with_name("reaper.py")  # run by path: a standalone standard-library script
 
 
 def parse_patterns(value: str | None) -> tuple[str, ...]:
@@ -76,23 +76,8 @@ def child_env(environ: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str
     }
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when its parent (the worker) dies;
-    None where the platform has no parent-death signal (not Linux).
-
-    Everything is looked up before the fork: in the child, between fork and exec, it only makes
-    one system call and compares two pids (no import, no allocation of note)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent, kill, getppid, sigkill = os.getpid(), os.kill, os.getppid, signal.SIGKILL
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if getppid() != parent:  # the worker died before the signal was armed
-            kill(os.getpid(), sigkill)
-
-    return preexec
+def reaped(argv: list[str], fds: Iterable[int]) -> list[str]:
+    """``argv`` run under :mod:`rnntune.service.reaper` (the worker's own interpreter, isolated):
+    the script's direct parent, which passes ``fds`` on to it and ends every process it starts
+    when it exits or when the worker (this process) dies."""
+    return [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), ",".join(map(str, fds)), "--", *argv]

@@ -45,7 +45,7 @@ from rnntune.reporting import (
     REPORT_FD_ENV,
     REPORT_PREFIX,
 )
-from rnntune.service.child import child_env, die_with_parent, parse_patterns
+from rnntune.service.child import child_env, parse_patterns, reaped
 
 # Bare program names that run the script given as their first argument. "python" and "python3"
 # are the worker's own interpreter (so ``from rnntune import report`` works in the child).
@@ -106,13 +106,7 @@ def check_allowed(argv: list[str], command_dirs: list[Path]) -> str | None:
     if not os.path.isabs(script):
         # where this server sees the directories too: a name that is there but leads out of
         # them (a symlink) could never be run by a worker, so it would wait for ever
-        present = [d / script for d in command_dirs if os.path.lexists(d / script)]
-        if present and resolve_script(script, command_dirs) is None:
-            return (
-                f"{script!r} leads out of the allowed command directories (RNNTUNE_COMMAND_DIRS), "
-                "through a symlink or '..': no worker may run it"
-            )
-        return None
+        return escape_reason(script, command_dirs)
     if resolve_script(script, command_dirs) is None:
         return (
             "an absolute script must lie inside the allowed command directories (RNNTUNE_COMMAND_DIRS); "
@@ -164,6 +158,20 @@ def resolve_script(script: str, command_dirs: list[Path]) -> Path | None:
             if (real == base or base in real.parents) and real.is_file():
                 return real
     return None
+
+
+def escape_reason(script: str, command_dirs: list[Path]) -> str | None:
+    """Why a relative ``script`` that is present in an allowed directory may not run there: it
+    leads out of them (a symlink, to a file or through a directory); None when it runs, or is
+    not there at all (another worker may have it)."""
+    if os.path.isabs(script) or not any(os.path.lexists(d / script) for d in command_dirs):
+        return None
+    if resolve_script(script, command_dirs) is not None:
+        return None
+    return (
+        f"{script!r} leads out of the allowed command directories (RNNTUNE_COMMAND_DIRS), "
+        "through a symlink or '..': no worker may run it"
+    )
 
 
 def build_argv(argv: list[str], params: dict[str, Any], script: Path) -> list[str]:
@@ -222,7 +230,11 @@ class CommandOptions:
         )
 
     def can_run(self, script: str) -> bool:
-        return resolve_script(script, list(self.dirs)) is not None
+        """Whether this worker takes the study's trials: it runs the script, or the script is in
+        its directories but leads out of them, and the trial fails the study saying so (rather
+        than leave it waiting for a worker that never comes)."""
+        dirs = list(self.dirs)
+        return resolve_script(script, dirs) is not None or escape_reason(script, dirs) is not None
 
 
 @dataclass
@@ -248,7 +260,8 @@ def run(
 ) -> CommandResult:
     """Run one trial's child to its end. ``on_report(step, value)`` records a step and answers
     whether to prune; pruning, ``stop`` and the time limit end the child (SIGTERM to its process
-    group, SIGKILL after ``grace_s``); so does the worker's death (``service.child``). The child
+    group, SIGKILL after ``grace_s``); its exit, or the worker's death, ends whatever it started
+    (``service.reaper``, the child's direct parent). The child
     sees the worker's environment only as far as :func:`~rnntune.service.child.child_env` allows
     (``env_extra``: the operator's ``RNNTUNE_COMMAND_ENV``). Raises :class:`CommandFailed` (non-zero exit, time limit,
     no value) or :class:`CommandStopped`; an exception from ``on_report`` propagates after the
@@ -274,7 +287,7 @@ def run(
     try:
         try:
             child = subprocess.Popen(
-                argv,
+                reaped(argv, (report_w, reply_r)),  # ends what the script starts, with the worker too
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -282,7 +295,6 @@ def run(
                 stderr=subprocess.PIPE,
                 pass_fds=(report_w, reply_r),
                 start_new_session=True,  # its own process group: stopping it stops what it started
-                preexec_fn=die_with_parent(),  # SIGKILL when the worker dies
             )
         except OSError as exc:
             raise CommandFailed(f"could not start {argv[0]!r}: {exc.strerror or exc}") from exc

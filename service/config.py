@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         ge=1,
         description="most tokens kept per text (the padded length) when max_length is unset, and its largest value",
     )
+    max_text_cells: int = Field(
+        default=Limits.max_text_cells,  # = FileLimits().max_text_cells
+        ge=1,
+        description="most padded token ids of a text data set: rows x padded length (8 bytes each; 2**27 = 1 GiB)",
+    )
     max_initial_trials: int = Field(
         default=Limits.max_initial_trials, ge=1, description="most initial_trials entries a spec may give"
     )
@@ -270,6 +275,7 @@ class Settings(BaseSettings):
             max_classes=self.max_classes,
             max_vocab=self.max_vocab,
             max_text_length=self.max_text_length,
+            max_text_cells=self.max_text_cells,
             max_initial_trials=self.max_initial_trials,
             max_warm_start_studies=self.max_warm_start_studies,
             max_warm_start_trials=self.max_warm_start_trials,
@@ -287,6 +293,7 @@ class Settings(BaseSettings):
             max_classes=self.max_classes,
             max_vocab=self.max_vocab,
             max_text_length=self.max_text_length,
+            max_text_cells=self.max_text_cells,
         )
 
     @property

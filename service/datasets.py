@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, try_stored_spec
+from rnntune.service.text_cells import padded_cells_error
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
@@ -325,6 +326,9 @@ def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) 
                 errors.append(
                     (f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}")
                 )
+        cells = None if limits is None else padded_cells_error(spec, int(row.info.get("rows") or 0), limits)
+        if cells is not None:
+            errors.append(cells)
         fmt = d.params.get("format")
         if fmt is not None and fmt != row.info.get("layout"):
             errors.append(

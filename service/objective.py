@@ -190,8 +190,12 @@ class Objective:
         spec, opts = self.spec, self.commands
         assert spec.objective is not None and spec.objective.command is not None
         argv = spec.objective.command
-        script = command.resolve_script(command.script_of(argv), list(opts.dirs))
+        name = command.script_of(argv)
+        script = command.resolve_script(name, list(opts.dirs))
         if script is None:
+            escapes = command.escape_reason(name, list(opts.dirs))
+            if escapes is not None:  # every trial would be refused the same way: the study fails
+                raise StudyDataError(f"objective.command: {escapes}")
             raise command.CommandFailed("the script is not in this worker's allowed command directories")
         try:
             result = command.run(

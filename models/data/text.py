@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,30 @@ def _cap_sizes(p: dict[str, Any], limits: files.FileLimits) -> None:
             raise DataError(f"text: {key}={p[key]} is over this server's limit {setting}={cap}.")
 
 
+def _encode_splits(
+    splits: dict[str, np.ndarray],
+    truncated: Callable[[np.ndarray, str], Iterator[list[str]]],
+    vocab: Any,
+    max_length: int,
+    max_cells: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each split's padded ids and lengths, all splits' ids together within ``max_cells``
+    (RNNTUNE_MAX_TEXT_CELLS), checked before each split's array is made."""
+    from rnntune.models.text import encode_texts
+
+    arrays, used = {}, 0
+    for split, rows in splits.items():
+        try:
+            arrays[split] = encode_texts(truncated(rows, split), vocab, max_length, max_cells - used)
+        except ValueError as error:
+            raise DataError(
+                f"text: the {split} split's {error} left of this server's limit RNNTUNE_MAX_TEXT_CELLS="
+                f"{max_cells} (padded token ids, rows x padded length); set a smaller max_length."
+            ) from None
+        used += arrays[split][0].size
+    return arrays
+
+
 def _label_names(labels: list[str]) -> list[str]:
     """Distinct labels: numerically sorted when all are integers, else alphabetically."""
     names = set(labels)
@@ -131,7 +155,7 @@ def _label_names(labels: list[str]) -> list[str]:
 
 
 def _load_text(params: Params, request: _Request) -> SequenceData:
-    from rnntune.models.text import TOKEN_PATTERN, TextInfo, Vocab, embedding_matrix, encode_texts, tokenize
+    from rnntune.models.text import TOKEN_PATTERN, TextInfo, Vocab, embedding_matrix, tokenize
 
     p = _take_params("text", params, TEXT_DEFAULTS)
     _reject(request, "window", "horizon", "target", "inputs")
@@ -191,7 +215,7 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
                 known.append(len(distinct & vocab.stoi.keys()) / max(1, len(distinct)))
             yield tokens[: p["max_length"]]
 
-    arrays = {split: encode_texts(truncated(rows, split), vocab, p["max_length"]) for split, rows in splits.items()}
+    arrays = _encode_splits(splits, truncated, vocab, p["max_length"], request.file_limits.max_text_cells)
     embeddings, coverage = None, None
     if p["embeddings"] is not None:
         if p["embeddings_vocab"] is None:

@@ -25,6 +25,7 @@ class Limits:
     max_classes: int = 1000
     max_vocab: int = 100_000
     max_text_length: int = 512
+    max_text_cells: int = 2**27
     max_initial_trials: int = 1000
     max_warm_start_studies: int = 10
     max_warm_start_trials: int = 100

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rnntune.models.data import load_dataset
+from rnntune.models.data import DataError, load_dataset
 from rnntune.models.files import FileCheckError, FileLimits, check_csv, check_npz
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
@@ -166,3 +166,34 @@ def test_a_wide_csv_header_is_checked_in_linear_time_and_bounded(client):
     assert time.perf_counter() - started < 2.0
     with pytest.raises(FileCheckError, match=r"repeats columns \['c1'\]"):
         check_csv(b"c0,c1,c1\n1,2,3\n", ",")
+
+
+def test_padded_text_cells_are_bounded_beyond_the_default_length(client, tmp_path):
+    """An operator who raises RNNTUNE_MAX_TEXT_LENGTH still bounds rows x padded length: at submit
+    for an uploaded file (its rows are known), in the loader for any file (the exact figure)."""
+    roomy = Settings(database_url=client.app.state.settings.database_url, max_text_length=100_000,
+                     max_text_cells=1_000_000)  # fmt: skip
+    content = b"text,label\n" + b"good film,pos\nbad film,neg\n" * 1000  # 2000 rows
+    r = client.post("/v1/datasets", files={"file": ("cells.csv", content)}, data={"format": "text"})
+    assert r.status_code == 201, r.text
+    base = {"data": {"name": "text", "dataset": "cells"}, "budget": {"n_trials": 1, "max_epochs": 1}}
+    with TestClient(create_app(roomy, dashboard=False)) as c:
+        r = c.post("/v1/studies", json={**base, "name": "cells-1", "data": {**base["data"],
+                   "params": {"max_length": 1000}}})  # fmt: skip
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"][-2:] == ["params", "max_length"] and "RNNTUNE_MAX_TEXT_CELLS=1000000" in error["msg"]
+        assert "2000 rows x 1000 tokens" in error["msg"]
+        r = c.post("/v1/studies", json={**base, "name": "cells-2", "search_space": {
+                   "max_length": {"type": "int", "low": 16, "high": 5000}}})  # fmt: skip
+        assert r.status_code == 422 and "RNNTUNE_MAX_TEXT_CELLS" in r.text, r.text
+        r = c.post("/v1/studies", json={**base, "name": "cells-3", "data": {**base["data"],
+                   "params": {"max_length": 400}}})  # fmt: skip
+        assert r.status_code == 201, r.text
+    # a file the API cannot count (under a data root): the loader refuses the padded array
+    path = long_rows_csv(tmp_path, n_short=300, n_long=2, long_tokens=5000)  # 302 rows x 5000 tokens
+    limits = FileLimits(max_text_length=100_000, max_text_cells=1_000_000)
+    with pytest.raises(DataError, match=r"RNNTUNE_MAX_TEXT_CELLS=1000000"):
+        load_dataset("text", {"path": str(path), "max_length": 10_000}, file_limits=limits)
+    data = load_dataset("text", {"path": str(path), "max_length": 1000}, file_limits=limits)
+    assert data.x_train.shape[1] == 1000
