@@ -71,7 +71,8 @@ def _watch_parent(parent: int) -> None:
 def _others(group: int) -> list[int]:
     """Pids of the script's process group (but this process) and of this process's children
     (the script, and orphans re-parented here, which may have left the group)."""
-    me, out = os.getpid(), []
+    me = os.getpid()
+    out: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:
