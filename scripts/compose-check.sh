@@ -137,7 +137,7 @@ build() {
   figure "image build ($ENGINE build ${BUILD_FLAGS:-}): $(since "$t0") s"
   local bytes torch
   bytes=$($ENGINE image inspect "$IMAGE" --format '{{.Size}}')
-  torch=$($ENGINE run --rm --entrypoint python "$IMAGE" -c \
+  torch=$($ENGINE run --rm --no-healthcheck --entrypoint python "$IMAGE" -c \
     "import torch, pathlib; p = pathlib.Path(torch.__file__).parent; print(torch.__version__, round(sum(f.stat().st_size for f in p.rglob('*') if f.is_file()) / 1e6))")
   figure "image size: $bytes bytes ($(python3 -c "print(round($bytes / 1e9, 2))") GB); torch ${torch% *}: ${torch#* } MB"
 }
@@ -243,7 +243,7 @@ stop_and_retry() {
   for c in $(containers worker); do [ "$($ENGINE inspect "$c" --format '{{.Config.Hostname}}')" = "$host" ] && victim=$c; done
   [ -n "$victim" ] || fail "no worker container has hostname $host"
   t0=$(now)
-  $ENGINE stop -t 60 "$victim" > /dev/null  # the compose file's stop_grace_period
+  $ENGINE stop -t 60 "$victim" > "$LOGS/stop.log" 2>&1  # the compose file's stop_grace_period
   local exit_code; exit_code=$($ENGINE inspect "$victim" --format '{{.State.ExitCode}}')
   figure "stopped $victim mid-trial $trial: $(since "$t0") s, exit code $exit_code"
   [ "$exit_code" = 0 ] || fail "the stopped worker exited $exit_code, not 0"
@@ -268,14 +268,15 @@ print(f"stop-and-retry: trial {stopped} -> {old['state']} (interrupted), retried
 sys.exit(0 if ok else 1)
 EOF
   counts_ok compose-check-stop 'c["complete"] == d["n_trials"] and c["failed"] == 0 and c["interrupted"] >= 1'
-  local status
-  status=$($ENGINE exec -e RNNTUNE_API_URL=http://127.0.0.1:8000 -e "RNNTUNE_API_TOKEN=$TOKEN" \
-    "$(containers api)" rnntune status compose-check-stop 2>&1 | head -3) || fail "rnntune status in the api container"
-  figure "rnntune status compose-check-stop (in the api container): $(grep -m1 'interrupted' <<< "$status" || echo "$status")"
+  $ENGINE exec -e RNNTUNE_API_URL=http://127.0.0.1:8000 -e "RNNTUNE_API_TOKEN=$TOKEN" "$(containers api)" \
+    rnntune status compose-check-stop > "$LOGS/status.txt" 2>&1 || { cat "$LOGS/status.txt"; fail "rnntune status in the api container"; }
+  figure "rnntune status compose-check-stop (in the api container): $(head -1 "$LOGS/status.txt")"
+  grep -q 'failed 0, interrupted [1-9]' "$LOGS/status.txt" || fail "rnntune status does not show the stopped trial as interrupted"
 }
 
 make_env
 trap teardown EXIT
+figure "host: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $($ENGINE --version); $($COMPOSE version 2>/dev/null | head -1)"
 $COMPOSE --env-file "$ENV_FILE" config -q
 podman_api
 build
