@@ -1,7 +1,7 @@
 # rnntune: one image for the API, the dashboard and the workers.
 #   docker build -t rnntune .        # torch from PyPI: CUDA-enabled on Linux x86-64, runs on CPU too
 #   docker build --build-arg TORCH_INDEX_URL=<PyTorch's CPU-only wheel index> -t rnntune:cpu .
-#                                    # a much smaller CPU-only image
+#                                    # CPU-only: 1.7 GB instead of 5.7 GB (docs/compose.md)
 #   docker build --build-arg PYTHON_IMAGE=<a CUDA runtime image with Python 3.11> -t rnntune:cuda .
 ARG PYTHON_IMAGE=python:3.11-slim
 
