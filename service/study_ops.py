@@ -6,7 +6,7 @@ because ``max_failed_trials`` trials failed) starts a new *round*: running again
 its finished trials + K, a fresh failure budget (``n_failed`` 0) and, with ``timeout_s``, a fresh
 deadline from now. The Optuna study is the same, so the sampler sees every earlier trial (TPE's
 ``n_startup_trials`` counts them: no random start again). When the round's tickets are spent its
-reeval and finalize tickets are queued as the first round's were (``queue._maybe_done`` looks at
+reeval and finalize tickets are queued as the first round's were (``queue.studies._maybe_done`` looks at
 the current round's tickets only), and the model it stores becomes the current version only if
 it is better (``model_store``). Refused (409) while the study makes its result (a reeval or
 finalize ticket open) or while a worker still holds one of its tickets; a study that failed for

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
+from rnntune.service.outcome import Outcome, TrialOutcome
+from rnntune.service.tables import StudyState
 from rnntune.service.worker import Worker
 from tests.conftest import wait_for
 from tests.queue_helpers import TS, Env, end_active_studies, kill9, spec, stop
@@ -209,7 +211,7 @@ def spend(env: Env, name: str, n: int) -> None:
             assert queue.start_trial(s, claim, "hand", trial_id=trial._trial_id, trial_number=trial.number)
         study.tell(trial, 0.5)
         with env.sessions() as s:
-            queue.settle(s, claim, "hand", queue.TrialOutcome(queue.Outcome.COMPLETE, trial._trial_id, trial.number))
+            queue.settle(s, claim, "hand", TrialOutcome(Outcome.COMPLETE, trial._trial_id, trial.number))
 
 
 def test_a_timed_out_study_extends_with_a_fresh_deadline_and_a_data_failure_does_not(env, client):
@@ -224,7 +226,7 @@ def test_a_timed_out_study_extends_with_a_fresh_deadline_and_a_data_failure_does
     assert r.status_code == 409 and "timeout_s" in r.json()["detail"]  # running, past its deadline: ending
     with env.sessions() as s:
         queue.requeue_expired_now(s)
-        queue._expire_timeouts(s)  # what a claim's housekeeping does: the queued ticket is cancelled
+        queue.studies._expire_timeouts(s)  # what a claim's housekeeping does: the queued ticket is cancelled
         s.commit()
     with env.sessions() as s:  # the finalize ticket: the study ends done, its reason the timeout
         claim = queue.claim(s, "hand", labels=set(), lease_s=30)
@@ -245,7 +247,7 @@ def test_a_timed_out_study_extends_with_a_fresh_deadline_and_a_data_failure_does
 
     broken = env.create(tiny("ext-data-failed", 2))
     with env.sessions() as s:
-        queue.finish_study(s, env.study_row(broken)["id"], queue.StudyState.FAILED, "data: cannot be loaded")
+        queue.finish_study(s, env.study_row(broken)["id"], StudyState.FAILED, "data: cannot be loaded")
         s.commit()
     r = client.post(f"/v1/studies/{broken}/extend", json={"n_trials": 1})
     assert r.status_code == 409 and "max_failed_trials" in r.json()["detail"]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from rnntune.service import queue
 from rnntune.service.api.app import create_app
+from rnntune.service.tables import StudyRow
 from tests.lifecycle.test_study_ops import tiny, workers
 from tests.queue_helpers import FINISHED, Env, end_active_studies
 
@@ -41,7 +43,7 @@ def told(env: Env, name: str, trials: list[tuple[float, int, float]]) -> list[di
     """Complete trials with exactly these params and values (``enqueue_trial`` pins the params)."""
     env.create(tiny(name, len(trials)))
     with env.sessions() as s:
-        queue.cancel_study(s, s.scalar(queue.select(queue.StudyRow.id).where(queue.StudyRow.name == name)))
+        queue.cancel_study(s, s.scalar(sa.select(StudyRow.id).where(StudyRow.name == name)))
     study = optuna.load_study(study_name=name, storage=env.storage)
     for lr, layers, value in trials:
         study.enqueue_trial({"lr": lr, "num_layers": layers})

@@ -157,6 +157,8 @@ EVERYTHING = {
         "scheduler": {"type": "categorical", "choices": ["cosine", "step", "plateau"]},
         "patience": {"type": "int", "low": 1, "high": 3},
         "window": {"type": "int", "low": 4, "high": 10, "step": 2},
+        "highway": {"type": "categorical", "choices": [False, True]},
+        "highway_window": {"type": "int", "low": 2, "high": 12, "when": {"highway": True}},
     },
     "sampler": {"name": "random", "seed": 4},
     "pruner": {"name": "none"},
@@ -197,6 +199,9 @@ def test_every_searchable_hyperparameter_reaches_the_configs(cache):
         assert tc.momentum == p.get("momentum", 0.0)
         assert tc.nesterov == (p.get("nesterov", False) and p["optimizer"] == "sgd")
         assert cache.get(spec, p["window"]).window == p["window"]
+        assert mc.highway == p["highway"]
+        if p["highway"]:  # over at most the window
+            assert mc.highway_window == min(p["highway_window"], p["window"])
     assert study.trials[0].params["nesterov"] is True and objective.model_config is not None
 
 

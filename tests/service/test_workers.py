@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from rnntune.service import queue
-from rnntune.service.tables import utcnow
+from rnntune.service.tables import WorkerRow, utcnow
 from tests.api_server import serving
 from tests.conftest import REPO, make_settings
 
@@ -35,9 +35,7 @@ def test_workers_listing(client):
     with sessions() as s:
         queue.register_worker(s, "ancient-1", device="cpu", labels=set(), pid=100)
         s.execute(
-            sa.update(queue.WorkerRow)
-            .where(queue.WorkerRow.id == "ancient-1")
-            .values(last_heartbeat=utcnow() - timedelta(days=8))
+            sa.update(WorkerRow).where(WorkerRow.id == "ancient-1").values(last_heartbeat=utcnow() - timedelta(days=8))
         )
         s.commit()
         # a starting worker drops the rows of workers silent for a week
@@ -50,9 +48,7 @@ def test_workers_listing(client):
         queue.deregister_worker(s, "gone-1")
         # dead-1 stopped beating 40 s ago (lease 30 s) without deregistering: killed
         s.execute(
-            sa.update(queue.WorkerRow)
-            .where(queue.WorkerRow.id == "dead-1")
-            .values(last_heartbeat=utcnow() - timedelta(seconds=40))
+            sa.update(WorkerRow).where(WorkerRow.id == "dead-1").values(last_heartbeat=utcnow() - timedelta(seconds=40))
         )
         s.commit()
 
