@@ -85,12 +85,28 @@ def client(settings):
         yield c
 
 
-@pytest.fixture
-def env():
-    """A PostgreSQL database of the test's own, as ``tests.queue_helpers.Env``: for tests whose
-    worker processes claim any study they find (a module may define its own ``env``)."""
+@pytest.fixture(scope="module")
+def module_env(pg_url):
+    """A PostgreSQL database shared by a module's tests, as ``tests.queue_helpers.Env`` (a module
+    that runs on both databases overrides it on ``db_url``)."""
     from tests.queue_helpers import Env
 
+    e = Env(pg_url)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def env(request):
+    """A database for a test's workers, as ``tests.queue_helpers.Env``: a PostgreSQL database of
+    the test's own, for worker processes that claim any study they find; in a module marked
+    ``shared_database``, the module's ``module_env`` with every study earlier tests left active
+    ended (a claim takes any study)."""
+    from tests.queue_helpers import Env, end_active_studies
+
+    if request.node.get_closest_marker("shared_database"):
+        yield end_active_studies(request.getfixturevalue("module_env"))
+        return
     url = create_pg_database()
     e = Env(url)
     yield e

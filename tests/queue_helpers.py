@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from rnntune.service.db import init_db, make_engine, make_storage, session_facto
 from rnntune.service.queue import ACTIVE
 from rnntune.service.spec import parse_spec
 from rnntune.service.tables import StudyRow, StudyState
+from rnntune.service.worker import Worker
 from tests.conftest import REPO, rnntune, wait_for
 
 TS = optuna.trial.TrialState
@@ -246,3 +248,31 @@ def check_lifecycle(env: Env, name: str, *, max_retries: int = 2, trial_less_fai
     # that no longer loads, have no FAIL trial to show)
     counted = (study["n_failed"], [t.number for t in failed], states)
     assert len(failed) <= study["n_failed"] <= len(failed) + trial_less_failures, counted
+
+
+class Running:
+    """``worker.run()`` in a thread of this process; ``result`` is what it returned, ``error`` what
+    ended it, if anything did."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.result: int | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> int | None:
+        self.worker.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        assert self.error is None, f"the worker died of {self.error!r}"
+        return self.result

@@ -18,6 +18,7 @@ from tests.queue_helpers import Env, end_active_studies, spec
 
 @pytest.fixture(scope="module")
 def module_env(db_url):
+    """On both databases (the conftest's ``module_env`` is PostgreSQL's)."""
     e = Env(db_url)
     yield e
     e.close()

@@ -7,8 +7,6 @@ check spies on the sampler); the kill test runs worker subprocesses."""
 
 from __future__ import annotations
 
-import threading
-
 import optuna
 import pytest
 import sqlalchemy as sa
@@ -19,43 +17,9 @@ from rnntune.service.outcome import Outcome, TrialOutcome
 from rnntune.service.tables import StudyState
 from rnntune.service.worker import Worker
 from tests.conftest import wait_for
-from tests.queue_helpers import TS, Env, end_active_studies, kill9, spec, stop
+from tests.queue_helpers import TS, Env, Running, kill9, spec, stop
 
-pytestmark = pytest.mark.slow
-
-
-class Running:
-    """``worker.run()`` in a thread; ``error`` is what ended it, if anything did."""
-
-    def __init__(self, worker: Worker):
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        assert self.error is None, f"the worker died of {self.error!r}"
-
-
-@pytest.fixture(scope="module")
-def module_env(pg_url):
-    e = Env(pg_url)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def env(module_env):
-    return end_active_studies(module_env)
+pytestmark = [pytest.mark.slow, pytest.mark.shared_database]
 
 
 @pytest.fixture(scope="module")

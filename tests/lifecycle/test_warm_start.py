@@ -13,24 +13,12 @@ from rnntune.service import queue
 from rnntune.service.api.app import create_app
 from rnntune.service.tables import StudyRow
 from tests.lifecycle.test_study_ops import tiny, workers
-from tests.queue_helpers import FINISHED, Env, end_active_studies
+from tests.queue_helpers import FINISHED, Env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_database]
 
 LR = optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
 LAYERS = optuna.distributions.IntDistribution(1, 2)
-
-
-@pytest.fixture(scope="module")
-def module_env(pg_url):
-    e = Env(pg_url)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def env(module_env):
-    return end_active_studies(module_env)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from rnntune.service import db, queue
 from rnntune.service.objective import Objective
 from rnntune.service.worker import Worker
 from tests.conftest import wait_for
-from tests.queue_helpers import TS, Env, check_lifecycle, end_active_studies, spec
+from tests.queue_helpers import TS, Env, Running, check_lifecycle, spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_database]
 
 
 def _exceptions() -> list[BaseException]:
@@ -61,45 +61,6 @@ class Inject:
             return out
 
         monkeypatch.setattr(owner, name, wrapped)
-
-
-class Running:
-    """``worker.run()`` in a thread; ``error`` is what ended it, if anything did."""
-
-    def __init__(self, worker: Worker):
-        self.worker = worker
-        self.result: int | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.worker.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def stop(self) -> int | None:
-        self.worker.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        assert self.error is None, f"the worker died of {self.error!r}"
-        return self.result
-
-
-@pytest.fixture(scope="module")
-def module_env(pg_url):
-    e = Env(pg_url)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def env(module_env):
-    return end_active_studies(module_env)
 
 
 def _worker(env: Env, tmp_path, **kwargs) -> Worker:

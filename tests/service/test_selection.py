@@ -19,7 +19,9 @@ from rnntune.service.config import Settings
 from rnntune.service.outcome import TrialOutcome
 from rnntune.service.spec import Limits, SpecError, parse_spec, stored_spec
 from rnntune.service.tables import EvaluationRow, StudyRow
-from tests.queue_helpers import Env, end_active_studies, spec
+from tests.queue_helpers import Env, spec
+
+pytestmark = pytest.mark.shared_database
 
 SELECT = {"top_k": 2, "seeds": 2, "folds": 1}
 
@@ -98,18 +100,6 @@ def test_the_default_selection_keeps_the_spec_hash_and_the_limit_is_a_setting(sq
 
 
 # --- the queue ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def module_env(pg_url):
-    e = Env(pg_url)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def env(module_env):
-    return end_active_studies(module_env)
 
 
 def _claim(env: Env, worker: str = "w", lease_s: float = 30) -> queue.Claim | None:
