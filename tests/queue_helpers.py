@@ -22,6 +22,7 @@ from rnntune.service.spec import parse_spec
 from rnntune.service.tables import StudyRow, StudyState
 from rnntune.service.worker import Worker
 from tests.conftest import REPO, rnntune, wait_for
+from tests.factories import sine_study as spec  # noqa: F401  (the queue tests' spec)
 
 TS = optuna.trial.TrialState
 FINISHED = (TS.COMPLETE, TS.PRUNED)
@@ -31,25 +32,6 @@ FAST_ENV = {
     "RNNTUNE_LEASE_S": "5",
     "RNNTUNE_POLL_INTERVAL_S": "0.3",
 }
-
-
-def spec(name: str, *, n_trials: int, max_epochs: int = 3, n_series: int = 60, hidden: int = 8, **extra) -> dict:
-    """A sine study whose epoch length scales with ``n_series``."""
-    out = {
-        "name": name,
-        "data": {"name": "sine", "params": {"n_series": n_series, "length": 60, "seed": 0}, "window": 48},
-        "model": {"cell": "lstm", "hidden_size": hidden},
-        "search_space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials, "max_epochs": max_epochs},
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "search_space":
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
 
 
 @dataclass

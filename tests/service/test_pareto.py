@@ -18,6 +18,7 @@ from rnntune.service.data_cache import DataCache
 from rnntune.service.objective import Objective
 from rnntune.service.spec import SpecError, parse_spec
 from tests.conftest import rnntune
+from tests.factories import study_spec
 from tests.test_e2e import free_port, start_api, stop
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -25,20 +26,23 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SINE = {"name": "sine", "params": {"n_series": 60, "length": 30, "seed": 0}, "window": 16}
 
 
+MULTI_OBJECTIVE = {
+    "name": "mo",
+    "objectives": ["val_loss", "n_params"],
+    "data": SINE,
+    "model": {"cell": "gru"},
+    "search_space": {
+        "hidden_size": {"type": "int", "low": 2, "high": 24, "log": True},
+        "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+    },
+    "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},
+    "pruner": {"name": "median", "n_startup_trials": 2},
+    "budget": {"n_trials": 8, "max_epochs": 3},
+}
+
+
 def spec_dict(name: str = "mo", **extra) -> dict:
-    return {
-        "name": name,
-        "objectives": ["val_loss", "n_params"],
-        "data": SINE,
-        "model": {"cell": "gru"},
-        "search_space": {
-            "hidden_size": {"type": "int", "low": 2, "high": 24, "log": True},
-            "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
-        },
-        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},
-        "pruner": {"name": "median", "n_startup_trials": 2},
-        "budget": {"n_trials": 8, "max_epochs": 3},
-    } | extra
+    return study_spec(MULTI_OBJECTIVE, name=name, **extra)
 
 
 # --- validation -----------------------------------------------------------------------------

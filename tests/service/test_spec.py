@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from rnntune.service.spec import SpecError, StudySpec, grid_size, load_spec, parse_spec
+from tests.factories import study_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "studies").rglob("*.yaml"))
@@ -27,17 +28,6 @@ BASE = {
     },
     "budget": {"n_trials": 5},
 }
-
-
-def spec_with(**changes) -> dict:
-    spec = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        *path, last = dotted.split("__")
-        node = spec
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return spec
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(REPO)))
@@ -97,7 +87,7 @@ def test_defaults_fill_in():
     ],
 )
 def test_bad_spec_names_field_and_reason(changes, field, reason):
-    spec = spec_with(**changes)
+    spec = study_spec(BASE, **changes)
     with pytest.raises(SpecError) as err:
         parse_spec(spec)
     fields = [loc for loc, _ in err.value.errors]
@@ -106,7 +96,7 @@ def test_bad_spec_names_field_and_reason(changes, field, reason):
 
 
 def test_grid_over_continuous_range_is_rejected_and_discrete_grid_sized():
-    spec = spec_with(sampler={"name": "grid"})
+    spec = study_spec(BASE, sampler={"name": "grid"})
     with pytest.raises(SpecError, match=r"search_space.lr: grid search needs discrete values"):
         parse_spec(spec)
     spec["search_space"] = {
@@ -185,7 +175,7 @@ def test_json_and_yaml_files_load_the_same(tmp_path):
 
 def test_cli_rejects_bad_spec_with_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(spec_with(search_space__lr={"type": "float", "low": 0.5, "high": 0.1})))
+    bad.write_text(yaml.safe_dump(study_spec(BASE, search_space__lr={"type": "float", "low": 0.5, "high": 0.1})))
     r = subprocess.run(
         [sys.executable, "-m", "rnntune.service.cli", "validate", str(bad)], capture_output=True, text=True, cwd=REPO
     )

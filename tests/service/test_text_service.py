@@ -13,6 +13,7 @@ from rnntune.service import search
 from rnntune.service.spec import SpecError, parse_spec
 from rnntune.service.worker import Worker
 from tests.conftest import REPO
+from tests.factories import study_spec
 
 REVIEWS = REPO / "studies" / "data" / "sentiment-reviews.csv"
 TOPICS = REPO / "studies" / "data" / "topic-news.jsonl"
@@ -30,19 +31,12 @@ TEXT = {
 }
 
 
-def with_(base: dict, **changes) -> dict:
-    spec = copy.deepcopy(base)
-    for key, value in changes.items():
-        spec[key] = value
-    return spec
-
-
 def test_text_spec_defaults_and_metrics():
     spec = parse_spec(TEXT)
     assert spec.direction == "maximize"
     assert spec.fixed_params()["max_length"] is None
-    assert parse_spec(with_(TEXT, metric="val_accuracy")).direction == "maximize"
-    fixed = with_(TEXT, search_space={"lr": TEXT["search_space"]["lr"]})
+    assert parse_spec(study_spec(TEXT, metric="val_accuracy")).direction == "maximize"
+    fixed = study_spec(TEXT, search_space={"lr": TEXT["search_space"]["lr"]})
     fixed["data"] = {**TEXT["data"], "params": {"max_length": 20}}
     assert parse_spec(fixed).fixed_params()["max_length"] == 20
 
@@ -69,23 +63,25 @@ def test_text_spec_defaults_and_metrics():
 )
 def test_bad_text_specs_name_field_and_reason(changes, field, reason):
     with pytest.raises(SpecError) as err:
-        parse_spec(with_(TEXT, **changes))
+        parse_spec(study_spec(TEXT, **changes))
     assert field in [loc for loc, _ in err.value.errors], err.value.errors
     assert reason in str(err.value)
 
 
 def test_text_hyperparameters_need_text_data():
-    spec = {"name": "s", "data": {"name": "sine"}, "model": {"embed_dim": 8}, "budget": {"n_trials": 1}}
+    spec = study_spec(name="s", model={"embed_dim": 8})
     with pytest.raises(SpecError, match="embed_dim applies to data.name 'text' only"):
         parse_spec(spec)
 
 
 def test_genetic_sampler_is_nsga2_with_its_options():
-    spec = parse_spec(with_(TEXT, sampler={"name": "genetic", "seed": 1, "population_size": 4, "mutation_prob": 0.3}))
+    spec = parse_spec(
+        study_spec(TEXT, sampler={"name": "genetic", "seed": 1, "population_size": 4, "mutation_prob": 0.3})
+    )
     sampler = search.build_sampler(spec, seed_offset=2)
     assert isinstance(sampler, optuna.samplers.NSGAIISampler)
     with pytest.raises(SpecError, match="sampler"):
-        parse_spec(with_(TEXT, sampler={"name": "genetic", "population_size": 1}))
+        parse_spec(study_spec(TEXT, sampler={"name": "genetic", "population_size": 1}))
 
 
 def test_text_hyperparameters_reach_the_configs_and_the_data():
@@ -93,7 +89,7 @@ def test_text_hyperparameters_reach_the_configs_and_the_data():
     from rnntune.service.objective import Objective
 
     spec = parse_spec(
-        with_(
+        study_spec(
             TEXT,
             search_space={**TEXT["search_space"], "bidirectional": {"type": "categorical", "choices": [False, True]}},
         )
