@@ -35,7 +35,7 @@ _LAZY = {
     "EpochResult": "rnntune.models.train",
     "FitResult": "rnntune.models.train",
     "TrainingStopped": "rnntune.models.train",
-    "evaluate": "rnntune.models.train",
+    "evaluate": "rnntune.models.evaluation",
     "fit": "rnntune.models.train",
     "pick_device": "rnntune.models.train",
     "Predictor": "rnntune.models.checkpoint",
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         TrainConfig,
     )
     from rnntune.models.data import DataError, SequenceData, load_dataset
+    from rnntune.models.evaluation import evaluate
     from rnntune.models.recurrent import SequenceModel
     from rnntune.models.text import TOKEN_PATTERN, Vocab, bucket_batches, tokenize
     from rnntune.models.train import (
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
         EpochResult,
         FitResult,
         TrainingStopped,
-        evaluate,
         fit,
         pick_device,
     )

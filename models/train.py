@@ -8,6 +8,11 @@ padding is neither computed nor fed to the recurrent state. After each epoch the
 on_epoch_end(result) is called: that is where a tuner reports and prunes, without this module
 knowing about it. Returning True from the callback stops training; an exception raised by it
 propagates unchanged.
+
+fit() reads as its steps: the setup (_Trainer.build, the splits on the device, the epochs'
+batches), one epoch (_train_epoch), validation (_validate), the checkpoint of the best epoch
+(_Best) and the stop after an epoch (_stop_reason: the callback, early stopping). evaluate() and
+inference_latency_ms() live in rnntune.models.evaluation; fit's callers import them from here too.
 """
 
 from __future__ import annotations
@@ -17,16 +22,29 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnntune.models.config import TASKS, ModelConfig, TrainConfig, _is_int
+from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.data import SequenceData
+from rnntune.models.evaluation import evaluate, inference_latency_ms
 from rnntune.models.recurrent import SequenceModel
 from rnntune.models.text import bucket_batches
+
+__all__ = [
+    "DivergedError",
+    "EpochResult",
+    "FitResult",
+    "TrainingStopped",
+    "evaluate",
+    "fit",
+    "inference_latency_ms",
+    "pick_device",
+]
 
 
 @dataclass
@@ -70,107 +88,6 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     return device
 
 
-@torch.no_grad()
-def inference_latency_ms(
-    model: nn.Module, x: Tensor | np.ndarray, lengths: Tensor | np.ndarray | None = None, *, repeats: int = 30
-) -> float:
-    """Batch-1 inference time in milliseconds on the model's device: the median of ``repeats``
-    timed forward passes of ``x[:1]`` (after three untimed warm-up passes), synchronising the
-    device around each so that a GPU's queued work is counted."""
-    if not _is_int(repeats) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, but got {repeats=}.")
-    device = next(model.parameters()).device
-    one = torch.as_tensor(x[:1], device=device)  # (1, T, F) or (1, T) token ids
-    args = () if lengths is None else (torch.as_tensor(lengths[:1], dtype=torch.int64).cpu(),)
-    if args:
-        one = one[:, : int(args[0].max())]
-    on_gpu = device.type == "cuda"
-
-    def sync() -> None:
-        if on_gpu:
-            torch.cuda.synchronize(device)
-
-    was_training = model.training
-    model.eval()
-    times: list[float] = []
-    for i in range(repeats + 3):
-        sync()
-        started = time.perf_counter()
-        model(one, *args)
-        sync()
-        if i >= 3:
-            times.append(time.perf_counter() - started)
-    model.train(was_training)
-    return 1000.0 * float(np.median(times))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: Tensor | np.ndarray,
-    y: Tensor | np.ndarray,
-    task: str,
-    batch_size: int = 1024,
-    lengths: Tensor | np.ndarray | None = None,
-) -> dict[str, float]:
-    """{"loss": MSE or cross-entropy, "mae" (regression) or "accuracy" and "f1" (classification:
-    macro-F1 over the classes present in y or the predictions, as scikit-learn's
-    ``f1_score(average="macro")``)} over all of (x, y). ``lengths`` (N,): text batches, each
-    trimmed to its longest row and packed."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, but got {task=}.")
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size=}.")
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)}, {len(y)}.")
-    device = next(model.parameters()).device
-    x = torch.as_tensor(x, device=device)
-    y = torch.as_tensor(y, device=device)
-    if lengths is not None:
-        lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    metric_sum = torch.zeros((), device=device)
-    n_classes = 0  # classification: the model's, from its first batch
-    # per class (n_classes,): true positives, true and predicted counts; never n_classes**2
-    hits = torch.zeros(0, dtype=torch.int64, device=device)
-    n_true = torch.zeros(0, dtype=torch.int64, device=device)
-    n_predicted = torch.zeros(0, dtype=torch.int64, device=device)
-    for start in range(0, len(x), batch_size):
-        if lengths is None:
-            out = model(x[start : start + batch_size]).float()  # (b, output_size)
-        else:
-            lb = lengths[start : start + batch_size]
-            out = model(x[start : start + batch_size, : int(lb.max())], lb).float()
-        target = y[start : start + batch_size]
-        if task == "regression":
-            loss_sum += F.mse_loss(out, target, reduction="sum")
-            metric_sum += (out - target).abs().sum()
-        else:
-            loss_sum += F.cross_entropy(out, target, reduction="sum")
-            predicted = out.argmax(dim=1)
-            metric_sum += (predicted == target).sum()
-            if n_classes == 0:
-                n_classes = out.shape[1]
-                hits, n_true, n_predicted = (torch.zeros(n_classes, dtype=torch.int64, device=device) for _ in range(3))
-            hits += torch.bincount(target[predicted == target], minlength=n_classes)
-            n_true += torch.bincount(target, minlength=n_classes)
-            n_predicted += torch.bincount(predicted, minlength=n_classes)
-    model.train(was_training)
-    # regression averages over every predicted value, like F.mse_loss does in training
-    count = y.numel() if task == "regression" else len(y)
-    if task == "regression":
-        loss, metric = (torch.stack([loss_sum, metric_sum]) / count).tolist()  # one device sync
-        return {"loss": loss, "mae": metric}
-    tp = hits.double()
-    denominator = (n_true + n_predicted).double()  # 2TP + FP + FN per class
-    present = denominator > 0
-    f1 = (2 * tp[present] / denominator[present]).mean()
-    loss, metric, f1 = torch.stack([loss_sum / count, metric_sum / count, f1.to(loss_sum.dtype)]).tolist()
-    return {"loss": loss, "accuracy": metric, "f1": f1}
-
-
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -190,123 +107,215 @@ def fit(
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)  # weights and dropout (every device)
     np.random.seed(tc.seed % 2**32)
-    generator = torch.Generator(device=device)  # the epochs' shuffles
-    generator.manual_seed(tc.seed)
-
-    model = (model_factory or SequenceModel)(model_config).to(device)
-    embedding = getattr(model, "embedding", None)  # a model plugin may have none
-    if data.embeddings is not None and model_config.is_text and isinstance(embedding, nn.Embedding):
-        with torch.no_grad():  # a user's matrix, in vocab order
-            embedding.weight.copy_(torch.as_tensor(data.embeddings))
-    optimizer = _make_optimizer(model, tc)
-    scheduler = _make_scheduler(optimizer, tc)
-    loss_fn = F.mse_loss if model_config.task == "regression" else F.cross_entropy
-    use_amp = tc.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    grad_scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-
-    def autocast() -> contextlib.AbstractContextManager[None]:
-        if not use_amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=amp_dtype)
-
-    # the whole data set lives on the device; batches are slices of a permutation of it
-    x_train = torch.as_tensor(data.x_train, device=device)  # (N, T, F)
-    y_train = torch.as_tensor(data.y_train, device=device)  # (N, K) float or (N,) int64
-    x_val = torch.as_tensor(data.x_val, device=device)
-    y_val = torch.as_tensor(data.y_val, device=device)
-    n_train, batch_size = len(x_train), tc.batch_size
-    # text: lengths stay on the CPU (packing reads them there); batches are length buckets
-    lengths_train = None if data.lengths_train is None else torch.as_tensor(data.lengths_train)
-    lengths_val = None if data.lengths_val is None else torch.as_tensor(data.lengths_val)
-    bucket_generator = torch.Generator().manual_seed(tc.seed) if lengths_train is not None else None
+    trainer = _Trainer.build(model_config, tc, data, device, model_factory)
+    # the whole data set lives on the device; batches are index tensors into it
+    train = _Split.on(device, data.x_train, data.y_train, data.lengths_train)
+    val = _Split.on(device, data.x_val, data.y_val, data.lengths_val)
+    epoch_batches = _epoch_batches(train, tc.batch_size, tc.seed, device)
 
     history: list[EpochResult] = []
-    best_epoch, best_val_loss, best_state = 0, math.inf, {}
+    best = _Best()
     stopped = "max_epochs"
     train_seconds = 0.0
     for epoch in range(1, tc.max_epochs + 1):
         started = time.perf_counter()
-        model.train()
-        batch_losses = []  # kept on the device: no sync per batch
-        if lengths_train is None:
-            order = torch.randperm(n_train, device=device, generator=generator)
-            batches = [order[start : start + batch_size] for start in range(0, n_train, batch_size)]
-        else:
-            batches = bucket_batches(lengths_train, batch_size, bucket_generator)
-        for index in batches:
-            if should_stop is not None and should_stop():
-                raise TrainingStopped(f"stopped during epoch {epoch}")
-            if lengths_train is None:
-                xb, yb = x_train[index], y_train[index]  # (b, T, F), (b, K) or (b,)
-                with autocast():
-                    out = model(xb)  # (b, output_size)
-            else:
-                lb = lengths_train[index]  # (b,) on the CPU
-                index = index.to(device, non_blocking=True)
-                xb, yb = x_train[index, : int(lb.max())], y_train[index]  # (b, T_b) ids, (b,)
-                with autocast():
-                    out = model(xb, lb)  # (b, output_size)
-            loss = loss_fn(out.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            if grad_scaler is not None:
-                grad_scaler.scale(loss).backward()
-                if tc.clip_norm is not None:
-                    grad_scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
-                grad_scaler.step(optimizer)
-                grad_scaler.update()
-            else:
-                loss.backward()
-                if tc.clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
-                optimizer.step()
-            batch_losses.append(loss.detach())
-        # weight the batch means by their sizes (all full but one)
-        weights = torch.tensor([float(len(index)) for index in batches], device=device)
-        train_loss = (torch.stack(batch_losses) * weights).sum().item() / n_train
+        train_loss = _train_epoch(trainer, train, epoch_batches(), should_stop or _never, epoch)
         train_seconds += time.perf_counter() - started
-
-        metrics = evaluate(model, x_val, y_val, model_config.task, tc.eval_batch_size, lengths_val)
-        val_loss = metrics.pop("loss")
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise DivergedError(
-                f"training diverged at epoch {epoch}: {train_loss=}, {val_loss=} "
-                f"(optimizer={tc.optimizer!r}, lr={tc.lr}, clip_norm={tc.clip_norm})."
-            )
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            val_metrics=metrics,
-            seconds=time.perf_counter() - started,
-        )
+        result = _validate(trainer.model, val, model_config.task, tc, epoch, train_loss, started)
         history.append(result)
-        if val_loss < best_val_loss:
-            best_epoch, best_val_loss = epoch, val_loss
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss)
-        elif scheduler is not None:
-            scheduler.step()
-
-        if on_epoch_end is not None and on_epoch_end(result):
-            stopped = "callback"
-            break
-        if tc.patience is not None and epoch - best_epoch >= tc.patience:
-            stopped = "early_stopping"
+        best.update(result, trainer.model)
+        trainer.schedule(result.val_loss)
+        reason = _stop_reason(result, best.epoch, tc.patience, on_epoch_end or _never)
+        if reason is not None:
+            stopped = reason
             break
 
-    n_samples = n_train * len(history)
+    n_samples = len(train.x) * len(history)
     return FitResult(
         history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val_loss,
+        best_epoch=best.epoch,
+        best_val_loss=best.val_loss,
         stopped=stopped,
-        state_dict=best_state,
+        state_dict=best.state_dict,
         samples_per_s=n_samples / train_seconds if train_seconds > 0 else math.inf,
         device=str(device),
     )
+
+
+def _never(*args: object) -> bool:
+    """The callbacks fit() was not given: never stop."""
+    return False
+
+
+@dataclass
+class _Trainer:
+    """What one training step needs: the model, its optimizer and learning-rate schedule, the
+    loss and mixed precision (CUDA only: bf16, or fp16 with a GradScaler; off, the autocast
+    context and the disabled GradScaler are no-ops)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    autocast: Callable[[], contextlib.AbstractContextManager[None]]
+    grad_scaler: torch.amp.GradScaler
+    clip_norm: float | None
+
+    @classmethod
+    def build(
+        cls,
+        model_config: ModelConfig,
+        tc: TrainConfig,
+        data: SequenceData,
+        device: torch.device,
+        model_factory: Callable[[ModelConfig], nn.Module] | None,
+    ) -> _Trainer:
+        """A fresh model on the device (a user's embedding matrix loaded) and its training parts."""
+        model = (model_factory or SequenceModel)(model_config).to(device)
+        embedding = getattr(model, "embedding", None)  # a model plugin may have none
+        if data.embeddings is not None and model_config.is_text and isinstance(embedding, nn.Embedding):
+            with torch.no_grad():  # a user's matrix, in vocab order
+                embedding.weight.copy_(torch.as_tensor(data.embeddings))
+        optimizer = _make_optimizer(model, tc)
+        use_amp = tc.amp and device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            scheduler=_make_scheduler(optimizer, tc),
+            loss_fn=F.mse_loss if model_config.task == "regression" else F.cross_entropy,
+            autocast=partial(torch.autocast, device_type="cuda", dtype=amp_dtype)
+            if use_amp
+            else contextlib.nullcontext,
+            grad_scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+            clip_norm=tc.clip_norm,
+        )
+
+    def step(self, inputs: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        """One optimizer step on one batch; its mean loss, left on the device."""
+        with self.autocast():
+            out = self.model(*inputs)  # (b, output_size)
+        loss = self.loss_fn(out.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(loss).backward()
+        if self.clip_norm is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return loss.detach()
+
+    def schedule(self, val_loss: float) -> None:
+        """The learning-rate schedule's step at an epoch's end (plateau reads the val loss)."""
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+
+@dataclass
+class _Split:
+    """One split's tensors: x and y on the device; lengths (text, variable-length rows) on the
+    CPU, where packing reads them."""
+
+    x: Tensor  # (N, T, F) or (N, T) token ids
+    y: Tensor  # (N, K) float or (N,) int64
+    lengths: Tensor | None  # (N,) real steps per row
+
+    @classmethod
+    def on(cls, device: torch.device, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None) -> _Split:
+        return cls(
+            torch.as_tensor(x, device=device),
+            torch.as_tensor(y, device=device),
+            None if lengths is None else torch.as_tensor(lengths),
+        )
+
+    def batch(self, index: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The model's inputs and the targets of the rows ``index``; text trimmed to its longest row."""
+        if self.lengths is None:
+            return (self.x[index],), self.y[index]  # (b, T, F), (b, K) or (b,)
+        lb = self.lengths[index]  # (b,) on the CPU
+        index = index.to(self.x.device, non_blocking=True)
+        return (self.x[index, : int(lb.max())], lb), self.y[index]  # (b, T_b) ids, (b,)
+
+
+def _epoch_batches(train: _Split, batch_size: int, seed: int, device: torch.device) -> Callable[[], list[Tensor]]:
+    """Each epoch's batches of row indices, seeded: slices of a permutation on the device, or
+    for text length buckets on the CPU (rnntune.models.text.bucket_batches)."""
+    if train.lengths is not None:
+        lengths, buckets = train.lengths, torch.Generator().manual_seed(seed)
+        return lambda: bucket_batches(lengths, batch_size, buckets)
+    n = len(train.x)
+    shuffles = torch.Generator(device=device)
+    shuffles.manual_seed(seed)
+
+    def shuffled() -> list[Tensor]:
+        order = torch.randperm(n, device=device, generator=shuffles)  # (N,)
+        return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+
+    return shuffled
+
+
+def _train_epoch(
+    trainer: _Trainer, train: _Split, batches: list[Tensor], should_stop: Callable[[], bool], epoch: int
+) -> float:
+    """One pass over the batches; the epoch's mean training loss."""
+    trainer.model.train()
+    batch_losses = []  # kept on the device: no sync per batch
+    for index in batches:
+        if should_stop():
+            raise TrainingStopped(f"stopped during epoch {epoch}")
+        inputs, target = train.batch(index)
+        batch_losses.append(trainer.step(inputs, target))
+    # weight the batch means by their sizes (all full but one)
+    weights = torch.tensor([float(len(index)) for index in batches], device=train.x.device)
+    return float((torch.stack(batch_losses) * weights).sum().item() / len(train.x))
+
+
+def _validate(
+    model: nn.Module, val: _Split, task: str, tc: TrainConfig, epoch: int, train_loss: float, started: float
+) -> EpochResult:
+    """The epoch's result: its val loss and metrics; DivergedError when a loss is not finite."""
+    metrics = evaluate(model, val.x, val.y, task, tc.eval_batch_size, val.lengths)
+    val_loss = metrics.pop("loss")
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise DivergedError(
+            f"training diverged at epoch {epoch}: {train_loss=}, {val_loss=} "
+            f"(optimizer={tc.optimizer!r}, lr={tc.lr}, clip_norm={tc.clip_norm})."
+        )
+    return EpochResult(
+        epoch=epoch,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        val_metrics=metrics,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Best:
+    """The checkpoint: the epoch with the lowest val loss so far and its weights, on the CPU."""
+
+    epoch: int = 0
+    val_loss: float = math.inf
+    state_dict: dict[str, Tensor] = field(default_factory=dict)
+
+    def update(self, result: EpochResult, model: nn.Module) -> None:
+        if result.val_loss < self.val_loss:
+            self.epoch, self.val_loss = result.epoch, result.val_loss
+            self.state_dict = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _stop_reason(
+    result: EpochResult, best_epoch: int, patience: int | None, on_epoch_end: Callable[[EpochResult], bool | None]
+) -> str | None:
+    """Why training ends after this epoch: the callback asked ("callback"), or no better val
+    loss for ``patience`` epochs ("early_stopping"); None: it goes on."""
+    if on_epoch_end(result):
+        return "callback"
+    if patience is not None and result.epoch - best_epoch >= patience:
+        return "early_stopping"
+    return None
 
 
 def _check_compatible(model_config: ModelConfig, data: SequenceData) -> None:

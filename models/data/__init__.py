@@ -92,22 +92,9 @@ def load_dataset(
         _check_int(name, "window", window, low=1)
     _check_int(name, "horizon", horizon, low=1)
     _check_int(name, "seed", seed, low=None)
-    for fraction_name, value, low_ok in (
-        ("val_fraction", val_fraction, False),
-        ("test_fraction", test_fraction, True),
-    ):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise DataError(f"{name}: {fraction_name} must be a number, but got {value!r}.")
-        if not (0.0 <= value < 1.0 if low_ok else 0.0 < value < 1.0):
-            bounds = "[0, 1)" if low_ok else "(0, 1)"
-            raise DataError(f"{name}: {fraction_name} must be in {bounds}, but got {value!r}.")
+    _check_fractions(name, val_fraction, test_fraction)
     if fold is not None:
-        if name not in FOLD_DATASETS + KFOLD_DATASETS:
-            known = ", ".join(FOLD_DATASETS + KFOLD_DATASETS)
-            raise DataError(f"{name}: folds apply to {known}, not to {name!r}.")
-        if not isinstance(fold, tuple) or len(fold) != 2:
-            raise DataError(f"{name}: fold must be (index, n_folds), but got {fold=}.")
-        _check_int(name, "n_folds", fold[1], low=1)
+        _check_fold(name, fold)
     if val_fraction + test_fraction >= 1.0:
         raise DataError(
             f"{name}: val_fraction + test_fraction must be < 1, but got {val_fraction=} + {test_fraction=}."
@@ -128,6 +115,29 @@ def load_dataset(
         fold=fold,
     )
     return _LOADERS[name](dict(params), request)
+
+
+def _check_fractions(name: str, val_fraction: float, test_fraction: float) -> None:
+    """Each a number: val_fraction in (0, 1), test_fraction in [0, 1) (0: no test split)."""
+    for fraction_name, value, low_ok in (
+        ("val_fraction", val_fraction, False),
+        ("test_fraction", test_fraction, True),
+    ):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise DataError(f"{name}: {fraction_name} must be a number, but got {value!r}.")
+        if not (0.0 <= value < 1.0 if low_ok else 0.0 < value < 1.0):
+            bounds = "[0, 1)" if low_ok else "(0, 1)"
+            raise DataError(f"{name}: {fraction_name} must be in {bounds}, but got {value!r}.")
+
+
+def _check_fold(name: str, fold: tuple[int, int]) -> None:
+    """A data set with folds, and fold an (index, n_folds) pair; the loader checks the index."""
+    if name not in FOLD_DATASETS + KFOLD_DATASETS:
+        known = ", ".join(FOLD_DATASETS + KFOLD_DATASETS)
+        raise DataError(f"{name}: folds apply to {known}, not to {name!r}.")
+    if not isinstance(fold, tuple) or len(fold) != 2:
+        raise DataError(f"{name}: fold must be (index, n_folds), but got {fold=}.")
+    _check_int(name, "n_folds", fold[1], low=1)
 
 
 _LOADERS: dict[str, Callable[[Params, _Request], SequenceData]] = {

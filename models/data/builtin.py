@@ -8,6 +8,7 @@ import numpy as np
 
 from rnntune.models.data.container import DataError, SequenceData
 from rnntune.models.data.splits import (
+    Fold,
     Params,
     _check_int,
     _chronological,
@@ -45,7 +46,6 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
     noise = p["noise"]
     if not isinstance(noise, numbers.Real) or isinstance(noise, bool) or not float(noise) >= 0:
         raise DataError(f"sine: noise must be a number >= 0, but got noise={noise!r}.")
-    noise = float(noise)
     n_series, length, horizon = p["n_series"], p["length"], request.horizon
     if length - horizon < 1:
         raise DataError(f"sine: length must exceed horizon, but got length={length} and horizon={horizon}.")
@@ -53,29 +53,8 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
     if window + horizon > length:
         raise DataError(f"sine: window + horizon = {window} + {horizon} is longer than the series (length={length}).")
 
-    rng = np.random.default_rng(p["seed"])
-    amplitude = rng.uniform(0.5, 1.5, size=(n_series, 1))
-    period = rng.uniform(8.0, 32.0, size=(n_series, 1))  # time steps per cycle
-    phase = rng.uniform(0.0, 2 * np.pi, size=(n_series, 1))
-    t = np.arange(length)[None, :]  # (1, L)
-    series = amplitude * np.sin(2 * np.pi * t / period + phase)  # (S, L)
-    series = series + noise * rng.standard_normal(series.shape)
-
-    # split by series: the series are independent, so no window can leak into another split
-    order = np.random.default_rng(request.seed).permutation(n_series)
-    n_train, n_val, _ = _split_sizes(n_series, request, "series")
-    ids = {
-        "train": np.sort(order[:n_train]),
-        "val": np.sort(order[n_train : n_train + n_val]),
-        "test": np.sort(order[n_train + n_val :]),
-    }
-    fold = _fold(request, n_train, n_val, min_train=1)
-    if fold is not None:  # the folds run over the series in the split's order; no test split
-        ids = {
-            "train": np.sort(order[slice(*fold.train)]),
-            "val": np.sort(order[slice(*fold.val)]),
-            "test": order[:0],
-        }
+    series = _sine_series(n_series, length, float(noise), p["seed"])  # (S, L)
+    ids, fold = _series_split(request, n_series)
     mean, std = _fit_scaler(series[ids["train"]][..., None])
     scaled = ((series[..., None] - mean) / std).astype(np.float32)  # (S, L, 1)
     arrays = {}
@@ -98,6 +77,38 @@ def _load_sine(params: Params, request: _Request) -> SequenceData:
             **p,
         },
     )
+
+
+def _sine_series(n_series: int, length: int, noise: float, seed: int) -> np.ndarray:
+    """(S, L) noisy sines, each of its own amplitude, period and phase (seeded)."""
+    rng = np.random.default_rng(seed)
+    amplitude = rng.uniform(0.5, 1.5, size=(n_series, 1))
+    period = rng.uniform(8.0, 32.0, size=(n_series, 1))  # time steps per cycle
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n_series, 1))
+    t = np.arange(length)[None, :]  # (1, L)
+    series = amplitude * np.sin(2 * np.pi * t / period + phase)  # (S, L)
+    return series + noise * rng.standard_normal(series.shape)
+
+
+def _series_split(request: _Request, n_series: int) -> tuple[dict[str, np.ndarray], Fold | None]:
+    """The series of each split, by the request's seed, and the request's fold (None: none).
+
+    Split by series: the series are independent, so no window can leak into another split. The
+    folds run over the series in the split's order and leave no test split."""
+    order = np.random.default_rng(request.seed).permutation(n_series)
+    n_train, n_val, _ = _split_sizes(n_series, request, "series")
+    fold = _fold(request, n_train, n_val, min_train=1)
+    if fold is not None:
+        return {
+            "train": np.sort(order[slice(*fold.train)]),
+            "val": np.sort(order[slice(*fold.val)]),
+            "test": order[:0],
+        }, fold
+    return {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }, None
 
 
 def _load_adding(params: Params, request: _Request) -> SequenceData:

@@ -205,20 +205,7 @@ def _chronological(
     # train windows lie wholly inside the train segment; val and test windows need only their
     # targets inside theirs (their inputs are the steps just before, reaching back if need be)
     needs = {"train": window + horizon, "val": horizon, "test": horizon}
-    for split, (start, stop) in bounds.items():
-        if split == "test" and (request.test_fraction == 0 or fold is not None):
-            continue
-        if stop - start < needs[split]:
-            what = (
-                f"window + horizon = {window} + {horizon} = {needs[split]}"
-                if split == "train"
-                else f"horizon = {horizon} (its windows' targets must lie inside it)"
-            )
-            raise DataError(
-                f"{request.name}: the {split} split has {stop - start} of the series' {length} "
-                f"time steps, fewer than {what}; use a smaller window or horizon, other "
-                f"fractions, or a longer series."
-            )
+    _check_segments(request, bounds, needs, length, window, test=request.test_fraction != 0 and fold is None)
     mean, std = _fit_scaler(series[: bounds["train"][1]])
     scaled = ((series - mean) / std).astype(np.float32)  # (L, F)
     arrays = {}
@@ -249,6 +236,33 @@ def _chronological(
             **meta,
         },
     )
+
+
+def _check_segments(
+    request: _Request,
+    bounds: dict[str, tuple[int, int]],
+    needs: dict[str, int],
+    length: int,
+    window: int,
+    *,
+    test: bool,
+) -> None:
+    """Each split's segment holds at least the time steps it ``needs`` (the test split only
+    when there is one: ``test``); DataError naming the split and what it lacks."""
+    for split, (start, stop) in bounds.items():
+        if split == "test" and not test:
+            continue
+        if stop - start < needs[split]:
+            what = (
+                f"window + horizon = {window} + {request.horizon} = {needs[split]}"
+                if split == "train"
+                else f"horizon = {request.horizon} (its windows' targets must lie inside it)"
+            )
+            raise DataError(
+                f"{request.name}: the {split} split has {stop - start} of the series' {length} "
+                f"time steps, fewer than {what}; use a smaller window or horizon, other "
+                f"fractions, or a longer series."
+            )
 
 
 def _forecasting(

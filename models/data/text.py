@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from rnntune.models.data.splits import (
     _Request,
     _take_params,
 )
+
+if TYPE_CHECKING:  # rnntune.models.text imports torch; loading text data imports it on first use
+    from rnntune.models.text import Vocab
 
 TEXT_DEFAULTS = {
     "path": None,
@@ -62,49 +66,63 @@ def read_text_rows(
         fmt = "jsonl" if body.lstrip().startswith("{") else "csv"
     if fmt not in ("csv", "jsonl"):
         raise DataError(f"{where}: format must be 'csv' or 'jsonl', but got {fmt!r}.")
-    texts: list[str] = []
-    labels: list[str] = []
     if fmt == "jsonl":
-        try:
-            for number, record in files.jsonl_records(body.splitlines()):
-                for column in (text_column, label_column):
-                    if column not in record:
-                        raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
-                text, label = record[text_column], record[label_column]
-                if not isinstance(text, str):
-                    raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
-                if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
-                    raise DataError(
-                        f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
-                        f"integer, but got a {type(label).__name__}."
-                    )
-                texts.append(text)
-                labels.append(str(label))
-        except files.FileCheckError as exc:  # a line that is not a JSON object
-            raise DataError(f"{where}: {exc}.") from None
+        texts, labels = _jsonl_rows(body, text_column, label_column, where)
     else:
-        import io
-
-        try:
-            rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=delimiter))
-        except csv.Error as exc:
-            raise DataError(f"{where}: the CSV cannot be parsed: {exc}.") from None
-        rows = [row for row in rows if any(cell.strip() for cell in row)]
-        if not rows:
-            raise DataError(f"{where}: the file is empty.")
-        header = [cell.strip() for cell in rows[0]]
-        for column in (text_column, label_column):
-            if column not in header:
-                raise DataError(f"{where}: column {column!r} not found; columns: {header}.")
-        ti, li = header.index(text_column), header.index(label_column)
-        for number, row in enumerate(rows[1:], start=2):
-            label = row[li].strip() if li < len(row) else ""
-            if not label:
-                raise DataError(f"{where}: row {number} has an empty {label_column!r}.")
-            texts.append(row[ti] if ti < len(row) else "")
-            labels.append(label)
+        texts, labels = _csv_rows(body, text_column, label_column, delimiter, where)
     if not texts:
         raise DataError(f"{where}: the file has no examples.")
+    return texts, labels
+
+
+def _jsonl_rows(body: str, text_column: str, label_column: str, where: str) -> tuple[list[str], list[str]]:
+    """Each JSON object's text (a string) and label (a non-empty string or an integer)."""
+    texts: list[str] = []
+    labels: list[str] = []
+    try:
+        for number, record in files.jsonl_records(body.splitlines()):
+            for column in (text_column, label_column):
+                if column not in record:
+                    raise DataError(f"{where}: line {number} has no {column!r} field; fields: {sorted(record)}.")
+            text, label = record[text_column], record[label_column]
+            if not isinstance(text, str):
+                raise DataError(f"{where}: line {number}: {text_column!r} must be a string.")
+            if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+                raise DataError(
+                    f"{where}: line {number}: {label_column!r} must be a non-empty string or an "
+                    f"integer, but got a {type(label).__name__}."
+                )
+            texts.append(text)
+            labels.append(str(label))
+    except files.FileCheckError as exc:  # a line that is not a JSON object
+        raise DataError(f"{where}: {exc}.") from None
+    return texts, labels
+
+
+def _csv_rows(
+    body: str, text_column: str, label_column: str, delimiter: str, where: str
+) -> tuple[list[str], list[str]]:
+    """Each non-blank row's text (empty when the row is short) and label (never empty), by the header."""
+    try:
+        rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{where}: the CSV cannot be parsed: {exc}.") from None
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{where}: the file is empty.")
+    header = [cell.strip() for cell in rows[0]]
+    for column in (text_column, label_column):
+        if column not in header:
+            raise DataError(f"{where}: column {column!r} not found; columns: {header}.")
+    ti, li = header.index(text_column), header.index(label_column)
+    texts: list[str] = []
+    labels: list[str] = []
+    for number, row in enumerate(rows[1:], start=2):
+        label = row[li].strip() if li < len(row) else ""
+        if not label:
+            raise DataError(f"{where}: row {number} has an empty {label_column!r}.")
+        texts.append(row[ti] if ti < len(row) else "")
+        labels.append(label)
     return texts, labels
 
 
@@ -155,27 +173,13 @@ def _label_names(labels: list[str]) -> list[str]:
 
 
 def _load_text(params: Params, request: _Request) -> SequenceData:
-    from rnntune.models.text import TOKEN_PATTERN, TextInfo, Vocab, embedding_matrix, tokenize
+    from rnntune.models.text import TOKEN_PATTERN, TextInfo
 
     p = _take_params("text", params, TEXT_DEFAULTS)
     _reject(request, "window", "horizon", "target", "inputs")
     path = _file_path(p, request)
-    for key in ("text_column", "label_column"):
-        if not isinstance(p[key], str) or not p[key]:
-            raise DataError(f"text: {key} must be a column name, but got {p[key]!r}.")
-    if not isinstance(p["lowercase"], bool):
-        raise DataError(f"text: lowercase must be true or false, but got {p['lowercase']!r}.")
-    _check_int("text", "min_freq", p["min_freq"], low=1)
-    for key in ("max_size", "max_length"):
-        if p[key] is not None:
-            _check_int("text", key, p[key], low=1)
-    _cap_sizes(p, request.file_limits)
-    fmt = p["format"]
-    if fmt is None:
-        extension = os.path.splitext(path)[1].lower()
-        fmt = (
-            "jsonl" if extension in (".jsonl", ".json", ".ndjson") else "csv" if extension in (".csv", ".tsv") else None
-        )
+    _check_text_params(p, request.file_limits)
+    fmt = p["format"] if p["format"] is not None else _format_by_extension(path)
     try:
         with open(path, "rb") as handle:
             content = handle.read()
@@ -185,59 +189,10 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
         content, fmt=fmt, text_column=p["text_column"], label_column=p["label_column"],
         delimiter=p["delimiter"], where=f"text: {os.path.basename(path)}",
     )  # fmt: skip
-    names = _label_names(label_values)
-    if len(names) < 2:
-        raise DataError(f"text: classification needs at least 2 labels, but found {names}.")
-    try:
-        files.check_classes(len(names), request.file_limits, f"text: the column {p['label_column']!r}")
-    except files.FileCheckError as error:
-        raise DataError(f"{error}.") from None
-    index = {name: i for i, name in enumerate(names)}
-    y = np.array([index[label] for label in label_values], dtype=np.int64)
+    names, y = _label_ids(label_values, p["label_column"], request.file_limits)
     splits = _kfold(request, _random_split(request, len(y), labels=y), y)  # the vocabulary: the fold's train
-    # Tokens are never all held at once: counted for the vocabulary, then tokenized again and
-    # truncated text by text as they are encoded (a few very long rows cost their ids, no more).
-    lowercase = p["lowercase"]
-    vocab = Vocab.build(
-        (tokenize(texts[i], lowercase=lowercase) for i in splits["train"]),
-        min_freq=p["min_freq"],
-        max_size=p["max_size"],
-    )
-    n_tokens = np.zeros(len(texts), dtype=np.int64)
-    known: list[float] = []
-
-    def truncated(rows: np.ndarray, split: str) -> Iterator[list[str]]:
-        for i in rows:
-            tokens = tokenize(texts[i], lowercase=lowercase)
-            n_tokens[i] = len(tokens)
-            if split == "val":
-                distinct = set(tokens)
-                known.append(len(distinct & vocab.stoi.keys()) / max(1, len(distinct)))
-            yield tokens[: p["max_length"]]
-
-    arrays = _encode_splits(splits, truncated, vocab, p["max_length"], request.file_limits.max_text_cells)
-    embeddings, coverage = None, None
-    if p["embeddings"] is not None:
-        if p["embeddings_vocab"] is None:
-            raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
-        try:  # headers first: the matrix's size is known before it is loaded
-            files.check_npy(p["embeddings"], request.file_limits)
-            with open(p["embeddings_vocab"], "rb") as raw:
-                files.check_vocab(raw, request.file_limits)
-        except (OSError, files.FileCheckError) as error:
-            reason = error.strerror if isinstance(error, OSError) else str(error)
-            raise DataError(f"text: cannot use the embeddings: {reason}.") from None
-        try:
-            vectors = np.load(p["embeddings"], allow_pickle=False)
-            with open(p["embeddings_vocab"], encoding="utf-8") as text_file:
-                vectors_vocab = [line.rstrip("\n") for line in text_file]
-            if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
-                vectors_vocab.pop()
-            embeddings, coverage = embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"text: cannot use the embeddings ({type(error).__name__}).") from None
-        except ValueError as error:  # embedding_matrix: the matrix and its vocabulary disagree
-            raise DataError(f"text: cannot use the embeddings: {error}.") from None
+    vocab, arrays, n_tokens, known = _encode(texts, splits, p, request.file_limits)
+    embeddings, coverage = _embeddings(p, vocab, request)
     text_info: TextInfo = {
         "tokenizer": {"pattern": TOKEN_PATTERN, "lowercase": p["lowercase"]},
         "vocab": vocab.to_dict(),
@@ -271,3 +226,97 @@ def _load_text(params: Params, request: _Request) -> SequenceData:
             **_kfold_meta(request, y),
         },
     )  # fmt: skip
+
+
+def _check_text_params(p: Params, limits: files.FileLimits) -> None:
+    """The columns' names, lowercase, min_freq and the sizes; unset sizes take the server's caps."""
+    for key in ("text_column", "label_column"):
+        if not isinstance(p[key], str) or not p[key]:
+            raise DataError(f"text: {key} must be a column name, but got {p[key]!r}.")
+    if not isinstance(p["lowercase"], bool):
+        raise DataError(f"text: lowercase must be true or false, but got {p['lowercase']!r}.")
+    _check_int("text", "min_freq", p["min_freq"], low=1)
+    for key in ("max_size", "max_length"):
+        if p[key] is not None:
+            _check_int("text", key, p[key], low=1)
+    _cap_sizes(p, limits)
+
+
+def _format_by_extension(path: str) -> str | None:
+    """ "jsonl" or "csv" by the file's extension; None: read_text_rows looks at the content."""
+    extension = os.path.splitext(path)[1].lower()
+    return "jsonl" if extension in (".jsonl", ".json", ".ndjson") else "csv" if extension in (".csv", ".tsv") else None
+
+
+def _label_ids(labels: list[str], label_column: str, limits: files.FileLimits) -> tuple[list[str], np.ndarray]:
+    """The label names (at least 2, within RNNTUNE_MAX_CLASSES) and y (N,) int64, each label's index."""
+    names = _label_names(labels)
+    if len(names) < 2:
+        raise DataError(f"text: classification needs at least 2 labels, but found {names}.")
+    try:
+        files.check_classes(len(names), limits, f"text: the column {label_column!r}")
+    except files.FileCheckError as error:
+        raise DataError(f"{error}.") from None
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def _encode(
+    texts: list[str], splits: dict[str, np.ndarray], p: Params, limits: files.FileLimits
+) -> tuple[Vocab, dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, list[float]]:
+    """The vocabulary of the train split's texts, each split's padded ids and lengths, every
+    text's token count (N,) and, per val text, the fraction of its distinct tokens the vocabulary knows.
+
+    Tokens are never all held at once: counted for the vocabulary, then tokenized again and
+    truncated text by text as they are encoded (a few very long rows cost their ids, no more)."""
+    from rnntune.models.text import Vocab, tokenize
+
+    lowercase = p["lowercase"]
+    vocab = Vocab.build(
+        (tokenize(texts[i], lowercase=lowercase) for i in splits["train"]),
+        min_freq=p["min_freq"],
+        max_size=p["max_size"],
+    )
+    n_tokens = np.zeros(len(texts), dtype=np.int64)
+    known: list[float] = []
+
+    def truncated(rows: np.ndarray, split: str) -> Iterator[list[str]]:
+        for i in rows:
+            tokens = tokenize(texts[i], lowercase=lowercase)
+            n_tokens[i] = len(tokens)
+            if split == "val":
+                distinct = set(tokens)
+                known.append(len(distinct & vocab.stoi.keys()) / max(1, len(distinct)))
+            yield tokens[: p["max_length"]]
+
+    arrays = _encode_splits(splits, truncated, vocab, p["max_length"], limits.max_text_cells)
+    return vocab, arrays, n_tokens, known
+
+
+def _embeddings(p: Params, vocab: Vocab, request: _Request) -> tuple[np.ndarray | None, float | None]:
+    """The user's embedding matrix in the vocabulary's order (V, D) float32 and the fraction of
+    tokens it covers; (None, None) without one. Its headers are checked before it is loaded."""
+    from rnntune.models.text import embedding_matrix
+
+    if p["embeddings"] is None:
+        return None, None
+    if p["embeddings_vocab"] is None:
+        raise DataError("text: embeddings needs embeddings_vocab (its tokens, one per line).")
+    try:  # headers first: the matrix's size is known before it is loaded
+        files.check_npy(p["embeddings"], request.file_limits)
+        with open(p["embeddings_vocab"], "rb") as raw:
+            files.check_vocab(raw, request.file_limits)
+    except (OSError, files.FileCheckError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise DataError(f"text: cannot use the embeddings: {reason}.") from None
+    try:
+        vectors = np.load(p["embeddings"], allow_pickle=False)
+        with open(p["embeddings_vocab"], encoding="utf-8") as text_file:
+            vectors_vocab = [line.rstrip("\n") for line in text_file]
+        if vectors_vocab and vectors_vocab[-1] == "" and len(vectors_vocab) == len(vectors) + 1:
+            vectors_vocab.pop()
+        return embedding_matrix(vocab, vectors.astype(np.float32), vectors_vocab, request.seed)
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"text: cannot use the embeddings ({type(error).__name__}).") from None
+    except ValueError as error:  # embedding_matrix: the matrix and its vocabulary disagree
+        raise DataError(f"text: cannot use the embeddings: {error}.") from None
