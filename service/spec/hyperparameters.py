@@ -32,7 +32,8 @@ SEED_MAX = 2**32 - 1
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PLUGIN_DATASET = "plugin"  # data.name: plugin, data.plugin: an installed loader (it says the task)
-METRICS: dict[str, Literal["minimize", "maximize"]] = {
+Direction = Literal["minimize", "maximize"]
+METRICS: dict[str, Direction] = {
     "val_loss": "minimize",
     "val_mae": "minimize",
     "val_accuracy": "maximize",
@@ -125,7 +126,7 @@ BUILTIN_FEATURES = {"sine": 1, "adding": 2, "sunspots": 1, "co2": 1, "digits": 8
 
 # What ``objectives`` may list: the val metrics (reported every epoch) and two costs of the trained
 # model, measured once at the end: its parameter count and its batch-1 inference time.
-OBJECTIVES: dict[str, Literal["minimize", "maximize"]] = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
+OBJECTIVES: dict[str, Direction] = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
 
 
 class _Hp(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from rnntune.service.spec.hyperparameters import (
     METRICS,
     OBJECTIVES,
     SEED_MAX,
+    Direction,
     _check_value,
 )
 from rnntune.service.spec.rules import (
@@ -75,7 +76,7 @@ class StudySpec(BaseModel):
         description="unique; lower-case letters, digits and '-', at most 64",
         json_schema_extra={"pattern": NAME_RE.pattern},
     )
-    direction: Literal["minimize", "maximize"] | None = Field(default=None, description="default: the metric's")
+    direction: Direction | None = Field(default=None, description="default: the metric's")
     metric: str = Field(
         default="val_loss",
         description=f"one of {', '.join(METRICS)} (an objective plugin or command: its own metric's name)",
@@ -258,7 +259,7 @@ class StudySpec(BaseModel):
         """What each trial returns, in order: ``objectives``, or the one ``metric``."""
         return list(self.objectives) if self.objectives else [self.metric]
 
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         """The Optuna study's direction per objective."""
         if not self.objectives:  # one objective: a built-in metric's, or a plugin's / command's own
             assert self.direction is not None  # validation sets it
