@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service.spec import Limits, StudySpec, check_limits, is_path, try_stored_spec
+from rnntune.service.spec import DataSpec, Limits, StudySpec, check_limits, is_path, try_stored_spec
 from rnntune.service.text_cells import padded_cells_error
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def create(
     except IntegrityError:  # another upload took the name between the check and the insert
         session.rollback()
         raise DatasetConflict(f"a dataset named {name!r} exists; delete it first or choose another name") from None
-    return session.scalar(select(DatasetRow).where(DatasetRow.name == name))
+    return session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one()
 
 
 class _CopyLine(io.RawIOBase):
@@ -194,7 +194,9 @@ def _copy_in(session: Session, fields: dict[str, Any], stream: IO[bytes]) -> Non
     cells.insert(6, r"\N" if owner is None else _copy_text(owner))  # owner: NULL for an unnamed token
     prefix = "\t".join(cells) + "\t"
     stream.seek(0)
-    cursor = session.connection().connection.driver_connection.cursor()
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # a live connection's psycopg2 connection
+    cursor = driver.cursor()
     try:
         cursor.copy_expert(
             "COPY rnntune_datasets (name, filename, format, sha256, size, info, owner, created_at, content) FROM STDIN",
@@ -233,7 +235,7 @@ def digests(session: Session) -> set[str]:
 
 
 def content(session: Session, dataset_id: int) -> bytes:
-    return session.scalar(select(DatasetRow.content).where(DatasetRow.id == dataset_id))
+    return session.scalars(select(DatasetRow.content).where(DatasetRow.id == dataset_id)).one()
 
 
 def list_all(session: Session) -> list[DatasetRow]:
@@ -254,8 +256,10 @@ def spec_refs(spec: StudySpec | dict[str, Any]) -> list[tuple[str, Any]]:
     """(field, reference) of every uploaded data set a spec reads; a stored spec that no longer
     parses is read as its JSON, so a data set it names stays protected."""
     if isinstance(spec, dict):
-        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-        dataset, params = data.get("dataset"), data.get("params") if isinstance(data.get("params"), dict) else {}
+        raw = spec.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        raw_params = data.get("params")
+        dataset, params = data.get("dataset"), raw_params if isinstance(raw_params, dict) else {}
     elif spec.data is None:
         return []
     else:
@@ -303,56 +307,80 @@ def check_spec(session: Session, spec: StudySpec, limits: Limits | None = None) 
     if row.format != d.name:
         return [("data.name", f"dataset {row.name!r} is a {row.format} file, but data.name is {d.name!r}")]
     if row.format == "csv":
-        numeric = row.info.get("numeric_columns", [])
-        delimiter = d.params.get("delimiter", ",")
-        if delimiter != row.info.get("delimiter", ","):
-            errors.append(
-                (
-                    "data.params.delimiter",
-                    f"dataset {row.name!r} was uploaded with delimiter {row.info.get('delimiter')!r}, but got {delimiter!r}",
-                )
-            )
-        target = d.target or d.params.get("target")
-        for loc, column in [("data.target", target), *(("data.inputs", c) for c in d.inputs or [])]:
-            if column is not None and column not in numeric:
-                other = row.info.get("other_columns", {}).get(column)
-                why = f"is {other}" if other else "is not a column"
-                errors.append((loc, f"column {column!r} of dataset {row.name!r} {why}; numeric columns: {numeric}"))
+        errors += _csv_errors(row, d)
     elif row.format == "text":
-        columns = row.info.get("columns", [])
-        for key, default in (("text_column", "text"), ("label_column", "label")):
-            column = d.params.get(key, default)
-            if column not in columns:
-                errors.append(
-                    (f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}")
-                )
-        cells = None if limits is None else padded_cells_error(spec, int(row.info.get("rows") or 0), limits)
-        if cells is not None:
-            errors.append(cells)
-        fmt = d.params.get("format")
-        if fmt is not None and fmt != row.info.get("layout"):
-            errors.append(
-                ("data.params.format", f"dataset {row.name!r} is {row.info.get('layout')}, but got format={fmt!r}")
-            )
+        errors += _text_errors(row, spec, d, limits)
     elif spec.metric in ("val_accuracy", "val_f1") and row.info.get("task") != "classification":
         errors.append(("metric", f"val_accuracy needs integer labels, but dataset {row.name!r} has float targets"))
-    if row.format == "npz" and limits is not None and (row.info.get("n_classes") or 0) > limits.max_classes:
+    if row.format == "npz" and limits is not None:
+        errors += _npz_errors(row, spec, limits, clean=not errors)
+    return errors
+
+
+def _csv_errors(row: DatasetRow, d: DataSpec) -> list[tuple[str, str]]:
+    """A CSV upload: the spec's delimiter is the upload's, its target and inputs numeric columns."""
+    errors = []
+    numeric = row.info.get("numeric_columns", [])
+    delimiter = d.params.get("delimiter", ",")
+    if delimiter != row.info.get("delimiter", ","):
         errors.append(
+            (
+                "data.params.delimiter",
+                f"dataset {row.name!r} was uploaded with delimiter {row.info.get('delimiter')!r}, but got {delimiter!r}",
+            )
+        )
+    target = d.target or d.params.get("target")
+    for loc, column in [("data.target", target), *(("data.inputs", c) for c in d.inputs or [])]:
+        if column is not None and column not in numeric:
+            other = row.info.get("other_columns", {}).get(column)
+            why = f"is {other}" if other else "is not a column"
+            errors.append((loc, f"column {column!r} of dataset {row.name!r} {why}; numeric columns: {numeric}"))
+    return errors
+
+
+def _text_errors(row: DatasetRow, spec: StudySpec, d: DataSpec, limits: Limits | None) -> list[tuple[str, str]]:
+    """A text upload: the columns of the spec's data ``d`` are in it, its padded batches within
+    the limits, its ``format`` the upload's layout."""
+    errors = []
+    columns = row.info.get("columns", [])
+    for key, default in (("text_column", "text"), ("label_column", "label")):
+        column = d.params.get(key, default)
+        if column not in columns:
+            errors.append(
+                (f"data.params.{key}", f"column {column!r} is not in dataset {row.name!r}; columns: {columns}")
+            )
+    cells = None if limits is None else padded_cells_error(spec, int(row.info.get("rows") or 0), limits)
+    if cells is not None:
+        errors.append(cells)
+    fmt = d.params.get("format")
+    if fmt is not None and fmt != row.info.get("layout"):
+        errors.append(
+            ("data.params.format", f"dataset {row.name!r} is {row.info.get('layout')}, but got format={fmt!r}")
+        )
+    return errors
+
+
+def _npz_errors(row: DatasetRow, spec: StudySpec, limits: Limits, clean: bool) -> list[tuple[str, str]]:
+    """An .npz upload within the server's limits: its classes, and (``clean``: nothing else is
+    wrong yet) the model and batches its width and length imply."""
+    if (row.info.get("n_classes") or 0) > limits.max_classes:
+        return [
             (
                 "data.dataset",
                 f"dataset {row.name!r} implies {row.info['n_classes']} classes, over this server's limit "
                 f"RNNTUNE_MAX_CLASSES={limits.max_classes}",
             )
-        )
-    if row.format == "npz" and limits is not None and not errors:
-        _, n_steps, n_features = row.info["X"]
-        n_outputs = row.info.get("n_classes") or (row.info["y"][1] if len(row.info["y"]) == 2 else 1)
-        try:
-            check_limits(spec, limits, n_features=n_features, window=n_steps, n_outputs=n_outputs)
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            errors.append((field, f"{reason} (dataset {row.name!r}: {n_steps} steps of {n_features} features)"))
-    return errors
+        ]
+    if not clean:
+        return []
+    _, n_steps, n_features = row.info["X"]
+    n_outputs = row.info.get("n_classes") or (row.info["y"][1] if len(row.info["y"]) == 2 else 1)
+    try:
+        check_limits(spec, limits, n_features=n_features, window=n_steps, n_outputs=n_outputs)
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        return [(field, f"{reason} (dataset {row.name!r}: {n_steps} steps of {n_features} features)")]
+    return []
 
 
 def _check_embeddings(session: Session, spec: StudySpec) -> list[tuple[str, str]]:

@@ -23,13 +23,13 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy import Float, Row, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -123,15 +123,17 @@ class RnntuneCollector(Collector):
         workers = GaugeMetricFamily(
             "rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s"
         )
-        workers.add_metric([], live)
+        workers.add_metric([], live or 0)  # count() is never NULL; the scalar is typed optional
         yield workers
 
         specs = {study.optuna_study_id: try_stored_spec(study) for study in studies}  # None: broken, not counted
         max_epochs = {sid: spec.budget.max_epochs for sid, spec in specs.items() if spec is not None}
         yield from self._durations(session, names, max_epochs)
 
-    def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:
-        """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
+    @staticmethod
+    def _duration_rows(session: Session) -> Sequence[Row]:
+        """Per study: finished trials, their seconds and epochs, the pruned ones' count and epochs,
+        and each histogram bucket's count, summed in SQL over finished trials."""
         epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
         train_q = (
             select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
@@ -154,7 +156,7 @@ class RnntuneCollector(Collector):
             *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
             *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
         ]
-        rows = session.execute(
+        return session.execute(
             select(*columns)
             .select_from(
                 trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
@@ -168,6 +170,9 @@ class RnntuneCollector(Collector):
             .group_by(trials_t.c.study_id)
         ).all()
 
+    def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:
+        """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
+        rows = self._duration_rows(session)
         trial_h = HistogramMetricFamily(
             "rnntune_trial_duration_seconds", "finished trials' wall time, start to complete", labels=["study"]
         )

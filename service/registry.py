@@ -81,27 +81,17 @@ def create_study(
     existing = get_study(session, spec.name)
     if existing is not None:
         return _same_or_conflict(existing, digest), False
-    spec_json = spec.model_dump(mode="json")
     try:
         study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions())
         created = True
     except optuna.exceptions.DuplicatedStudyError:
-        # Another request may be creating it right now: its row follows within moments.
-        for _ in range(ADOPT_WAIT_S * 20):
-            session.rollback()
-            existing = get_study(session, spec.name)
-            if existing is not None:
-                return _same_or_conflict(existing, digest), False
-            time.sleep(0.05)
+        existing = _concurrent_row(session, spec.name)
+        if existing is not None:
+            return _same_or_conflict(existing, digest), False
         study = _adoptable(storage, spec, digest)
         created = False
     try:
-        if study.user_attrs.get(SPEC_HASH_ATTR) is None:
-            study.set_user_attr(SPEC_HASH_ATTR, digest)
-            study.set_user_attr(SPEC_ATTR, spec_json)
-            optuna_compat.set_metric_names(
-                study, spec.objective_names()
-            )  # the dashboard labels values by them, not "Objective 0"
+        _record_spec(study, spec, digest)
         if warm is not None:
             warm_start.add_history(study, warm.history)
         row = queue.add_study(
@@ -128,6 +118,27 @@ def create_study(
     return row, True
 
 
+def _concurrent_row(session: Session, name: str) -> StudyRow | None:
+    """Another request may be creating the study right now: its row, which follows within
+    moments (``ADOPT_WAIT_S``), or None."""
+    for _ in range(ADOPT_WAIT_S * 20):
+        session.rollback()
+        existing = get_study(session, name)
+        if existing is not None:
+            return existing
+        time.sleep(0.05)
+    return None
+
+
+def _record_spec(study: optuna.Study, spec: StudySpec, digest: str) -> None:
+    """The Optuna study's copy of the spec (its hash first: what an adopter compares) and the
+    objectives' names, unless an earlier creator recorded them."""
+    if study.user_attrs.get(SPEC_HASH_ATTR) is None:
+        study.set_user_attr(SPEC_HASH_ATTR, digest)
+        study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+        optuna_compat.set_metric_names(study, spec.objective_names())  # the dashboard's labels, not "Objective 0"
+
+
 def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: str) -> optuna.Study:
     """The Optuna study named ``spec.name`` that has no row of ours, if rnntune may take it
     over: no trial beyond its queued initial ones, and no other spec's hash stored on it."""
@@ -152,7 +163,8 @@ def _shown(row: StudyRow) -> dict[str, Any]:
     if spec is not None:
         return {"direction": spec.direction, "metric": spec.metric, "data": _data_name(spec), "broken": None}
     raw = row.spec if isinstance(row.spec, dict) else {}
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    raw_data = raw.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
 
     def text(value: Any, default: str) -> str:
         return value if isinstance(value, str) else default
@@ -169,7 +181,8 @@ def _data_name(spec: StudySpec) -> str:
     """What a study trains on: a data set's name, or (no data) its objective plugin or command."""
     if spec.data is not None:
         return spec.data.name
-    return f"objective plugin {spec.objective.plugin}" if spec.objective.plugin else "command"
+    plugin = spec.objective.plugin if spec.objective is not None else None  # a spec without data has an objective
+    return f"objective plugin {plugin}" if plugin else "command"
 
 
 def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 90.0) -> list[dict[str, Any]]:

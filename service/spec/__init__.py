@@ -6,9 +6,10 @@ The package validates all of it up front, so a bad spec is a 422 / exit 2 naming
 failed trial. It imports no torch (the API must start fast): the allowed cells, optimisers,
 schedulers and data sets are the models' own, from the torch-free ``rnntune.models.config``.
 
-``hyperparameters`` (what can be tuned) -> ``sections`` -> ``study`` (``StudySpec`` and its
-cross-field rules) -> ``resources`` (the server's limits) and ``paths`` (its data roots) ->
-``load`` (parsing, errors, stored specs). Import from here; the modules import each other directly.
+``hyperparameters`` (what can be tuned) -> ``sections`` -> ``rules`` (the cross-field rules) ->
+``study`` (``StudySpec``, which runs them) -> ``resources`` (the server's limits) and ``paths`` (its
+data roots) -> ``load`` (parsing, errors, stored specs). Import from here; the modules import each
+other directly.
 """
 
 from rnntune.models.config import (  # the allowed values are part of the spec's API

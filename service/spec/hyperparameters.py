@@ -32,7 +32,13 @@ SEED_MAX = 2**32 - 1
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "genetic")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PLUGIN_DATASET = "plugin"  # data.name: plugin, data.plugin: an installed loader (it says the task)
-METRICS = {"val_loss": "minimize", "val_mae": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
+Direction = Literal["minimize", "maximize"]
+METRICS: dict[str, Direction] = {
+    "val_loss": "minimize",
+    "val_mae": "minimize",
+    "val_accuracy": "maximize",
+    "val_f1": "maximize",
+}
 # Each data set's own options (``data.params``): an unknown key is a 422 at submit, not a failed
 # study in a worker. Checked against ``rnntune.models.data`` by tests/security/test_spec_limits.py.
 TEXT_PARAMS = (
@@ -120,7 +126,7 @@ BUILTIN_FEATURES = {"sine": 1, "adding": 2, "sunspots": 1, "co2": 1, "digits": 8
 
 # What ``objectives`` may list: the val metrics (reported every epoch) and two costs of the trained
 # model, measured once at the end: its parameter count and its batch-1 inference time.
-OBJECTIVES = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
+OBJECTIVES: dict[str, Direction] = {**METRICS, "n_params": "minimize", "latency_ms": "minimize"}
 
 
 class _Hp(BaseModel):
@@ -189,8 +195,9 @@ def _check_value(name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be true or false, but got {value!r}")
         return value
     if hp.kind == "str":
-        if value not in hp.choices:
-            raise ValueError(f"{name} must be one of {list(hp.choices)}, but got {value!r}")
+        choices = hp.choices or ()
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, but got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, but got {value!r}")

@@ -151,7 +151,9 @@ def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
     ``search_space.lr.float.step`` is not a key of the data and is skipped)."""
     *path, key = loc
     for part in path:
-        if (isinstance(data, dict) and part in data) or (isinstance(data, list) and isinstance(part, int)):
+        if isinstance(data, dict) and part in data:  # noqa: SIM114 (two branches: mypy narrows part to an int in the second)
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int):
             data = data[part]
     if isinstance(data, dict):
         data.pop(key, None)

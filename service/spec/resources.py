@@ -12,6 +12,7 @@ from rnntune.service.space import (
 )
 from rnntune.service.spec.hyperparameters import BUILTIN_FEATURES
 from rnntune.service.spec.limits import Limits
+from rnntune.service.spec.sections import DataSpec
 
 if TYPE_CHECKING:
     from rnntune.service.spec.study import StudySpec
@@ -29,15 +30,21 @@ def _upper(spec: StudySpec, name: str) -> Any:
         return spec.fixed_params()[name]
     if isinstance(param, CategoricalParam):
         if name == "cell":
-            return max(param.choices, key=lambda c: _GATES.get(c, 0))
+            return max(param.choices, key=lambda c: _GATES.get(str(c), 0))
         values = [c for c in param.choices if c is not None]
         return max(values) if values else None
     return param.high
 
 
+def _data(spec: StudySpec) -> DataSpec:
+    """The spec's data: what is sized here is rnntune's own training, which always has data."""
+    assert spec.data is not None  # only an objective plugin or command has none, and sizes nothing here
+    return spec.data
+
+
 def _n_features(spec: StudySpec) -> int:
     """Input width per step, as far as the spec tells (a file's own width is checked on upload)."""
-    d = spec.data
+    d = _data(spec)
     if d.name in BUILTIN_FEATURES:
         return BUILTIN_FEATURES[d.name]
     if d.name == "csv":
@@ -49,7 +56,7 @@ def _n_features(spec: StudySpec) -> int:
 
 def _window_upper(spec: StudySpec, limits: Limits | None = None) -> int | None:
     """The longest sequence a trial feeds the model, when the spec tells (None: the file's)."""
-    d = spec.data
+    d = _data(spec)
     if d.name == "text":  # unset: the loader keeps RNNTUNE_MAX_TEXT_LENGTH tokens
         return _upper(spec, "max_length") or d.params.get("max_length") or (limits or Limits()).max_text_length
     if "window" in spec.search_space:
@@ -69,7 +76,7 @@ def _window_upper(spec: StudySpec, limits: Limits | None = None) -> int | None:
 def _n_outputs(spec: StudySpec, limits: Limits) -> int:
     """The head's width: forecasting horizon x targets, the classes, or (a file the spec cannot
     see into: a path's .npz, a text file's labels) the most classes this server allows."""
-    d = spec.data
+    d = _data(spec)
     if d.name == "digits":
         return 10
     if d.name in ("sine", "sunspots", "co2", "csv"):
@@ -81,7 +88,7 @@ def _n_outputs(spec: StudySpec, limits: Limits) -> int:
 
 def _vocab_upper(spec: StudySpec, limits: Limits) -> int:
     """Rows of a text model's embedding: the vocabulary's cap plus <pad> and <unk>."""
-    return min(spec.data.params.get("max_size") or limits.max_vocab, limits.max_vocab) + 2
+    return min(_data(spec).params.get("max_size") or limits.max_vocab, limits.max_vocab) + 2
 
 
 def model_params_upper(
@@ -96,28 +103,29 @@ def model_params_upper(
     directions = 2 if _upper(spec, "bidirectional") else 1
     gates = _GATES[_upper(spec, "cell")]
     n, width = 0, n_features or _n_features(spec)
-    if spec.data.name == "text":
+    if _data(spec).name == "text":
         n += _vocab_upper(spec, limits) * width  # the embedding; width is embed_dim
     for _ in range(layers):  # per layer and direction: gates x (W_ih, W_hh, two biases)
         n += directions * gates * (hidden * (width + hidden) + 2 * hidden)
         width = hidden * directions
     outputs = n_outputs or _n_outputs(spec, limits)
-    if _upper(spec, "highway") and spec.data.name not in HIGHWAYLESS:  # highway_window weights per output
+    if _upper(spec, "highway") and _data(spec).name not in HIGHWAYLESS:  # highway_window weights per output
         n += int(_upper(spec, "highway_window")) * outputs + outputs
     return n + width * outputs + outputs  # + the head
 
 
 def _check_text_caps(spec: StudySpec, limits: Limits) -> None:
     """A text spec's vocabulary and kept length within RNNTUNE_MAX_VOCAB / RNNTUNE_MAX_TEXT_LENGTH."""
-    if spec.data.name != "text":
+    d = _data(spec)
+    if d.name != "text":
         return
-    size = spec.data.params.get("max_size")
+    size = d.params.get("max_size")
     if size is not None and size > limits.max_vocab:
         raise ValueError(
             f"data.params.max_size: {size} is over this server's limit RNNTUNE_MAX_VOCAB={limits.max_vocab}"
         )
     searched = "max_length" in spec.search_space
-    length = _upper(spec, "max_length") if searched else spec.data.params.get("max_length")
+    length = _upper(spec, "max_length") if searched else d.params.get("max_length")
     if length is not None and length > limits.max_text_length:
         where = "search_space.max_length" if searched else "data.params.max_length"
         raise ValueError(
@@ -127,7 +135,8 @@ def _check_text_caps(spec: StudySpec, limits: Limits) -> None:
 
 def _generated_elements(spec: StudySpec, window: int | None) -> tuple[str, int] | None:
     """(field, values) a built-in generator would make, windows included; None for other data."""
-    p, name = spec.data.params, spec.data.name
+    d = _data(spec)
+    p, name = d.params, d.name
     sizes = {"sine": ("n_series", 500, "length", 60), "adding": ("n_samples", 3000, "length", 50)}
     if name not in sizes:
         return None
@@ -153,6 +162,7 @@ def check_limits(
 
     ``n_features`` / ``window``: an uploaded file's own input width and length, where the spec
     alone cannot tell them (``datasets.check_spec`` passes an .npz's)."""
+    assert spec.budget.n_trials is not None  # validation sets it before the server's checks run
     if spec.budget.n_trials > limits.max_trials_per_study:
         raise ValueError(
             f"budget.n_trials: {spec.budget.n_trials} exceeds this server's limit "
@@ -172,7 +182,7 @@ def check_limits(
     n_params = model_params_upper(spec, n_features, n_outputs, limits)
     if n_params > limits.max_model_params:
         sizes = (
-            ("embed_dim", "hidden_size", "num_layers") if spec.data.name == "text" else ("hidden_size", "num_layers")
+            ("embed_dim", "hidden_size", "num_layers") if _data(spec).name == "text" else ("hidden_size", "num_layers")
         )
         where = next((f"search_space.{k}" for k in sizes if k in spec.search_space), "model")
         raise ValueError(

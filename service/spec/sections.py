@@ -61,13 +61,14 @@ class DataSpec(BaseModel):
     @model_validator(mode="after")
     def _files(self) -> DataSpec:
         _check_data_plugin(self)
-        known = DATA_PARAMS.get(self.name)  # None: a plugin's params are its own
-        for key in self.params if known is not None else ():
-            if key not in known:
-                raise ValueError(
-                    f"params.{key}: unknown option of data set {self.name!r}; known: {', '.join(known) or 'none'}"
-                )
-            _check_data_param(key, self.params[key])
+        known = DATA_PARAMS.get(self.name)
+        if known is not None:  # None: a plugin's params are its own
+            for key in self.params:
+                if key not in known:
+                    raise ValueError(
+                        f"params.{key}: unknown option of data set {self.name!r}; known: {', '.join(known) or 'none'}"
+                    )
+                _check_data_param(key, self.params[key])
         if self.dataset is not None:
             if self.name not in FILE_DATASETS:
                 raise ValueError(

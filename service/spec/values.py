@@ -30,6 +30,7 @@ def _hp_schema(hp: _Hp) -> dict[str, Any]:
     if hp.kind == "str":
         return {"type": "string", "enum": list(hp.choices or ()), "default": hp.default}
     cast = int if hp.kind == "int" else float
+    assert hp.low is not None and hp.high is not None  # a number's domain has both bounds
     out: dict[str, Any] = {"type": "integer" if hp.kind == "int" else "number", "minimum": cast(hp.low)}
     out["exclusiveMaximum" if hp.high_open else "maximum"] = cast(hp.high)
     if hp.default is None:
