@@ -7,9 +7,11 @@ dashboard and a local worker can share one file.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from sqlalchemy import Engine, create_engine, event
@@ -18,10 +20,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service.config import Settings
 
+T = TypeVar("T")
 SQLITE_TIMEOUT_S = 60
 # Errors worth retrying: the database went away (restart, killed connection, network). Optuna
 # wraps a failed commit in StorageInternalError.
 TRANSIENT_ERRORS = (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError)
+# How many times ``retry_db`` calls: a storage call rides out ~35 s (waits of 0.5, 1, 2, 4, 8, 10,
+# 10 s); a write that must not be dropped (a settle, failing a worker's own trial) ~4 min, or,
+# while its worker shuts down, ~3.5 s (the lease and the trial's link on the ticket recover the rest).
+RETRY_ATTEMPTS = 8
+PATIENT_ATTEMPTS = 30
+STOPPING_ATTEMPTS = 4
 # Per process: ours and Optuna's engine, each ``db_pool_size`` + ``db_max_overflow`` (2 + 2 by
 # default) -> at most 8 connections, usually 2-3. Beyond a few dozen workers put PgBouncer in
 # transaction mode in front (deploy/kubernetes): nothing here keeps session state on a server
@@ -99,6 +108,37 @@ def init_db(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def retry_db(
+    fn: Callable[..., T], *args: Any, attempts: int = RETRY_ATTEMPTS, log: logging.Logger | None = None, who: str = ""
+) -> T:
+    """``fn(*args)``, riding out a dropped connection or a database restart: the transient errors
+    are retried ``attempts`` times in all, waiting twice as long each time (0.5 s, at most 10 s);
+    the last one is raised. ``log`` warns of each retry, as ``who``."""
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args)
+        except TRANSIENT_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            if log is not None:
+                log.warning("%s: database error (%s), retry %d in %.1fs", who, type(exc).__name__, attempt, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise AssertionError("unreachable")
+
+
+def patient_attempts(stopping: bool) -> int:
+    """``retry_db``'s attempts for a write that must not be dropped, by whether its worker is stopping."""
+    return STOPPING_ATTEMPTS if stopping else PATIENT_ATTEMPTS
+
+
+def in_session(sessions: Callable[[], Session], fn: Callable[[Session], T]) -> T:
+    """``fn`` on a session of its own, closed after."""
+    with sessions() as session:
+        return fn(session)
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):

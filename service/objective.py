@@ -19,7 +19,7 @@ from rnntune.models.train import DivergedError, EpochResult, FitResult, Training
 from rnntune.reporting import TrialPruned
 from rnntune.service import command, optuna_compat, pareto, plugins
 from rnntune.service.data_cache import DataCache, StudyDataError
-from rnntune.service.db import TRANSIENT_ERRORS
+from rnntune.service.db import TRANSIENT_ERRORS, retry_db
 from rnntune.service.outcome import Interrupted, Interruption, Outcome, TrialOutcome
 from rnntune.service.plugins import PluginError
 from rnntune.service.recipe import METRIC_KEYS, Recipe, metric_value
@@ -36,19 +36,6 @@ class SearchError(Exception):
     def __init__(self, part: str, message: str):
         super().__init__(message)
         self.part = part
-
-
-def _retry_db(fn, *args, attempts: int = 8):
-    """Call an Optuna storage method, riding out a dropped connection or a database restart."""
-    delay = 0.5
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn(*args)
-        except TRANSIENT_ERRORS:
-            if attempt == attempts:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 class Objective:
@@ -143,13 +130,13 @@ class Objective:
         return value
 
     def _fail(self, trial, fail_reason: str, error: str, ids: Ids, *, kind: Outcome = Outcome.FAILED) -> None:
-        _retry_db(trial.set_user_attr, "fail_reason", fail_reason)
-        _retry_db(trial.set_user_attr, "error", error)
+        retry_db(trial.set_user_attr, "fail_reason", fail_reason)
+        retry_db(trial.set_user_attr, "error", error)
         self._outcome = TrialOutcome(kind, *ids, reason=error)
 
     def _interrupted(self, trial, exc: BaseException, ids: Ids) -> None:
         why = self.interruption()
-        _retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
+        retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
     def _report(self, trial: optuna.Trial, step: int, value: float, started: float) -> bool:
@@ -157,10 +144,10 @@ class Objective:
         value = float(value)
         if not math.isfinite(value):
             raise DivergedError(f"{self.spec.metric} is {value} at step {step}")
-        _retry_db(trial.report, value, int(step))
+        retry_db(trial.report, value, int(step))
         if self.stop.is_set():
             raise Interrupted(f"stopped at step {step}")
-        if _retry_db(trial.should_prune):
+        if retry_db(trial.should_prune):
             trial.set_user_attr("epochs", int(step))
             trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
             return True
@@ -237,11 +224,11 @@ class Objective:
             value = metric_value(spec, result)
             if not math.isfinite(value):
                 raise DivergedError(f"{spec.metric} is {value} at epoch {result.epoch}")
-            _retry_db(report, value, result.epoch)
+            retry_db(report, value, result.epoch)
             if self.stop.is_set():
                 raise Interrupted(f"stopped at epoch {result.epoch}")
             try:
-                prune = _retry_db(should_prune)
+                prune = retry_db(should_prune)
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:  # the pruner, not the model
