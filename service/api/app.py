@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
+from optuna.storages import RDBStorage
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import compile_path
@@ -23,6 +27,7 @@ from rnntune.service.db import init_db, make_engine, make_storage, session_facto
 from rnntune.service.spec import BrokenSpec
 
 log = logging.getLogger("rnntune.api")
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | None = None) -> FastAPI:
@@ -32,11 +37,33 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
     engine = make_engine(settings)
     init_db(engine)
     storage = make_storage(settings)
-
     sessions = session_factory(engine)
+    app = FastAPI(
+        title="rnntune",
+        version=__version__,
+        summary="Hyperparameter optimisation for recurrent neural networks",
+        description="Submit a study spec; workers train RNN/LSTM/GRU models and Optuna searches and prunes. "
+        "The dashboard is at /dashboard.",
+        lifespan=_lifespan(settings, engine, storage, sessions),
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.storage = storage
+    _include_routers(app, dashboard)
+    _add_exception_handlers(app)
+    _add_spec_schema(app, secured=bool(settings.tokens))
+    if dashboard:
+        app.mount("/", _api_methods_first(app, dashboard_app(storage, writable=settings.dashboard_writable)))
+    _add_middleware(app, settings, bind_host)
+    return app
+
+
+def _lifespan(settings: Settings, engine: Engine, storage: RDBStorage, sessions: sessionmaker) -> Lifespan:
+    """While the app runs, a task requeues expired leases; on shutdown, the connections close."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(
             _requeue_expired_forever(
                 sessions, period_s=min(settings.lease_s / 3, 15.0), max_retries=settings.max_retries
@@ -47,29 +74,22 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
         engine.dispose()
         storage.remove_session()
 
-    app = FastAPI(
-        title="rnntune",
-        version=__version__,
-        summary="Hyperparameter optimisation for recurrent neural networks",
-        description="Submit a study spec; workers train RNN/LSTM/GRU models and Optuna searches and prunes. "
-        "The dashboard is at /dashboard.",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessions = sessions
-    app.state.storage = storage
-    app.include_router(health.router)
-    app.include_router(studies.router)
-    app.include_router(study_ops.router)
-    app.include_router(results.router)
-    app.include_router(datasets.router)
-    app.include_router(workers.router)
-    app.include_router(plugins.router)
-    app.include_router(metrics.router)
+    return lifespan
 
+
+def _include_routers(app: FastAPI, dashboard: bool) -> None:
+    """The /v1 routes, health and metrics; ``/`` redirects to the dashboard (or the API docs)."""
+    for routes in (health, studies, study_ops, results, datasets, workers, plugins, metrics):
+        app.include_router(routes.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard" if dashboard else "/docs")
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """As FastAPI's, but a 405 lists every method the path accepts in Allow (Starlette names
         only the first matching route's)."""
         headers = dict(exc.headers or {})
@@ -85,18 +105,14 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(BrokenSpec)
-    async def _broken_spec(request: Request, exc: BrokenSpec):
+    async def _broken_spec(request: Request, exc: BrokenSpec) -> JSONResponse:
         """A study whose stored spec no longer parses (lists and details show it with the
         reason): what needs its spec answers 409 with that reason."""
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/dashboard" if dashboard else "/docs")
 
-    _add_spec_schema(app, secured=bool(settings.tokens))
-    if dashboard:
-        app.mount("/", _api_methods_first(app, dashboard_app(storage, writable=settings.dashboard_writable)))
+def _add_middleware(app: FastAPI, settings: Settings, bind_host: str | None) -> None:
+    """Body limits, the browser guard, tokens and allowed hosts (the last added runs first)."""
     app.add_middleware(
         BodyLimit,
         default=(settings.max_body_kb * 1024, f"body limit RNNTUNE_MAX_BODY_KB={settings.max_body_kb}"),
@@ -112,7 +128,6 @@ def create_app(settings: Settings, *, dashboard: bool = True, bind_host: str | N
         # nothing else runs unauthenticated; read tokens write nothing (owners enforced)
         app.add_middleware(TokenAuth, tokens=settings.tokens, enforce_roles=settings.owners_enforced)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, bind_host))
-    return app
 
 
 def _api_methods_first(app: FastAPI, dashboard):
@@ -189,4 +204,4 @@ def _add_spec_schema(app: FastAPI, *, secured: bool) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema it builds

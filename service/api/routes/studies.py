@@ -15,6 +15,7 @@ from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_
 from rnntune.service.api.schemas import (
     BestTrial,
     Problem,
+    ReevaluationProgress,
     StudyList,
     StudyPublic,
     TrialsPage,
@@ -145,12 +146,16 @@ def list_studies(
 def _detail(session, row, lost_after_s: float = 90.0) -> StudyPublic:
     summary = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
     spec = try_stored_spec(row)  # None: it no longer parses (the summary's reason says why)
-    best = None if spec is None else results.best_trial(session, row.optuna_study_id, spec.direction)
+    best, progress = None, None
+    if spec is not None:
+        assert spec.direction is not None  # a parsed spec has one: given, or its metric's
+        best = results.best_trial(session, row.optuna_study_id, spec.direction)
+        progress = selection.progress(session, row.id, spec)
     return StudyPublic(
         **summary,
         spec=row.spec,
-        best_trial=None if best is None else BestTrial(**best),
-        reevaluations=None if spec is None else selection.progress(session, row.id, spec),
+        best_trial=None if best is None else BestTrial.model_validate(best),
+        reevaluations=None if progress is None else ReevaluationProgress.model_validate(progress),
     )
 
 
@@ -186,7 +191,7 @@ def _control(row, session, action) -> StudyPublic:
     return _detail(session, row)
 
 
-CONTROL_RESPONSES = {
+CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "another owner's study (owners enforced), or a read token"},
     404: {"model": Problem},
     409: {"model": Problem, "description": "not allowed in the study's state"},

@@ -75,6 +75,7 @@ def list_models(name: str, session: SessionDep) -> ModelVersionList:
     """Every stored version of the study's model (one per budget and extension) and which is current."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
+    assert spec.direction is not None  # a parsed spec has one: given, or its metric's
     return ModelVersionList(
         study=row.name,
         metric=spec.metric,
