@@ -37,7 +37,7 @@ from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
-from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
+from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
 
 log = logging.getLogger("rnntune.metrics")
 
@@ -117,7 +117,8 @@ class RnntuneCollector(Collector):
             select(func.count())
             .select_from(WorkerRow)
             .where(
-                WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S)
+                WorkerRow.state != WorkerState.STOPPED,
+                WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S),
             )
         )
         workers = GaugeMetricFamily(

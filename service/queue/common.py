@@ -14,7 +14,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import optuna_compat
 from rnntune.service.outcome import Outcome, TrialOutcome
-from rnntune.service.tables import StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import StudyRow, StudyState, TicketKind, TicketRow, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -22,10 +22,10 @@ log = logging.getLogger("rnntune.queue")
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
 
 
-FINALIZE = "finalize"
+FINALIZE = TicketKind.FINALIZE
 
 
-REEVAL = "reeval"  # one training run of a candidate (selection): trial number, seed, fold in rnntune_evaluations
+REEVAL = TicketKind.REEVAL
 
 
 HELD = (TicketState.LEASED, TicketState.RUNNING)  # a worker has it
@@ -95,7 +95,7 @@ _CLAIMABLE = (
         .where(
             _T.c.study_id == _S.c.id,
             _T.c.state == TicketState.QUEUED,
-            or_(_T.c.kind != "trial", _TRIALS_OPEN),
+            or_(_T.c.kind != TicketKind.TRIAL, _TRIALS_OPEN),
         )
         .exists(),
     )
@@ -110,7 +110,7 @@ _PICK = (
     .where(
         _T.c.study_id == bindparam("study"),
         _T.c.state == TicketState.QUEUED,
-        or_(_T.c.kind != "trial", bindparam("trials_open", type_=Boolean)),
+        or_(_T.c.kind != TicketKind.TRIAL, bindparam("trials_open", type_=Boolean)),
     )
     .order_by(_T.c.seq)
     .limit(1)
@@ -248,7 +248,7 @@ class Claim:
     study_id: int
     study_name: str
     spec: dict[str, Any] | None  # None: the caller said it has it (``known_specs``)
-    kind: str = "trial"  # "reeval": train a candidate again (rnntune_evaluations); "finalize": store the model
+    kind: str = TicketKind.TRIAL  # REEVAL: train a candidate again (rnntune_evaluations); FINALIZE: store the model
     # The Optuna trial an earlier holder of this ticket started and did not settle (its worker
     # died): the new holder looks at it before starting another.
     trial_id: int | None = None

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from rnntune.service import optuna_compat
 from rnntune.service.queue.common import _S, _T, FRESH, HELD, REEVAL, _expect, _lock_study, db_now
 from rnntune.service.queue.studies import _count_failure, _maybe_done
-from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketState
+from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketKind, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -92,7 +92,7 @@ def requeue_expired(session: Session, *, max_retries: int = 2) -> int:
         study = conn.execute(select(_S.c.state, _S.c.n_failed, _S.c.max_failed).where(_S.c.id == study_id)).one()
         trials = optuna_compat.trial_facts(conn, [t.trial_id for t in tickets if t.trial_id is not None])
         for ticket in tickets:
-            if ticket.kind != "trial":
+            if ticket.kind != TicketKind.TRIAL:
                 n_back += _requeue_helper_ticket(conn, ticket, StudyState(study.state) in ENDED)
                 continue
             verdict = judge(ticket, trials.get(ticket.trial_id), StudyState(study.state) in ENDED, max_retries)

@@ -22,7 +22,15 @@ from rnntune.service.queue.common import (
     db_now,
 )
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
-from rnntune.service.tables import EvaluationRow, StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import (
+    EvaluationRow,
+    EvaluationState,
+    StudyRow,
+    StudyState,
+    TicketKind,
+    TicketRow,
+    TicketState,
+)
 
 log = logging.getLogger("rnntune.queue")
 
@@ -87,7 +95,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     def still_open(kind: str) -> bool:
         return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
 
-    if still_open("trial"):
+    if still_open(TicketKind.TRIAL):
         return False
     if still_open(REEVAL) or still_open(FINALIZE):
         return True
@@ -137,7 +145,7 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
                 rank=rank,
                 seed_index=own[0],
                 fold=own[1],
-                state="complete",
+                state=EvaluationState.COMPLETE,
                 value=trial["value"],
                 best_epoch=trial["user_attrs"].get("best_epoch"),
                 finished_at=db_now(),
@@ -179,7 +187,11 @@ def _expire_timeouts(session: Session) -> None:
             StudyRow.state == StudyState.RUNNING,
             StudyRow.deadline_at <= db_now(),
             select(TicketRow.id)
-            .where(TicketRow.study_id == StudyRow.id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+            .where(
+                TicketRow.study_id == StudyRow.id,
+                TicketRow.state == TicketState.QUEUED,
+                TicketRow.kind == TicketKind.TRIAL,
+            )
             .exists(),
         )
     ).all()
@@ -192,7 +204,9 @@ def _expire_timeouts(session: Session) -> None:
 def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> None:
     session.execute(
         update(TicketRow)
-        .where(TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+        .where(
+            TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == TicketKind.TRIAL
+        )
         .values(state=TicketState.CANCELLED, finished_at=db_now())
     )
     session.execute(

@@ -41,7 +41,7 @@ from rnntune.service.queue.studies import (
     finish_study,
 )
 from rnntune.service.spec import stored_spec_problem
-from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import ENDED, LeaseState, StudyRow, StudyState, TicketKind, TicketRow, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -219,7 +219,7 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
 
     ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
-    timed_out = bool(study.timed_out) and claim.kind == "trial"
+    timed_out = bool(study.timed_out) and claim.kind == TicketKind.TRIAL
     back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
     _expect(conn.execute(_BACK, {**mine, **claim.back(outcome), "state": back, "error": outcome.reason}), "ticket back")
     if outcome.counts_as_failure and _count_failure(session, claim.study_id, study, outcome.reason):
@@ -253,27 +253,27 @@ def finalizing(session: Session, study_ids: list[int]) -> set[int]:
     return set(session.scalars(q))
 
 
-def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> str:
-    """Extend a lease. Returns "ok", "lost" (the lease expired and the ticket was requeued), or
-    the study's state when it is no longer active ("paused", "cancelled", "failed", "done"):
-    anything but "ok" means the worker must stop that trial."""
+def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> LeaseState | StudyState:
+    """Extend a lease. Returns OK, LOST (the lease expired and the ticket was requeued), or the
+    study's state when it is no longer active (paused, cancelled, failed, done): anything but OK
+    means the worker must stop that trial."""
     state = session.scalar(
         select(StudyRow.state).join(TicketRow, TicketRow.study_id == StudyRow.id).where(TicketRow.id == ticket_id)
     )
     result = session.connection().execute(_RENEW, {"ticket": ticket_id, "worker": worker_id, "lease_s": lease_s})
     session.commit()
-    if result.rowcount != 1:
-        return "lost"
-    return "ok" if state in ACTIVE else state
+    if result.rowcount != 1 or state is None:
+        return LeaseState.LOST
+    return LeaseState.OK if state in ACTIVE else StudyState(state)
 
 
-def holds(session: Session, ticket_id: int, worker_id: str) -> str:
-    """Read-only ``renew``: "ok" while this worker holds the ticket of an active study."""
+def holds(session: Session, ticket_id: int, worker_id: str) -> LeaseState | StudyState:
+    """Read-only ``renew``: OK while this worker holds the ticket of an active study."""
     row = session.execute(
         select(TicketRow.worker_id, TicketRow.state, StudyRow.state)
         .join(StudyRow, StudyRow.id == TicketRow.study_id)
         .where(TicketRow.id == ticket_id)
     ).first()
     if row is None or row[0] != worker_id or row[1] not in HELD:
-        return "lost"
-    return "ok" if row[2] in ACTIVE else row[2]
+        return LeaseState.LOST
+    return LeaseState.OK if row[2] in ACTIVE else StudyState(row[2])
