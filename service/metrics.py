@@ -6,7 +6,7 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 - ``rnntune_trials{study,state}``: trials per Optuna state (zeros included for our studies).
 - ``rnntune_studies{state}``: studies per rnntune state.
 - ``rnntune_queue_depth{study}``: tickets (trial, reeval and finalize) a worker carrying the study's labels
-  could claim now (service/queue_depth.py: the same SQL as the KEDA trigger's query).
+  could claim now (service/queue/depth.py: the same statement as the KEDA trigger's query).
 - ``rnntune_workers_live``: workers not stopped whose heartbeat is under 30 s old.
 - ``rnntune_trial_duration_seconds{study}``: histogram of finished (COMPLETE / PRUNED) trials'
   ``datetime_complete - datetime_start`` (includes sampling, data loading, model build).
@@ -33,8 +33,8 @@ from sqlalchemy import Float, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
+from rnntune.service.queue.depth import claimable_by_study
 from rnntune.service.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
 from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
@@ -105,7 +105,7 @@ class RnntuneCollector(Collector):
             study_states.add_metric([state], n)
         yield study_states
 
-        claimable = queue_depth.claimable_by_study(session)
+        claimable = claimable_by_study(session)
         depth = GaugeMetricFamily(
             "rnntune_queue_depth", "tickets per study that workers with its labels could claim now", labels=["study"]
         )

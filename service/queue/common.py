@@ -1,5 +1,6 @@
-"""What every part of the queue shares: the database's clock (:func:`db_now`), the ticket states
-and kinds, the statements the claim and settle run, and the ``Claim`` / ``Settled`` a worker holds."""
+"""What every part of the queue shares: the database's clock (:func:`db_now`), the groups of
+states, the statements that start, renew and settle a ticket, and the ``Claim`` / ``Settled`` a
+worker holds (the claim's own conditions and statements: ``queue.claimable``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, and_, bindparam, case, or_, select, update
+from sqlalchemy import JSON, DateTime, and_, bindparam, case, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -71,76 +72,6 @@ _S, _T = StudyRow.__table__, TicketRow.__table__
 
 
 _TRIALS = optuna_compat.trials_t
-
-
-# budget.timeout_s, in the claim itself: past its deadline a study offers no trial ticket (its
-# reeval and finalize tickets still run: the search is over, they make its result).
-_TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
-
-
-_CLAIMABLE = (
-    select(
-        _S.c.id,
-        _S.c.name,
-        _S.c.state,
-        _S.c.labels,
-        _S.c.max_parallel,
-        _S.c.requires,
-        _S.c.created_at,
-        _TRIALS_OPEN.label("trials_open"),
-    )
-    .where(
-        _S.c.state.in_(ACTIVE),
-        select(_T.c.id)
-        .where(
-            _T.c.study_id == _S.c.id,
-            _T.c.state == TicketState.QUEUED,
-            or_(_T.c.kind != TicketKind.TRIAL, _TRIALS_OPEN),
-        )
-        .exists(),
-    )
-    .order_by(_S.c.priority.desc(), _S.c.created_at, _S.c.id)
-)
-
-
-# A study's first queued ticket, through the partial index on queued tickets; one that another
-# worker is claiming right now is skipped, not waited for.
-_PICK = (
-    select(_T.c.id)
-    .where(
-        _T.c.study_id == bindparam("study"),
-        _T.c.state == TicketState.QUEUED,
-        or_(_T.c.kind != TicketKind.TRIAL, bindparam("trials_open", type_=Boolean)),
-    )
-    .order_by(_T.c.seq)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
-)
-
-
-_LEASE = (
-    update(_T)
-    .where(_T.c.id == _PICK, _T.c.state == TicketState.QUEUED)
-    .values(
-        state=TicketState.LEASED,
-        worker_id=bindparam("worker"),
-        lease_expires_at=db_now(bindparam("lease_s")),
-        attempts=_T.c.attempts + 1,
-        started_at=db_now(),
-    )
-    .returning(
-        _T.c.id,
-        _T.c.seq,
-        _T.c.attempts,
-        _T.c.kind,
-        _T.c.trial_id,
-        _T.c.trial_number,
-        _T.c.params,
-        _T.c.retry_of,
-        _T.c.deaths,
-    )
-)
 
 
 _START_STUDY = (

@@ -10,12 +10,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.queue.claimable import CLAIMABLE, LEASE
 from rnntune.service.queue.common import (
     _BACK,
-    _CLAIMABLE,
     _COUNT_FAILURE,
     _DONE,
-    _LEASE,
     _RENEW,
     _SETTLE_READ,
     _SPEC,
@@ -55,7 +54,7 @@ def _claimable_studies(
     # ``can_run(requires)``: whether this worker has the plugins / command directory a study needs
     studies = [
         row
-        for row in session.connection().execute(_CLAIMABLE)
+        for row in session.connection().execute(CLAIMABLE)
         if set(row.labels or ()) <= labels and (not row.requires or (can_run is not None and can_run(row.requires)))
     ]
     limited = sorted(row.id for row in studies if row.max_parallel is not None)
@@ -101,7 +100,7 @@ def claim(
     conn = session.connection()
     for study_id, name, state, trials_open, created_at in _claimable_studies(session, labels, can_run):
         lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
-        row = conn.execute(_LEASE, lease).first()
+        row = conn.execute(LEASE, lease).first()
         if row is None:
             continue
         spec = None if (study_id, created_at) in known_specs else conn.scalar(_SPEC, {"study": study_id})
