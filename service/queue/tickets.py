@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Container
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
@@ -193,18 +193,8 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         outcome = TrialOutcome(Outcome(trial_state.lower()), study.trial_id, study.number)
 
     if outcome.finished:
-        _expect(
-            conn.execute(
-                _DONE,
-                {
-                    **mine,
-                    "result": outcome.optuna_state,
-                    "trial_id": outcome.trial_id,
-                    "number": outcome.trial_number,
-                },
-            ),
-            "ticket done",
-        )
+        done = {**mine, "result": outcome.optuna_state, "trial_id": outcome.trial_id, "number": outcome.trial_number}
+        _expect(conn.execute(_DONE, done), "ticket done")
         spent = _maybe_done(session, claim.study_id)
         session.commit()
         return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id) if spent else state)
@@ -216,7 +206,15 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         _expect(conn.execute(_BACK, cancel), "ticket")
         session.commit()
         return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
+    return _settle_back(session, conn, mine, claim, study, outcome)
 
+
+def _settle_back(
+    session: Session, conn: Connection, mine: dict[str, Any], claim: Claim, study: Row, outcome: TrialOutcome
+) -> Settled:
+    """settle of an outcome that sends the ticket back: queued, or cancelled when its study
+    ended or (a trial ticket) is past its ``timeout_s``; a counted failure may fail the study."""
+    state = StudyState(study.state)
     ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
     timed_out = bool(study.timed_out) and claim.kind == TicketKind.TRIAL
     back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
