@@ -23,13 +23,13 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy import Float, Row, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,14 +113,12 @@ class RnntuneCollector(Collector):
             depth.add_metric([study.name], claimable.get(study.id, 0))
         yield depth
 
-        live = session.scalar(
+        recent = utcnow() - timedelta(seconds=WORKER_LIVE_S)
+        live = session.execute(
             select(func.count())
             .select_from(WorkerRow)
-            .where(
-                WorkerRow.state != WorkerState.STOPPED,
-                WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S),
-            )
-        )
+            .where(WorkerRow.state != WorkerState.STOPPED, WorkerRow.last_heartbeat >= recent)
+        ).scalar_one()
         workers = GaugeMetricFamily(
             "rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s"
         )
@@ -132,43 +130,8 @@ class RnntuneCollector(Collector):
         yield from self._durations(session, names, max_epochs)
 
     def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:
-        """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
-        epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
-        train_q = (
-            select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
-            .where(uattrs_t.c.key == "train_seconds")
-            .subquery("train")
-        )
-        duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)
-        n_epochs = func.coalesce(epochs_q.c.n, 0)
-        train_s = func.coalesce(train_q.c.s, duration)
-        per_epoch = train_s / func.nullif(n_epochs, 0)
-        pruned = trials_t.c.state == "PRUNED"
-        columns = [
-            trials_t.c.study_id,
-            func.count(),
-            func.coalesce(func.sum(duration), 0.0),
-            func.coalesce(func.sum(n_epochs), 0),
-            func.coalesce(func.sum(case((n_epochs > 0, train_s), else_=0.0)), 0.0),
-            func.coalesce(func.sum(case((pruned, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((pruned, n_epochs), else_=0)), 0),
-            *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
-            *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
-        ]
-        rows = session.execute(
-            select(*columns)
-            .select_from(
-                trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
-                    train_q, train_q.c.trial_id == trials_t.c.trial_id
-                )
-            )
-            .where(
-                trials_t.c.state.in_(FINISHED),
-                and_(trials_t.c.datetime_start.is_not(None), trials_t.c.datetime_complete.is_not(None)),
-            )
-            .group_by(trials_t.c.study_id)
-        ).all()
-
+        """Trial and epoch histograms and pruning savings, from :func:`_finished_trials`."""
+        rows = _finished_trials(session)
         trial_h = HistogramMetricFamily(
             "rnntune_trial_duration_seconds", "finished trials' wall time, start to complete", labels=["study"]
         )
@@ -203,6 +166,47 @@ class RnntuneCollector(Collector):
         yield trial_h
         yield epoch_h
         yield saved
+
+
+def _finished_trials(session: Session) -> Sequence[Row]:
+    """Per study: (study id, trials, their summed duration, epochs, training seconds, pruned
+    trials, their epochs, then the cumulative count of each trial bucket and each epoch bucket),
+    one grouped query over finished trials."""
+    epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
+    train_q = (
+        select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
+        .where(uattrs_t.c.key == "train_seconds")
+        .subquery("train")
+    )
+    duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)
+    n_epochs = func.coalesce(epochs_q.c.n, 0)
+    train_s = func.coalesce(train_q.c.s, duration)
+    per_epoch = train_s / func.nullif(n_epochs, 0)
+    pruned = trials_t.c.state == "PRUNED"
+    columns = [
+        trials_t.c.study_id,
+        func.count(),
+        func.coalesce(func.sum(duration), 0.0),
+        func.coalesce(func.sum(n_epochs), 0),
+        func.coalesce(func.sum(case((n_epochs > 0, train_s), else_=0.0)), 0.0),
+        func.coalesce(func.sum(case((pruned, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((pruned, n_epochs), else_=0)), 0),
+        *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
+        *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
+    ]
+    return session.execute(
+        select(*columns)
+        .select_from(
+            trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
+                train_q, train_q.c.trial_id == trials_t.c.trial_id
+            )
+        )
+        .where(
+            trials_t.c.state.in_(FINISHED),
+            and_(trials_t.c.datetime_start.is_not(None), trials_t.c.datetime_complete.is_not(None)),
+        )
+        .group_by(trials_t.c.study_id)
+    ).all()
 
 
 def _le(bound: float) -> str:

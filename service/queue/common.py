@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, and_, bindparam, case, select, update
+from sqlalchemy import JSON, DateTime, Table, and_, bindparam, case, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -68,7 +68,7 @@ def _db_now_sqlite(element, compiler, **kw) -> str:
 
 # The per-trial path (claim, start, settle) runs prebuilt Core statements with bound parameters:
 # building ORM expressions anew on every call cost more than the statements themselves.
-_S, _T = StudyRow.__table__, TicketRow.__table__
+_S, _T = cast(Table, StudyRow.__table__), cast(Table, TicketRow.__table__)
 
 
 _TRIALS = optuna_compat.trials_t
@@ -201,7 +201,8 @@ class Claim:
         """The parameter columns of this ticket going back to the queue after ``outcome``: an
         interruption keeps the parameters its trial ran (or, before it drew any, the ticket's
         own), anything else sends it back for a fresh trial."""
-        if outcome.kind == Outcome.INTERRUPTED and outcome.interruption.retries_params:
+        why = outcome.interruption
+        if outcome.kind == Outcome.INTERRUPTED and why is not None and why.retries_params:
             if outcome.params:
                 return {"params": outcome.params, "retry_of": outcome.trial_number, "deaths": self.deaths}
             return {"params": self.params, "retry_of": self.retry_of, "deaths": self.deaths}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.queue.common import _BACK, _DONE, _S, FRESH, Claim, Settled, _expect, _study_state, db_now
@@ -46,7 +47,7 @@ def settle_reeval(
         session.rollback()
         return Settled(held=False)
     state = StudyState(study.state)
-    row = EvaluationRow.__table__
+    row = cast(Table, EvaluationRow.__table__)
     if value is None and not final:
         back = TicketState.CANCELLED if state in ENDED else TicketState.QUEUED
         _expect(conn.execute(_BACK, {**mine, **FRESH, "state": back, "error": error}), "reeval back")

@@ -119,7 +119,7 @@ def _apply(session: Session, ticket: Any, verdict: Verdict, study: Any) -> int:
         }
         _expect(conn.execute(update(_T).where(*mine).values(**done)), "lost ticket done")
         return 0
-    back = {
+    back: dict[str, Any] = {
         "state": verdict.ticket,
         "worker_id": None,
         "lease_expires_at": None,

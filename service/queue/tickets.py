@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
@@ -84,7 +84,7 @@ def claim(
     labels: set[str],
     lease_s: float,
     housekeeping: bool = True,
-    known_specs: Container[int] = (),
+    known_specs: Container[tuple[int, Any]] = (),
     can_run: Callable[[dict], bool] | None = None,
     max_retries: int = 2,
 ) -> Claim | None:
@@ -150,7 +150,8 @@ def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int
     Returns False when the ticket is no longer this worker's: the trial must not run."""
     params = {"ticket": claim.ticket_id, "worker": worker_id, "trial_id": trial_id, "number": trial_number}
     # One statement, autocommitted: no BEGIN / COMMIT round trips on the per-trial path.
-    with session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    engine = cast(Engine, session.get_bind())  # the worker binds its sessions to an engine
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(_START_TRIAL, params).rowcount == 1
 
 
