@@ -6,7 +6,7 @@ few grouped queries per scrape (never trial by trial), not from counters kept in
 - ``rnntune_trials{study,state}``: trials per Optuna state (zeros included for our studies).
 - ``rnntune_studies{state}``: studies per rnntune state.
 - ``rnntune_queue_depth{study}``: tickets (trial, reeval and finalize) a worker carrying the study's labels
-  could claim now (service/queue_depth.py: the same SQL as the KEDA trigger's query).
+  could claim now (service/queue/depth.py: the same statement as the KEDA trigger's query).
 - ``rnntune_workers_live``: workers not stopped whose heartbeat is under 30 s old.
 - ``rnntune_trial_duration_seconds{study}``: histogram of finished (COMPLETE / PRUNED) trials'
   ``datetime_complete - datetime_start`` (includes sampling, data loading, model build).
@@ -33,11 +33,11 @@ from sqlalchemy import Float, Row, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rnntune.service import queue_depth
 from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
+from rnntune.service.queue.depth import claimable_by_study
 from rnntune.service.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
-from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, utcnow
+from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
 
 log = logging.getLogger("rnntune.metrics")
 
@@ -105,7 +105,7 @@ class RnntuneCollector(Collector):
             study_states.add_metric([state], n)
         yield study_states
 
-        claimable = queue_depth.claimable_by_study(session)
+        claimable = claimable_by_study(session)
         depth = GaugeMetricFamily(
             "rnntune_queue_depth", "tickets per study that workers with its labels could claim now", labels=["study"]
         )
@@ -113,66 +113,25 @@ class RnntuneCollector(Collector):
             depth.add_metric([study.name], claimable.get(study.id, 0))
         yield depth
 
-        live = session.scalar(
+        recent = utcnow() - timedelta(seconds=WORKER_LIVE_S)
+        live = session.execute(
             select(func.count())
             .select_from(WorkerRow)
-            .where(
-                WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= utcnow() - timedelta(seconds=WORKER_LIVE_S)
-            )
-        )
+            .where(WorkerRow.state != WorkerState.STOPPED, WorkerRow.last_heartbeat >= recent)
+        ).scalar_one()
         workers = GaugeMetricFamily(
             "rnntune_workers_live", f"workers not stopped with a heartbeat in the last {WORKER_LIVE_S:g} s"
         )
-        workers.add_metric([], live or 0)  # count() is never NULL; the scalar is typed optional
+        workers.add_metric([], live)
         yield workers
 
         specs = {study.optuna_study_id: try_stored_spec(study) for study in studies}  # None: broken, not counted
         max_epochs = {sid: spec.budget.max_epochs for sid, spec in specs.items() if spec is not None}
         yield from self._durations(session, names, max_epochs)
 
-    @staticmethod
-    def _duration_rows(session: Session) -> Sequence[Row]:
-        """Per study: finished trials, their seconds and epochs, the pruned ones' count and epochs,
-        and each histogram bucket's count, summed in SQL over finished trials."""
-        epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
-        train_q = (
-            select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
-            .where(uattrs_t.c.key == "train_seconds")
-            .subquery("train")
-        )
-        duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)
-        n_epochs = func.coalesce(epochs_q.c.n, 0)
-        train_s = func.coalesce(train_q.c.s, duration)
-        per_epoch = train_s / func.nullif(n_epochs, 0)
-        pruned = trials_t.c.state == "PRUNED"
-        columns = [
-            trials_t.c.study_id,
-            func.count(),
-            func.coalesce(func.sum(duration), 0.0),
-            func.coalesce(func.sum(n_epochs), 0),
-            func.coalesce(func.sum(case((n_epochs > 0, train_s), else_=0.0)), 0.0),
-            func.coalesce(func.sum(case((pruned, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((pruned, n_epochs), else_=0)), 0),
-            *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
-            *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
-        ]
-        return session.execute(
-            select(*columns)
-            .select_from(
-                trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
-                    train_q, train_q.c.trial_id == trials_t.c.trial_id
-                )
-            )
-            .where(
-                trials_t.c.state.in_(FINISHED),
-                and_(trials_t.c.datetime_start.is_not(None), trials_t.c.datetime_complete.is_not(None)),
-            )
-            .group_by(trials_t.c.study_id)
-        ).all()
-
     def _durations(self, session: Session, names: dict[int, str], max_epochs: dict[int, int]) -> Iterator[Metric]:
-        """Trial and epoch histograms and pruning savings: one grouped query over finished trials."""
-        rows = self._duration_rows(session)
+        """Trial and epoch histograms and pruning savings, from :func:`_finished_trials`."""
+        rows = _finished_trials(session)
         trial_h = HistogramMetricFamily(
             "rnntune_trial_duration_seconds", "finished trials' wall time, start to complete", labels=["study"]
         )
@@ -207,6 +166,47 @@ class RnntuneCollector(Collector):
         yield trial_h
         yield epoch_h
         yield saved
+
+
+def _finished_trials(session: Session) -> Sequence[Row]:
+    """Per study: (study id, trials, their summed duration, epochs, training seconds, pruned
+    trials, their epochs, then the cumulative count of each trial bucket and each epoch bucket),
+    one grouped query over finished trials."""
+    epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
+    train_q = (
+        select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
+        .where(uattrs_t.c.key == "train_seconds")
+        .subquery("train")
+    )
+    duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)
+    n_epochs = func.coalesce(epochs_q.c.n, 0)
+    train_s = func.coalesce(train_q.c.s, duration)
+    per_epoch = train_s / func.nullif(n_epochs, 0)
+    pruned = trials_t.c.state == "PRUNED"
+    columns = [
+        trials_t.c.study_id,
+        func.count(),
+        func.coalesce(func.sum(duration), 0.0),
+        func.coalesce(func.sum(n_epochs), 0),
+        func.coalesce(func.sum(case((n_epochs > 0, train_s), else_=0.0)), 0.0),
+        func.coalesce(func.sum(case((pruned, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((pruned, n_epochs), else_=0)), 0),
+        *[func.sum(case((duration <= b, 1), else_=0)) for b in TRIAL_BUCKETS],
+        *[func.sum(case((per_epoch <= b, n_epochs), else_=0)) for b in EPOCH_BUCKETS],
+    ]
+    return session.execute(
+        select(*columns)
+        .select_from(
+            trials_t.outerjoin(epochs_q, epochs_q.c.trial_id == trials_t.c.trial_id).outerjoin(
+                train_q, train_q.c.trial_id == trials_t.c.trial_id
+            )
+        )
+        .where(
+            trials_t.c.state.in_(FINISHED),
+            and_(trials_t.c.datetime_start.is_not(None), trials_t.c.datetime_complete.is_not(None)),
+        )
+        .group_by(trials_t.c.study_id)
+    ).all()
 
 
 def _le(bound: float) -> str:

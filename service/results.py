@@ -72,11 +72,11 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
 
 
 def n_complete(session: Session, study_id: int) -> int:
-    return session.scalar(
+    return session.execute(
         select(func.count())
         .select_from(trials_t)
         .where(trials_t.c.study_id == study_id, trials_t.c.state == "COMPLETE", NOT_WARM)
-    )
+    ).scalar_one()
 
 
 def best_values(session: Session, directions: dict[int, str]) -> dict[int, float | None]:
@@ -132,7 +132,7 @@ def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[s
         .order_by(params_t.c.param_id)
     ):
         params[tid][name] = json_to_distribution(dist).to_external_repr(value)
-    epochs = dict(
+    epochs: dict[int, int] = dict(
         session.execute(
             select(inter_t.c.trial_id, func.count()).where(inter_t.c.trial_id.in_(ids)).group_by(inter_t.c.trial_id)
         ).all()

@@ -2,7 +2,7 @@
 
 A study stores its :func:`requirements` (``rnntune_studies.requires``); a worker registers its
 :func:`capabilities` (``rnntune_workers``) and claims only the studies it can run (:func:`missing`
-is empty). ``service/queue_depth.py`` writes the same rule in SQL for KEDA."""
+is empty). ``service/queue/depth.py`` writes the same rule in SQL for KEDA."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from rnntune.service.tables import (
     ModelRow,
     StudyRow,
     StudyState,
+    TicketKind,
     TicketRow,
     TicketState,
 )
@@ -106,7 +107,7 @@ def extend_study(session: Session, study_id: int, n_trials: int, *, max_trials_p
     study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)  # lock order: study first
     extendable(session, study)
     ended = study.state in ENDED
-    trial_tickets = (TicketRow.study_id == study_id, TicketRow.kind == "trial")
+    trial_tickets = (TicketRow.study_id == study_id, TicketRow.kind == TicketKind.TRIAL)
     finished = session.scalar(select(func.count()).where(*trial_tickets, TicketRow.state == TicketState.DONE))
     total = (finished if ended else study.n_trials) + n_trials
     if total > max_trials_per_study:

@@ -60,6 +60,39 @@ class TicketState(StrEnum):
     CANCELLED = "cancelled"  # its study ended before the ticket was spent
 
 
+class TicketKind(StrEnum):
+    """What a ticket stands for, as stored in ``rnntune_tickets.kind``."""
+
+    TRIAL = "trial"  # one trial of the search: the study's budget is ``n_trials`` of them
+    REEVAL = "reeval"  # one training run of a candidate (selection): its row in rnntune_evaluations
+    FINALIZE = "finalize"  # retrain the round's winner, test it, store the model
+
+
+class WorkerState(StrEnum):
+    """A worker's state, as stored in ``rnntune_workers.state`` (refreshed by its heartbeat)."""
+
+    IDLE = "idle"
+    BUSY = "busy"  # it runs ``ticket_id``
+    STOPPED = "stopped"  # it deregistered
+    LOST = "lost"  # never stored: what ``queue.list_workers`` reports for a worker silent past its lease
+
+
+class LeaseState(StrEnum):
+    """What ``queue.renew`` and ``queue.holds`` answer about a worker's ticket, unless its study is
+    no longer active (then: the study's :class:`StudyState`). Never stored."""
+
+    OK = "ok"  # the worker holds it, and its study is active
+    LOST = "lost"  # no longer the worker's: its lease expired (the lease sweep judged it)
+
+
+class EvaluationState(StrEnum):
+    """A re-evaluation run's state, as stored in ``rnntune_evaluations.state``."""
+
+    PENDING = "pending"  # its reeval ticket is not spent yet
+    COMPLETE = "complete"
+    FAILED = "failed"  # its last retry failed (``error``)
+
+
 ENDED = (StudyState.DONE, StudyState.CANCELLED, StudyState.FAILED)
 STUDY_STATES = tuple(s.value for s in StudyState)
 TICKET_STATES = tuple(s.value for s in TicketState)
@@ -82,7 +115,7 @@ class StudyRow(Base):
     optuna_study_id: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict] = mapped_column(JSON)
     spec_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     labels: Mapped[list] = mapped_column(JSON, default=list)
@@ -111,9 +144,9 @@ class TicketRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("rnntune_studies.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)  # 0 .. n_trials-1: seeds the sampler
-    kind: Mapped[str] = mapped_column(String(16), default="trial")  # trial / reeval / finalize
+    kind: Mapped[str] = mapped_column(String(16), default=TicketKind.TRIAL)
     round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the study's round it belongs to
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=TicketState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
@@ -139,8 +172,8 @@ class TicketRow(Base):
             "ix_rnntune_tickets_queued",
             "study_id",
             "seq",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text(f"state = '{TicketState.QUEUED}'"),
+            sqlite_where=text(f"state = '{TicketState.QUEUED}'"),
         ),
         Index("ix_rnntune_tickets_study_state", "study_id", "state"),
     )
@@ -156,9 +189,9 @@ class WorkerRow(Base):
     labels: Mapped[list] = mapped_column(JSON, default=list)
     # {"plugins": [{"group", "name", "distribution", "version"}, ...], "commands": bool}
     capabilities: Mapped[dict | None] = mapped_column(JSON, default=None)
-    # idle / busy / stopped, the ticket it runs and that ticket's Optuna trial (once it has one):
+    # WorkerState, the ticket it runs and that ticket's Optuna trial (once it has one):
     # refreshed by the worker's heartbeat (<= 5 s old)
-    state: Mapped[str] = mapped_column(String(16), default="idle")
+    state: Mapped[str] = mapped_column(String(16), default=WorkerState.IDLE)
     ticket_id: Mapped[int | None] = mapped_column(Integer, default=None)
     trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -233,7 +266,7 @@ class EvaluationRow(Base):
     round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the study's round that chose it
     seed_index: Mapped[int] = mapped_column(Integer)  # 0: the study's training seed, the trial's own
     fold: Mapped[int] = mapped_column(Integer)  # 0 .. folds-1; folds-1: the search's own split
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / complete / failed
+    state: Mapped[str] = mapped_column(String(16), default=EvaluationState.PENDING)
     value: Mapped[float | None] = mapped_column(Float, default=None)  # the study's metric at the best epoch
     best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     failures: Mapped[int] = mapped_column(Integer, default=0)  # errors and lost leases, toward max_retries

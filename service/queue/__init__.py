@@ -15,9 +15,12 @@ without one, its ``finalize`` ticket (:func:`settle_finalize`).
 Every time here (leases, heartbeats, timeouts, ``lost``) is the database's clock, never a
 worker's: :func:`db_now`.
 
-``common`` (the clock, states, statements) <- ``studies`` (the study state machine) <- ``lost``
-(the judge of expired leases) <- ``tickets`` (claim, start, renew, settle) <- ``helpers``
-(re-evaluation and finalize tickets); ``workers`` (the registry). Import from here.
+``common`` (the clock, groups of states, statements) <- ``claimable`` (what a worker can claim,
+defined once) <- ``studies`` (the study state machine) <- ``lost`` (the judge of expired leases)
+<- ``tickets`` (claim, start, renew, settle) <- ``helpers`` (re-evaluation and finalize
+tickets); ``workers`` (the registry). Import from here; ``depth`` (the queue depth for the
+metric and KEDA, from ``claimable``) is imported as ``rnntune.service.queue.depth``, so that
+``python -m rnntune.service.queue.depth`` runs it.
 """
 
 from rnntune.service.queue.common import (

@@ -1,20 +1,21 @@
-"""What every part of the queue shares: the database's clock (:func:`db_now`), the ticket states
-and kinds, the statements the claim and settle run, and the ``Claim`` / ``Settled`` a worker holds."""
+"""What every part of the queue shares: the database's clock (:func:`db_now`), the groups of
+states, the statements that start, renew and settle a ticket, and the ``Claim`` / ``Settled`` a
+worker holds (the claim's own conditions and statements: ``queue.claimable``)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, DateTime, and_, bindparam, case, or_, select, update
+from sqlalchemy import JSON, DateTime, Table, and_, bindparam, case, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from rnntune.service import optuna_compat
 from rnntune.service.outcome import Outcome, TrialOutcome
-from rnntune.service.tables import StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import StudyRow, StudyState, TicketKind, TicketRow, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -22,10 +23,10 @@ log = logging.getLogger("rnntune.queue")
 ACTIVE = (StudyState.QUEUED, StudyState.RUNNING)
 
 
-FINALIZE = "finalize"
+FINALIZE = TicketKind.FINALIZE
 
 
-REEVAL = "reeval"  # one training run of a candidate (selection): trial number, seed, fold in rnntune_evaluations
+REEVAL = TicketKind.REEVAL
 
 
 HELD = (TicketState.LEASED, TicketState.RUNNING)  # a worker has it
@@ -67,80 +68,10 @@ def _db_now_sqlite(element, compiler, **kw) -> str:
 
 # The per-trial path (claim, start, settle) runs prebuilt Core statements with bound parameters:
 # building ORM expressions anew on every call cost more than the statements themselves.
-_S, _T = StudyRow.__table__, TicketRow.__table__
+_S, _T = cast(Table, StudyRow.__table__), cast(Table, TicketRow.__table__)
 
 
 _TRIALS = optuna_compat.trials_t
-
-
-# budget.timeout_s, in the claim itself: past its deadline a study offers no trial ticket (its
-# reeval and finalize tickets still run: the search is over, they make its result).
-_TRIALS_OPEN = or_(_S.c.deadline_at.is_(None), _S.c.deadline_at > db_now())
-
-
-_CLAIMABLE = (
-    select(
-        _S.c.id,
-        _S.c.name,
-        _S.c.state,
-        _S.c.labels,
-        _S.c.max_parallel,
-        _S.c.requires,
-        _S.c.created_at,
-        _TRIALS_OPEN.label("trials_open"),
-    )
-    .where(
-        _S.c.state.in_(ACTIVE),
-        select(_T.c.id)
-        .where(
-            _T.c.study_id == _S.c.id,
-            _T.c.state == TicketState.QUEUED,
-            or_(_T.c.kind != "trial", _TRIALS_OPEN),
-        )
-        .exists(),
-    )
-    .order_by(_S.c.priority.desc(), _S.c.created_at, _S.c.id)
-)
-
-
-# A study's first queued ticket, through the partial index on queued tickets; one that another
-# worker is claiming right now is skipped, not waited for.
-_PICK = (
-    select(_T.c.id)
-    .where(
-        _T.c.study_id == bindparam("study"),
-        _T.c.state == TicketState.QUEUED,
-        or_(_T.c.kind != "trial", bindparam("trials_open", type_=Boolean)),
-    )
-    .order_by(_T.c.seq)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
-)
-
-
-_LEASE = (
-    update(_T)
-    .where(_T.c.id == _PICK, _T.c.state == TicketState.QUEUED)
-    .values(
-        state=TicketState.LEASED,
-        worker_id=bindparam("worker"),
-        lease_expires_at=db_now(bindparam("lease_s")),
-        attempts=_T.c.attempts + 1,
-        started_at=db_now(),
-    )
-    .returning(
-        _T.c.id,
-        _T.c.seq,
-        _T.c.attempts,
-        _T.c.kind,
-        _T.c.trial_id,
-        _T.c.trial_number,
-        _T.c.params,
-        _T.c.retry_of,
-        _T.c.deaths,
-    )
-)
 
 
 _START_STUDY = (
@@ -248,7 +179,7 @@ class Claim:
     study_id: int
     study_name: str
     spec: dict[str, Any] | None  # None: the caller said it has it (``known_specs``)
-    kind: str = "trial"  # "reeval": train a candidate again (rnntune_evaluations); "finalize": store the model
+    kind: str = TicketKind.TRIAL  # REEVAL: train a candidate again (rnntune_evaluations); FINALIZE: store the model
     # The Optuna trial an earlier holder of this ticket started and did not settle (its worker
     # died): the new holder looks at it before starting another.
     trial_id: int | None = None
@@ -270,7 +201,8 @@ class Claim:
         """The parameter columns of this ticket going back to the queue after ``outcome``: an
         interruption keeps the parameters its trial ran (or, before it drew any, the ticket's
         own), anything else sends it back for a fresh trial."""
-        if outcome.kind == Outcome.INTERRUPTED and outcome.interruption.retries_params:
+        why = outcome.interruption
+        if outcome.kind == Outcome.INTERRUPTED and why is not None and why.retries_params:
             if outcome.params:
                 return {"params": outcome.params, "retry_of": outcome.trial_number, "deaths": self.deaths}
             return {"params": self.params, "retry_of": self.retry_of, "deaths": self.deaths}

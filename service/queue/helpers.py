@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.queue.common import _BACK, _DONE, _S, FRESH, Claim, Settled, _expect, _study_state, db_now
 from rnntune.service.queue.studies import _maybe_done
 from rnntune.service.queue.tickets import _held
-from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketState
+from rnntune.service.tables import ENDED, EvaluationRow, EvaluationState, StudyState, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -46,7 +47,7 @@ def settle_reeval(
         session.rollback()
         return Settled(held=False)
     state = StudyState(study.state)
-    row = EvaluationRow.__table__
+    row = cast(Table, EvaluationRow.__table__)
     if value is None and not final:
         back = TicketState.CANCELLED if state in ENDED else TicketState.QUEUED
         _expect(conn.execute(_BACK, {**mine, **FRESH, "state": back, "error": error}), "reeval back")
@@ -60,9 +61,9 @@ def settle_reeval(
     _expect(
         conn.execute(
             update(row)
-            .where(row.c.ticket_id == claim.ticket_id, row.c.state == "pending")
+            .where(row.c.ticket_id == claim.ticket_id, row.c.state == EvaluationState.PENDING)
             .values(
-                state="complete" if done else "failed",
+                state=EvaluationState.COMPLETE if done else EvaluationState.FAILED,
                 value=value,
                 best_epoch=best_epoch,
                 error=None if done else error,

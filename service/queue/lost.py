@@ -11,13 +11,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service import optuna_compat
-from rnntune.service.queue.common import _S, _T, FRESH, HELD, REEVAL, _expect, _lock_study, db_now
+from rnntune.service.queue.claimable import expired
+from rnntune.service.queue.common import _S, _T, FRESH, REEVAL, _expect, _lock_study, db_now
 from rnntune.service.queue.studies import _count_failure, _maybe_done
-from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketState
+from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketKind, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
-_EXPIRED = (_T.c.state.in_(HELD), _T.c.lease_expires_at < db_now())
+_EXPIRED = expired(_T)
 
 
 _LOST_WORKER = "worker lost: lease expired"
@@ -83,16 +84,16 @@ def requeue_expired(session: Session, *, max_retries: int = 2) -> int:
     failure toward ``max_retries``). Returns how many tickets went back to the queue."""
     conn = session.connection()
     n_back = 0
-    for study_id in conn.scalars(select(_T.c.study_id).where(*_EXPIRED).distinct()).all():
+    for study_id in conn.scalars(select(_T.c.study_id).where(_EXPIRED).distinct()).all():
         _lock_study(session, study_id)  # lock order: study row, then tickets
         # read again under the lock: another sweeper may have judged them meanwhile
-        tickets = conn.execute(select(_T).where(_T.c.study_id == study_id, *_EXPIRED).order_by(_T.c.id)).all()
+        tickets = conn.execute(select(_T).where(_T.c.study_id == study_id, _EXPIRED).order_by(_T.c.id)).all()
         if not tickets:
             continue
         study = conn.execute(select(_S.c.state, _S.c.n_failed, _S.c.max_failed).where(_S.c.id == study_id)).one()
         trials = optuna_compat.trial_facts(conn, [t.trial_id for t in tickets if t.trial_id is not None])
         for ticket in tickets:
-            if ticket.kind != "trial":
+            if ticket.kind != TicketKind.TRIAL:
                 n_back += _requeue_helper_ticket(conn, ticket, StudyState(study.state) in ENDED)
                 continue
             verdict = judge(ticket, trials.get(ticket.trial_id), StudyState(study.state) in ENDED, max_retries)
@@ -108,7 +109,7 @@ def _apply(session: Session, ticket: Any, verdict: Verdict, study: Any) -> int:
     conn = session.connection()
     if verdict.fail_trial is not None:
         optuna_compat.fail_running_trial(conn, ticket.trial_id, verdict.fail_trial, db_now())
-    mine = (_T.c.id == ticket.id, *_EXPIRED)
+    mine = (_T.c.id == ticket.id, _EXPIRED)
     if verdict.ticket == TicketState.DONE:
         done = {
             "state": TicketState.DONE,
@@ -118,7 +119,7 @@ def _apply(session: Session, ticket: Any, verdict: Verdict, study: Any) -> int:
         }
         _expect(conn.execute(update(_T).where(*mine).values(**done)), "lost ticket done")
         return 0
-    back = {
+    back: dict[str, Any] = {
         "state": verdict.ticket,
         "worker_id": None,
         "lease_expires_at": None,
@@ -137,7 +138,7 @@ def _apply(session: Session, ticket: Any, verdict: Verdict, study: Any) -> int:
 def _requeue_helper_ticket(conn: Any, ticket: Any, study_ended: bool) -> int:
     """An expired reeval or finalize ticket: back to the queue (a reeval's run counts a failure
     toward ``max_retries``), or cancelled when the study ended."""
-    mine = (_T.c.id == ticket.id, *_EXPIRED)
+    mine = (_T.c.id == ticket.id, _EXPIRED)
     if study_ended:
         conn.execute(
             update(_T).where(*mine).values(state=TicketState.CANCELLED, lease_expires_at=None, finished_at=db_now())

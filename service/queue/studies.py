@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -22,13 +23,21 @@ from rnntune.service.queue.common import (
     db_now,
 )
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
-from rnntune.service.tables import EvaluationRow, StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import (
+    EvaluationRow,
+    EvaluationState,
+    StudyRow,
+    StudyState,
+    TicketKind,
+    TicketRow,
+    TicketState,
+)
 
 log = logging.getLogger("rnntune.queue")
 
 
 def add_study(
-    session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str, warm: list[dict[str, Any]] = ()
+    session: Session, *, spec: StudySpec, optuna_study_id: int, spec_hash: str, warm: Sequence[dict[str, Any]] = ()
 ) -> StudyRow:
     """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget,
     the first ones with the parameters of ``initial_trials``, then ``warm`` (a warm start's:
@@ -87,11 +96,11 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     def still_open(kind: str) -> bool:
         return bool(session.connection().scalar(_STILL_OPEN, {"study": study_id, "kind": kind}))
 
-    if still_open("trial"):
+    if still_open(TicketKind.TRIAL):
         return False
     if still_open(REEVAL) or still_open(FINALIZE):
         return True
-    study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)
+    study = session.get_one(StudyRow, study_id, with_for_update=True, populate_existing=True)
     if study.state not in ACTIVE:
         return True
     # this round's helper tickets only: an extended study made its earlier rounds' result already
@@ -108,7 +117,7 @@ def _maybe_done(session: Session, study_id: int) -> bool:
     if FINALIZE not in kinds and not own_training and results.n_complete(session, study.optuna_study_id) > 0:
         if REEVAL not in kinds and not spec.selection.is_default and _add_reevals(session, study, spec):
             return True
-        last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id))
+        last = session.execute(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id)).scalar_one()
         session.add(TicketRow(study_id=study_id, seq=last + 1, kind=FINALIZE, round=study.round))
         session.flush()
         return True
@@ -123,10 +132,11 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
     (seed, fold, candidate) order, so that every candidate's runs advance together. Returns how
     many tickets were queued."""
     sel = spec.selection
-    candidates = results.top_trials(session, study.optuna_study_id, spec.direction, sel.top_k)
+    direction = cast(str, spec.direction)  # validation sets it (the metric's, or required)
+    candidates = results.top_trials(session, study.optuna_study_id, direction, sel.top_k)
     own = (0, sel.folds - 1)
     runs = [(s, f) for s in range(sel.seeds) for f in range(sel.folds) if (s, f) != own]
-    last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study.id))
+    last = session.execute(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study.id)).scalar_one()
     for rank, trial in enumerate(candidates):
         session.add(
             EvaluationRow(
@@ -137,7 +147,7 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
                 rank=rank,
                 seed_index=own[0],
                 fold=own[1],
-                state="complete",
+                state=EvaluationState.COMPLETE,
                 value=trial["value"],
                 best_epoch=trial["user_attrs"].get("best_epoch"),
                 finished_at=db_now(),
@@ -166,7 +176,7 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
     return len(tickets)
 
 
-def _timeout_reason(timeout_s: float) -> str:
+def _timeout_reason(timeout_s: float | None) -> str:
     return f"budget.timeout_s={timeout_s:g} reached"
 
 
@@ -179,7 +189,11 @@ def _expire_timeouts(session: Session) -> None:
             StudyRow.state == StudyState.RUNNING,
             StudyRow.deadline_at <= db_now(),
             select(TicketRow.id)
-            .where(TicketRow.study_id == StudyRow.id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+            .where(
+                TicketRow.study_id == StudyRow.id,
+                TicketRow.state == TicketState.QUEUED,
+                TicketRow.kind == TicketKind.TRIAL,
+            )
             .exists(),
         )
     ).all()
@@ -189,10 +203,12 @@ def _expire_timeouts(session: Session) -> None:
         _maybe_done(session, study_id)
 
 
-def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float) -> None:
+def _cancel_queued_trials(session: Session, study_id: int, timeout_s: float | None) -> None:
     session.execute(
         update(TicketRow)
-        .where(TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == "trial")
+        .where(
+            TicketRow.study_id == study_id, TicketRow.state == TicketState.QUEUED, TicketRow.kind == TicketKind.TRIAL
+        )
         .values(state=TicketState.CANCELLED, finished_at=db_now())
     )
     session.execute(
@@ -235,7 +251,7 @@ def cancel_study(session: Session, study_id: int) -> None:
 def pause_study(session: Session, study_id: int) -> None:
     """No new trial starts; running ones stop at their next epoch boundary and are re-queued
     with the same parameters for when the study resumes."""
-    study = session.get(StudyRow, study_id, with_for_update=True)
+    study = session.get_one(StudyRow, study_id, with_for_update=True)
     if study.state not in ACTIVE:
         raise BadTransition(f"cannot pause a study that is {study.state}")
     study.state = StudyState.PAUSED
@@ -243,7 +259,7 @@ def pause_study(session: Session, study_id: int) -> None:
 
 
 def resume_study(session: Session, study_id: int) -> None:
-    study = session.get(StudyRow, study_id, with_for_update=True)
+    study = session.get_one(StudyRow, study_id, with_for_update=True)
     if study.state != StudyState.PAUSED:
         raise BadTransition(f"cannot resume a study that is {study.state}")
     study.state = StudyState.RUNNING if study.started_at else StudyState.QUEUED

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 from sqlalchemy.orm import Session
 
 from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
+from rnntune.service.queue.claimable import CLAIMABLE, LEASE
 from rnntune.service.queue.common import (
     _BACK,
-    _CLAIMABLE,
     _COUNT_FAILURE,
     _DONE,
-    _LEASE,
     _RENEW,
     _SETTLE_READ,
     _SPEC,
@@ -41,7 +40,7 @@ from rnntune.service.queue.studies import (
     finish_study,
 )
 from rnntune.service.spec import stored_spec_problem
-from rnntune.service.tables import ENDED, StudyRow, StudyState, TicketRow, TicketState
+from rnntune.service.tables import ENDED, LeaseState, StudyRow, StudyState, TicketKind, TicketRow, TicketState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -55,7 +54,7 @@ def _claimable_studies(
     # ``can_run(requires)``: whether this worker has the plugins / command directory a study needs
     studies = [
         row
-        for row in session.connection().execute(_CLAIMABLE)
+        for row in session.connection().execute(CLAIMABLE)
         if set(row.labels or ()) <= labels and (not row.requires or (can_run is not None and can_run(row.requires)))
     ]
     limited = sorted(row.id for row in studies if row.max_parallel is not None)
@@ -85,7 +84,7 @@ def claim(
     labels: set[str],
     lease_s: float,
     housekeeping: bool = True,
-    known_specs: Container[int] = (),
+    known_specs: Container[tuple[int, Any]] = (),
     can_run: Callable[[dict], bool] | None = None,
     max_retries: int = 2,
 ) -> Claim | None:
@@ -101,7 +100,7 @@ def claim(
     conn = session.connection()
     for study_id, name, state, trials_open, created_at in _claimable_studies(session, labels, can_run):
         lease = {"study": study_id, "worker": worker_id, "lease_s": lease_s, "trials_open": trials_open}
-        row = conn.execute(_LEASE, lease).first()
+        row = conn.execute(LEASE, lease).first()
         if row is None:
             continue
         spec = None if (study_id, created_at) in known_specs else conn.scalar(_SPEC, {"study": study_id})
@@ -151,7 +150,8 @@ def start_trial(session: Session, claim: Claim, worker_id: str, *, trial_id: int
     Returns False when the ticket is no longer this worker's: the trial must not run."""
     params = {"ticket": claim.ticket_id, "worker": worker_id, "trial_id": trial_id, "number": trial_number}
     # One statement, autocommitted: no BEGIN / COMMIT round trips on the per-trial path.
-    with session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    engine = cast(Engine, session.get_bind())  # the worker binds its sessions to an engine
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(_START_TRIAL, params).rowcount == 1
 
 
@@ -194,18 +194,8 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         outcome = TrialOutcome(Outcome(trial_state.lower()), study.trial_id, study.number)
 
     if outcome.finished:
-        _expect(
-            conn.execute(
-                _DONE,
-                {
-                    **mine,
-                    "result": outcome.optuna_state,
-                    "trial_id": outcome.trial_id,
-                    "number": outcome.trial_number,
-                },
-            ),
-            "ticket done",
-        )
+        done = {**mine, "result": outcome.optuna_state, "trial_id": outcome.trial_id, "number": outcome.trial_number}
+        _expect(conn.execute(_DONE, done), "ticket done")
         spent = _maybe_done(session, claim.study_id)
         session.commit()
         return Settled(True, TicketState.DONE, spent, _study_state(session, claim.study_id) if spent else state)
@@ -217,9 +207,17 @@ def settle(session: Session, claim: Claim, worker_id: str, outcome: TrialOutcome
         _expect(conn.execute(_BACK, cancel), "ticket")
         session.commit()
         return Settled(True, TicketState.CANCELLED, False, StudyState.FAILED)
+    return _settle_back(session, conn, mine, claim, study, outcome)
 
+
+def _settle_back(
+    session: Session, conn: Connection, mine: dict[str, Any], claim: Claim, study: Row, outcome: TrialOutcome
+) -> Settled:
+    """settle of an outcome that sends the ticket back: queued, or cancelled when its study
+    ended or (a trial ticket) is past its ``timeout_s``; a counted failure may fail the study."""
+    state = StudyState(study.state)
     ended = state in ENDED or (outcome.kind == Outcome.INTERRUPTED and outcome.interruption == Interruption.CANCELLED)
-    timed_out = bool(study.timed_out) and claim.kind == "trial"
+    timed_out = bool(study.timed_out) and claim.kind == TicketKind.TRIAL
     back = TicketState.CANCELLED if ended or timed_out else TicketState.QUEUED
     _expect(conn.execute(_BACK, {**mine, **claim.back(outcome), "state": back, "error": outcome.reason}), "ticket back")
     if outcome.counts_as_failure and _count_failure(session, claim.study_id, study, outcome.reason):
@@ -253,27 +251,27 @@ def finalizing(session: Session, study_ids: list[int]) -> set[int]:
     return set(session.scalars(q))
 
 
-def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> str:
-    """Extend a lease. Returns "ok", "lost" (the lease expired and the ticket was requeued), or
-    the study's state when it is no longer active ("paused", "cancelled", "failed", "done"):
-    anything but "ok" means the worker must stop that trial."""
+def renew(session: Session, ticket_id: int, worker_id: str, *, lease_s: float) -> LeaseState | StudyState:
+    """Extend a lease. Returns OK, LOST (the lease expired and the ticket was requeued), or the
+    study's state when it is no longer active (paused, cancelled, failed, done): anything but OK
+    means the worker must stop that trial."""
     state = session.scalar(
         select(StudyRow.state).join(TicketRow, TicketRow.study_id == StudyRow.id).where(TicketRow.id == ticket_id)
     )
     result = session.connection().execute(_RENEW, {"ticket": ticket_id, "worker": worker_id, "lease_s": lease_s})
     session.commit()
-    if result.rowcount != 1:
-        return "lost"
-    return "ok" if state in ACTIVE else state
+    if result.rowcount != 1 or state is None:
+        return LeaseState.LOST
+    return LeaseState.OK if state in ACTIVE else StudyState(state)
 
 
-def holds(session: Session, ticket_id: int, worker_id: str) -> str:
-    """Read-only ``renew``: "ok" while this worker holds the ticket of an active study."""
+def holds(session: Session, ticket_id: int, worker_id: str) -> LeaseState | StudyState:
+    """Read-only ``renew``: OK while this worker holds the ticket of an active study."""
     row = session.execute(
         select(TicketRow.worker_id, TicketRow.state, StudyRow.state)
         .join(StudyRow, StudyRow.id == TicketRow.study_id)
         .where(TicketRow.id == ticket_id)
     ).first()
     if row is None or row[0] != worker_id or row[1] not in HELD:
-        return "lost"
-    return "ok" if row[2] in ACTIVE else row[2]
+        return LeaseState.LOST
+    return LeaseState.OK if row[2] in ACTIVE else StudyState(row[2])

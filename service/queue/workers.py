@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service import routing
 from rnntune.service.queue.common import WORKERS_KEPT_DAYS, db_now
-from rnntune.service.tables import StudyRow, TicketRow, WorkerRow
+from rnntune.service.tables import StudyRow, TicketRow, WorkerRow, WorkerState
 
 log = logging.getLogger("rnntune.queue")
 
@@ -45,7 +45,7 @@ def worker_heartbeat(session: Session, worker_id: str, ticket_id: int | None, tr
         .where(WorkerRow.id == worker_id)
         .values(
             last_heartbeat=db_now(),
-            state="busy" if ticket_id is not None else "idle",
+            state=WorkerState.BUSY if ticket_id is not None else WorkerState.IDLE,
             ticket_id=ticket_id,
             trial_number=trial_number if ticket_id is not None else None,
         )
@@ -57,7 +57,7 @@ def deregister_worker(session: Session, worker_id: str) -> None:
     session.execute(
         update(WorkerRow)
         .where(WorkerRow.id == worker_id)
-        .values(state="stopped", ticket_id=None, trial_number=None, last_heartbeat=db_now())
+        .values(state=WorkerState.STOPPED, ticket_id=None, trial_number=None, last_heartbeat=db_now())
     )
     session.commit()
 
@@ -76,11 +76,11 @@ def list_workers(session: Session, *, lost_after_s: float, include_stopped: bool
         .order_by(WorkerRow.started_at.desc(), WorkerRow.id)
     )
     if not include_stopped:
-        query = query.where(WorkerRow.state != "stopped")
+        query = query.where(WorkerRow.state != WorkerState.STOPPED)
     out = []
     for row, study in session.execute(query).all():
         age = (now - row.last_heartbeat).total_seconds()
-        state = "lost" if row.state != "stopped" and age > lost_after_s else row.state
+        state = WorkerState.LOST if row.state != WorkerState.STOPPED and age > lost_after_s else row.state
         out.append(
             {
                 "id": row.id,
@@ -106,7 +106,7 @@ def live_capabilities(session: Session, *, lost_after_s: float) -> list[dict]:
     """The capabilities of every live worker (not stopped, beaten within ``lost_after_s``)."""
     rows = session.scalars(
         select(WorkerRow.capabilities).where(
-            WorkerRow.state != "stopped", WorkerRow.last_heartbeat >= db_now(-lost_after_s)
+            WorkerRow.state != WorkerState.STOPPED, WorkerRow.last_heartbeat >= db_now(-lost_after_s)
         )
     )
     return [caps or {} for caps in rows]

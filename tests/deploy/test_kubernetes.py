@@ -22,10 +22,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from rnntune.service import queue_depth
 from rnntune.service.api.app import create_app
 from rnntune.service.api.security import OPEN_PATHS
 from rnntune.service.config import Settings
+from rnntune.service.queue import depth as queue_depth
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kubernetes"

@@ -1,25 +1,20 @@
-"""Queue depth: how many tickets workers could claim right now, as SQL text in one place.
+"""Queue depth: how many tickets workers could claim right now.
 
-One per-study statement feeds the ``rnntune_queue_depth{study}`` metric (service/metrics.py)
-and the query of KEDA's PostgreSQL trigger that scales the Kubernetes workers
+One per-study statement, :data:`queue.claimable.BY_STUDY` (built from the claim's own
+conditions), feeds the ``rnntune_queue_depth{study}`` metric (service/metrics.py) and, compiled
+to SQL text for PostgreSQL, the query of KEDA's trigger that scales the Kubernetes workers
 (deploy/kubernetes; :func:`keda_query`, which adds the leases held now so that busy workers are
-not scaled away). It mirrors :func:`queue.claim`'s conditions, and
-tests/deploy/test_queue_depth.py checks that it counts exactly the tickets that real ``claim``
-calls take:
+not scaled away). tests/deploy/test_queue_depth.py checks that it counts exactly the tickets
+that real ``claim`` calls take.
 
-- the study is ``queued`` or ``running`` (not paused, done, cancelled or failed);
-- the ticket is queued, or held (leased / running) with its lease run out (claim's
-  housekeeping requeues it, or marks it done when its trial finished: counted here all the same);
-- a study past its ``deadline_at`` (``budget.timeout_s`` after its start) offers no trial
-  ticket, only its re-evaluation and finalize tickets;
-- ``budget.max_parallel`` caps a study at that many leases held at once;
-- a study runs only on workers that carry all its labels (KEDA: the worker Deployment's labels);
-- KEDA's query also leaves out the studies its worker pods could not run: those whose stored
-  ``requires`` names a plugin the image lacks, or a command objective when the pods don't run
-  ``--allow-commands`` (a worker never claims such a study; scaling pods up for it would only
-  leave them idle until their cooldown).
+KEDA's query keeps the studies that its worker pods would claim: those whose labels are all
+among the worker Deployment's, and leaves out those whose stored ``requires`` names a plugin the
+image lacks, or a command objective when the pods don't run ``--allow-commands`` (a worker never
+claims such a study; scaling pods up for it would only leave them idle until their cooldown).
+These filters are PostgreSQL jsonb, the claim's are Python (``routing``).
 
-Times are naive UTC in the tables; the statement compares them with the database's clock.
+``python -m rnntune.service.queue.depth [--label L ...] [--plugin GROUP:NAME ...] [--commands]``
+prints KEDA's query (deploy/kubernetes embeds it).
 """
 
 from __future__ import annotations
@@ -30,46 +25,26 @@ import re
 from collections.abc import Iterable
 
 from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-# One row per active study with open tickets: (study_id, study, labels, requires, n_claimable,
-# n_held).
-# {now} is the only dialect-specific piece (PostgreSQL and SQLite below).
-_CLAIMABLE_BY_STUDY = """
-SELECT s.id AS study_id, s.name AS study, s.labels AS labels, s.requires AS requires,
-       CASE WHEN s.max_parallel IS NULL OR t.n_free <= s.max_parallel - t.n_held THEN t.n_free
-            WHEN s.max_parallel > t.n_held THEN s.max_parallel - t.n_held
-            ELSE 0 END AS n_claimable,
-       t.n_held AS n_held
-FROM rnntune_studies s
-JOIN (
-    SELECT k.study_id,
-           SUM(CASE WHEN (k.state = 'queued' OR k.lease_expires_at < {now})
-                     AND (k.kind <> 'trial' OR ts.deadline_at IS NULL OR {now} < ts.deadline_at)
-                    THEN 1 ELSE 0 END) AS n_free,
-           SUM(CASE WHEN k.state IN ('leased', 'running') AND k.lease_expires_at >= {now} THEN 1 ELSE 0 END)
-               AS n_held
-    FROM rnntune_tickets k JOIN rnntune_studies ts ON ts.id = k.study_id
-    WHERE k.state IN ('queued', 'leased', 'running')
-    GROUP BY k.study_id
-) t ON t.study_id = s.id
-WHERE s.state IN ('queued', 'running')
-""".strip()
+from rnntune.service.queue.claimable import BY_STUDY
 
-_DIALECT = {
-    "postgresql": {"now": "(now() AT TIME ZONE 'UTC')"},
-    "sqlite": {"now": "strftime('%Y-%m-%d %H:%M:%f', 'now')"},
-}
+_DIALECTS: dict[str, Dialect] = {"postgresql": postgresql.dialect(), "sqlite": sqlite.dialect()}
+
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # "entry-point group:name", as service.routing.requirements stores them.
 PLUGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}:[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def claimable_by_study_sql(dialect: str = "postgresql") -> str:
-    """The per-study statement for ``dialect`` ("postgresql" or "sqlite")."""
-    if dialect not in _DIALECT:
-        raise ValueError(f"queue depth is defined for {sorted(_DIALECT)}, but got {dialect=}")
-    return _CLAIMABLE_BY_STUDY.format(**_DIALECT[dialect])
+    """:data:`BY_STUDY` as SQL text for ``dialect`` ("postgresql" or "sqlite"), its values
+    inline (KEDA runs a plain string), no trailing spaces (deploy/kubernetes embeds it)."""
+    if dialect not in _DIALECTS:
+        raise ValueError(f"queue depth is defined for {sorted(_DIALECTS)}, but got {dialect=}")
+    sql = str(BY_STUDY.compile(dialect=_DIALECTS[dialect], compile_kwargs={"literal_binds": True}))
+    return "\n".join(line.rstrip() for line in sql.splitlines())
 
 
 def _label_filter(labels: Iterable[str]) -> str:
@@ -124,8 +99,7 @@ def keda_query(labels: Iterable[str] = (), *, plugins: Iterable[str] = (), comma
 
 def claimable_by_study(session: Session) -> dict[int, int]:
     """study id -> tickets claimable now (studies with none are left out)."""
-    sql = claimable_by_study_sql(session.get_bind().dialect.name)
-    return {row.study_id: int(row.n_claimable) for row in session.execute(text(sql)) if row.n_claimable}
+    return {row.study_id: int(row.n_claimable) for row in session.execute(BY_STUDY) if row.n_claimable}
 
 
 def n_claimable(
