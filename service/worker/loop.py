@@ -15,9 +15,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from types import FrameType
-from typing import cast
 
 import torch
 from sqlalchemy.orm import Session
@@ -130,7 +129,7 @@ class Worker(WorkerBase):
                 labels=self.labels,
                 lease_s=self.settings.lease_s,
                 housekeeping=housekeeping,
-                known_specs=cast(Container[int], self._specs),  # keyed by Claim.study_key, as claim looks them up
+                known_specs=self._specs,  # keyed by Claim.study_key, as claim looks them up
                 can_run=self.can_run,
                 max_retries=self.settings.max_retries,
             )
