@@ -5,7 +5,7 @@
     RNNTUNE_BENCH_PG=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres python benchmarks/api.py
 
 For each size: a fresh PostgreSQL database; one study registered through
-``rnntune.service.registry.create_study`` (6 searched parameters); N finished trials bulk-inserted into
+``rnntune.service.studies.registry.create_study`` (6 searched parameters); N finished trials bulk-inserted into
 Optuna's own tables (70% COMPLETE, 30% PRUNED; 6 params, a value, 10 intermediate values, the
 user attributes the objective writes: about 24 rows per trial); its tickets marked done. Then
 ``GET /v1/studies``, ``GET /v1/studies/{name}`` and ``GET /v1/studies/{name}/trials?limit=100``
@@ -38,7 +38,7 @@ from optuna.distributions import (
 )
 
 from benchmarks._pg import drop_db, new_db
-from rnntune.service import optuna_compat as om
+from rnntune.service.store import optuna_compat as om
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAME = "bench-api"
@@ -72,11 +72,11 @@ def spec_dict(n_trials: int) -> dict:
 
 def fill(url: str, n: int, seed: int = 0) -> float:
     """Register the study and bulk-insert ``n`` finished trials; returns seconds taken."""
-    from rnntune.service import registry
     from rnntune.service.config import Settings
-    from rnntune.service.db import init_db, make_engine, make_storage, session_factory
     from rnntune.service.spec import parse_spec
-    from rnntune.service.tables import StudyRow, TicketRow
+    from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory
+    from rnntune.service.store.tables import StudyRow, TicketRow
+    from rnntune.service.studies import registry
 
     t0 = time.perf_counter()
     settings = Settings(database_url=url)

@@ -1,7 +1,7 @@
 """A command trial's overhead: examples/command/train.py run alone vs as an rnntune command trial.
 
 Both run the same script, same arguments, same seed, one torch thread. "Under rnntune" is the
-worker's command path (``rnntune.service.command.run``): a child with the report pipe, every
+worker's command path (``rnntune.service.trials.command.run``): a child with the report pipe, every
 epoch's ``report`` answered after a real ``trial.report`` + ``trial.should_prune`` on an Optuna
 study in PostgreSQL (RNNTUNE_BENCH_PG; a median pruner that never prunes, so both runs do every
 epoch). Both get the environment a CPU worker gives its child (``CUDA_VISIBLE_DEVICES=""``).
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna  # noqa: E402
 from _pg import drop_db, new_db  # noqa: E402
 
-from rnntune.service import command  # noqa: E402
+from rnntune.service.trials import command  # noqa: E402
 
 SCRIPT = REPO / "examples" / "command" / "train.py"
 

@@ -69,9 +69,9 @@ def settings_for(url: str):
 
 
 def create_study(url: str, n_trials: int, sampler: str) -> str:
-    from rnntune.service import registry
-    from rnntune.service.db import init_db, make_engine, make_storage, session_factory
     from rnntune.service.spec import parse_spec
+    from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory
+    from rnntune.service.studies import registry
 
     settings = settings_for(url)
     engine = make_engine(settings)
@@ -83,7 +83,7 @@ def create_study(url: str, n_trials: int, sampler: str) -> str:
 
 
 def make_objective(sleep_s: float):
-    from rnntune.service.objective import Objective
+    from rnntune.service.trials.objective import Objective
 
     class BenchObjective(Objective):
         """The worker's real objective path (suggest, lease check) with training replaced."""
@@ -148,7 +148,7 @@ def run_workers_timed(n_procs: int, n_trials: int, sleep_s: float, sampler: str,
         ctx = mp.get_context("spawn")
         ready = [ctx.Event() for _ in range(n_procs)]
         settings_for(url)
-        from rnntune.service.db import init_db, make_engine
+        from rnntune.service.store.db import init_db, make_engine
 
         eng = make_engine(settings_for(url))
         init_db(eng)

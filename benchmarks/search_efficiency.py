@@ -2,7 +2,7 @@
 
 Three strategies tune the same GRU (or LSTM) forecaster of yearly sunspots with the service's own
 code path (``rnntune.service.spec`` -> ``rnntune.service.search.build_sampler/build_pruner`` ->
-``rnntune.service.objective.Objective`` -> ``rnntune.models.train.fit``), on Optuna in-memory storage, at equal
+``rnntune.service.trials.objective.Objective`` -> ``rnntune.models.train.fit``), on Optuna in-memory storage, at equal
 seeds (seed s drives both the sampler and the training seed of every trial):
 
     grid    hidden_size {32, 64, 128} x lr {1e-2, 1e-3, 1e-4} x batch_size {32, 64, 128}:
@@ -57,10 +57,10 @@ sys.path.insert(0, str(HERE.parent))
 
 import optuna  # noqa: E402
 
-from rnntune.service.data_cache import DataCache  # noqa: E402
-from rnntune.service.objective import Objective  # noqa: E402
+from rnntune.service.data.data_cache import DataCache  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
 from rnntune.service.spec import parse_spec  # noqa: E402
+from rnntune.service.trials.objective import Objective  # noqa: E402
 
 
 def _default(cls, name: str) -> int:

@@ -2,10 +2,10 @@
 
 Built like ``benchmarks/search_efficiency.py``: every strategy runs the service's own code path
 (``rnntune.service.spec`` -> ``rnntune.service.search.build_sampler/build_pruner`` ->
-``rnntune.service.objective.Objective`` -> ``rnntune.models.train.fit``) on Optuna in-memory
+``rnntune.service.trials.objective.Objective`` -> ``rnntune.models.train.fit``) on Optuna in-memory
 storage, and seed s drives both the sampler and the training seed of every trial. The model a
 user takes home is what the service's finalize step makes of the search's best trial
-(``rnntune.service.finalize.best_trial`` + ``build_model``: the best trial re-created, tested once).
+(``rnntune.service.trials.finalize.best_trial`` + ``build_model``: the best trial re-created, tested once).
 
 Tasks (``--tasks``), each with a tutorial grid and the same ranges for the other strategies:
 
@@ -116,13 +116,13 @@ sys.path.insert(0, str(REPO))
 
 import optuna  # noqa: E402
 
-from rnntune.service.data_cache import DataCache  # noqa: E402
-from rnntune.service.finalize import best_trial, build_model  # noqa: E402
-from rnntune.service.objective import Objective  # noqa: E402
-from rnntune.service.recipe import TrialRecord  # noqa: E402
+from rnntune.service.data.data_cache import DataCache  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler  # noqa: E402
-from rnntune.service.selection import pick_winner, reevaluate  # noqa: E402
 from rnntune.service.spec import PRUNERS, SAMPLERS, parse_spec  # noqa: E402
+from rnntune.service.trials.finalize import best_trial, build_model  # noqa: E402
+from rnntune.service.trials.objective import Objective  # noqa: E402
+from rnntune.service.trials.recipe import TrialRecord  # noqa: E402
+from rnntune.service.trials.selection import pick_winner, reevaluate  # noqa: E402
 
 
 @dataclass(frozen=True)

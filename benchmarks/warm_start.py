@@ -37,14 +37,14 @@ sys.path.insert(0, str(HERE.parent))
 
 import optuna  # noqa: E402
 
-from rnntune.service import registry, warm_start  # noqa: E402
 from rnntune.service.config import Settings  # noqa: E402
-from rnntune.service.data_cache import DataCache  # noqa: E402
-from rnntune.service.db import init_db, make_engine, make_storage, session_factory  # noqa: E402
-from rnntune.service.objective import Objective  # noqa: E402
+from rnntune.service.data.data_cache import DataCache  # noqa: E402
 from rnntune.service.search import build_pruner, build_sampler, pinned_sampler  # noqa: E402
 from rnntune.service.spec import parse_spec  # noqa: E402
-from rnntune.service.tables import StudyRow, TicketRow  # noqa: E402
+from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory  # noqa: E402
+from rnntune.service.store.tables import StudyRow, TicketRow  # noqa: E402
+from rnntune.service.studies import registry, warm_start  # noqa: E402
+from rnntune.service.trials.objective import Objective  # noqa: E402
 
 SPACE = {
     "hidden_size": {"type": "int", "low": 8, "high": 64, "log": True},

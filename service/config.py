@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rnntune.service.child import parse_patterns
 from rnntune.service.spec import Limits, resolve_roots
+from rnntune.service.trials.child import parse_patterns
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     max_initial_trials: int = Field(
         default=Limits.max_initial_trials, ge=1, description="most initial_trials entries a spec may give"
     )
-    # Study lifecycle (service/study_ops.py, service/warm_start.py; docs/studies.md).
+    # Study lifecycle (service/studies/ops.py, service/studies/warm_start.py; docs/studies.md).
     max_warm_start_studies: int = Field(
         default=Limits.max_warm_start_studies, ge=1, description="most studies a spec's warm_start.from may name"
     )
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         ge=0,
         description="DELETE /v1/studies/{name}?force=true: how long to wait for workers to stop its trials",
     )
-    # A study's result (service/finalize.py, docs/baselines.md).
+    # A study's result (service/trials/finalize.py, docs/baselines.md).
     small_val_split: int = Field(
         default=100,
         ge=0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rnntune.service import plugins
-from rnntune.service.command import script_of
+from rnntune.service.trials.command import script_of
 
 if TYPE_CHECKING:
     from rnntune.service.spec import StudySpec

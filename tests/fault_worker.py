@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna
 
-from rnntune.service import db, finalize, objective, queue, selection
+from rnntune.service import queue
 from rnntune.service.cli import _logging
 from rnntune.service.config import Settings
-from rnntune.service.objective import Objective
+from rnntune.service.store import db
+from rnntune.service.trials import finalize, objective, selection
+from rnntune.service.trials.objective import Objective
 from rnntune.service.worker import Worker
 
 STEPS = ("claim", "start", "report", "tell", "settle", "finalize", "reeval")

@@ -14,12 +14,13 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from rnntune.service import queue, registry
+from rnntune.service import queue
 from rnntune.service.config import Settings
-from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 from rnntune.service.queue import ACTIVE
 from rnntune.service.spec import parse_spec
-from rnntune.service.tables import StudyRow, StudyState
+from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory
+from rnntune.service.store.tables import StudyRow, StudyState
+from rnntune.service.studies import registry
 from rnntune.service.worker import Worker
 from tests.conftest import REPO, rnntune, wait_for
 from tests.factories import sine_study as spec  # noqa: F401  (the queue tests' spec)

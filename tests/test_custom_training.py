@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.tables import TicketRow
+from rnntune.service.store.tables import TicketRow
 from tests.conftest import REPO, rnntune, wait_for
 from tests.plugin_helpers import make_plugin_dist
 

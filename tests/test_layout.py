@@ -1,7 +1,7 @@
 """The house's size limits: no module over 400 lines and no function over 60 in the packages
 (``service/``, ``models/``, ``rnntune/``), so each file reads top to bottom in one sitting.
 
-Exempt, and only these: ``service/migrations/`` (each revision is schema history, written once and
+Exempt, and only these: ``service/store/migrations/`` (each revision is schema history, written once and
 never edited after it ships) and the scripts outside the packages (``benchmarks/``, ``scripts/``,
 ``tests/``)."""
 
@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("service", "models", "rnntune")
-EXEMPT = ("service/migrations/",)
+EXEMPT = ("service/store/migrations/",)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 

@@ -170,7 +170,8 @@ def test_pause_resume_and_cancel(env):
     paused = env.create(spec("pausing", n_trials=3, max_epochs=4, n_series=600, hidden=32))
     w = env.worker()
     try:
-        from rnntune.service import queue, registry
+        from rnntune.service import queue
+        from rnntune.service.studies import registry
 
         victim = env.wait_mid_trial(paused)
         with env.sessions() as s:

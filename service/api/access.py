@@ -71,7 +71,7 @@ def owned_study(name: str, session: SessionDep, caller: CallerDep):
 
 def owned_dataset(ref: str, session: SessionDep, caller: CallerDep):
     """The data set ``ref`` (name or id; 404 if none), after :func:`require_owner`."""
-    from rnntune.service import datasets
+    from rnntune.service.data import datasets
 
     row = datasets.find(session, ref)
     if row is None:

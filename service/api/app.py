@@ -23,8 +23,8 @@ from rnntune.service.api.dashboard import dashboard_app
 from rnntune.service.api.routes import datasets, health, metrics, plugins, results, studies, study_ops, workers
 from rnntune.service.api.security import BodyLimit, BrowserGuard, TokenAuth, allowed_hosts, is_dashboard_path
 from rnntune.service.config import Settings
-from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 from rnntune.service.spec import BrokenSpec
+from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory
 
 log = logging.getLogger("rnntune.api")
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]

@@ -32,7 +32,7 @@ StorageDep = Annotated[optuna.storages.BaseStorage, Depends(get_storage)]
 
 def study_or_404(session: Session, name: str):
     """Our registry row of study ``name``, or a 404 naming it."""
-    from rnntune.service import registry
+    from rnntune.service.studies import registry
 
     row = registry.get_study(session, name)
     if row is None:

@@ -1,5 +1,5 @@
 """``rnntune export --trial N``: retrain one trial of a study on this machine with the finalize
-step's own code (service/finalize.py, service/recipe.py: same config and seed, train split, up
+step's own code (service/trials/finalize.py, service/trials/recipe.py: same config and seed, train split, up
 to its best epoch), test it once and write its model file.
 
 The trial and the spec come from the API; the data from this machine's data roots, or an
@@ -23,7 +23,7 @@ from rnntune.service.cli.common import echo_lines, fail, load_settings, setup_lo
 from rnntune.service.spec import StudySpec, load_stored
 
 if TYPE_CHECKING:  # the annotation only: finalize loads optuna, and its training torch
-    from rnntune.service.finalize import BuiltModel
+    from rnntune.service.trials.finalize import BuiltModel
 
 
 def pick_device(requested: str) -> str:
@@ -37,15 +37,15 @@ def pick_device(requested: str) -> str:
 
 def retrain(spec: StudySpec, trial: TrialPublic, device: str, database_url: str | None) -> BuiltModel:
     """``trial``'s model, trained here as the finalize step trains the best one."""
-    from rnntune.service.data_cache import DataCache, StudyDataError
-    from rnntune.service.finalize import build_model
-    from rnntune.service.recipe import TrialRecord
+    from rnntune.service.data.data_cache import DataCache, StudyDataError
+    from rnntune.service.trials.finalize import build_model
+    from rnntune.service.trials.recipe import TrialRecord
 
     settings = load_settings(database_url)  # RNNTUNE_DATA_ROOTS: where a spec's data.path may be read here
     uploaded = spec.data is not None and spec.data.dataset is not None
     sessions = None
     if uploaded and database_url:
-        from rnntune.service.db import make_engine, session_factory
+        from rnntune.service.store.db import make_engine, session_factory
 
         sessions = session_factory(make_engine(settings))
     cache = DataCache(

@@ -69,8 +69,8 @@ def api(
 
 def migrate(database_url: DbOpt = None) -> None:
     """Create or upgrade rnntune's tables (serve, api and worker also do this on start)."""
-    from rnntune.service import migrate as migrations
-    from rnntune.service.db import make_engine
+    from rnntune.service.store import migrate as migrations
+    from rnntune.service.store.db import make_engine
 
     settings = load_settings(database_url)
     engine = make_engine(settings)
@@ -93,7 +93,7 @@ def dashboard(
 
     from rnntune.service.api.dashboard import dashboard_app, with_healthz
     from rnntune.service.api.security import BrowserGuard, TokenAuth, allowed_hosts
-    from rnntune.service.db import make_storage
+    from rnntune.service.store.db import make_storage
 
     setup_logging()
     settings = load_settings(database_url)
@@ -157,7 +157,7 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 
 def submit_demo(application: Any) -> None:
     """``serve --demo``: submit DEMO_SPEC through the app's own sessions when there is no study yet."""
-    from rnntune.service import registry
+    from rnntune.service.studies import registry
 
     with application.state.sessions() as session:
         if registry.list_studies(session):

@@ -3,7 +3,7 @@
 A study's budget is ``n_trials`` tickets. A worker claims one ticket (one short statement:
 ``FOR UPDATE SKIP LOCKED`` picks it, the same ``UPDATE`` leases it, committed before training),
 records the Optuna trial it starts on the ticket, renews the lease while it trains, and hands
-the run's :class:`~rnntune.service.outcome.TrialOutcome` to :func:`settle`, which applies the
+the run's :class:`~rnntune.service.trials.outcome.TrialOutcome` to :func:`settle`, which applies the
 whole end-of-ticket rule in one transaction. A ticket whose lease ran out goes back to the
 queue unless its trial already finished; a failed trial hands its ticket back too, so a study
 always ends with exactly ``n_trials`` finished trials (docs/architecture.md, "Ticket lifecycle").

@@ -23,7 +23,7 @@ from __future__ import annotations
 from sqlalchemy import Boolean, ColumnElement, FromClause, and_, bindparam, case, func, or_, select, update
 
 from rnntune.service.queue.common import _S, _T, ACTIVE, HELD, OPEN, db_now
-from rnntune.service.tables import TicketKind, TicketState
+from rnntune.service.store.tables import TicketKind, TicketState
 
 
 def active(study: FromClause) -> ColumnElement[bool]:

@@ -13,9 +13,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from rnntune.service import optuna_compat
-from rnntune.service.outcome import Outcome, TrialOutcome
-from rnntune.service.tables import StudyRow, StudyState, TicketKind, TicketRow, TicketState
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.tables import StudyRow, StudyState, TicketKind, TicketRow, TicketState
+from rnntune.service.trials.outcome import Outcome, TrialOutcome
 
 log = logging.getLogger("rnntune.queue")
 

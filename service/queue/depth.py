@@ -1,7 +1,7 @@
 """Queue depth: how many tickets workers could claim right now.
 
 One per-study statement, :data:`queue.claimable.BY_STUDY` (built from the claim's own
-conditions), feeds the ``rnntune_queue_depth{study}`` metric (service/metrics.py) and, compiled
+conditions), feeds the ``rnntune_queue_depth{study}`` metric (service/reports/metrics.py) and, compiled
 to SQL text for PostgreSQL, the query of KEDA's trigger that scales the Kubernetes workers
 (deploy/kubernetes; :func:`keda_query`, which adds the leases held now so that busy workers are
 not scaled away). tests/deploy/test_queue_depth.py checks that it counts exactly the tickets

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from rnntune.service.queue.common import _BACK, _DONE, _S, FRESH, Claim, Settled, _expect, _study_state, db_now
 from rnntune.service.queue.studies import _maybe_done
 from rnntune.service.queue.tickets import _held
-from rnntune.service.tables import ENDED, EvaluationRow, EvaluationState, StudyState, TicketState
+from rnntune.service.store.tables import ENDED, EvaluationRow, EvaluationState, StudyState, TicketState
 
 log = logging.getLogger("rnntune.queue")
 

@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from rnntune.service import optuna_compat
 from rnntune.service.queue.claimable import expired
 from rnntune.service.queue.common import _S, _T, FRESH, REEVAL, _expect, _lock_study, db_now
 from rnntune.service.queue.studies import _count_failure, _maybe_done
-from rnntune.service.tables import ENDED, EvaluationRow, StudyState, TicketKind, TicketState
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.tables import ENDED, EvaluationRow, StudyState, TicketKind, TicketState
 
 log = logging.getLogger("rnntune.queue")
 

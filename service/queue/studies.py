@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from rnntune.service import results, routing
+from rnntune.service import routing
 from rnntune.service.queue.common import (
     _COUNT_FAILURE,
     _STILL_OPEN,
@@ -22,8 +22,9 @@ from rnntune.service.queue.common import (
     _lock_study,
     db_now,
 )
+from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
-from rnntune.service.tables import (
+from rnntune.service.store.tables import (
     EvaluationRow,
     EvaluationState,
     StudyRow,
@@ -41,7 +42,7 @@ def add_study(
 ) -> StudyRow:
     """Register a study (its spec stored as JSON) and queue one ticket per trial of its budget,
     the first ones with the parameters of ``initial_trials``, then ``warm`` (a warm start's:
-    service/warm_start.py) (caller commits)."""
+    service/studies/warm_start.py) (caller commits)."""
     budget = spec.budget
     row = StudyRow(
         name=spec.name,

@@ -9,7 +9,6 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Row, func, select, update
 from sqlalchemy.orm import Session
 
-from rnntune.service.outcome import Interruption, Outcome, TrialOutcome
 from rnntune.service.queue.claimable import CLAIMABLE, LEASE
 from rnntune.service.queue.common import (
     _BACK,
@@ -40,7 +39,8 @@ from rnntune.service.queue.studies import (
     finish_study,
 )
 from rnntune.service.spec import stored_spec_problem
-from rnntune.service.tables import ENDED, LeaseState, StudyRow, StudyState, TicketKind, TicketRow, TicketState
+from rnntune.service.store.tables import ENDED, LeaseState, StudyRow, StudyState, TicketKind, TicketRow, TicketState
+from rnntune.service.trials.outcome import Interruption, Outcome, TrialOutcome
 
 log = logging.getLogger("rnntune.queue")
 

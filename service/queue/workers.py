@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service import routing
 from rnntune.service.queue.common import WORKERS_KEPT_DAYS, db_now
-from rnntune.service.tables import StudyRow, TicketRow, WorkerRow, WorkerState
+from rnntune.service.store.tables import StudyRow, TicketRow, WorkerRow, WorkerState
 
 log = logging.getLogger("rnntune.queue")
 

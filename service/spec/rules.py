@@ -58,7 +58,7 @@ def check_objective(
         if not CUSTOM_PARAM_RE.fullmatch(name):
             raise ValueError(f"search_space.{name}: a parameter name is a plain identifier")
     if objective.command is not None:
-        from rnntune.service.command import check_command
+        from rnntune.service.trials.command import check_command
 
         try:
             check_command(objective.command, search_space)
@@ -213,7 +213,7 @@ def check_trials(
 
 
 def check_warm_start(warm: WarmStartSpec | None, name: str, sampler: str, limits: Limits | None) -> None:
-    """What can be checked of ``warm_start`` without the database (service/warm_start.py
+    """What can be checked of ``warm_start`` without the database (service/studies/warm_start.py
     checks the studies it names at submission); ``name``: the study's own."""
     if warm is None:
         return

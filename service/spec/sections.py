@@ -197,7 +197,7 @@ class SelectionSpec(BaseModel):
 
 
 class WarmStartSpec(BaseModel):
-    """Start from earlier studies (``service/warm_start.py``): each one's ``top_k`` best complete
+    """Start from earlier studies (``service/studies/warm_start.py``): each one's ``top_k`` best complete
     trials that fit this search space run first (counted in ``n_trials``); where the spaces and
     objectives match, their trials are the sampler's history too."""
 

@@ -16,10 +16,11 @@ import optuna
 from sqlalchemy.orm import Session
 
 from rnntune.service import queue, routing
-from rnntune.service.command import CommandOptions
 from rnntune.service.config import Settings
-from rnntune.service.data_cache import DataCache
-from rnntune.service.db import (
+from rnntune.service.data.data_cache import DataCache
+from rnntune.service.search import build_pruner, build_sampler
+from rnntune.service.spec import StudySpec, load_stored
+from rnntune.service.store.db import (
     RETRY_ATTEMPTS,
     in_session,
     make_engine,
@@ -28,9 +29,8 @@ from rnntune.service.db import (
     retry_db,
     session_factory,
 )
-from rnntune.service.objective import Objective
-from rnntune.service.search import build_pruner, build_sampler
-from rnntune.service.spec import StudySpec, load_stored
+from rnntune.service.trials.command import CommandOptions
+from rnntune.service.trials.objective import Objective
 from rnntune.service.worker.device import pick_device
 from rnntune.service.worker.lease import Lease
 

@@ -1,12 +1,13 @@
 """A finalize ticket's handler: retrain the best configuration, evaluate it once on the test
-split, store the model (``service/finalize.py``), and say how that ended."""
+split, store the model (``service/trials/finalize.py``), and say how that ended."""
 
 from __future__ import annotations
 
 import logging
 
-from rnntune.service import finalize, queue
-from rnntune.service.data_cache import StudyDataError
+from rnntune.service import queue
+from rnntune.service.data.data_cache import StudyDataError
+from rnntune.service.trials import finalize
 from rnntune.service.worker.base import WorkerBase
 from rnntune.service.worker.results import Finalized
 from rnntune.service.worker.trial import retire_unrun_retries

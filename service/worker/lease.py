@@ -14,8 +14,8 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service import queue
-from rnntune.service.db import TRANSIENT_ERRORS, in_session, retry_db
-from rnntune.service.outcome import Interruption
+from rnntune.service.store.db import TRANSIENT_ERRORS, in_session, retry_db
+from rnntune.service.trials.outcome import Interruption
 
 log = logging.getLogger("rnntune.worker")
 # renew's answer -> why the running trial stops (a study that ended spends the ticket)

@@ -22,9 +22,9 @@ import torch
 from sqlalchemy.orm import Session
 
 from rnntune.service import logs, queue
-from rnntune.service.db import TRANSIENT_ERRORS, init_db
-from rnntune.service.outcome import TrialOutcome
-from rnntune.service.tables import ENDED
+from rnntune.service.store.db import TRANSIENT_ERRORS, init_db
+from rnntune.service.store.tables import ENDED
+from rnntune.service.trials.outcome import TrialOutcome
 from rnntune.service.worker.base import WorkerBase
 from rnntune.service.worker.finalize import run_finalize
 from rnntune.service.worker.reeval import run_reeval

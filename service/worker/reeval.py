@@ -1,5 +1,5 @@
 """A re-evaluation ticket's handler: train a candidate again with one seed on one fold
-(``service/selection.py``), and say how the run ended."""
+(``service/trials/selection.py``), and say how the run ended."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 from rnntune.models.train import DivergedError, TrainingStopped
-from rnntune.service import logs, queue, selection
-from rnntune.service.data_cache import StudyDataError
-from rnntune.service.db import TRANSIENT_ERRORS
-from rnntune.service.outcome import Interrupted, Interruption
-from rnntune.service.recipe import TrialRecord
+from rnntune.service import logs, queue
+from rnntune.service.data.data_cache import StudyDataError
 from rnntune.service.spec import StudySpec
+from rnntune.service.store.db import TRANSIENT_ERRORS
+from rnntune.service.trials import selection
+from rnntune.service.trials.outcome import Interrupted, Interruption
+from rnntune.service.trials.recipe import TrialRecord
 from rnntune.service.worker.base import WorkerBase
 from rnntune.service.worker.results import Lost, Reevaluated
 

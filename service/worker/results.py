@@ -1,6 +1,6 @@
 """What one ticket's run came to, by the ticket's kind, and the one place where it is settled.
 
-A trial ticket's handler returns the trial's :class:`~rnntune.service.outcome.TrialOutcome`
+A trial ticket's handler returns the trial's :class:`~rnntune.service.trials.outcome.TrialOutcome`
 (settled by ``queue.settle``), a re-evaluation's a :class:`Reevaluated`
 (``queue.settle_reeval``), the finalize step's a :class:`Finalized` (``queue.settle_finalize``);
 a re-evaluation whose ticket became another worker's returns :class:`Lost`, and nothing is
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from rnntune.service import queue
-from rnntune.service.outcome import TrialOutcome
+from rnntune.service.trials.outcome import TrialOutcome
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A trial ticket's handler: one Optuna trial through ``study.optimize``, mapped onto one
-:class:`~rnntune.service.outcome.TrialOutcome`, and what the worker does once it is settled."""
+:class:`~rnntune.service.trials.outcome.TrialOutcome`, and what the worker does once it is settled."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import optuna
 
-from rnntune.service import logs, optuna_compat, queue
-from rnntune.service.db import TRANSIENT_ERRORS
-from rnntune.service.outcome import Interrupted, Interruption, Outcome, TrialOutcome
+from rnntune.service import logs, queue
 from rnntune.service.search import pinned_sampler
-from rnntune.service.tables import StudyState
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.db import TRANSIENT_ERRORS
+from rnntune.service.store.tables import StudyState
+from rnntune.service.trials.outcome import Interrupted, Interruption, Outcome, TrialOutcome
 from rnntune.service.worker.base import WorkerBase
 
 log = logging.getLogger("rnntune.worker")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from rnntune.service.config import Settings
-from rnntune.service.db import make_engine, make_storage
+from rnntune.service.store.db import make_engine, make_storage
 from tests import test_queue as q
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.pgbouncer import PgBouncer

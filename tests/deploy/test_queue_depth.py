@@ -13,10 +13,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from rnntune.service import queue, registry, routing
-from rnntune.service.metrics import registry_for
+from rnntune.service import queue, routing
 from rnntune.service.queue import depth as queue_depth
-from rnntune.service.tables import StudyRow, TicketRow, utcnow
+from rnntune.service.reports.metrics import registry_for
+from rnntune.service.store.tables import StudyRow, TicketRow, utcnow
+from rnntune.service.studies import registry
 from tests.queue_helpers import Env, spec
 
 LABEL_SETS = [(), ("gpu",), ("big", "gpu"), ("cpu",)]

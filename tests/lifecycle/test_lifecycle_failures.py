@@ -16,8 +16,10 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from rnntune.service import migrate, queue, registry
+from rnntune.service import queue
 from rnntune.service.spec import SpecError, parse_spec
+from rnntune.service.store import migrate
+from rnntune.service.studies import registry
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
 from tests.queue_helpers import TS, check_lifecycle, spec, stop
 

@@ -109,10 +109,10 @@ def test_classification_folds_are_stratified_k_fold_runs_and_a_killed_run_counts
     the run counts once, and a run re-computed here on the same fold gives the stored value."""
     import threading
 
-    from rnntune.service import selection
-    from rnntune.service.data_cache import DataCache
-    from rnntune.service.recipe import TrialRecord
+    from rnntune.service.data.data_cache import DataCache
     from rnntune.service.spec import parse_spec
+    from rnntune.service.trials import selection
+    from rnntune.service.trials.recipe import TrialRecord
 
     body = spec(
         "reeval-digits", n_trials=2, max_epochs=2, hidden=4,

@@ -10,9 +10,9 @@ import optuna
 import pytest
 
 from rnntune.service import queue
-from rnntune.service.outcome import Interruption, TrialOutcome
 from rnntune.service.search import pinned_sampler
-from rnntune.service.tables import StudyRow, TicketRow, TicketState
+from rnntune.service.store.tables import StudyRow, TicketRow, TicketState
+from rnntune.service.trials.outcome import Interruption, TrialOutcome
 from tests.queue_helpers import Env, end_active_studies, spec
 
 

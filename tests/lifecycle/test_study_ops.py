@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
-from rnntune.service.outcome import Outcome, TrialOutcome
-from rnntune.service.tables import StudyState
+from rnntune.service.store.tables import StudyState
+from rnntune.service.trials.outcome import Outcome, TrialOutcome
 from rnntune.service.worker import Worker
 from tests.conftest import wait_for
 from tests.queue_helpers import TS, Env, Running, kill9, spec, stop
@@ -106,8 +106,8 @@ def test_extend_a_done_study_runs_k_more_trials_with_tpe_and_finalizes_again(env
 
 def test_a_worse_model_keeps_the_old_one_current_and_a_retry_replaces_its_round(env):
     """The version rule on the store itself: better replaces, worse or equal is kept beside."""
-    from rnntune.service import model_store
-    from rnntune.service.tables import ModelRow, StudyRow
+    from rnntune.service.store import model_store
+    from rnntune.service.store.tables import ModelRow, StudyRow
 
     name = env.create(tiny("versions", 1))
 

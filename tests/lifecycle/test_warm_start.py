@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from rnntune.service import queue
 from rnntune.service.api.app import create_app
-from rnntune.service.tables import StudyRow
+from rnntune.service.store.tables import StudyRow
 from tests.lifecycle.test_study_ops import tiny, workers
 from tests.queue_helpers import FINISHED, Env
 

@@ -13,8 +13,9 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from rnntune.service import db, queue
-from rnntune.service.objective import Objective
+from rnntune.service import queue
+from rnntune.service.store import db
+from rnntune.service.trials.objective import Objective
 from rnntune.service.worker import Worker
 from tests.conftest import wait_for
 from tests.queue_helpers import TS, Env, Running, check_lifecycle, spec

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rnntune.service import command
-from rnntune.service.child import child_env
 from rnntune.service.config import Settings
+from rnntune.service.trials import command
+from rnntune.service.trials.child import child_env
 from tests.conftest import wait_for
 from tests.queue_helpers import kill9
 

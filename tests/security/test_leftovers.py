@@ -20,8 +20,8 @@ import yaml
 from sqlalchemy.engine import make_url
 from starlette.websockets import WebSocketDisconnect
 
-from rnntune.service.data_cache import DataCache
-from rnntune.service.db import make_engine, session_factory
+from rnntune.service.data.data_cache import DataCache
+from rnntune.service.store.db import make_engine, session_factory
 from tests.api_server import free_port
 from tests.conftest import make_settings, rnntune
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from rnntune.service import queue
 from rnntune.service.config import Settings
-from rnntune.service.db import make_engine, session_factory
+from rnntune.service.store.db import make_engine, session_factory
 
 YAML = {"Content-Type": "application/yaml"}
 JSON = {"Content-Type": "application/json"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from rnntune.service.config import Settings
-from rnntune.service.data_cache import DataCache, StudyDataError
+from rnntune.service.data.data_cache import DataCache, StudyDataError
 from rnntune.service.spec import parse_spec
 from tests.conftest import make_settings
 
@@ -133,7 +133,7 @@ def test_embeddings_are_uploads_named_in_the_spec(client, pg_url, tmp_path):
     assert client.delete("/v1/datasets/vec").status_code == 409  # the study holds its matrix too
 
     # A worker fetches both uploads and builds the embedding layer's matrix from them.
-    from rnntune.service.db import make_engine, session_factory
+    from rnntune.service.store.db import make_engine, session_factory
 
     spec = parse_spec(client.get("/v1/studies/embedded").json()["spec"])
     cache = DataCache(sessions=session_factory(make_engine(Settings(database_url=pg_url))), cache_dir=tmp_path)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.data_cache import DataCache, StudyDataError
+from rnntune.service.data.data_cache import DataCache, StudyDataError
 from rnntune.service.spec import parse_spec
 
 PASSWORDS = ("hunter2-pw", "correct-horse-pw", "letmein-pw")

@@ -121,7 +121,7 @@ def test_csv_and_text_are_checked_as_streams():
     """The checks keep counts and column names, never the rows: well under 1 MB for 4.8 MB."""
     import tracemalloc
 
-    from rnntune.service.datasets import inspect_file
+    from rnntune.service.data.datasets import inspect_file
 
     content = big_csv()
     text = b"text,label\n" + b"a short example text,pos\n" * (len(content) // 25)

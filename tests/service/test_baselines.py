@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from rnntune.models.baselines import RIDGE_ALPHAS, fit_baselines, versus
 from rnntune.models.data import load_dataset
-from rnntune.service import results
 from rnntune.service.api.app import create_app
+from rnntune.service.reports import results
 from rnntune.service.worker import Worker
 from tests.api_server import serving
 from tests.conftest import REPO
@@ -196,7 +196,7 @@ def test_tied_trials_rank_by_val_loss_then_size(pg_url):
                 user_attrs={"val_loss": val_loss, "n_params": n_params},
             )
         )  # fmt: skip
-    from rnntune.service import optuna_compat
+    from rnntune.service.store import optuna_compat
 
     engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     with Session(engine) as session:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rnntune.service import command
+from rnntune.service.trials import command
 
 CHILD = """
 import json, os, sys, time

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from rnntune.service.config import Settings
-from rnntune.service.db import make_engine
+from rnntune.service.store.db import make_engine
 from tests.conftest import PG_ADMIN_URL
 
 

@@ -7,10 +7,10 @@ import optuna
 import pytest
 
 from rnntune.models.recurrent import SequenceModel
-from rnntune.service.data_cache import DataCache
-from rnntune.service.recipe import build_configs
+from rnntune.service.data.data_cache import DataCache
 from rnntune.service.search import hyperparameters, suggest
 from rnntune.service.spec import Limits, SpecError, check_limits, model_params_upper, parse_spec
+from rnntune.service.trials.recipe import build_configs
 
 
 def spec(data: dict, **fields) -> dict:

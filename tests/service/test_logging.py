@@ -8,8 +8,8 @@ import sys
 
 from rnntune.service import logs
 from rnntune.service.config import Settings
-from rnntune.service.db import init_db, make_engine, make_storage, session_factory
 from rnntune.service.spec import parse_spec
+from rnntune.service.store.db import init_db, make_engine, make_storage, session_factory
 from tests.conftest import rnntune
 
 SPEC = {
@@ -48,7 +48,7 @@ def test_worker_subprocess_logs_json_lines_with_its_ids(tmp_path):
     settings = Settings(database_url=url)
     engine = make_engine(settings)
     init_db(engine)
-    from rnntune.service import registry
+    from rnntune.service.studies import registry
 
     with session_factory(engine)() as s:
         registry.create_study(s, make_storage(settings), parse_spec(SPEC))

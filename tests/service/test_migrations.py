@@ -1,6 +1,6 @@
 """Our Alembic migrations, on fresh PostgreSQL and SQLite databases: a database made by an older
 release upgrades in place without losing rows, the migrated schema is exactly what
-service/tables.py declares, and every step downgrades."""
+service/store/tables.py declares, and every step downgrades."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from rnntune.service import migrate
-from rnntune.service.tables import Base
+from rnntune.service.store import migrate
+from rnntune.service.store.tables import Base
 from tests.conftest import create_pg_database, drop_pg_database
 
 

@@ -1,4 +1,4 @@
-"""Optuna's private internals that rnntune uses (service/optuna_compat.py), checked against the
+"""Optuna's private internals that rnntune uses (service/store/optuna_compat.py), checked against the
 installed Optuna: when a release renames a table column, an id attribute or the stale-trial
 query, these fail naming it, instead of a status page or a worker breaking at run time."""
 
@@ -8,10 +8,10 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from rnntune.service import optuna_compat
-from rnntune.service.results import TRIAL_STATES
+from rnntune.service.reports.results import TRIAL_STATES
+from rnntune.service.store import optuna_compat
 
-# every column our SQL reads or writes (service/results.py, service/metrics.py, benchmarks/api.py)
+# every column our SQL reads or writes (service/reports/results.py, service/reports/metrics.py, benchmarks/api.py)
 COLUMNS = {
     "studies_t": {"study_id", "study_name"},
     "trials_t": {"trial_id", "study_id", "number", "state", "datetime_start", "datetime_complete"},
@@ -84,7 +84,7 @@ def test_the_lease_sweep_reads_and_fails_a_trial_as_optuna_stores_it(sqlite_url)
 
 
 def test_study_storage_and_pareto_front_are_optunas():
-    """service/pareto.py reads a study's storage and Optuna's own Pareto-front test."""
+    """service/trials/pareto.py reads a study's storage and Optuna's own Pareto-front test."""
     import numpy as np
 
     study = optuna.create_study(directions=["minimize", "minimize"])

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from rnntune.service import pareto
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.data_cache import DataCache
-from rnntune.service.objective import Objective
+from rnntune.service.data.data_cache import DataCache
 from rnntune.service.spec import SpecError, parse_spec
+from rnntune.service.trials import pareto
+from rnntune.service.trials.objective import Objective
 from tests.conftest import rnntune
 from tests.factories import study_spec
 from tests.test_e2e import free_port, start_api, stop
@@ -79,7 +79,7 @@ def test_objectives_set_metric_directions_and_stay_optional():
 
 def test_single_objective_spec_hashes_as_before_objectives_existed():
     """Re-submitting a study's spec after an upgrade finds the same study, not a 409."""
-    from rnntune.service.registry import spec_hash
+    from rnntune.service.studies.registry import spec_hash
 
     single = parse_spec({k: v for k, v in spec_dict().items() if k != "objectives"})
     assert "objectives" not in single.canonical_json()

@@ -132,7 +132,7 @@ def test_a_worker_claims_only_what_it_can_run(client, settings, installed, allow
 def sa_select_requires(name: str):
     import sqlalchemy as sa
 
-    from rnntune.service.tables import StudyRow
+    from rnntune.service.store.tables import StudyRow
 
     return sa.select(StudyRow.requires).where(StudyRow.name == name)
 
@@ -169,9 +169,9 @@ def test_a_model_plugin_s_file_is_re_created_through_its_entry_point(installed, 
     import numpy as np
 
     from rnntune.models import TrainConfig, fit, load_model, save_model
-    from rnntune.service.recipe import PluginModel, build_configs
     from rnntune.service.search import hyperparameters
     from rnntune.service.spec import parse_spec
+    from rnntune.service.trials.recipe import PluginModel, build_configs
 
     spec = parse_spec(_spec("file", data=DATA, model={"plugin": "tiny-gru", "hidden_size": 6}))
     hp = hyperparameters(spec, {})
@@ -251,7 +251,7 @@ def test_cancelling_a_command_study_stops_its_child(client, settings, allowed):
 
 
 def test_a_data_plugin_may_return_arrays_and_a_task(installed):
-    from rnntune.service.data_cache import _plugin_data
+    from rnntune.service.data.data_cache import _plugin_data
 
     data = _plugin_data("sine-arrays", {"seed": 1})
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (35, 7, 8)

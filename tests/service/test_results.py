@@ -183,10 +183,12 @@ def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, s
     import threading
 
     from rnntune.models.train import TrainingStopped
-    from rnntune.service import finalize, model_store, registry
-    from rnntune.service.data_cache import DataCache
-    from rnntune.service.outcome import Interrupted
+    from rnntune.service.data.data_cache import DataCache
     from rnntune.service.spec import StudySpec
+    from rnntune.service.store import model_store
+    from rnntune.service.studies import registry
+    from rnntune.service.trials import finalize
+    from rnntune.service.trials.outcome import Interrupted
 
     sessions = client.app.state.sessions
     with sessions() as s:

@@ -10,11 +10,11 @@ import warnings
 import optuna
 import pytest
 
-from rnntune.service.data_cache import DataCache
-from rnntune.service.objective import Objective
-from rnntune.service.recipe import build_configs
+from rnntune.service.data.data_cache import DataCache
 from rnntune.service.search import build_pruner, build_sampler, hyperparameters
 from rnntune.service.spec import OPTIMIZERS, PRUNERS, SAMPLERS, SCHEDULERS, parse_spec
+from rnntune.service.trials.objective import Objective
+from rnntune.service.trials.recipe import build_configs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

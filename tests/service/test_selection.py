@@ -13,12 +13,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from rnntune.service import queue, registry, selection
+from rnntune.service import queue
 from rnntune.service.api.app import create_app
 from rnntune.service.config import Settings
-from rnntune.service.outcome import TrialOutcome
 from rnntune.service.spec import Limits, SpecError, parse_spec, stored_spec
-from rnntune.service.tables import EvaluationRow, StudyRow
+from rnntune.service.store.tables import EvaluationRow, StudyRow
+from rnntune.service.studies import registry
+from rnntune.service.trials import selection
+from rnntune.service.trials.outcome import TrialOutcome
 from tests.queue_helpers import Env, spec
 
 pytestmark = pytest.mark.shared_database
@@ -253,7 +255,7 @@ def test_fewer_complete_trials_than_top_k_make_fewer_candidates(env):
 
 
 def test_a_worker_keeps_one_copy_of_the_data_per_fold():
-    from rnntune.service.data_cache import DataCache
+    from rnntune.service.data.data_cache import DataCache
 
     study = parse_spec(spec("cache", n_trials=1, n_series=12, selection={"folds": 2}))
     cache = DataCache()

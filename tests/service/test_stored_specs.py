@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from rnntune.service import queue
 from rnntune.service.spec import parse_spec
-from rnntune.service.tables import StudyRow, TicketRow
+from rnntune.service.store.tables import StudyRow, TicketRow
 from tests.service.test_dataset_uploads import csv_spec, series_csv, upload
 
 

@@ -85,8 +85,8 @@ def test_genetic_sampler_is_nsga2_with_its_options():
 
 
 def test_text_hyperparameters_reach_the_configs_and_the_data():
-    from rnntune.service.data_cache import DataCache
-    from rnntune.service.objective import Objective
+    from rnntune.service.data.data_cache import DataCache
+    from rnntune.service.trials.objective import Objective
 
     spec = parse_spec(
         study_spec(

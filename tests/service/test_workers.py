@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from rnntune.service import queue
-from rnntune.service.tables import WorkerRow, utcnow
+from rnntune.service.store.tables import WorkerRow, utcnow
 from tests.api_server import serving
 from tests.conftest import REPO, make_settings
 

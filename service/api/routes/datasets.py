@@ -7,10 +7,10 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from rnntune.service import datasets
 from rnntune.service.api.access import CallerDep, OwnedDataset
 from rnntune.service.api.deps import SessionDep, SettingsDep
 from rnntune.service.api.schemas import DatasetList, DatasetPublic, Problem
+from rnntune.service.data import datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

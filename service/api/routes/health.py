@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from rnntune.service import migrate
 from rnntune.service.api.deps import SessionDep
 from rnntune.service.api.schemas import Health, Readiness
+from rnntune.service.store import migrate
 
 router = APIRouter(tags=["health"])
 

@@ -11,7 +11,6 @@ import optuna
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from rnntune.service import importance, model_store, pareto, results, selection
 from rnntune.service.api.deps import SessionDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
     BestPublic,
@@ -22,9 +21,12 @@ from rnntune.service.api.schemas import (
     ParetoTrial,
     Problem,
 )
+from rnntune.service.reports import importance, results
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import stored_spec
-from rnntune.service.tables import ModelRow
+from rnntune.service.store import model_store
+from rnntune.service.store.tables import ModelRow
+from rnntune.service.trials import pareto, selection
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 

@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import command, datasets, queue, registry, results, selection, val_split, warm_start
+from rnntune.service import queue
 from rnntune.service.api.access import CallerDep, OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.schemas import (
@@ -21,6 +21,8 @@ from rnntune.service.api.schemas import (
     TrialsPage,
     ValidationProblem,
 )
+from rnntune.service.data import datasets
+from rnntune.service.reports import results
 from rnntune.service.spec import (
     SpecError,
     StudySpec,
@@ -30,6 +32,8 @@ from rnntune.service.spec import (
     root_text_errors,
     try_stored_spec,
 )
+from rnntune.service.studies import registry, val_split, warm_start
+from rnntune.service.trials import command, selection
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyState = Literal[registry.PUBLIC_STATES]  # type: ignore[valid-type]

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from rnntune.service import model_store, study_ops
 from rnntune.service.api.access import OwnedStudy
 from rnntune.service.api.deps import SessionDep, SettingsDep, StorageDep, study_or_404
 from rnntune.service.api.routes.studies import CONTROL_RESPONSES, _detail
@@ -20,6 +19,8 @@ from rnntune.service.api.schemas import (
     ValidationProblem,
 )
 from rnntune.service.spec import stored_spec
+from rnntune.service.store import model_store
+from rnntune.service.studies import ops as study_ops
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 

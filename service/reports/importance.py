@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from rnntune.service.results import WARM_ATTR
+from rnntune.service.reports.results import WARM_ATTR
 from rnntune.service.spec import StudySpec
 
 MIN_TRIALS = 3  # fewer complete trials: no answer, and a reason

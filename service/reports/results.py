@@ -2,7 +2,7 @@
 
 Status endpoints must stay fast at 10,000 trials, so they never call ``study.trials`` (which
 loads every trial with its params, values and attributes): they aggregate here instead. The table
-objects are Optuna's own, from ``rnntune.service.optuna_compat`` (pinned by ``optuna>=5,<6``).
+objects are Optuna's own, from ``rnntune.service.store.optuna_compat`` (pinned by ``optuna>=5,<6``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from optuna.distributions import json_to_distribution
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from rnntune.service.optuna_compat import FINITE, inter_t, params_t, sattrs_t, trials_t, uattrs_t, values_t
+from rnntune.service.store.optuna_compat import FINITE, inter_t, params_t, sattrs_t, trials_t, uattrs_t, values_t
 
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
@@ -36,7 +36,7 @@ def _has_attr(keys: tuple[str, ...]):
     )
 
 
-# A trial given to a warm-started study's sampler from an earlier study (service/warm_start.py):
+# A trial given to a warm-started study's sampler from an earlier study (service/studies/warm_start.py):
 # history, not one of this study's trials. Nothing rnntune counts or ranks includes it.
 WARM_ATTR = "warm_start_from"
 NOT_WARM = ~_has_attr((WARM_ATTR,))
@@ -152,7 +152,7 @@ def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[s
                 "state": _state(r.state),
                 "params": params.get(r.trial_id, {}),
                 "value": _finite(r.value),
-                # several objectives keep their per-epoch values elsewhere (service/pareto.py)
+                # several objectives keep their per-epoch values elsewhere (service/trials/pareto.py)
                 "epochs": epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get("epochs", 0),
                 "duration_s": round((end - start).total_seconds(), 3) if start and end else None,
                 "datetime_start": start,
@@ -231,8 +231,8 @@ def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any
 
 
 def _first_objective_curve(session: Session, trial_id: int) -> list[dict[str, Any]]:
-    """Several objectives: the first one's per-epoch values (service/pareto.py's CURVE_ATTR)."""
-    from rnntune.service.pareto import CURVE_ATTR
+    """Several objectives: the first one's per-epoch values (service/trials/pareto.py's CURVE_ATTR)."""
+    from rnntune.service.trials.pareto import CURVE_ATTR
 
     value_json = session.scalar(
         select(sattrs_t.c.value_json).where(sattrs_t.c.trial_id == trial_id, sattrs_t.c.key == CURVE_ATTR)

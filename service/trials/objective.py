@@ -17,14 +17,16 @@ import optuna
 from rnntune.models.config import ModelConfig, TrainConfig
 from rnntune.models.train import DivergedError, EpochResult, FitResult, TrainingStopped
 from rnntune.reporting import TrialPruned
-from rnntune.service import command, optuna_compat, pareto, plugins
-from rnntune.service.data_cache import DataCache, StudyDataError
-from rnntune.service.db import TRANSIENT_ERRORS, retry_db
-from rnntune.service.outcome import Interrupted, Interruption, Outcome, TrialOutcome
+from rnntune.service import plugins
+from rnntune.service.data.data_cache import DataCache, StudyDataError
 from rnntune.service.plugins import PluginError
-from rnntune.service.recipe import METRIC_KEYS, Recipe, metric_value
 from rnntune.service.search import suggest
 from rnntune.service.spec import StudySpec
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.db import TRANSIENT_ERRORS, retry_db
+from rnntune.service.trials import command, pareto
+from rnntune.service.trials.outcome import Interrupted, Interruption, Outcome, TrialOutcome
+from rnntune.service.trials.recipe import METRIC_KEYS, Recipe, metric_value
 
 Ids = tuple[int, int]  # an Optuna trial's (row id, number)
 
@@ -41,7 +43,7 @@ class SearchError(Exception):
 class Objective:
     """Callable for ``study.optimize``; :meth:`run` runs one trial and says how it ended.
 
-    Every way out of a trial maps onto one :class:`~rnntune.service.outcome.TrialOutcome`, and
+    Every way out of a trial maps onto one :class:`~rnntune.service.trials.outcome.TrialOutcome`, and
     the trial's Optuna attributes say the same: a counted failure carries ``fail_reason``
     (error / diverged / sampler / pruner / data) and ``error``, an interrupted trial
     ``interrupted``."""
@@ -214,7 +216,7 @@ class Objective:
         self.model_config, self.train_config = recipe.model_config, recipe.train_config
         started = time.monotonic()
         report, should_prune = trial.report, trial.should_prune
-        if spec.multi_objective:  # Optuna neither records nor prunes those per epoch: see service/pareto.py
+        if spec.multi_objective:  # Optuna neither records nor prunes those per epoch: see service/trials/pareto.py
             report, should_prune = (
                 functools.partial(pareto.report, trial),
                 functools.partial(pareto.should_prune, trial),
@@ -252,7 +254,7 @@ class Objective:
         trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
-        # what breaks a tie on the metric (service/results.py's ``tie_key``): val loss, then size
+        # what breaks a tie on the metric (service/reports/results.py's ``tie_key``): val loss, then size
         trial.set_user_attr("val_loss", float(best.val_loss))
         trial.set_user_attr("n_params", int(sum(t.numel() for t in result.state_dict.values())))
         if spec.metric == "val_loss":  # the bar to beat: a model that learned nothing

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from rnntune.service import datasets
-from rnntune.service.finalize import small_val_warning
+from rnntune.service.data import datasets
 from rnntune.service.spec import StudySpec
+from rnntune.service.trials.finalize import small_val_warning
 
 VAL_FRACTION = 0.15  # load_dataset's default, which the workers use
 BUILTIN_LENGTHS = {"sunspots": 309, "digits": 1797}

@@ -1,6 +1,6 @@
 """One recipe for a trial: its hyperparameters -> data -> configs -> model -> ``fit``.
 
-The search's objective, a candidate's re-evaluation (``service/selection.py``), the finalize
+The search's objective, a candidate's re-evaluation (``service/trials/selection.py``), the finalize
 step and ``rnntune export --trial`` build and train a trial only through :class:`Recipe`, so a
 re-created model is the tuned one: same data, configs, seed and model factory."""
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported where a model is trained: the API reads t
 
     from rnntune.models.data import SequenceData
     from rnntune.models.train import EpochResult, FitResult
-    from rnntune.service.data_cache import DataCache
+    from rnntune.service.data.data_cache import DataCache
 
 
 METRIC_KEYS = {"val_loss": "loss", "val_mae": "mae", "val_accuracy": "accuracy", "val_f1": "f1"}

@@ -6,7 +6,7 @@ The child runs whoever submitted the spec's script, so it gets only what a train
   ``RNNTUNE_COMMAND_ENV`` (names or ``fnmatch`` patterns such as ``AWS_*``), never one of
   :data:`NEVER_ENV` (the database URL and the API tokens) whatever the patterns say, plus the
   variables the reporting protocol sets (``rnntune.reporting``);
-- **lifetime**: the script runs under a small reaper (:mod:`rnntune.service.reaper`), its direct
+- **lifetime**: the script runs under a small reaper (:mod:`rnntune.service.trials.reaper`), its direct
   parent and the leader of its process group, which the worker signals on every way out (cancel,
   prune, time limit, shutdown). The reaper learns of the worker's death from the kernel
   (``prctl(PR_SET_PDEATHSIG)``, Linux; elsewhere by polling) and is a child subreaper, so a ``kill
@@ -77,7 +77,7 @@ def child_env(environ: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str
 
 
 def reaped(argv: list[str], fds: Iterable[int]) -> list[str]:
-    """``argv`` run under :mod:`rnntune.service.reaper` (the worker's own interpreter, isolated):
+    """``argv`` run under :mod:`rnntune.service.trials.reaper` (the worker's own interpreter, isolated):
     the script's direct parent, which passes ``fds`` on to it and ends every process it starts
     when it exits or when the worker (this process) dies."""
     return [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), ",".join(map(str, fds)), "--", *argv]

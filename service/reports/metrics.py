@@ -33,11 +33,11 @@ from sqlalchemy import Float, Row, and_, case, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rnntune.service.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.queue.depth import claimable_by_study
-from rnntune.service.results import NOT_WARM, TRIAL_STATES, _state
+from rnntune.service.reports.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
-from rnntune.service.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
+from rnntune.service.store.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
+from rnntune.service.store.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
 
 log = logging.getLogger("rnntune.metrics")
 

@@ -1,4 +1,4 @@
-"""One command trial's child process (:mod:`rnntune.service.command` says what a command is and
+"""One command trial's child process (:mod:`rnntune.service.trials.command` says what a command is and
 which may run): start it under the reaper (``service.child``, ``service.reaper``) with the
 trial's parameters file and the report pipe, read its reports from the pipe and its stdout
 protocol, answer ``prune`` / ``continue``, enforce the time limit, and end it (SIGTERM to its
@@ -30,7 +30,7 @@ from rnntune.reporting import (
     REPORT_FD_ENV,
     REPORT_PREFIX,
 )
-from rnntune.service.child import child_env, reaped
+from rnntune.service.trials.child import child_env, reaped
 
 STDERR_TAIL_CHARS = 2000
 _REPORT_LINE = re.compile(rf"^{REPORT_PREFIX}\s+step=(\S+)\s+value=(\S+)\s*$")
@@ -85,7 +85,7 @@ def run(
     whether to prune; pruning, ``stop`` and the time limit end the child (SIGTERM to its process
     group, SIGKILL after ``grace_s``); its exit, or the worker's death, ends whatever it started
     (``service.reaper``, the child's direct parent). The child
-    sees the worker's environment only as far as :func:`~rnntune.service.child.child_env` allows
+    sees the worker's environment only as far as :func:`~rnntune.service.trials.child.child_env` allows
     (``env_extra``: the operator's ``RNNTUNE_COMMAND_ENV``). Raises :class:`CommandFailed` (non-zero exit, time limit,
     no value) or :class:`CommandStopped`; an exception from ``on_report`` propagates after the
     child is gone."""

@@ -33,11 +33,11 @@ import optuna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rnntune.service import results
+from rnntune.service.reports import results
 from rnntune.service.search import hyperparameters
 from rnntune.service.space import CategoricalParam, FloatParam, IntParam, Param
 from rnntune.service.spec import StudySpec, try_stored_spec
-from rnntune.service.tables import StudyRow
+from rnntune.service.store.tables import StudyRow
 
 WARM_ATTR = results.WARM_ATTR  # "warm_start_from": "STUDY#NUMBER"
 FETCH_FACTOR = 4  # best trials read per source, per one kept: some of the best may not fit

@@ -36,7 +36,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 
-from rnntune.service import optuna_compat
+from rnntune.service.store import optuna_compat
 
 CURVE_ATTR = "rnntune_first_objective"  # per-epoch values of the first objective: {"1": v, "2": v, ...}
 

@@ -3,7 +3,7 @@
 rnntune leans on a few things Optuna does not promise: its table objects (the status endpoints
 aggregate trials in SQL so that they stay fast at 10,000 trials, and the lease sweep fails a lost
 worker's trial in the same transaction as its ticket), the storage ids of a study and a trial (our
-rows point at them), and, for studies with several objectives (service/pareto.py), a study's
+rows point at them), and, for studies with several objectives (service/trials/pareto.py), a study's
 storage object and Optuna's Pareto-front test. The names below are what Optuna 5 calls them
 (``optuna>=5,<6`` in pyproject.toml); ``tests/service/test_optuna_compat.py`` checks each against
 the installed Optuna and fails naming the piece when a release moves one. Nothing else in rnntune

@@ -20,12 +20,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rnntune.service.data.text_cells import padded_cells_error
 from rnntune.service.spec import DataSpec, Limits, StudySpec, check_limits, is_path, try_stored_spec
-from rnntune.service.text_cells import padded_cells_error
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
-from rnntune.service.tables import DatasetRow, StudyRow, utcnow
+from rnntune.service.store.tables import DatasetRow, StudyRow, utcnow
 
 # text: a CSV or JSONL of labelled text (data.name: text); npy: an embedding matrix (V, D) and
 # vocab: its tokens, one per line (data.params.embeddings / embeddings_vocab name them).

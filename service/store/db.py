@@ -101,7 +101,7 @@ def make_engine(settings: Settings) -> Engine:
 
 def init_db(engine: Engine) -> None:
     """Create or upgrade our tables (Alembic, our own version table; never Optuna's tables)."""
-    from rnntune.service.migrate import upgrade
+    from rnntune.service.store.migrate import upgrade
 
     upgrade(engine)
 

@@ -124,7 +124,7 @@ class StudyRow(Base):
     max_failed: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)  # failed trials, counted toward max_failed
-    # 0 for the submitted budget, + 1 for each extension (service/study_ops.py): a round's trial,
+    # 0 for the submitted budget, + 1 for each extension (service/studies/ops.py): a round's trial,
     # reeval and finalize tickets carry it, and each round stores at most one model version
     round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # what a worker needs to run it: {"plugins": ["group:name", ...], "command": script} (routing.requirements)

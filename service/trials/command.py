@@ -17,7 +17,7 @@ A command is code execution by whoever may submit a spec, so (design.md §7):
   otherwise it never claims the study.
 
 The child process itself (start, report protocol, time limit, stop) is
-:mod:`rnntune.service.command_run`; its names are importable from here.
+:mod:`rnntune.service.trials.command_run`; its names are importable from here.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rnntune.service.child import parse_patterns
-from rnntune.service.command_run import CommandFailed, CommandResult, CommandStopped, cuda_visible, run
+from rnntune.service.trials.child import parse_patterns
+from rnntune.service.trials.command_run import CommandFailed, CommandResult, CommandStopped, cuda_visible, run
 
 __all__ = [
     "INTERPRETERS",

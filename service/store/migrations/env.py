@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from rnntune.service.migrate import VERSION_TABLE, lock
-from rnntune.service.tables import Base
+from rnntune.service.store.migrate import VERSION_TABLE, lock
+from rnntune.service.store.tables import Base
 
 
 def include_object(obj, name, type_, reflected, compare_to):

@@ -2,13 +2,13 @@
 them (the API publishes them as ``ModelPublic`` / ``ModelVersion``).
 
 A study stores one version per round: its submitted budget is round 0 (version 1), each
-extension (``service/study_ops.py``) a further round whose finalize stores the next version. The
+extension (``service/studies/ops.py``) a further round whose finalize stores the next version. The
 ``is_current`` version, the one ``GET …/best`` and ``…/best/model`` serve, is the best by
 ``metric`` (the study's direction; ties keep the older), so an extension replaces the model only
 when its best is better, and the previous version stays listed.
 
 Torch-free: the API reads and serves model files through this module, while the compute step that
-makes them (train, test, save) lives in :mod:`rnntune.service.finalize`, which only workers import.
+makes them (train, test, save) lives in :mod:`rnntune.service.trials.finalize`, which only workers import.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from rnntune.service.tables import ModelRow, StudyRow
+from rnntune.service.store.tables import ModelRow, StudyRow
 
 PROCEDURE = "best trial re-created: same config and seed, train split, up to its best epoch"
 

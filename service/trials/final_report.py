@@ -1,7 +1,7 @@
 """What a finished study's result says beside its model: the simple baselines on the same
 split and the one-line verdict against them (``rnntune.models.baselines``, docs/baselines.md),
 and how far the winner can be trusted (a small val split). Torch-free; the model file and the
-study's attributes (:mod:`rnntune.service.finalize`) carry what it returns."""
+study's attributes (:mod:`rnntune.service.trials.finalize`) carry what it returns."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import logging
 import math
 from typing import Any
 
-from rnntune.service.recipe import METRIC_KEYS
 from rnntune.service.spec import StudySpec
+from rnntune.service.trials.recipe import METRIC_KEYS
 
 log = logging.getLogger("rnntune.finalize")
 

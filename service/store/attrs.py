@@ -13,7 +13,7 @@ from enum import StrEnum
 class TrialAttr(StrEnum):
     """A trial's user attributes."""
 
-    # written as it trains (service/objective.py)
+    # written as it trains (service/trials/objective.py)
     EPOCHS = "epochs"  # epochs run
     BEST_EPOCH = "best_epoch"  # the epoch whose weights the trial keeps
     STOPPED = "stopped"  # why training stopped early (patience, a stop request), if it did

@@ -131,7 +131,7 @@ class DataCache:
 
     def prune(self) -> int:
         """Remove local copies of data sets that were deleted; return how many."""
-        from rnntune.service import datasets
+        from rnntune.service.data import datasets
 
         if self.sessions is None or not self.cache_dir.is_dir():
             return 0
@@ -149,7 +149,7 @@ class DataCache:
 
     def dataset_file(self, ref: str, *, field: str = "data.dataset") -> str:
         """A local copy of the uploaded data set ``ref`` (name or id), checked against its sha256."""
-        from rnntune.service import datasets
+        from rnntune.service.data import datasets
 
         if self.sessions is None:
             raise StudyDataError(f"{field}: {ref!r} is an uploaded data set, but this worker has no database")

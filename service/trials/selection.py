@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rnntune.service import results
-from rnntune.service.outcome import Interrupted
-from rnntune.service.recipe import Recipe, TrialRecord, metric_value
+from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec
-from rnntune.service.tables import EvaluationRow, StudyRow
+from rnntune.service.store.tables import EvaluationRow, StudyRow
+from rnntune.service.trials.outcome import Interrupted
+from rnntune.service.trials.recipe import Recipe, TrialRecord, metric_value
 
 if TYPE_CHECKING:  # worker side only
-    from rnntune.service.data_cache import DataCache
+    from rnntune.service.data.data_cache import DataCache
 
 SEED_STRIDE = 1_000_003  # a prime: run seeds of one study never meet another study's seed + small offsets
 

@@ -24,11 +24,11 @@ The price: the val split (15% of the data) is not used to fit the final weights.
 costs at most one trial's training time.
 
 With a spec's ``selection``, the trial re-created is the re-evaluated winner (the best mean over
-seeds and folds, ``service/selection.py``) instead of the single best, and the model file's
+seeds and folds, ``service/trials/selection.py``) instead of the single best, and the model file's
 metadata says what was chosen and why.
 
-This module picks the trial and stores the result; :mod:`rnntune.service.final_model` re-creates
-and measures the model and writes its file, :mod:`rnntune.service.final_report` adds the baselines,
+This module picks the trial and stores the result; :mod:`rnntune.service.trials.final_model` re-creates
+and measures the model and writes its file, :mod:`rnntune.service.trials.final_report` adds the baselines,
 the verdict against them and the warnings. Their public names are importable from here too.
 """
 
@@ -44,17 +44,19 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from sqlalchemy.orm import sessionmaker
 
-from rnntune.service import optuna_compat, results, selection
-from rnntune.service.final_model import BuiltModel, build_model
-from rnntune.service.final_report import json_safe, metric_key, result_warnings, small_val_warning
-from rnntune.service.model_store import PROCEDURE, store
-from rnntune.service.outcome import Interrupted
-from rnntune.service.recipe import TrialRecord
+from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec
-from rnntune.service.tables import ModelRow
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.model_store import PROCEDURE, store
+from rnntune.service.store.tables import ModelRow
+from rnntune.service.trials import selection
+from rnntune.service.trials.final_model import BuiltModel, build_model
+from rnntune.service.trials.final_report import json_safe, metric_key, result_warnings, small_val_warning
+from rnntune.service.trials.outcome import Interrupted
+from rnntune.service.trials.recipe import TrialRecord
 
 if TYPE_CHECKING:
-    from rnntune.service.data_cache import DataCache
+    from rnntune.service.data.data_cache import DataCache
 
 __all__ = [
     "BASELINES_ATTR",

@@ -1,7 +1,7 @@
 """The stored model of a finished study: re-create one trial (same config and seed, train split,
-up to its best epoch; :mod:`rnntune.service.finalize` says why), evaluate it once on val and once
+up to its best epoch; :mod:`rnntune.service.trials.finalize` says why), evaluate it once on val and once
 on test, and write the ``rnntune.models.save_model`` file with the scaler, the configs, the metrics
-and what the result says beside it (:mod:`rnntune.service.final_report`). Worker side: torch is
+and what the result says beside it (:mod:`rnntune.service.trials.final_report`). Worker side: torch is
 imported on first use."""
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rnntune.service import __version__
-from rnntune.service.final_report import json_safe, measure_baselines, result_warnings
-from rnntune.service.model_store import PROCEDURE
-from rnntune.service.outcome import Interrupted
-from rnntune.service.recipe import Recipe, TrialRecord, metric_value
 from rnntune.service.spec import StudySpec
+from rnntune.service.store.model_store import PROCEDURE
+from rnntune.service.trials.final_report import json_safe, measure_baselines, result_warnings
+from rnntune.service.trials.outcome import Interrupted
+from rnntune.service.trials.recipe import Recipe, TrialRecord, metric_value
 
 if TYPE_CHECKING:
     from rnntune.models.train import EpochResult, FitResult
-    from rnntune.service.data_cache import DataCache
+    from rnntune.service.data.data_cache import DataCache
 
 log = logging.getLogger("rnntune.finalize")
 

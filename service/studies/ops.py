@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service import queue
 from rnntune.service.spec import INT32_MAX, grid_size, try_stored_spec
-from rnntune.service.tables import (
+from rnntune.service.store.tables import (
     ENDED,
     EvaluationRow,
     ModelRow,

@@ -11,9 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rnntune.service import optuna_compat, queue, results, warm_start
+from rnntune.service import queue
+from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
-from rnntune.service.tables import STUDY_STATES, StudyRow, StudyState
+from rnntune.service.store import optuna_compat
+from rnntune.service.store.tables import STUDY_STATES, StudyRow, StudyState
+from rnntune.service.studies import warm_start
 
 SPEC_ATTR = "rnntune_spec"
 SPEC_HASH_ATTR = "rnntune_spec_hash"  # stored first: what an adopter compares

@@ -1,0 +1,1 @@
+"""Uploaded data sets, their checks, and the per-worker cache of loaded data."""

@@ -1,0 +1,1 @@
+"""What a study's result says: summaries and trials, metrics, parameter importance."""

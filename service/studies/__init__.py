@@ -1,0 +1,1 @@
+"""Creating, extending, deleting and warm-starting studies."""
