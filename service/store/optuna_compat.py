@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 from optuna.distributions import json_to_distribution
 from optuna.storages._rdb import models as _models
+from optuna.study._frozen import FrozenStudy as FrozenStudy  # BaseStorage.get_all_studies's type, not exported
 from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, delete, insert, select, update

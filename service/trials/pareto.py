@@ -30,18 +30,78 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.optuna_compat import FrozenStudy
 
 CURVE_ATTR = "rnntune_first_objective"  # per-epoch values of the first objective: {"1": v, "2": v, ...}
 
 
-class FirstObjectiveStorage(BaseStorage):
+class _DelegatingStorage(BaseStorage):
+    """Every abstract method of ``BaseStorage`` handed to the real storage, one by one (as Optuna's
+    own ``_CachedStorage`` wraps its backend)."""
+
+    def __init__(self, storage: BaseStorage):
+        self._storage = storage
+
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._storage.create_new_study(directions, study_name)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._storage.create_new_trial(study_id, template_trial)
+
+    def delete_study(self, study_id: int) -> None:
+        self._storage.delete_study(study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._storage.get_all_studies()
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._storage.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._storage.get_study_name_from_id(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._storage.get_study_system_attrs(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._storage.get_study_user_attrs(study_id)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_system_attr(study_id, key, value)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_user_attr(study_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._storage.set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._storage.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return self._storage.set_trial_state_values(trial_id, state, values)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_user_attr(trial_id, key, value)
+
+
+class FirstObjectiveStorage(_DelegatingStorage):
     """A multi-objective study's storage, seen as the single-objective study of its first objective.
 
     Reads are the real storage's, with the first direction only and each trial's per-epoch
@@ -49,7 +109,7 @@ class FirstObjectiveStorage(BaseStorage):
     real storage."""
 
     def __init__(self, storage: BaseStorage, direction: StudyDirection):
-        self._storage = storage
+        super().__init__(storage)
         self._direction = direction
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
@@ -60,22 +120,6 @@ class FirstObjectiveStorage(BaseStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
         return [first_objective_trial(t) for t in self._storage.get_all_trials(study_id, deepcopy=False, states=states)]
-
-
-def _delegate(name: str):
-    def method(self, *args, **kwargs):
-        return getattr(self._storage, name)(*args, **kwargs)
-
-    method.__name__ = name
-    return method
-
-
-# BaseStorage's abstract methods go to the real storage, except the three reads overridden above
-# (its concrete methods read through those).
-for _name in sorted(BaseStorage.__abstractmethods__):
-    if _name not in FirstObjectiveStorage.__dict__:
-        setattr(FirstObjectiveStorage, _name, _delegate(_name))
-FirstObjectiveStorage.__abstractmethods__ = frozenset()
 
 
 def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
