@@ -37,9 +37,9 @@ from rnntune.service.reports import results
 from rnntune.service.search import hyperparameters
 from rnntune.service.space import CategoricalParam, FloatParam, IntParam, Param
 from rnntune.service.spec import StudySpec, try_stored_spec
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import StudyRow
 
-WARM_ATTR = results.WARM_ATTR  # "warm_start_from": "STUDY#NUMBER"
 FETCH_FACTOR = 4  # best trials read per source, per one kept: some of the best may not fit
 
 
@@ -219,7 +219,7 @@ def _history(
                 params=params,
                 distributions={name: distribution(spec.search_space[name]) for name in params},
                 value=trial["value"],
-                user_attrs={WARM_ATTR: f"{row.name}#{trial['number']}"},
+                user_attrs={TrialAttr.WARM_START_FROM: f"{row.name}#{trial['number']}"},
             )
         )
     return out
@@ -230,6 +230,6 @@ def add_history(study: optuna.Study, history: list[optuna.trial.FrozenTrial]) ->
     already gets no second copy)."""
     if not history:
         return
-    if any(WARM_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+    if any(TrialAttr.WARM_START_FROM in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return
     study.add_trials(history)

@@ -10,12 +10,12 @@ So rnntune prunes on the **first objective** (a val metric, reported every epoch
 own pruner, unchanged:
 
 - each epoch's value of the first objective goes to the trial's system attribute
-  :data:`CURVE_ATTR` (``{epoch: value}``), not to Optuna's intermediate values, which would break
-  the samplers as above;
+  ``TrialSystemAttr.FIRST_OBJECTIVE_CURVE`` (``{"1": value, "2": value, ...}``), not to Optuna's
+  intermediate values, which would break the samplers as above;
 - :func:`should_prune` asks the spec's pruner (median, percentile, successive halving, hyperband:
   Optuna's own classes) about the trial through :class:`FirstObjectiveStorage`, a view of the
   study's storage as a single-objective study: the first direction only, and each trial's
-  :data:`CURVE_ATTR` as its intermediate values. The pruner applies its own rule to those
+  first-objective curve as its intermediate values. The pruner applies its own rule to those
   values (the median pruner: this trial's best value so far against the median, at the same
   epoch, of the completed trials' first-objective values), exactly as it would in a
   single-objective study of the first objective. What a pruner writes (successive halving's rung
@@ -37,16 +37,15 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 
 from rnntune.service.store import optuna_compat
-
-CURVE_ATTR = "rnntune_first_objective"  # per-epoch values of the first objective: {"1": v, "2": v, ...}
+from rnntune.service.store.attrs import TrialSystemAttr
 
 
 class FirstObjectiveStorage(BaseStorage):
     """A multi-objective study's storage, seen as the single-objective study of its first objective.
 
     Reads are the real storage's, with the first direction only and each trial's per-epoch
-    first-objective values (:data:`CURVE_ATTR`) as its intermediate values; writes go to the
-    real storage."""
+    first-objective values (``TrialSystemAttr.FIRST_OBJECTIVE_CURVE``) as its intermediate values;
+    writes go to the real storage."""
 
     def __init__(self, storage: BaseStorage, direction: StudyDirection):
         self._storage = storage
@@ -82,7 +81,8 @@ def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.Froze
     """A shallow copy of ``trial`` as the first objective's trial: its values cut to the first,
     its per-epoch first-objective values as intermediate values."""
     out = copy.copy(trial)
-    out.intermediate_values = {int(step): value for step, value in trial.system_attrs.get(CURVE_ATTR, {}).items()}
+    curve = trial.system_attrs.get(TrialSystemAttr.FIRST_OBJECTIVE_CURVE, {})
+    out.intermediate_values = {int(step): value for step, value in curve.items()}
     if trial.values is not None:
         out.values = trial.values[:1]
     return out
@@ -91,11 +91,11 @@ def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.Froze
 def report(trial: optuna.Trial, value: float, step: int) -> None:
     """Record the first objective's value at ``step`` (``Trial.report`` for multi-objective)."""
     storage, trial_id = optuna_compat.storage(trial.study), optuna_compat.trial_id(trial)
-    curve = dict(storage.get_trial(trial_id).system_attrs.get(CURVE_ATTR, {}))
+    curve = dict(storage.get_trial(trial_id).system_attrs.get(TrialSystemAttr.FIRST_OBJECTIVE_CURVE, {}))
     if str(step) in curve:  # as Trial.report: the first value reported for a step stays
         return
     curve[str(step)] = float(value)
-    storage.set_trial_system_attr(trial_id, CURVE_ATTR, curve)
+    storage.set_trial_system_attr(trial_id, TrialSystemAttr.FIRST_OBJECTIVE_CURVE, curve)
 
 
 def should_prune(trial: optuna.Trial) -> bool:

@@ -25,13 +25,14 @@ from rnntune.service.reports import importance, results
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import stored_spec
 from rnntune.service.store import model_store
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import ModelRow
 from rnntune.service.trials import pareto, selection
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 
 CSV_PAGE = 500
-CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
+CSV_ATTRS = (TrialAttr.BEST_EPOCH, TrialAttr.TRAIN_SECONDS, TrialAttr.NAIVE_VAL_LOSS, TrialAttr.FAIL_REASON)
 
 
 @router.get("/{name}/best", responses={404: {"model": Problem}})
@@ -52,7 +53,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
         "direction": spec.direction,
         "selection": selection.summary(session, row.id, row.optuna_study_id, spec),
     }
-    objectives = best["user_attrs"].get("objectives")
+    objectives = best["user_attrs"].get(TrialAttr.OBJECTIVES)
     if model is not None:  # the stored model is the re-created best trial (or winner): report its numbers
         return BestPublic(
             **study,
@@ -69,7 +70,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
             versus_baseline=model.metrics.get("versus_baseline"),
             warnings=model.metrics.get("warnings") or [],
         )
-    val_metrics = best["user_attrs"].get("val_metrics")
+    val_metrics = best["user_attrs"].get(TrialAttr.VAL_METRICS)
     if val_metrics is not None and spec.metric == "val_loss":
         val_metrics = {"loss": best["value"], **val_metrics}
     return BestPublic(
