@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import optuna
@@ -103,12 +104,13 @@ def should_prune(trial: optuna.Trial) -> bool:
     multi-objective): the pruner sees a single-objective study, through
     :class:`FirstObjectiveStorage`."""
     study = trial.study
-    storage = FirstObjectiveStorage(optuna_compat.storage(study), study.directions[0])
+    # its abstract methods are delegated when the module loads (above), which mypy does not follow
+    storage = FirstObjectiveStorage(optuna_compat.storage(study), study.directions[0])  # type: ignore[abstract]
     view = optuna.Study(study_name=study.study_name, storage=storage, sampler=study.sampler, pruner=study.pruner)
     return study.pruner.prune(view, storage.get_trial(optuna_compat.trial_id(trial)))
 
 
-def front_mask(values: list[list[float]], directions: list[str]) -> list[bool]:
+def front_mask(values: Sequence[Sequence[float | None]], directions: Sequence[str]) -> list[bool]:
     """Which rows of ``values`` (one per trial, one column per objective) are non-dominated.
     Rows with a missing or non-finite value are never on the front."""
     if not values:

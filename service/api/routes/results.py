@@ -40,6 +40,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
     """The best trial's parameters, val metrics and (once the model is stored) test metrics; with a selection, the candidates' mean, sd and n."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
+    assert spec.direction is not None  # validation sets it
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
     if best is None:
         raise HTTPException(
@@ -139,13 +140,13 @@ def download_model(name: str, session: SessionDep) -> Response:
     """The best model as one file: ``rnntune.models.load_model(path).predict(x)``."""
     row = study_or_404(session, name)
     content = model_store.model_content(session, row.id)
-    if content is None:
+    model = model_store.get_model(session, row.id)
+    if content is None or model is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=f"study {name!r} has no model yet (state {row.state}): it is stored when the budget is spent"
             + (f"; {row.reason}" if row.reason else ""),
         )
-    model = model_store.get_model(session, row.id)
     return Response(
         content,
         media_type="application/octet-stream",
