@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import Any, TextIO
 
 PARAMS_ENV = "RNNTUNE_PARAMS_FILE"  # the trial's parameters, one JSON object
 REPORT_FD_ENV = "RNNTUNE_REPORT_FD"  # the child writes one JSON line per report here ...
@@ -39,14 +39,15 @@ class TrialPruned(Exception):
 
 class _Channel:
     def __init__(self) -> None:
-        self.out = self.back = None
+        self.out: TextIO | None = None
+        self.back: TextIO | None = None
         fd_out, fd_back = os.environ.get(REPORT_FD_ENV), os.environ.get(REPLY_FD_ENV)
         if fd_out and fd_back:
             self.out = os.fdopen(int(fd_out), "w", buffering=1, encoding="utf-8")
             self.back = os.fdopen(int(fd_back), "r", encoding="utf-8")
 
     def send(self, message: dict[str, Any], *, reply: bool) -> str | None:
-        if self.out is None:
+        if self.out is None or self.back is None:  # set together: both or neither
             return None
         self.out.write(json.dumps(message) + "\n")
         self.out.flush()
@@ -64,10 +65,10 @@ def _get_channel() -> _Channel:
 
 
 def _number(value: Any, what: str) -> float:
-    value = float(value)  # numpy and torch scalars too
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, but got {value}")
-    return value
+    number = float(value)  # numpy and torch scalars too
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, but got {number}")
+    return number
 
 
 def report(step: int, value: float) -> None:
@@ -91,4 +92,5 @@ def params() -> dict[str, Any]:
     if not path:
         return {}
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        loaded: dict[str, Any] = json.load(f)
+        return loaded

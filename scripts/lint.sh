@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The declared habits (pyproject.toml): ruff lint, ruff format, and mypy (strict on the models package,
-# check_untyped_defs on the service but for the modules pyproject.toml still lists as not clean).
+# check_untyped_defs on every module of the service).
 # Run by scripts/test.sh, so by CI. Needs the .venv that scripts/_env.sh makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -44,7 +44,9 @@ class FloatParam(_Param):
         return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
 
     def grid(self) -> list:
-        return [round(self.low + i * self.step, 12) for i in range(self.grid_len())]
+        n, step = self.grid_len(), self.step  # grid_len raises without a step
+        assert step is not None
+        return [round(self.low + i * step, 12) for i in range(n)]
 
 
 class IntParam(_Param):

@@ -13,6 +13,7 @@ from rnntune.service.api.schemas import (
     StudySummary,
     WorkerPublic,
 )
+from rnntune.service.store.attrs import TrialAttr
 
 
 def num(value: float | None) -> str:
@@ -36,7 +37,7 @@ def best_lines(s: StudyPublic) -> list[str]:
     best = s.best_trial
     if not best:
         return [*lines, "no completed trial"]
-    naive = best.user_attrs.get("naive_val_loss")
+    naive = best.user_attrs.get(TrialAttr.NAIVE_VAL_LOSS)
     baseline = f" (naive baseline {naive:.6g})" if naive is not None else ""
     lines.append(f"best trial #{best.number}: {s.metric} = {best.value:.6g} after {best.epochs} epochs{baseline}")
     return lines + [f"  {k}: {v}" for k, v in best.params.items()]

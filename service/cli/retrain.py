@@ -21,6 +21,7 @@ from rnntune.service.api.schemas import TrialPublic
 from rnntune.service.cli.client import Api
 from rnntune.service.cli.common import echo_lines, fail, load_settings, setup_logging
 from rnntune.service.spec import StudySpec, load_stored
+from rnntune.service.store.attrs import TrialAttr
 
 if TYPE_CHECKING:  # the annotation only: finalize loads optuna, and its training torch
     from rnntune.service.trials.finalize import BuiltModel
@@ -78,7 +79,7 @@ def export_trial(
     built = retrain(spec, t, device, database_url)
     path = output or Path(f"{name}-trial-{number}.pt")
     path.write_bytes(built.content)
-    objectives: dict[str, Any] = t.user_attrs.get("objectives") or {spec.metric: t.value}
+    objectives: dict[str, Any] = t.user_attrs.get(TrialAttr.OBJECTIVES) or {spec.metric: t.value}
     typer.echo(
         f"wrote {path} ({len(built.content):,} bytes, sha256 {hashlib.sha256(built.content).hexdigest()[:12]}): "
         f"trial #{number} retrained on {built.device}"

@@ -25,14 +25,14 @@ from rnntune.service.spec import DataSpec, Limits, StudySpec, check_limits, is_p
 
 if TYPE_CHECKING:
     from rnntune.models.files import FileLimits
-from rnntune.service.store.tables import DatasetRow, StudyRow, utcnow
+from rnntune.service.store.tables import DatasetRow, StudyRow, StudyState, utcnow
 
 # text: a CSV or JSONL of labelled text (data.name: text); npy: an embedding matrix (V, D) and
 # vocab: its tokens, one per line (data.params.embeddings / embeddings_vocab name them).
 FORMATS = ("csv", "npz", "text", "npy", "vocab")
 EXTENSIONS = {"jsonl": "text", "ndjson": "text", "txt": "vocab"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-ACTIVE_STUDY_STATES = ("queued", "running", "paused")
+ACTIVE_STUDY_STATES = (StudyState.QUEUED, StudyState.RUNNING, StudyState.PAUSED)  # not ended
 
 
 class InvalidDataset(ValueError):

@@ -14,6 +14,7 @@ from rnntune.service.queue.claimable import expired
 from rnntune.service.queue.common import _S, _T, FRESH, REEVAL, _expect, _lock_study, db_now
 from rnntune.service.queue.studies import _count_failure, _maybe_done
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import ENDED, EvaluationRow, StudyState, TicketKind, TicketState
 
 log = logging.getLogger("rnntune.queue")
@@ -58,22 +59,30 @@ def judge(ticket: Any, trial: optuna_compat.TrialFacts | None, study_ended: bool
         return Verdict(TicketState.DONE, outcome=trial.state)
     running = trial.state == "RUNNING"
     if study_ended:
-        return Verdict(TicketState.CANCELLED, fail_trial={"interrupted": _LOST_WORKER} if running else None)
+        return Verdict(TicketState.CANCELLED, fail_trial={TrialAttr.INTERRUPTED: _LOST_WORKER} if running else None)
     attrs = trial.user_attrs
-    if "fail_reason" in attrs:
+    if TrialAttr.FAIL_REASON in attrs:
         return Verdict(
-            TicketState.QUEUED, fail_trial={} if running else None, counted=attrs.get("error") or attrs["fail_reason"]
+            TicketState.QUEUED,
+            fail_trial={} if running else None,
+            counted=attrs.get(TrialAttr.ERROR) or attrs[TrialAttr.FAIL_REASON],
         )
     retry = {"params": trial.params or ticket.params, "retry_of": trial.number if trial.params else ticket.retry_of}
     if not running:
-        if "interrupted" in attrs:
+        if TrialAttr.INTERRUPTED in attrs:
             return Verdict(TicketState.QUEUED, columns={**retry, "deaths": ticket.deaths})
         return Verdict(TicketState.QUEUED, counted="the trial failed and its worker was lost before settling it")
     deaths = ticket.deaths + 1
     if deaths > max_retries:
         reason = f"worker lost {deaths} times on this trial; last: lease expired"
-        return Verdict(TicketState.QUEUED, fail_trial={"fail_reason": "worker lost", "error": reason}, counted=reason)
-    return Verdict(TicketState.QUEUED, fail_trial={"interrupted": _LOST_WORKER}, columns={**retry, "deaths": deaths})
+        return Verdict(
+            TicketState.QUEUED,
+            fail_trial={TrialAttr.FAIL_REASON: "worker lost", TrialAttr.ERROR: reason},
+            counted=reason,
+        )
+    return Verdict(
+        TicketState.QUEUED, fail_trial={TrialAttr.INTERRUPTED: _LOST_WORKER}, columns={**retry, "deaths": deaths}
+    )
 
 
 def requeue_expired(session: Session, *, max_retries: int = 2) -> int:

@@ -24,6 +24,7 @@ from rnntune.service.queue.common import (
 )
 from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import (
     EvaluationRow,
     EvaluationState,
@@ -150,7 +151,7 @@ def _add_reevals(session: Session, study: StudyRow, spec: StudySpec) -> int:
                 fold=own[1],
                 state=EvaluationState.COMPLETE,
                 value=trial["value"],
-                best_epoch=trial["user_attrs"].get("best_epoch"),
+                best_epoch=trial["user_attrs"].get(TrialAttr.BEST_EPOCH),
                 finished_at=db_now(),
             )
         )

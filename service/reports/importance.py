@@ -16,8 +16,8 @@ from typing import Any
 
 import optuna
 
-from rnntune.service.reports.results import WARM_ATTR
 from rnntune.service.spec import StudySpec
+from rnntune.service.store.attrs import TrialAttr
 
 MIN_TRIALS = 3  # fewer complete trials: no answer, and a reason
 STABLE_TOP = 5  # Optuna's advice: at least this many trials in the top quantile
@@ -27,8 +27,8 @@ DEFAULT_QUANTILE = 0.1
 def param_importances(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     """{"n_trials", "target_quantile", "importances": {param: share}, "params": [...], "reason", "notes"}."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if any(WARM_ATTR in t.user_attrs for t in complete):  # a warm start's history is not this study's
-        complete = [t for t in complete if WARM_ATTR not in t.user_attrs]
+    if any(TrialAttr.WARM_START_FROM in t.user_attrs for t in complete):  # a warm start's history is not this study's
+        complete = [t for t in complete if TrialAttr.WARM_START_FROM not in t.user_attrs]
         study = optuna.create_study(directions=study.directions)
         study.add_trials(complete)
     n = len(complete)

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rnntune.service.queue.depth import claimable_by_study
 from rnntune.service.reports.results import NOT_WARM, TRIAL_STATES, _state
 from rnntune.service.spec import try_stored_spec
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.optuna_compat import StudyModel, inter_t, trials_t, uattrs_t
 from rnntune.service.store.tables import STUDY_STATES, StudyRow, WorkerRow, WorkerState, utcnow
 
@@ -175,7 +176,7 @@ def _finished_trials(session: Session) -> Sequence[Row]:
     epochs_q = select(inter_t.c.trial_id, func.count().label("n")).group_by(inter_t.c.trial_id).subquery("epochs")
     train_q = (
         select(uattrs_t.c.trial_id, cast(uattrs_t.c.value_json, Float).label("s"))
-        .where(uattrs_t.c.key == "train_seconds")
+        .where(uattrs_t.c.key == TrialAttr.TRAIN_SECONDS)
         .subquery("train")
     )
     duration = _seconds_between(session, trials_t.c.datetime_start, trials_t.c.datetime_complete)

@@ -16,6 +16,7 @@ from optuna.distributions import json_to_distribution
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from rnntune.service.store.attrs import NOT_FAILED, TrialAttr, TrialSystemAttr
 from rnntune.service.store.optuna_compat import FINITE, inter_t, params_t, sattrs_t, trials_t, uattrs_t, values_t
 
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
@@ -23,11 +24,6 @@ TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
 def _state(value: Any) -> str:
     return value.name if hasattr(value, "name") else str(value)
-
-
-# A FAIL trial that did not fail: stopped (a pause, a shutdown, a cancel, a lost worker) and run
-# again, or never run at all. Optuna stores it as FAIL; rnntune counts it as ``INTERRUPTED``.
-_NOT_FAILED_KEYS = ("interrupted", "not_run")
 
 
 def _has_attr(keys: tuple[str, ...]):
@@ -38,8 +34,7 @@ def _has_attr(keys: tuple[str, ...]):
 
 # A trial given to a warm-started study's sampler from an earlier study (service/studies/warm_start.py):
 # history, not one of this study's trials. Nothing rnntune counts or ranks includes it.
-WARM_ATTR = "warm_start_from"
-NOT_WARM = ~_has_attr((WARM_ATTR,))
+NOT_WARM = ~_has_attr((TrialAttr.WARM_START_FROM,))
 
 
 def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -61,8 +56,10 @@ def trial_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, 
         .where(
             trials_t.c.study_id.in_(study_ids),
             trials_t.c.state == "FAIL",
-            _has_attr(_NOT_FAILED_KEYS),
-            ~_has_attr(("fail_reason",)),
+            # stopped (a pause, a shutdown, a cancel, a lost worker) and run again, or never run:
+            # Optuna stores it as FAIL; rnntune counts it as ``INTERRUPTED``
+            _has_attr(NOT_FAILED),
+            ~_has_attr((TrialAttr.FAIL_REASON,)),
         )
         .group_by(trials_t.c.study_id)
     )
@@ -153,7 +150,7 @@ def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[s
                 "params": params.get(r.trial_id, {}),
                 "value": _finite(r.value),
                 # several objectives keep their per-epoch values elsewhere (service/trials/pareto.py)
-                "epochs": epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get("epochs", 0),
+                "epochs": epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get(TrialAttr.EPOCHS, 0),
                 "duration_s": round((end - start).total_seconds(), 3) if start and end else None,
                 "datetime_start": start,
                 "datetime_complete": end,
@@ -182,8 +179,8 @@ def tie_key(trial: dict[str, Any], direction: str) -> tuple[float, float, float,
     (an objective plugin's, a command's) ranks after the tied trials that have them."""
     value = trial["value"]
     attrs = trial["user_attrs"]
-    val_loss = attrs.get("val_loss")
-    n_params = attrs.get("n_params")
+    val_loss = attrs.get(TrialAttr.VAL_LOSS)
+    n_params = attrs.get(TrialAttr.N_PARAMS)
     return (
         value if direction == "minimize" else -value,
         float(val_loss) if val_loss is not None else math.inf,
@@ -231,11 +228,11 @@ def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any
 
 
 def _first_objective_curve(session: Session, trial_id: int) -> list[dict[str, Any]]:
-    """Several objectives: the first one's per-epoch values (service/trials/pareto.py's CURVE_ATTR)."""
-    from rnntune.service.trials.pareto import CURVE_ATTR
-
+    """Several objectives: the first one's per-epoch values (written by service/trials/pareto.py)."""
     value_json = session.scalar(
-        select(sattrs_t.c.value_json).where(sattrs_t.c.trial_id == trial_id, sattrs_t.c.key == CURVE_ATTR)
+        select(sattrs_t.c.value_json).where(
+            sattrs_t.c.trial_id == trial_id, sattrs_t.c.key == TrialSystemAttr.FIRST_OBJECTIVE_CURVE
+        )
     )
     if value_json is None:
         return []

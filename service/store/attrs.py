@@ -32,6 +32,7 @@ class TrialAttr(StrEnum):
     NOT_RUN = "not_run"  # a queued retry the study ended before it ran
     # where its parameters came from
     RETRY_OF = "retry_of"  # the trial number whose parameters it runs again
+    INITIAL = "initial"  # True: it ran parameters its ticket carried from the spec (initial_trials, a warm start)
     WARM_START_FROM = "warm_start_from"  # "STUDY#NUMBER": copied from another study
 
 

@@ -50,7 +50,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def head() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None  # the package ships its migrations
+    return revision
 
 
 VERSION_TABLE = "rnntune_alembic_version"

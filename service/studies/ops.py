@@ -64,7 +64,9 @@ class Invalid(Exception):
 
 def held_tickets(session: Session, study_id: int) -> int:
     """Tickets of the study that a worker holds (leased or running)."""
-    return session.scalar(select(func.count()).where(TicketRow.study_id == study_id, TicketRow.state.in_(queue.HELD)))
+    return session.execute(
+        select(func.count()).where(TicketRow.study_id == study_id, TicketRow.state.in_(queue.HELD))
+    ).scalar_one()
 
 
 def _making_result(session: Session, study: StudyRow) -> bool:
@@ -105,10 +107,13 @@ def extend_study(session: Session, study_id: int, n_trials: int, *, max_trials_p
     if not 1 <= n_trials <= INT32_MAX:
         raise Invalid("n_trials", f"must be in [1, {INT32_MAX}], but got {n_trials}")
     study = session.get(StudyRow, study_id, with_for_update=True, populate_existing=True)  # lock order: study first
+    assert study is not None  # the route found it
     extendable(session, study)
     ended = study.state in ENDED
     trial_tickets = (TicketRow.study_id == study_id, TicketRow.kind == TicketKind.TRIAL)
-    finished = session.scalar(select(func.count()).where(*trial_tickets, TicketRow.state == TicketState.DONE))
+    finished = session.execute(
+        select(func.count()).where(*trial_tickets, TicketRow.state == TicketState.DONE)
+    ).scalar_one()
     total = (finished if ended else study.n_trials) + n_trials
     if total > max_trials_per_study:
         raise Invalid(
@@ -121,7 +126,7 @@ def extend_study(session: Session, study_id: int, n_trials: int, *, max_trials_p
         raise Refused(f"study {study.name!r} has a spec that no longer parses; it cannot run more trials")
     if spec.sampler.name == "grid" and total > grid_size(spec):
         raise Invalid("n_trials", f"{total} trials exceed the grid's {grid_size(spec)} points")
-    last = session.scalar(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id))
+    last = session.execute(select(func.max(TicketRow.seq)).where(TicketRow.study_id == study_id)).scalar_one()
     if ended:
         _new_round(session, study)
     study.n_trials = total
@@ -152,6 +157,7 @@ def delete_study(
     """Delete the study (see the module docstring). Raises :class:`Refused` while its tickets
     are held and ``force`` is false. Commits."""
     study = session.get(StudyRow, study_id)
+    assert study is not None  # the route found it
     held = held_tickets(session, study_id)
     if held and not force:
         raise Refused(f"study {study.name!r} has {held} trials running; cancel it and wait, or DELETE …?force=true")

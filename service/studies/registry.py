@@ -15,11 +15,10 @@ from rnntune.service import queue
 from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import StudyAttr, TrialAttr
 from rnntune.service.store.tables import STUDY_STATES, StudyRow, StudyState
 from rnntune.service.studies import warm_start
 
-SPEC_ATTR = "rnntune_spec"
-SPEC_HASH_ATTR = "rnntune_spec_hash"  # stored first: what an adopter compares
 ADOPT_WAIT_S = 2  # how long a creator waits for a concurrent creator's row before adopting
 
 
@@ -136,9 +135,9 @@ def _concurrent_row(session: Session, name: str) -> StudyRow | None:
 def _record_spec(study: optuna.Study, spec: StudySpec, digest: str) -> None:
     """The Optuna study's copy of the spec (its hash first: what an adopter compares) and the
     objectives' names, unless an earlier creator recorded them."""
-    if study.user_attrs.get(SPEC_HASH_ATTR) is None:
-        study.set_user_attr(SPEC_HASH_ATTR, digest)
-        study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    if study.user_attrs.get(StudyAttr.SPEC_HASH) is None:
+        study.set_user_attr(StudyAttr.SPEC_HASH, digest)
+        study.set_user_attr(StudyAttr.SPEC, spec.model_dump(mode="json"))
         optuna_compat.set_metric_names(study, spec.objective_names())  # the dashboard's labels, not "Objective 0"
 
 
@@ -146,13 +145,13 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     """The Optuna study named ``spec.name`` that has no row of ours, if rnntune may take it
     over: no trial beyond its queued initial ones, and no other spec's hash stored on it."""
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    stored = study.user_attrs.get(SPEC_HASH_ATTR)
+    stored = study.user_attrs.get(StudyAttr.SPEC_HASH)
     if stored is not None and stored != digest:
         raise StudyConflict(f"a study named {spec.name!r} was being created with a different spec")
     ran = [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state != optuna.trial.TrialState.WAITING and warm_start.WARM_ATTR not in t.user_attrs
+        if t.state != optuna.trial.TrialState.WAITING and TrialAttr.WARM_START_FROM not in t.user_attrs
     ]
     if ran or study.direction.name.lower() != spec.direction:
         raise StudyConflict(f"an Optuna study named {spec.name!r} exists in this storage but not in rnntune")

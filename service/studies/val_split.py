@@ -11,7 +11,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from rnntune.service.data import datasets
-from rnntune.service.spec import StudySpec
+from rnntune.service.space import CategoricalParam
+from rnntune.service.spec import DataSpec, StudySpec
 from rnntune.service.trials.finalize import small_val_warning
 
 VAL_FRACTION = 0.15  # load_dataset's default, which the workers use
@@ -19,11 +20,14 @@ BUILTIN_LENGTHS = {"sunspots": 309, "digits": 1797}
 CO2_LENGTHS = {"monthly": 526, "weekly": 2284}
 
 
-def _window(spec: StudySpec, default: int) -> int:
+def _window(spec: StudySpec, data: DataSpec, default: int) -> int:
+    """The longest window the study may train with (the fewest windows), else ``data.window``."""
     space = spec.search_space.get("window")
+    if isinstance(space, CategoricalParam):
+        return int(max(space.choices))
     if space is not None:
-        return int(getattr(space, "high", None) or max(space.choices))  # the fewest windows
-    return spec.data.window or default
+        return int(space.high)
+    return data.window or default
 
 
 def val_samples(session: Session, spec: StudySpec) -> int | None:
@@ -33,7 +37,7 @@ def val_samples(session: Session, spec: StudySpec) -> int | None:
     n_val = lambda n: int(round(n * VAL_FRACTION))  # noqa: E731
     if d.name == "sine":
         length = d.params.get("length", 60)
-        window = _window(spec, min(48, length - d.horizon))
+        window = _window(spec, d, min(48, length - d.horizon))
         return n_val(d.params.get("n_series", 500)) * max(0, length - window - d.horizon + 1)
     if d.name == "adding":
         return n_val(d.params.get("n_samples", 3000))

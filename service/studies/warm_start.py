@@ -37,9 +37,9 @@ from rnntune.service.reports import results
 from rnntune.service.search import hyperparameters
 from rnntune.service.space import CategoricalParam, FloatParam, IntParam, Param
 from rnntune.service.spec import StudySpec, try_stored_spec
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import StudyRow
 
-WARM_ATTR = results.WARM_ATTR  # "warm_start_from": "STUDY#NUMBER"
 FETCH_FACTOR = 4  # best trials read per source, per one kept: some of the best may not fit
 
 
@@ -73,6 +73,7 @@ def plan(session: Session, spec: StudySpec, *, max_history: int) -> tuple[Plan, 
         if problems:
             errors.extend((where, f"study {name!r}: {p}") for p in problems)
             continue
+        assert source.direction is not None  # validation sets it
         fetched = results.top_trials(session, row.optuna_study_id, source.direction, warm.top_k * FETCH_FACTOR)
         fitted = [p for p in (fit(spec, source, t["params"]) for t in fetched) if p is not None][: warm.top_k]
         for params in fitted:
@@ -81,13 +82,14 @@ def plan(session: Session, spec: StudySpec, *, max_history: int) -> tuple[Plan, 
                 out.params.append(params)
         if same_search(spec, source) and max_history:
             out.history += _history(session, spec, source, row, max_history)
-    n_initial = len({_key(p) for p in spec.initial_trials})
-    if not errors and n_initial + len(out.params) > spec.budget.n_trials:
+    n_initial, n_trials = len({_key(p) for p in spec.initial_trials}), spec.budget.n_trials
+    assert n_trials is not None  # validation sets it
+    if not errors and n_initial + len(out.params) > n_trials:
         errors.append(
             (
                 "warm_start.top_k",
                 f"{len(out.params)} trials to start from, with initial_trials more than budget.n_trials="
-                f"{spec.budget.n_trials}; lower top_k or raise n_trials",
+                f"{n_trials}; lower top_k or raise n_trials",
             )
         )
     return out, errors
@@ -126,12 +128,12 @@ def _source_base(source: StudySpec) -> dict[str, Any]:
 
 def _meets(ours: Param, theirs: Param) -> str | None:
     """Why a parameter searched by both cannot take a value of the other's domain (None: it can)."""
-    if isinstance(ours, CategoricalParam) or isinstance(theirs, CategoricalParam):
-        if type(ours) is not type(theirs):
-            return f"{_kind(theirs)} there, {_kind(ours)} here"
+    if isinstance(ours, CategoricalParam) and isinstance(theirs, CategoricalParam):
         if not any(fits(ours, c) for c in theirs.choices):
             return f"none of its choices {theirs.choices} is one of this study's {ours.choices}"
         return None
+    if isinstance(ours, CategoricalParam) or isinstance(theirs, CategoricalParam):
+        return f"{_kind(theirs)} there, {_kind(ours)} here"
     if isinstance(ours, IntParam) and isinstance(theirs, FloatParam):
         return "float there, int here"
     if theirs.high < ours.low or theirs.low > ours.high:
@@ -209,6 +211,7 @@ def _history(
 ) -> list[optuna.trial.FrozenTrial]:
     """The source's complete trials (best first, at most ``limit``) as completed trials of this
     study: its parameters, value and a ``warm_start_from`` mark; no per-epoch values."""
+    assert source.direction is not None  # validation sets it
     out = []
     for trial in results.top_trials(session, row.optuna_study_id, source.direction, limit):
         params = fit(spec, source, trial["params"])
@@ -219,7 +222,7 @@ def _history(
                 params=params,
                 distributions={name: distribution(spec.search_space[name]) for name in params},
                 value=trial["value"],
-                user_attrs={WARM_ATTR: f"{row.name}#{trial['number']}"},
+                user_attrs={TrialAttr.WARM_START_FROM: f"{row.name}#{trial['number']}"},
             )
         )
     return out
@@ -230,6 +233,6 @@ def add_history(study: optuna.Study, history: list[optuna.trial.FrozenTrial]) ->
     already gets no second copy)."""
     if not history:
         return
-    if any(WARM_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+    if any(TrialAttr.WARM_START_FROM in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return
     study.add_trials(history)

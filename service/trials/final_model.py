@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rnntune.service import __version__
 from rnntune.service.spec import StudySpec
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.model_store import PROCEDURE
 from rnntune.service.trials.final_report import json_safe, measure_baselines, result_warnings
 from rnntune.service.trials.outcome import Interrupted
@@ -92,7 +93,7 @@ def build_model(
 
 def _retrain(recipe: Recipe, trial: TrialRecord, stop: threading.Event) -> FitResult:
     """Train ``recipe`` up to the trial's best epoch (all epochs when it recorded none)."""
-    best_epoch = trial.user_attrs.get("best_epoch")
+    best_epoch = trial.user_attrs.get(TrialAttr.BEST_EPOCH)
 
     def on_epoch_end(result: EpochResult) -> bool:
         if stop.is_set():
@@ -132,7 +133,7 @@ def _measure(recipe: Recipe, trial: TrialRecord, result: FitResult) -> dict[str,
     return {
         "metric": spec.metric,
         "trial_value": trial.value,
-        "trial_val_metrics": trial.user_attrs.get("val_metrics"),  # as the trial reported them
+        "trial_val_metrics": trial.user_attrs.get(TrialAttr.VAL_METRICS),  # as the trial reported them
         "val": val,  # of the stored weights (the same model, so the same numbers up to float noise)
         "test": test,
         "val_reproduced": {
@@ -140,7 +141,7 @@ def _measure(recipe: Recipe, trial: TrialRecord, result: FitResult) -> dict[str,
             "model": reproduced,
             "abs_diff": abs(reproduced - trial.value) if trial.value is not None else None,
         },
-        "naive_val_loss": trial.user_attrs.get("naive_val_loss"),
+        "naive_val_loss": trial.user_attrs.get(TrialAttr.NAIVE_VAL_LOSS),
         "n_train": len(data.x_train),
         "n_val": len(data.x_val),
         "n_test": len(data.x_test),
@@ -187,7 +188,7 @@ def _model_file(
         **(
             {
                 "objectives": dict(zip(spec.objective_names(), spec.directions(), strict=True)),
-                "trial_objectives": trial.user_attrs.get("objectives"),
+                "trial_objectives": trial.user_attrs.get(TrialAttr.OBJECTIVES),
             }
             if spec.multi_objective
             else {}

@@ -47,6 +47,7 @@ from sqlalchemy.orm import sessionmaker
 from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import StudyAttr, TrialAttr
 from rnntune.service.store.model_store import PROCEDURE, store
 from rnntune.service.store.tables import ModelRow
 from rnntune.service.trials import selection
@@ -59,11 +60,6 @@ if TYPE_CHECKING:
     from rnntune.service.data.data_cache import DataCache
 
 __all__ = [
-    "BASELINES_ATTR",
-    "MODEL_ATTR",
-    "TEST_ATTR",
-    "VERSUS_ATTR",
-    "WARNINGS_ATTR",
     "BuiltModel",
     "best_trial",
     "build_model",
@@ -74,12 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("rnntune.finalize")
-
-TEST_ATTR = "rnntune_test_metrics"
-MODEL_ATTR = "rnntune_best_model"
-BASELINES_ATTR = "rnntune_baselines"  # {baseline: its test metrics}: the dashboard shows study attributes
-VERSUS_ATTR = "rnntune_versus_baseline"  # one line: does the tuned model beat the best baseline on test
-WARNINGS_ATTR = "rnntune_warnings"
 
 
 def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | None = None) -> TrialRecord:
@@ -92,7 +82,7 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
             own = [
                 t
                 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if results.WARM_ATTR not in t.user_attrs and t.value is not None and math.isfinite(t.value)
+                if TrialAttr.WARM_START_FROM not in t.user_attrs and t.value is not None and math.isfinite(t.value)
             ]
             if not own:
                 raise ValueError("no trial is complete")
@@ -107,7 +97,9 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.values is not None and all(math.isfinite(v) for v in t.values) and results.WARM_ATTR not in t.user_attrs
+        if t.values is not None
+        and all(math.isfinite(v) for v in t.values)
+        and TrialAttr.WARM_START_FROM not in t.user_attrs
     ]
     if not complete:
         raise ValueError("no trial is complete")
@@ -158,15 +150,15 @@ def finalize_study(
     if not current:  # an extension that found nothing better: the earlier version stays what users get
         log.info("study %s: model of trial %d stored as a previous version (not better)", spec.name, best.number)
         return
-    study.set_user_attr(TEST_ATTR, json_safe(built.test))
+    study.set_user_attr(StudyAttr.TEST_METRICS, json_safe(built.test))
     study.set_user_attr(
-        BASELINES_ATTR,
+        StudyAttr.BASELINES,
         json_safe({k: b.get("test") or {"skipped": b.get("skipped")} for k, b in built.baselines.items()}),
     )
-    study.set_user_attr(VERSUS_ATTR, built.versus["line"] if built.versus else None)
-    study.set_user_attr(WARNINGS_ATTR, built.warnings)
+    study.set_user_attr(StudyAttr.VERSUS_BASELINE, built.versus["line"] if built.versus else None)
+    study.set_user_attr(StudyAttr.WARNINGS, built.warnings)
     study.set_user_attr(
-        MODEL_ATTR, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
+        StudyAttr.BEST_MODEL, {"trial": best.number, "sha256": row.sha256, "size": row.size, "procedure": PROCEDURE}
     )
     log.info(
         "study %s: best trial %d re-created; val %s, test %s", spec.name, best.number, built.metrics["val"], built.test

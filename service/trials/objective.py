@@ -23,6 +23,7 @@ from rnntune.service.plugins import PluginError
 from rnntune.service.search import suggest
 from rnntune.service.spec import StudySpec
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.db import TRANSIENT_ERRORS, retry_db
 from rnntune.service.trials import command, pareto
 from rnntune.service.trials.outcome import Interrupted, Interruption, Outcome, TrialOutcome
@@ -132,13 +133,13 @@ class Objective:
         return value
 
     def _fail(self, trial, fail_reason: str, error: str, ids: Ids, *, kind: Outcome = Outcome.FAILED) -> None:
-        retry_db(trial.set_user_attr, "fail_reason", fail_reason)
-        retry_db(trial.set_user_attr, "error", error)
+        retry_db(trial.set_user_attr, TrialAttr.FAIL_REASON, fail_reason)
+        retry_db(trial.set_user_attr, TrialAttr.ERROR, error)
         self._outcome = TrialOutcome(kind, *ids, reason=error)
 
     def _interrupted(self, trial, exc: BaseException, ids: Ids) -> None:
         why = self.interruption()
-        retry_db(trial.set_user_attr, "interrupted", str(exc) or "worker stopped")
+        retry_db(trial.set_user_attr, TrialAttr.INTERRUPTED, str(exc) or "worker stopped")
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
     def _report(self, trial: optuna.Trial, step: int, value: float, started: float) -> bool:
@@ -150,8 +151,8 @@ class Objective:
         if self.stop.is_set():
             raise Interrupted(f"stopped at step {step}")
         if retry_db(trial.should_prune):
-            trial.set_user_attr("epochs", int(step))
-            trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+            trial.set_user_attr(TrialAttr.EPOCHS, int(step))
+            trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.monotonic() - started, 3))
             return True
         return False
 
@@ -172,7 +173,7 @@ class Objective:
             value = self._command(trial, hp, started)
         if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
             raise Interrupted("the ticket's lease was lost before the trial could finish")
-        trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+        trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.monotonic() - started, 3))
         return value
 
     def _command(self, trial: optuna.Trial, hp: dict[str, Any], started: float) -> float:
@@ -200,7 +201,7 @@ class Objective:
             )
         except command.CommandStopped as exc:
             raise Interrupted(str(exc)) from None
-        trial.set_user_attr("epochs", result.steps)
+        trial.set_user_attr(TrialAttr.EPOCHS, result.steps)
         if result.state == "PRUNED":
             raise optuna.TrialPruned(f"pruned at step {result.steps}; the command was stopped")
         if result.value is None:  # command.run raises instead of finishing without a value
@@ -236,8 +237,8 @@ class Objective:
             except Exception as exc:  # the pruner, not the model
                 raise SearchError("pruner", f"pruner: {type(exc).__name__}: {exc}") from exc
             if prune:
-                trial.set_user_attr("epochs", result.epoch)
-                trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
+                trial.set_user_attr(TrialAttr.EPOCHS, result.epoch)
+                trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.monotonic() - started, 3))
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} ({spec.metric}={value:.6g})")
             return False
 
@@ -247,22 +248,22 @@ class Objective:
             # now would run the budget over.
             raise Interrupted("the ticket's lease was lost before the trial could finish")
         best = result.history[result.best_epoch - 1]
-        trial.set_user_attr("epochs", len(result.history))
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("stopped", result.stopped)
-        trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
-        trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
-        trial.set_user_attr("device", result.device)
-        trial.set_user_attr("val_metrics", {k: float(v) for k, v in best.val_metrics.items()})
+        trial.set_user_attr(TrialAttr.EPOCHS, len(result.history))
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(TrialAttr.STOPPED, result.stopped)
+        trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.monotonic() - started, 3))
+        trial.set_user_attr(TrialAttr.SAMPLES_PER_S, round(result.samples_per_s, 1))
+        trial.set_user_attr(TrialAttr.DEVICE, result.device)
+        trial.set_user_attr(TrialAttr.VAL_METRICS, {k: float(v) for k, v in best.val_metrics.items()})
         # what breaks a tie on the metric (service/reports/results.py's ``tie_key``): val loss, then size
-        trial.set_user_attr("val_loss", float(best.val_loss))
-        trial.set_user_attr("n_params", int(sum(t.numel() for t in result.state_dict.values())))
+        trial.set_user_attr(TrialAttr.VAL_LOSS, float(best.val_loss))
+        trial.set_user_attr(TrialAttr.N_PARAMS, int(sum(t.numel() for t in result.state_dict.values())))
         if spec.metric == "val_loss":  # the bar to beat: a model that learned nothing
-            trial.set_user_attr("naive_val_loss", round(data.naive_val_loss(), 6))
+            trial.set_user_attr(TrialAttr.NAIVE_VAL_LOSS, round(data.naive_val_loss(), 6))
         if not spec.multi_objective:
             return metric_value(spec, best)
         values = objective_values(recipe, best, result)
-        trial.set_user_attr("objectives", dict(zip(spec.objective_names(), values, strict=True)))
+        trial.set_user_attr(TrialAttr.OBJECTIVES, dict(zip(spec.objective_names(), values, strict=True)))
         return values
 
 

@@ -10,12 +10,12 @@ So rnntune prunes on the **first objective** (a val metric, reported every epoch
 own pruner, unchanged:
 
 - each epoch's value of the first objective goes to the trial's system attribute
-  :data:`CURVE_ATTR` (``{epoch: value}``), not to Optuna's intermediate values, which would break
-  the samplers as above;
+  ``TrialSystemAttr.FIRST_OBJECTIVE_CURVE`` (``{"1": value, "2": value, ...}``), not to Optuna's
+  intermediate values, which would break the samplers as above;
 - :func:`should_prune` asks the spec's pruner (median, percentile, successive halving, hyperband:
   Optuna's own classes) about the trial through :class:`FirstObjectiveStorage`, a view of the
   study's storage as a single-objective study: the first direction only, and each trial's
-  :data:`CURVE_ATTR` as its intermediate values. The pruner applies its own rule to those
+  first-objective curve as its intermediate values. The pruner applies its own rule to those
   values (the median pruner: this trial's best value so far against the median, at the same
   epoch, of the completed trials' first-objective values), exactly as it would in a
   single-objective study of the first objective. What a pruner writes (successive halving's rung
@@ -41,9 +41,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import TrialSystemAttr
 from rnntune.service.store.optuna_compat import FrozenStudy
-
-CURVE_ATTR = "rnntune_first_objective"  # per-epoch values of the first objective: {"1": v, "2": v, ...}
 
 
 class _DelegatingStorage(BaseStorage):
@@ -105,8 +104,8 @@ class FirstObjectiveStorage(_DelegatingStorage):
     """A multi-objective study's storage, seen as the single-objective study of its first objective.
 
     Reads are the real storage's, with the first direction only and each trial's per-epoch
-    first-objective values (:data:`CURVE_ATTR`) as its intermediate values; writes go to the
-    real storage."""
+    first-objective values (``TrialSystemAttr.FIRST_OBJECTIVE_CURVE``) as its intermediate values;
+    writes go to the real storage."""
 
     def __init__(self, storage: BaseStorage, direction: StudyDirection):
         super().__init__(storage)
@@ -126,7 +125,8 @@ def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.Froze
     """A shallow copy of ``trial`` as the first objective's trial: its values cut to the first,
     its per-epoch first-objective values as intermediate values."""
     out = copy.copy(trial)
-    out.intermediate_values = {int(step): value for step, value in trial.system_attrs.get(CURVE_ATTR, {}).items()}
+    curve = trial.system_attrs.get(TrialSystemAttr.FIRST_OBJECTIVE_CURVE, {})
+    out.intermediate_values = {int(step): value for step, value in curve.items()}
     if trial.values is not None:
         out.values = trial.values[:1]
     return out
@@ -135,11 +135,11 @@ def first_objective_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.Froze
 def report(trial: optuna.Trial, value: float, step: int) -> None:
     """Record the first objective's value at ``step`` (``Trial.report`` for multi-objective)."""
     storage, trial_id = optuna_compat.storage(trial.study), optuna_compat.trial_id(trial)
-    curve = dict(storage.get_trial(trial_id).system_attrs.get(CURVE_ATTR, {}))
+    curve = dict(storage.get_trial(trial_id).system_attrs.get(TrialSystemAttr.FIRST_OBJECTIVE_CURVE, {}))
     if str(step) in curve:  # as Trial.report: the first value reported for a step stays
         return
     curve[str(step)] = float(value)
-    storage.set_trial_system_attr(trial_id, CURVE_ATTR, curve)
+    storage.set_trial_system_attr(trial_id, TrialSystemAttr.FIRST_OBJECTIVE_CURVE, curve)
 
 
 def should_prune(trial: optuna.Trial) -> bool:
@@ -152,7 +152,7 @@ def should_prune(trial: optuna.Trial) -> bool:
     return study.pruner.prune(view, storage.get_trial(optuna_compat.trial_id(trial)))
 
 
-def front_mask(values: list[list[float]], directions: list[str]) -> list[bool]:
+def front_mask(values: Sequence[Sequence[float | None]], directions: Sequence[str]) -> list[bool]:
     """Which rows of ``values`` (one per trial, one column per objective) are non-dominated.
     Rows with a missing or non-finite value are never on the front."""
     if not values:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec
-from rnntune.service.store.tables import EvaluationRow, StudyRow
+from rnntune.service.store.tables import EvaluationRow, EvaluationState, StudyRow
 from rnntune.service.trials.outcome import Interrupted
 from rnntune.service.trials.recipe import Recipe, TrialRecord, metric_value
 
@@ -56,7 +56,9 @@ def rule(spec: StudySpec) -> str:
 
 
 def _candidate(trial_number: int, rows: list[EvaluationRow]) -> dict[str, Any]:
-    values = [r.value for r in rows if r.state == "complete" and r.value is not None and math.isfinite(r.value)]
+    values = [
+        r.value for r in rows if r.state == EvaluationState.COMPLETE and r.value is not None and math.isfinite(r.value)
+    ]
     return {
         "trial": trial_number,
         "trial_id": rows[0].trial_id,
@@ -65,8 +67,8 @@ def _candidate(trial_number: int, rows: list[EvaluationRow]) -> dict[str, Any]:
         "sd": statistics.stdev(values) if len(values) > 1 else None,
         "n": len(values),
         "values": values,
-        "failed": sum(r.state == "failed" for r in rows),
-        "pending": sum(r.state == "pending" for r in rows),
+        "failed": sum(r.state == EvaluationState.FAILED for r in rows),
+        "pending": sum(r.state == EvaluationState.PENDING for r in rows),
         "runs": [
             {"seed_index": r.seed_index, "fold": r.fold, "state": r.state, "value": r.value, "error": r.error}
             for r in rows
@@ -96,7 +98,7 @@ def summary(session: Session, study_id: int, optuna_study_id: int, spec: StudySp
     for c in candidates:
         c["params"] = params.get(c["trial"], {})
     runs = [r for r in rows if r.ticket_id is not None]
-    done = sum(r.state != "pending" for r in runs)
+    done = sum(r.state != EvaluationState.PENDING for r in runs)
     total = len(runs) if rows else sel.top_k * (sel.seeds * sel.folds - 1)
     winner = pick_winner(candidates, spec.directions()[0]) if rows and done == len(runs) else None
     return {
@@ -136,7 +138,7 @@ def progress(session: Session, study_id: int, spec: StudySpec) -> dict[str, int]
         select(
             func.count(),
             func.count(EvaluationRow.ticket_id),
-            func.count(EvaluationRow.ticket_id).filter(EvaluationRow.state != "pending"),
+            func.count(EvaluationRow.ticket_id).filter(EvaluationRow.state != EvaluationState.PENDING),
         ).where(EvaluationRow.study_id == study_id, EvaluationRow.round == _round(session, study_id))
     ).one()
     if not n_rows:

@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rnntune.service import queue
 from rnntune.service.store.db import TRANSIENT_ERRORS, in_session, retry_db
+from rnntune.service.store.tables import LeaseState, StudyState
 from rnntune.service.trials.outcome import Interruption
 
 log = logging.getLogger("rnntune.worker")
 # renew's answer -> why the running trial stops (a study that ended spends the ticket)
-_STATUS_INTERRUPTION = {"lost": Interruption.LOST, "paused": Interruption.PAUSED}
+_STATUS_INTERRUPTION = {LeaseState.LOST: Interruption.LOST, StudyState.PAUSED: Interruption.PAUSED}
 
 
 class Lease:
@@ -86,13 +87,13 @@ class Lease:
             status = retry_db(in_session, self.sessions, check, log=log, who=f"worker {self.worker_id}")
         else:
             status = in_session(self.sessions, check)
-        if status != "ok":
+        if status != LeaseState.OK:
             with self._lock:  # (a claim that was settled meanwhile is no longer held)
                 if self._claim is claim and not self.interrupt.is_set():
                     log.info("worker %s: ticket %d: %s; stopping its trial", self.worker_id, claim.ticket_id, status)
                     self._reason = _STATUS_INTERRUPTION.get(status, Interruption.CANCELLED)
                     self.interrupt.set()
-        return status == "ok"
+        return status == LeaseState.OK
 
     # --- the heartbeat thread: lease renewal, worker heartbeat, cancel detection ---------
     def start_heartbeat(self) -> None:

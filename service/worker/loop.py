@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from rnntune.service import logs, queue
 from rnntune.service.store.db import TRANSIENT_ERRORS, init_db
-from rnntune.service.store.tables import ENDED
+from rnntune.service.store.tables import ENDED, TicketKind
 from rnntune.service.trials.outcome import TrialOutcome
 from rnntune.service.worker.base import WorkerBase
 from rnntune.service.worker.finalize import run_finalize
@@ -36,8 +36,8 @@ HOUSEKEEPING_S = 2.0  # how often a worker's claim also requeues expired leases 
 MAX_BACKOFF_S = 60.0  # the longest wait after failures outside training in a row
 # a ticket's kind -> its handler (any other kind: a trial)
 HANDLERS: dict[str, Callable[[WorkerBase, queue.Claim], Result]] = {
-    queue.REEVAL: run_reeval,
-    queue.FINALIZE: run_finalize,
+    TicketKind.REEVAL: run_reeval,
+    TicketKind.FINALIZE: run_finalize,
 }
 
 

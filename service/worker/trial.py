@@ -12,8 +12,9 @@ import optuna
 from rnntune.service import logs, queue
 from rnntune.service.search import pinned_sampler
 from rnntune.service.store import optuna_compat
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.db import TRANSIENT_ERRORS
-from rnntune.service.store.tables import StudyState
+from rnntune.service.store.tables import LeaseState, StudyState
 from rnntune.service.trials.outcome import Interrupted, Interruption, Outcome, TrialOutcome
 from rnntune.service.worker.base import WorkerBase
 
@@ -70,7 +71,11 @@ def end_trial(worker: WorkerBase, why: Interruption | None, *, reason: str = "")
     happen, the lease sweep judges it the same way)."""
     trial_id, number = worker.lease.trial_ids()
     params: dict | None = None
-    attrs = {"interrupted": "storage failed around the trial"} if why else {"fail_reason": "error", "error": reason}
+    attrs: dict[str, object] = (
+        {TrialAttr.INTERRUPTED: "storage failed around the trial"}
+        if why
+        else {TrialAttr.FAIL_REASON: "error", TrialAttr.ERROR: reason}
+    )
     if trial_id is not None:
         try:
             params = worker._db(_fail_if_running, worker.storage, trial_id, attrs, attempts=worker._patient())
@@ -94,7 +99,7 @@ def _fail_if_running(storage: optuna.storages.BaseStorage, trial_id: int, attrs:
 
 def _still_held(worker: WorkerBase, claim: queue.Claim) -> bool:
     try:
-        return worker._with_session(lambda s: queue.holds(s, claim.ticket_id, worker.id), attempts=3) != "lost"
+        return worker._with_session(lambda s: queue.holds(s, claim.ticket_id, worker.id), attempts=3) != LeaseState.LOST
     except Exception:
         return True  # unknown: settle finds out
 
@@ -112,9 +117,9 @@ def _trial_started(worker: WorkerBase, claim: queue.Claim, trial: optuna.Trial) 
         worker.lease.lost()
         raise Interrupted("the ticket was no longer this worker's when its trial started")
     if claim.retry_of is not None:  # the dashboard and the trials list show where it came from
-        worker._db(trial.set_user_attr, "retry_of", claim.retry_of)
+        worker._db(trial.set_user_attr, TrialAttr.RETRY_OF, claim.retry_of)
     elif claim.params:
-        worker._db(trial.set_user_attr, "initial", True)
+        worker._db(trial.set_user_attr, TrialAttr.INITIAL, True)
 
 
 @contextlib.contextmanager
@@ -162,7 +167,7 @@ def retire_unrun_retries(worker: WorkerBase, claim: queue.Claim) -> None:
                 else "its worker died before the trial was recorded on a ticket"
             )
             try:
-                worker.storage.set_trial_user_attr(optuna_compat.trial_id(t), "not_run", why)
+                worker.storage.set_trial_user_attr(optuna_compat.trial_id(t), TrialAttr.NOT_RUN, why)
                 worker.storage.set_trial_state_values(optuna_compat.trial_id(t), TS.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished meanwhile

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from rnntune.service import queue
 from rnntune.service.spec import SpecError, parse_spec
 from rnntune.service.store import migrate
+from rnntune.service.store.attrs import StudyAttr
 from rnntune.service.studies import registry
 from tests.conftest import create_pg_database, drop_pg_database, rnntune, wait_for
 from tests.queue_helpers import TS, check_lifecycle, spec, stop
@@ -181,7 +182,7 @@ def test_create_refuses_an_optuna_study_that_ran_trials_or_has_another_spec(env)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     other = parse_spec(_tiny("half-made", 1))
     half = optuna.create_study(storage=env.storage, study_name=other.name, direction=other.direction)
-    half.set_user_attr(registry.SPEC_HASH_ATTR, "0" * 64)
+    half.set_user_attr(StudyAttr.SPEC_HASH, "0" * 64)
     for sp in (ran, other):
         with env.sessions() as s, pytest.raises(registry.StudyConflict):
             registry.create_study(s, env.storage, sp)

@@ -25,13 +25,14 @@ from rnntune.service.reports import importance, results
 from rnntune.service.search import hyperparameters
 from rnntune.service.spec import stored_spec
 from rnntune.service.store import model_store
+from rnntune.service.store.attrs import TrialAttr
 from rnntune.service.store.tables import ModelRow
 from rnntune.service.trials import pareto, selection
 
 router = APIRouter(prefix="/v1/studies", tags=["results"])
 
 CSV_PAGE = 500
-CSV_ATTRS = ("best_epoch", "train_seconds", "naive_val_loss", "fail_reason")
+CSV_ATTRS = (TrialAttr.BEST_EPOCH, TrialAttr.TRAIN_SECONDS, TrialAttr.NAIVE_VAL_LOSS, TrialAttr.FAIL_REASON)
 
 
 @router.get("/{name}/best", responses={404: {"model": Problem}})
@@ -39,6 +40,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
     """The best trial's parameters, val metrics and (once the model is stored) test metrics; with a selection, the candidates' mean, sd and n."""
     row = study_or_404(session, name)
     spec = stored_spec(row)
+    assert spec.direction is not None  # validation sets it
     best = results.best_trial(session, row.optuna_study_id, spec.direction)
     if best is None:
         raise HTTPException(
@@ -52,7 +54,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
         "direction": spec.direction,
         "selection": selection.summary(session, row.id, row.optuna_study_id, spec),
     }
-    objectives = best["user_attrs"].get("objectives")
+    objectives = best["user_attrs"].get(TrialAttr.OBJECTIVES)
     if model is not None:  # the stored model is the re-created best trial (or winner): report its numbers
         return BestPublic(
             **study,
@@ -69,7 +71,7 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
             versus_baseline=model.metrics.get("versus_baseline"),
             warnings=model.metrics.get("warnings") or [],
         )
-    val_metrics = best["user_attrs"].get("val_metrics")
+    val_metrics = best["user_attrs"].get(TrialAttr.VAL_METRICS)
     if val_metrics is not None and spec.metric == "val_loss":
         val_metrics = {"loss": best["value"], **val_metrics}
     return BestPublic(
@@ -138,13 +140,13 @@ def download_model(name: str, session: SessionDep) -> Response:
     """The best model as one file: ``rnntune.models.load_model(path).predict(x)``."""
     row = study_or_404(session, name)
     content = model_store.model_content(session, row.id)
-    if content is None:
+    model = model_store.get_model(session, row.id)
+    if content is None or model is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=f"study {name!r} has no model yet (state {row.state}): it is stored when the budget is spent"
             + (f"; {row.reason}" if row.reason else ""),
         )
-    model = model_store.get_model(session, row.id)
     return Response(
         content,
         media_type="application/octet-stream",
