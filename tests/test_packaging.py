@@ -49,7 +49,7 @@ def test_wheel_has_one_top_level_name(wheel):
     tops = {n.split("/")[0] for n in names if not n.startswith("rnntune-")}
     assert tops == {"rnntune"}, tops
     assert "rnntune/studies/sine-lstm.yaml" in names
-    assert "rnntune/service/migrations/script.py.mako" in names
+    assert "rnntune/service/store/migrations/script.py.mako" in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in meta
 
