@@ -186,16 +186,22 @@ def _ridge(data: SequenceData, *, max_elements: int, **_: Any) -> dict[str, Any]
     best: tuple[float, float, Any] | None = None
     for alpha in RIDGE_ALPHAS:
         model = Ridge(alpha=alpha).fit(x_train, y_train)
-        mse = float(np.mean((model.predict(x_val) - y_val) ** 2))
+        mse = float(np.mean((_ridge_predict(model, x_val, y_val.shape) - y_val) ** 2))
         if best is None or mse < best[0]:
             best = (mse, alpha, model)
     assert best is not None
     alpha, model = best[1], best[2]
 
     def predict(split: str) -> np.ndarray:
-        return np.asarray(model.predict(_flat(data, split))).reshape(getattr(data, f"y_{split}").shape)
+        return _ridge_predict(model, _flat(data, split), getattr(data, f"y_{split}").shape)
 
     return _scored(data, predict, {"alpha": alpha, "alphas": list(RIDGE_ALPHAS), "features": x_train.shape[1]})
+
+
+def _ridge_predict(model: Any, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The ridge's predictions as y's (N, K): scikit-learn returns (N,) for a one-column y, which
+    against an (N, 1) y would broadcast to (N, N) and score every row against every target."""
+    return np.asarray(model.predict(x)).reshape(shape)
 
 
 def _bag_of_words(data: SequenceData, split: str) -> Any:

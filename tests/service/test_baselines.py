@@ -61,6 +61,25 @@ def test_forecasting_baselines_are_the_hand_computed_ones_on_the_same_windows():
     )
 
 
+def test_ridge_ar_with_one_horizon_step_picks_its_alpha_on_the_val_mse_by_hand():
+    # the search suite's sunspots task: window 24, horizon 1, so y is (N, 1)
+    data = load_dataset("sunspots", window=24)
+    got = fit_baselines(data, period=11)["ridge_ar"]
+    flat = {s: getattr(data, f"x_{s}")[..., 0].astype(np.float64) for s in ("train", "val", "test")}
+    y = {s: getattr(data, f"y_{s}").astype(np.float64) for s in ("train", "val", "test")}
+    val_mse = {}
+    for alpha in RIDGE_ALPHAS:
+        predict = _ridge_by_hand(flat["train"], y["train"], alpha)
+        val_mse[alpha] = float(np.mean((predict(flat["val"]) - y["val"]) ** 2))
+    alpha = min(val_mse, key=val_mse.get)
+    assert got["params"]["alpha"] == alpha
+    assert got["val"]["loss"] == pytest.approx(val_mse[alpha], rel=1e-6)
+    predict = _ridge_by_hand(flat["train"], y["train"], alpha)
+    assert got["test"]["loss"] == pytest.approx(float(np.mean((predict(flat["test"]) - y["test"]) ** 2)), rel=1e-6)
+    persistence = float(np.mean((flat["val"][:, -1:] - y["val"]) ** 2))
+    assert got["val"]["loss"] < persistence  # a 24-lag autoregression beats the last value here
+
+
 def test_a_period_longer_than_the_window_or_none_skips_the_seasonal_naive_saying_why():
     data = load_dataset("sine", {"n_series": 20, "length": 30}, window=8)
     assert data.meta["period"] is None
