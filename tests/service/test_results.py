@@ -41,11 +41,16 @@ SPEC = {
 }
 
 
+def train(client, settings) -> optuna.Study:
+    """SPEC submitted and run to its end by one in-process worker (5 trials, then finalize)."""
+    assert client.post("/v1/studies", json=SPEC).status_code == 201
+    Worker(settings, exit_when_idle=True, threads=1, device="cpu").run()
+    return optuna.load_study(study_name=SPEC["name"], storage=settings.database_url)
+
+
 @pytest.fixture(scope="module")
 def trained(client, settings):
-    assert client.post("/v1/studies", json=SPEC).status_code == 201
-    Worker(settings, exit_when_idle=True, threads=1, device="cpu").run()  # 5 trials, then finalize
-    return optuna.load_study(study_name=SPEC["name"], storage=settings.database_url)
+    return train(client, settings)
 
 
 def test_best_has_val_and_test_metrics(trained, client):
@@ -177,29 +182,3 @@ def test_rnntune_export_writes_the_model_file(trained, api_url, tmp_path):
     assert load_model(out).meta["trial_number"] == trained.best_trial.number
     r = subprocess.run([*cli, "res-few", "--api-url", api_url], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 1 and "no model yet" in r.stderr
-
-
-def test_finalize_stops_when_asked_and_keeps_the_stored_model(trained, client, settings):
-    import threading
-
-    from rnntune.models.train import TrainingStopped
-    from rnntune.service.data.data_cache import DataCache
-    from rnntune.service.spec import StudySpec
-    from rnntune.service.store import model_store
-    from rnntune.service.studies import registry
-    from rnntune.service.trials import finalize
-    from rnntune.service.trials.outcome import Interrupted
-
-    sessions = client.app.state.sessions
-    with sessions() as s:
-        row = registry.get_study(s, SPEC["name"])
-        before = model_store.get_model(s, row.id).sha256
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises((Interrupted, TrainingStopped)):
-        finalize.finalize_study(
-            spec=StudySpec.model_validate(row.spec), study=trained, study_id=row.id, sessions=sessions,
-            device="cpu", data_cache=DataCache(), stop=stop,
-        )  # fmt: skip
-    with sessions() as s:
-        assert model_store.get_model(s, row.id).sha256 == before
