@@ -72,7 +72,7 @@ class Env:
         """The study as GET /v1/studies lists it (registry.summaries)."""
         with self.sessions() as s:
             (out,) = registry.summaries(s, [registry.get_study(s, name)])
-        return out
+        return out.model_dump()
 
     def study_row(self, name: str) -> dict:
         with self.engine.connect() as c:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from optuna.distributions import json_to_distribution
@@ -102,7 +104,25 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[str, Any]]:
+@dataclass(slots=True)
+class StoredTrial:
+    """A trial as the results read it from Optuna's tables: what ``GET …/trials`` lists (the
+    fields of ``api.schemas.TrialPublic``), and its per-epoch ``curve`` where one was asked for."""
+
+    trial_id: int
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None  # the first objective's, finite or None
+    epochs: int
+    duration_s: float | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    user_attrs: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "value"}: best_trial's only
+
+
+def _trials(session: Session, where, *, order, limit: int | None) -> list[StoredTrial]:
     q = (
         select(
             trials_t.c.trial_id,
@@ -143,26 +163,26 @@ def _trials(session: Session, where, *, order, limit: int | None) -> list[dict[s
     for r in rows:
         start, end = r.datetime_start, r.datetime_complete
         out.append(
-            {
-                "trial_id": r.trial_id,
-                "number": r.number,
-                "state": _state(r.state),
-                "params": params.get(r.trial_id, {}),
-                "value": _finite(r.value),
+            StoredTrial(
+                trial_id=r.trial_id,
+                number=r.number,
+                state=_state(r.state),
+                params=params.get(r.trial_id, {}),
+                value=_finite(r.value),
                 # several objectives keep their per-epoch values elsewhere (service/trials/pareto.py)
-                "epochs": epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get(TrialAttr.EPOCHS, 0),
-                "duration_s": round((end - start).total_seconds(), 3) if start and end else None,
-                "datetime_start": start,
-                "datetime_complete": end,
-                "user_attrs": attrs.get(r.trial_id, {}),
-            }
+                epochs=epochs.get(r.trial_id) or attrs.get(r.trial_id, {}).get(TrialAttr.EPOCHS, 0),
+                duration_s=round((end - start).total_seconds(), 3) if start and end else None,
+                datetime_start=start,
+                datetime_complete=end,
+                user_attrs=attrs.get(r.trial_id, {}),
+            )
         )
     return out
 
 
 def trials_page(
     session: Session, study_id: int, *, after: int | None, limit: int, state: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[StoredTrial]:
     """Trials by number, ``limit`` of them after trial number ``after`` (a keyset cursor)."""
     where = trials_t.c.study_id == study_id
     if after is not None:
@@ -172,24 +192,25 @@ def trials_page(
     return _trials(session, where, order=[trials_t.c.number], limit=limit)
 
 
-def tie_key(trial: dict[str, Any], direction: str) -> tuple[float, float, float, int]:
+def tie_key(trial: StoredTrial, direction: str) -> tuple[float, float, float, int]:
     """How complete trials rank: the value, then (ties on it: accuracy 1.0 on a small val split)
     the lower val loss at the best epoch, then fewer parameters, then the earlier trial. A
     trial with ``val_loss`` as its metric has that as its value; one without the attributes
     (an objective plugin's, a command's) ranks after the tied trials that have them."""
-    value = trial["value"]
-    attrs = trial["user_attrs"]
+    value = trial.value
+    assert value is not None  # ranked trials have a finite value
+    attrs = trial.user_attrs
     val_loss = attrs.get(TrialAttr.VAL_LOSS)
     n_params = attrs.get(TrialAttr.N_PARAMS)
     return (
         value if direction == "minimize" else -value,
         float(val_loss) if val_loss is not None else math.inf,
         float(n_params) if n_params is not None else math.inf,
-        trial["number"],
+        trial.number,
     )
 
 
-def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[dict[str, Any]]:
+def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[StoredTrial]:
     """The ``k`` best COMPLETE trials with a finite value, best first (ties on the value: the
     lower val loss, then fewer parameters, then the earlier: :func:`tie_key`); fewer when fewer
     completed."""
@@ -204,26 +225,26 @@ def top_trials(session: Session, study_id: int, direction: str, k: int) -> list[
     if not first:
         return []
     # trials tied with the k-th may outrank some of the first k on the tie-breaks
-    edge = first[-1]["value"]
+    edge = first[-1].value
     tied = _trials(session, and_(where, values_t.c.value == edge), order=[trials_t.c.number], limit=None)
-    pool = {t["trial_id"]: t for t in [*first, *tied]}
+    pool = {t.trial_id: t for t in [*first, *tied]}
     return sorted(pool.values(), key=lambda t: tie_key(t, direction))[:k]
 
 
-def best_trial(session: Session, study_id: int, direction: str) -> dict[str, Any] | None:
+def best_trial(session: Session, study_id: int, direction: str) -> StoredTrial | None:
     """The best COMPLETE trial (ties: :func:`tie_key`), with its per-epoch curve."""
     found = top_trials(session, study_id, direction, 1)
     if not found:
         return None
     trial = found[0]
-    trial["curve"] = [
+    trial.curve = [
         {"epoch": step, "value": _finite(value)}
         for step, value in session.execute(
             select(inter_t.c.step, inter_t.c.intermediate_value)
-            .where(inter_t.c.trial_id == trial["trial_id"])
+            .where(inter_t.c.trial_id == trial.trial_id)
             .order_by(inter_t.c.step)
         )
-    ] or _first_objective_curve(session, trial["trial_id"])
+    ] or _first_objective_curve(session, trial.trial_id)
     return trial
 
 
@@ -254,7 +275,7 @@ def complete_values(session: Session, study_id: int) -> list[tuple[int, list[flo
     return list(out.items())
 
 
-def trials_by_number(session: Session, study_id: int, numbers: list[int]) -> list[dict[str, Any]]:
+def trials_by_number(session: Session, study_id: int, numbers: list[int]) -> list[StoredTrial]:
     """The trials with these numbers (params, first value, epochs, attributes), by number."""
     if not numbers:
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -12,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rnntune.service import queue
+from rnntune.service.api.schemas import StudySummary, TrialCounts
 from rnntune.service.reports import results
 from rnntune.service.spec import StudySpec, broken_reason, try_stored_spec
 from rnntune.service.store import optuna_compat
@@ -158,25 +160,31 @@ def _adoptable(storage: optuna.storages.BaseStorage, spec: StudySpec, digest: st
     return study
 
 
-def _shown(row: StudyRow) -> dict[str, Any]:
-    """direction, metric and data as a summary shows them; a stored spec that no longer parses
-    shows what its JSON says (strings only) and, while the study is active, why it cannot run."""
+@dataclass(frozen=True)
+class _Shown:
+    """direction, metric and data as a summary shows them, and why a stored spec cannot run."""
+
+    direction: str
+    metric: str
+    data: str
+    broken: str | None = None
+
+
+def _shown(row: StudyRow) -> _Shown:
+    """A stored spec that no longer parses shows what its JSON says (strings only) and, while the
+    study is active, why it cannot run."""
     spec = try_stored_spec(row)
     if spec is not None:
-        return {"direction": spec.direction, "metric": spec.metric, "data": _data_name(spec), "broken": None}
+        assert spec.direction is not None  # a parsed spec has one: given, or its metric's
+        return _Shown(spec.direction, spec.metric, _data_name(spec))
     raw = row.spec if isinstance(row.spec, dict) else {}
     raw_data = raw.get("data")
     data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
 
-    def text(value: Any, default: str) -> str:
-        return value if isinstance(value, str) else default
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else "unknown"
 
-    return {
-        "direction": text(raw.get("direction"), "unknown"),
-        "metric": text(raw.get("metric"), "unknown"),
-        "data": text(data.get("name"), "unknown"),
-        "broken": broken_reason(row),
-    }
+    return _Shown(text(raw.get("direction")), text(raw.get("metric")), text(data.get("name")), broken_reason(row))
 
 
 def _data_name(spec: StudySpec) -> str:
@@ -187,50 +195,46 @@ def _data_name(spec: StudySpec) -> str:
     return f"objective plugin {plugin}" if plugin else "command"
 
 
-def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 90.0) -> list[dict[str, Any]]:
+def summaries(session: Session, rows: list[StudyRow], *, lost_after_s: float = 90.0) -> list[StudySummary]:
     """Counts per trial state and the best value for each study: two grouped queries in all.
     An active study that needs plugins or commands no live worker has says so in ``reason``."""
-    ids = [r.optuna_study_id for r in rows]
     live = None
     if any(r.requires and r.state in queue.ACTIVE and r.reason is None for r in rows):
         live = queue.live_capabilities(session, lost_after_s=lost_after_s)
-    counts = results.trial_counts(session, ids)
+    counts = results.trial_counts(session, [r.optuna_study_id for r in rows])
     finalizing = _finalizing(session, rows)
     shown = {r.id: _shown(r) for r in rows}
     best = results.best_values(
-        session, {r.optuna_study_id: shown[r.id]["direction"] for r in rows if shown[r.id]["broken"] is None}
+        session, {r.optuna_study_id: shown[r.id].direction for r in rows if shown[r.id].broken is None}
     )
     out = []
     for r in rows:
         c, s = counts[r.optuna_study_id], shown[r.id]
         active = r.state in (*queue.ACTIVE, StudyState.PAUSED)
+        unrunnable = queue.unrunnable_reason(r.requires, live) if live is not None and r.state in queue.ACTIVE else None
         out.append(
-            {
-                "name": r.name,
-                "owner": r.owner,
-                "state": FINALIZING if r.id in finalizing else r.state,
-                "reason": r.reason
-                or (s["broken"] if active else None)
-                or (
-                    queue.unrunnable_reason(r.requires, live) if live is not None and r.state in queue.ACTIVE else None
+            StudySummary(
+                name=r.name,
+                owner=r.owner,
+                state=FINALIZING if r.id in finalizing else r.state,
+                reason=r.reason or (s.broken if active else None) or unrunnable,
+                direction=s.direction,
+                metric=s.metric,
+                data=s.data,
+                n_trials=r.n_trials,
+                finished=c["COMPLETE"] + c["PRUNED"],
+                counts=TrialCounts(
+                    complete=c["COMPLETE"],
+                    pruned=c["PRUNED"],
+                    failed=c["FAIL"] - c["INTERRUPTED"],
+                    interrupted=c["INTERRUPTED"],
+                    running=c["RUNNING"],
+                    waiting=c["WAITING"],
                 ),
-                "direction": s["direction"],
-                "metric": s["metric"],
-                "data": s["data"],
-                "n_trials": r.n_trials,
-                "finished": c["COMPLETE"] + c["PRUNED"],
-                "counts": {
-                    "complete": c["COMPLETE"],
-                    "pruned": c["PRUNED"],
-                    "failed": c["FAIL"] - c["INTERRUPTED"],
-                    "interrupted": c["INTERRUPTED"],
-                    "running": c["RUNNING"],
-                    "waiting": c["WAITING"],
-                },
-                "best_value": best.get(r.optuna_study_id),
-                "created_at": r.created_at,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-            }
+                best_value=best.get(r.optuna_study_id),
+                created_at=r.created_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+            )
         )
     return out

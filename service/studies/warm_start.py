@@ -75,7 +75,7 @@ def plan(session: Session, spec: StudySpec, *, max_history: int) -> tuple[Plan, 
             continue
         assert source.direction is not None  # validation sets it
         fetched = results.top_trials(session, row.optuna_study_id, source.direction, warm.top_k * FETCH_FACTOR)
-        fitted = [p for p in (fit(spec, source, t["params"]) for t in fetched) if p is not None][: warm.top_k]
+        fitted = [p for p in (fit(spec, source, t.params) for t in fetched) if p is not None][: warm.top_k]
         for params in fitted:
             if _key(params) not in seen:
                 seen.add(_key(params))
@@ -214,15 +214,15 @@ def _history(
     assert source.direction is not None  # validation sets it
     out = []
     for trial in results.top_trials(session, row.optuna_study_id, source.direction, limit):
-        params = fit(spec, source, trial["params"])
-        if params is None or trial["value"] is None:
+        params = fit(spec, source, trial.params)
+        if params is None or trial.value is None:
             continue
         out.append(
             optuna.trial.create_trial(
                 params=params,
                 distributions={name: distribution(spec.search_space[name]) for name in params},
-                value=trial["value"],
-                user_attrs={TrialAttr.WARM_START_FROM: f"{row.name}#{trial['number']}"},
+                value=trial.value,
+                user_attrs={TrialAttr.WARM_START_FROM: f"{row.name}#{trial.number}"},
             )
         )
     return out

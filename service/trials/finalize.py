@@ -92,7 +92,7 @@ def best_trial(study: optuna.Study, spec: StudySpec, sessions: sessionmaker | No
             found = results.top_trials(session, optuna_compat.study_id(study), spec.directions()[0], 1)
         if not found:
             raise ValueError("no trial is complete")
-        return TrialRecord.from_dict(found[0])
+        return TrialRecord(found[0].number, found[0].params, found[0].value, found[0].user_attrs)
     sign = [-1.0 if d == "maximize" else 1.0 for d in spec.directions()]
     complete = [
         t

@@ -179,11 +179,6 @@ class TrialRecord:
     def of(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         return cls(trial.number, trial.params, trial.values[0] if trial.values else None, trial.user_attrs)
 
-    @classmethod
-    def from_dict(cls, trial: dict[str, Any]) -> TrialRecord:
-        """A trial as the API and ``results`` show it (``number``, ``params``, ``value``, ``user_attrs``)."""
-        return cls(trial["number"], trial["params"], trial["value"], trial["user_attrs"])
-
 
 @dataclasses.dataclass
 class Recipe:

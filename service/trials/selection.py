@@ -94,7 +94,7 @@ def summary(session: Session, study_id: int, optuna_study_id: int, spec: StudySp
     for row in rows:
         by_trial.setdefault(row.trial_number, []).append(row)
     candidates = [_candidate(number, trial_rows) for number, trial_rows in by_trial.items()]
-    params = {t["number"]: t["params"] for t in results.trials_by_number(session, optuna_study_id, list(by_trial))}
+    params = {t.number: t.params for t in results.trials_by_number(session, optuna_study_id, list(by_trial))}
     for c in candidates:
         c["params"] = params.get(c["trial"], {})
     runs = [r for r in rows if r.ticket_id is not None]

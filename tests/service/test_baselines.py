@@ -221,10 +221,10 @@ def test_tied_trials_rank_by_val_loss_then_size(pg_url):
     with Session(engine) as session:
         sid = optuna_compat.study_id(study)
         best = results.best_trial(session, sid, "maximize")
-        ranked = [t["number"] for t in results.top_trials(session, sid, "maximize", 2)]
+        ranked = [t.number for t in results.top_trials(session, sid, "maximize", 2)]
     # trials 2 and 3 tie on accuracy and val loss: the smaller (trial 3) wins; trial 1's higher loss ranks after
-    assert best["number"] == 3 and ranked == [3, 2]
-    assert math.isclose(best["value"], 1.0)
+    assert best is not None and best.number == 3 and ranked == [3, 2]
+    assert best.value is not None and math.isclose(best.value, 1.0)
     engine.dispose()
 
 

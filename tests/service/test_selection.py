@@ -168,7 +168,7 @@ def test_reeval_tickets_run_once_each_then_the_finalize_ticket(env):
         (2, 1, 1, 0, "pending", None),
     ]
     with env.sessions() as s:  # shown as finalizing while re-evaluating
-        assert registry.summaries(s, [registry.get_study(s, name)])[0]["state"] == "finalizing"
+        assert registry.summaries(s, [registry.get_study(s, name)])[0].state == "finalizing"
         assert selection.progress(s, registry.get_study(s, name).id, parse_spec(_spec("sel", selection=SELECT))) == {
             "done": 0,
             "total": 2,

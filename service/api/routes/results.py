@@ -54,13 +54,13 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
         "direction": spec.direction,
         "selection": selection.summary(session, row.id, row.optuna_study_id, spec),
     }
-    objectives = best["user_attrs"].get(TrialAttr.OBJECTIVES)
+    objectives = best.user_attrs.get(TrialAttr.OBJECTIVES)
     if model is not None:  # the stored model is the re-created best trial (or winner): report its numbers
         return BestPublic(
             **study,
             trial_number=model.trial_number,
             # not the search's best: the selection's winner, a tie, or a trial that finished after finalize
-            value=best["value"] if model.trial_number == best["number"] else model.metrics.get("trial_value"),
+            value=best.value if model.trial_number == best.number else model.metrics.get("trial_value"),
             objectives=objectives,
             params=model.params,
             hyperparameters=model.hyperparameters,
@@ -71,16 +71,16 @@ def get_best(name: str, session: SessionDep) -> BestPublic:
             versus_baseline=model.metrics.get("versus_baseline"),
             warnings=model.metrics.get("warnings") or [],
         )
-    val_metrics = best["user_attrs"].get(TrialAttr.VAL_METRICS)
+    val_metrics = best.user_attrs.get(TrialAttr.VAL_METRICS)
     if val_metrics is not None and spec.metric == "val_loss":
-        val_metrics = {"loss": best["value"], **val_metrics}
+        val_metrics = {"loss": best.value, **val_metrics}
     return BestPublic(
         **study,
-        trial_number=best["number"],
-        value=best["value"],
+        trial_number=best.number,
+        value=best.value,
         objectives=objectives,
-        params=best["params"],
-        hyperparameters=hyperparameters(spec, best["params"]),
+        params=best.params,
+        hyperparameters=hyperparameters(spec, best.params),
         val_metrics=val_metrics,
         test_metrics=None,
         model=None,
@@ -118,10 +118,10 @@ def get_pareto(name: str, session: SessionDep) -> ParetoPublic:
         n_complete=len(complete),
         trials=[
             ParetoTrial(
-                number=t["number"],
-                values=dict(zip(names, values[t["number"]], strict=True)),
-                params=t["params"],
-                epochs=t["epochs"],
+                number=t.number,
+                values=dict(zip(names, values[t.number], strict=True)),
+                params=t.params,
+                epochs=t.epochs,
             )
             for t in trials
         ],
@@ -210,18 +210,18 @@ def _csv_rows(sessions, optuna_study_id: int, param_names: list[str]) -> Iterato
         while True:
             page = results.trials_page(session, optuna_study_id, after=after, limit=CSV_PAGE)
             for t in page:
-                attrs = t["user_attrs"]
+                attrs = t.user_attrs
                 writer.writerow(
-                    [t["number"], t["state"], _cell(t["value"]), t["epochs"], _cell(t["duration_s"]),
-                     _cell(t["datetime_start"]), _cell(t["datetime_complete"])]
-                    + [_cell(t["params"].get(p)) for p in param_names]
+                    [t.number, t.state, _cell(t.value), t.epochs, _cell(t.duration_s),
+                     _cell(t.datetime_start), _cell(t.datetime_complete)]
+                    + [_cell(t.params.get(p)) for p in param_names]
                     + [_cell(attrs.get(a)) for a in CSV_ATTRS]
                 )  # fmt: skip
             if page:
                 yield flush()
             if len(page) < CSV_PAGE:
                 return
-            after = page[-1]["number"]
+            after = page[-1].number
 
 
 def _cell(value) -> str:

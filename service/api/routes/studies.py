@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from rnntune.service import queue
 from rnntune.service.api.access import CallerDep, OwnedStudy
@@ -32,6 +33,7 @@ from rnntune.service.spec import (
     root_text_errors,
     try_stored_spec,
 )
+from rnntune.service.store.tables import StudyRow
 from rnntune.service.studies import registry, val_split, warm_start
 from rnntune.service.trials import command, selection
 
@@ -144,10 +146,10 @@ def list_studies(
 ) -> StudyList:
     """List studies with their state, trial counts and best value."""
     rows = registry.list_studies(session, state=state)
-    return StudyList.model_validate({"items": registry.summaries(session, rows, lost_after_s=settings.lease_s)})
+    return StudyList(items=registry.summaries(session, rows, lost_after_s=settings.lease_s))
 
 
-def _detail(session, row, lost_after_s: float = 90.0) -> StudyPublic:
+def _detail(session: Session, row: StudyRow, lost_after_s: float = 90.0) -> StudyPublic:
     summary = registry.summaries(session, [row], lost_after_s=lost_after_s)[0]
     spec = try_stored_spec(row)  # None: it no longer parses (the summary's reason says why)
     best, progress = None, None
@@ -156,9 +158,9 @@ def _detail(session, row, lost_after_s: float = 90.0) -> StudyPublic:
         best = results.best_trial(session, row.optuna_study_id, spec.direction)
         progress = selection.progress(session, row.id, spec)
     return StudyPublic(
-        **summary,
+        **dict(summary),  # the summary's fields, as they are (StudyPublic extends StudySummary)
         spec=row.spec,
-        best_trial=None if best is None else BestTrial.model_validate(best),
+        best_trial=None if best is None else BestTrial.model_validate(best, from_attributes=True),
         reevaluations=None if progress is None else ReevaluationProgress.model_validate(progress),
     )
 
@@ -183,7 +185,9 @@ def list_trials(
     more = len(items) > limit
     items = items[:limit]
     # one validation of the page (a model per row would cost ~1.5 µs a trial more)
-    return TrialsPage.model_validate({"items": items, "next_after": items[-1]["number"] if more else None})
+    return TrialsPage.model_validate(
+        {"items": items, "next_after": items[-1].number if more else None}, from_attributes=True
+    )
 
 
 def _control(row, session, action) -> StudyPublic:
