@@ -99,8 +99,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 
 # Real worker processes per step: three examples take 45 s on a quiet machine, an example ~35 s on
-# 2 cores beside a busy neighbour, so the timeout grows with the examples asked for (a fixed one
-# killed any run of more than ~30). No shrinking: replaying a failure with real processes behaves
+# 2 cores beside a busy neighbour, so the timeout grows with the examples asked for. No shrinking: replaying a failure with real processes behaves
 # differently each time (hypothesis calls that flaky), and the failing example is printed as drawn.
 @pytest.mark.timeout(max(1200, 90 * EXAMPLES))
 def test_lifecycle_invariants_under_random_faults():
