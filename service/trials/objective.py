@@ -139,7 +139,7 @@ class Objective:
 
     def _interrupted(self, trial, exc: BaseException, ids: Ids) -> None:
         why = self.interruption()
-        retry_db(trial.set_user_attr, TrialAttr.INTERRUPTED, str(exc) or "worker stopped")
+        retry_db(trial.set_user_attr, TrialAttr.INTERRUPTED, f"{why.describe}: {exc}" if str(exc) else why.describe)
         self._outcome = TrialOutcome.interrupted(why, *ids, params=trial.params)
 
     def _report(self, trial: optuna.Trial, step: int, value: float, started: float) -> bool:
@@ -172,7 +172,7 @@ class Objective:
         else:
             value = self._command(trial, hp, started)
         if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
-            raise Interrupted("the ticket's lease was lost before the trial could finish")
+            raise Interrupted("stopped before the trial could finish")
         trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.monotonic() - started, 3))
         return value
 
@@ -246,7 +246,7 @@ class Objective:
         if self.stop.is_set() or (self.still_ours is not None and not self.still_ours()):
             # Our lease was lost (another worker has this ticket) or we must stop: finishing
             # now would run the budget over.
-            raise Interrupted("the ticket's lease was lost before the trial could finish")
+            raise Interrupted("stopped before the trial could finish")
         best = result.history[result.best_epoch - 1]
         trial.set_user_attr(TrialAttr.EPOCHS, len(result.history))
         trial.set_user_attr(TrialAttr.BEST_EPOCH, result.best_epoch)

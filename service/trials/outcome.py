@@ -37,9 +37,23 @@ class Interruption(StrEnum):
     STORAGE = "storage"  # the database failed under Optuna's own bookkeeping
 
     @property
+    def describe(self) -> str:
+        """What stopped the trial, as its ``interrupted`` attribute says it."""
+        return _DESCRIBE[self]
+
+    @property
     def retries_params(self) -> bool:
         """The trial's parameters run again under the re-queued ticket."""
         return self in (Interruption.PAUSED, Interruption.STOPPED, Interruption.STORAGE, Interruption.LOST)
+
+
+_DESCRIBE = {
+    Interruption.CANCELLED: "study cancelled",
+    Interruption.PAUSED: "study paused",
+    Interruption.STOPPED: "worker stopped",
+    Interruption.LOST: "lease lost",
+    Interruption.STORAGE: "storage failed",
+}
 
 
 @dataclass(frozen=True)
